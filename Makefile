@@ -1,0 +1,39 @@
+# The course's two commands: `make lab` (set-up, then JupyterLab) and `make test`
+# (set-up, then ruff, pytest and every notebook on the CPU in small mode, offline).
+# The set-up installs torch==2.13.0 first through constraints.txt: an unpinned torch
+# in a fresh venv would pull a CUDA build of several GB onto a CPU-only machine.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.lorakit-installed
+TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 LORAKIT_MODE=small LORAKIT_TEST=1 MPLBACKEND=Agg
+
+.PHONY: setup lab test lint pytest notebooks clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lorakit)" >/dev/null
+	touch $@
+
+lab: setup
+	$(BIN)/jupyter lab notebooks/
+
+lint: setup
+	$(BIN)/ruff check lorakit tests benchmarks
+
+pytest: setup
+	$(TEST_ENV) $(BIN)/python -m pytest tests
+
+notebooks: setup
+	$(TEST_ENV) $(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=600 -p no:cacheprovider notebooks
+
+test: lint pytest notebooks
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
