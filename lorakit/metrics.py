@@ -1,0 +1,296 @@
+"""Reading a shapes-world picture back: colour, shape and style detectors, and a prompt-grid score.
+
+Introduced in notebooks/03_stable_diffusion_anatomy.ipynb (does the tiny SD draw what it is
+asked?) and used again to measure what a style LoRA changed.
+
+A detector looks at one picture of one shape on a plain background (``data.render`` draws them):
+
+1. the background is the median colour of the border; the *foreground* is every pixel whose
+   largest channel difference from it exceeds ``INK_THRESHOLD`` (far above mild noise), and of
+   that only the largest 8-connected component (stray specks are dropped);
+2. the *solid* region fills the foreground's rows and columns between their first and last
+   pixels, which closes the hole of an outline shape; ``hollowness = 1 - foreground / solid``
+   tells ``"filled"`` (about 0) from ``"outline"`` (0.2 and more);
+3. the shape is the prototype nearest to two numbers of the solid region: the fraction of its
+   bounding box it fills (square 1, circle pi/4, triangle 1/2) and the fraction of its area in
+   the top half of the box (1/2 for square and circle, 1/4 for an upright triangle);
+4. the colour is the named colour (``data.COLOURS``) nearest in hue to the median of the most
+   saturated foreground pixels (hue ignores how much white an anti-aliased edge blends in).
+
+Left out: several shapes a picture, rotated shapes, textured backgrounds, any learned model.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from lorakit import data
+
+NONE = "none"  # what the detectors say when there is no shape
+INK_THRESHOLD = 80.0  # channel difference (0..255) from the background that counts as foreground
+MIN_AREA_FRACTION = 0.01  # a foreground smaller than this fraction of the picture is no shape
+OUTLINE_HOLLOWNESS = 0.12  # above: "outline"
+GREY_CHROMA = 30.0  # max minus min channel below which a colour has no meaningful hue
+MAX_SIDE = 128  # larger pictures are shrunk first: the detectors need no more pixels
+SHAPE_PROTOTYPES = {"square": (1.0, 0.5), "circle": (np.pi / 4, 0.5), "triangle": (0.5, 0.25)}
+COLOUR_HUES = {name: colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0] for name, rgb in data.COLOURS.items()}
+
+
+def as_array(image: Image.Image | torch.Tensor | np.ndarray) -> np.ndarray:
+    """A PIL image, a (3, H, W) tensor in [-1, 1] (``data.to_tensor``'s range) or an (H, W, 3)
+    uint8 array as an (H, W, 3) float32 array in 0..255, at most ``MAX_SIDE`` pixels a side."""
+    if isinstance(image, torch.Tensor):
+        image = data.to_image(image.squeeze(0) if image.dim() == 4 else image)
+    elif isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise TypeError(f"expected an (H, W, 3) uint8 array in 0..255, got dtype {image.dtype}: "
+                            "convert it, e.g. (array * 255).round().astype(np.uint8).")
+        image = Image.fromarray(image)
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"expected a PIL image, a tensor or an array, got {type(image).__name__}.")
+    image = data.to_rgb(image)
+    if max(image.size) > MAX_SIDE:
+        scale = MAX_SIDE / max(image.size)
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                             Image.Resampling.BOX)
+    return np.asarray(image, dtype=np.float32)  # (H, W, 3)
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of a boolean (H, W) mask, by union-find on row runs."""
+    h, w = mask.shape
+    padded = np.zeros((h, w + 2), dtype=np.int8)
+    padded[:, 1:-1] = mask
+    steps = np.diff(padded, axis=1)  # (H, W + 1): +1 where a run starts, -1 one past its end
+    rows, starts = np.nonzero(steps == 1)
+    stops = np.nonzero(steps == -1)[1]  # row-major order, so run i is (rows[i], starts[i]:stops[i])
+    n = len(rows)
+    if n == 0:
+        return np.zeros_like(mask, dtype=bool)
+    # Runs i of row y - 1 that touch run j of row y (8-connected: start_i <= stop_j, start_j <= stop_i)
+    # form one contiguous range lo[j]:hi[j] of the row-major order; find them with sorted keys.
+    stride = w + 2
+    lo = np.searchsorted(rows * stride + stops, (rows - 1) * stride + starts, "left")  # (n,)
+    hi = np.searchsorted(rows * stride + starts, (rows - 1) * stride + stops, "right")  # (n,)
+    counts = np.maximum(hi - lo, 0)  # (n,)
+    later = np.repeat(np.arange(n), counts)  # (pairs,)
+    earlier = lo[later] + np.arange(len(later)) - np.repeat(np.cumsum(counts) - counts, counts)
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in zip(earlier.tolist(), later.tolist(), strict=True):
+        parent[root(i)] = root(j)
+    roots = np.array([root(i) for i in range(n)])  # (n,)
+    sizes = np.bincount(roots, weights=stops - starts)
+    keep = roots == np.argmax(sizes)
+    marks = np.zeros((h, w + 1), dtype=np.int32)
+    np.add.at(marks, (rows[keep], starts[keep]), 1)
+    np.add.at(marks, (rows[keep], stops[keep]), -1)
+    return np.cumsum(marks, axis=1)[:, :w] > 0
+
+
+def _solid(mask: np.ndarray) -> np.ndarray:
+    """Every pixel between the first and last True of both its row and its column."""
+    rows = np.maximum.accumulate(mask, axis=1) & np.maximum.accumulate(mask[:, ::-1], axis=1)[:, ::-1]
+    cols = np.maximum.accumulate(mask, axis=0) & np.maximum.accumulate(mask[::-1], axis=0)[::-1]
+    return rows & cols
+
+
+def _channel_spread(rgb: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """Largest channel difference from ``reference`` (or, without one, max minus min channel).
+
+    Written channel by channel: numpy's max over a last axis of length 3 is slow."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    if reference is not None:
+        r, g, b = np.abs(r - reference[0]), np.abs(g - reference[1]), np.abs(b - reference[2])
+        return np.maximum(np.maximum(r, g), b)
+    return np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)
+
+
+def _median(values: np.ndarray) -> np.ndarray:
+    """Per-column median of an (N, C) array (the middle element; enough here, and quick)."""
+    return np.sort(values, axis=0)[len(values) // 2]
+
+
+def measure(image: Image.Image | torch.Tensor | np.ndarray) -> dict | None:
+    """The numbers the detectors decide on, or None when the picture holds no shape."""
+    rgb = as_array(image)  # (H, W, 3)
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])  # (2H + 2W, 3)
+    ink = _channel_spread(rgb, _median(border))  # (H, W)
+    foreground = largest_component(ink > INK_THRESHOLD)
+    area = int(foreground.sum())
+    if area < MIN_AREA_FRACTION * foreground.size:
+        return None
+    solid = _solid(foreground)  # outline shapes: hole closed
+    ys, xs = np.nonzero(solid)
+    top, bottom, left, right = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    solid_area = int(solid.sum())
+    row_areas = solid[top:bottom].sum(axis=1)  # (box height,)
+    middle = (bottom - top) / 2
+    weights = np.clip(middle - np.arange(bottom - top), 0, 1)  # 1 above the middle, 1/2 on it
+    pixels = rgb[foreground]  # (area, 3)
+    saturation = _channel_spread(pixels)  # (area,)
+    core = pixels[saturation >= np.partition(saturation, area // 2)[area // 2]]  # no blended edges
+    return {
+        "area": area,
+        "fill": solid_area / ((bottom - top) * (right - left)),
+        "top_fraction": float((row_areas * weights).sum() / solid_area),
+        "hollowness": 1 - area / solid_area,
+        "rgb": tuple(float(c) for c in _median(core)),
+        "box": (int(left), int(top), int(right), int(bottom)),
+    }
+
+
+def _nearest_colour(rgb: tuple[float, float, float]) -> str:
+    if max(rgb) - min(rgb) < GREY_CHROMA:  # hue means nothing for greys: fall back on RGB distance
+        distances = ((np.array(list(data.COLOURS.values())) - np.array(rgb)) ** 2).sum(axis=1)  # (colours,)
+        return list(data.COLOURS)[int(np.argmin(distances))]
+    hue = colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0]
+    distance = {name: min(abs(hue - h), 1 - abs(hue - h)) for name, h in COLOUR_HUES.items()}  # circular
+    return min(distance, key=distance.get)
+
+
+def _nearest_shape(fill: float, top_fraction: float) -> str:
+    distance = {name: (fill - f) ** 2 + (top_fraction - t) ** 2 for name, (f, t) in SHAPE_PROTOTYPES.items()}
+    return min(distance, key=distance.get)
+
+
+def detect(image: Image.Image | torch.Tensor | np.ndarray) -> dict[str, str]:
+    """``{"colour": ..., "shape": ..., "style": ...}`` of the shape in ``image``, or "none" for each."""
+    numbers = measure(image)
+    if numbers is None:
+        return {"colour": NONE, "shape": NONE, "style": NONE}
+    return {
+        "colour": _nearest_colour(numbers["rgb"]),
+        "shape": _nearest_shape(numbers["fill"], numbers["top_fraction"]),
+        "style": "outline" if numbers["hollowness"] > OUTLINE_HOLLOWNESS else "filled",
+    }
+
+
+def detect_colour(image) -> str:
+    return detect(image)["colour"]
+
+
+def detect_shape(image) -> str:
+    return detect(image)["shape"]
+
+
+def detect_style(image) -> str:
+    """``"filled"`` or ``"outline"`` (``"none"`` without a shape)."""
+    return detect(image)["style"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompt-grid evaluation: does a model draw what it is asked?
+
+GenerateFn = Callable[[list[str], list[int]], Sequence[Image.Image]]
+
+
+@dataclass
+class GridResult:
+    """Scores of a prompt grid; ``records`` has one dict per (prompt, seed) picture."""
+
+    records: list[dict]
+    style: str  # the style whose rate ``style_rate`` reports
+    images: list[Image.Image] = field(repr=False, default_factory=list)
+
+    def _rate(self, key: str) -> float:
+        return float(np.mean([record[key] for record in self.records]))
+
+    @property
+    def colour_accuracy(self) -> float:
+        return self._rate("colour_ok")
+
+    @property
+    def shape_accuracy(self) -> float:
+        return self._rate("shape_ok")
+
+    @property
+    def both_accuracy(self) -> float:
+        return self._rate("both_ok")
+
+    @property
+    def style_rate(self) -> float:
+        """The fraction of pictures detected in ``style`` (e.g. how often a style LoRA shows)."""
+        return self._rate("style_ok")
+
+    def to_dict(self) -> dict:
+        return {"colour_accuracy": self.colour_accuracy, "shape_accuracy": self.shape_accuracy,
+                "both_accuracy": self.both_accuracy, "style_rate": self.style_rate,
+                "style": self.style, "records": self.records}
+
+    def table(self) -> str:
+        """Colour x shape table of pictures with both right, then the four scores."""
+        colours = list(dict.fromkeys(record["colour"] for record in self.records))
+        shapes = list(dict.fromkeys(record["shape"] for record in self.records))
+        width = max(8, *(len(s) + 2 for s in shapes))
+        lines = [f"{'':<8}" + "".join(f"{s:>{width}}" for s in shapes)]
+        for colour in colours:
+            cells = []
+            for shape in shapes:
+                cell = [r["both_ok"] for r in self.records if r["colour"] == colour and r["shape"] == shape]
+                cells.append(f"{sum(cell)}/{len(cell)}".rjust(width))
+            lines.append(f"{colour:<8}" + "".join(cells))
+        lines.append(f"colour {self.colour_accuracy:.1%}  shape {self.shape_accuracy:.1%}  "
+                     f"both {self.both_accuracy:.1%}  {self.style} {self.style_rate:.1%}  "
+                     f"({len(self.records)} pictures)")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def evaluate_grid(generate_fn: GenerateFn, colours: Sequence[str] = tuple(data.COLOURS),
+                  shapes: Sequence[str] = data.SHAPES, seeds: Sequence[int] = (0, 1, 2, 3),
+                  template: str = "a {colour} {shape}", style: str = "outline",
+                  batch_size: int | None = None) -> GridResult:
+    """Ask ``generate_fn`` for every colour x shape x seed and score the pictures with :func:`detect`.
+
+    ``generate_fn(prompts, seeds)`` gets two lists of the same length and returns one picture per
+    (prompt, seed) pair, in order; ``batch_size`` splits the grid into calls of at most that many.
+    ``style_rate`` is the fraction of pictures detected in ``style``.
+    """
+    for name in colours:
+        if name not in data.COLOURS:
+            raise ValueError(f"unknown colour {name!r}: the detectors know {', '.join(data.COLOURS)}.")
+    for name in shapes:
+        if name not in data.SHAPES:
+            raise ValueError(f"unknown shape {name!r}: the detectors know {', '.join(data.SHAPES)}.")
+    if style not in data.STYLES:
+        raise ValueError(f"unknown style {style!r}: use one of {', '.join(data.STYLES)}.")
+    cells = [(c, s, seed) for c in colours for s in shapes for seed in seeds]
+    if not cells:
+        raise ValueError("the grid is empty: give at least one colour, one shape and one seed.")
+    step = batch_size or len(cells)
+    images: list[Image.Image] = []
+    for begin in range(0, len(cells), step):
+        batch = cells[begin:begin + step]
+        prompts = [template.format(colour=c, shape=s) for c, s, _ in batch]
+        pictures = list(generate_fn(prompts, [seed for _, _, seed in batch]))
+        if len(pictures) != len(batch):
+            raise ValueError(f"generate_fn returned {len(pictures)} pictures for {len(batch)} prompts: "
+                             "it must return one picture per (prompt, seed) pair.")
+        images.extend(pictures)
+    records = []
+    for (colour, shape, seed), image in zip(cells, images, strict=True):
+        found = detect(image)
+        records.append({
+            "prompt": template.format(colour=colour, shape=shape), "colour": colour, "shape": shape,
+            "seed": seed, "detected_colour": found["colour"], "detected_shape": found["shape"],
+            "detected_style": found["style"], "colour_ok": found["colour"] == colour,
+            "shape_ok": found["shape"] == shape,
+            "both_ok": found["colour"] == colour and found["shape"] == shape,
+            "style_ok": found["style"] == style,
+        })
+    return GridResult(records=records, style=style, images=images)

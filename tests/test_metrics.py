@@ -1,0 +1,186 @@
+"""The detectors against ground truth (shapes-world pictures whose spec we know), with and
+without noise, and the prompt-grid score on generators that are right or wrong by construction."""
+
+import time
+from collections import deque
+from functools import cache
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lorakit import data, metrics
+
+N = 1000  # pictures per accuracy measurement
+
+
+@cache
+def _ground_truth(style, seed=2024):
+    """N random pictures of ``style`` and their specs (rendered once, shared by the tests)."""
+    specs = [data.sample_spec(index, seed=seed, style=style) for index in range(N)]
+    return specs, [np.asarray(data.render(spec), dtype=np.float64) for spec in specs]  # (64, 64, 3) each
+
+
+def _accuracies(style, sigma=0.0):
+    """Fraction of the N ground-truth pictures whose colour, shape and style the detectors get right."""
+    rng = np.random.default_rng(99)
+    right = {"colour": 0, "shape": 0, "style": 0}
+    for spec, image in zip(*_ground_truth(style), strict=True):
+        if sigma:
+            image = image + rng.normal(0, sigma * 255, image.shape)
+        found = metrics.detect(np.clip(image.round(), 0, 255).astype(np.uint8))
+        right["colour"] += found["colour"] == spec.colour
+        right["shape"] += found["shape"] == spec.shape
+        right["style"] += found["style"] == style
+    scores = {key: value / N for key, value in right.items()}
+    print(f"\n{style}, noise sigma {sigma * 255:.0f}/255: {scores}")
+    return scores
+
+
+@pytest.mark.parametrize("style", ["filled", "outline"])
+def test_detectors_on_clean_ground_truth(style):
+    scores = _accuracies(style)
+    assert scores["colour"] >= 0.99 and scores["shape"] >= 0.99 and scores["style"] >= 0.99, scores
+
+
+@pytest.mark.parametrize("style", ["filled", "outline"])
+def test_detectors_under_mild_noise(style):
+    scores = _accuracies(style, sigma=10 / 255)
+    assert scores["colour"] >= 0.97 and scores["shape"] >= 0.97 and scores["style"] >= 0.97, scores
+
+
+def test_no_shape_is_none():
+    rng = np.random.default_rng(0)
+    noise = np.clip(255 + rng.normal(0, 10, (64, 64, 3)), 0, 255).astype(np.uint8)
+    speck = Image.new("RGB", (64, 64), "white")
+    speck.paste((220, 40, 40), (30, 30, 33, 33))  # 9 pixels: a speck, not a shape
+    for image in (Image.new("RGB", (64, 64), "white"), noise, speck):
+        assert metrics.detect(image) == {"colour": "none", "shape": "none", "style": "none"}
+
+
+def test_specks_do_not_change_the_answer():
+    spec = data.sample_spec(0, seed=1, shape="circle", colour="green")
+    image = data.render(spec)
+    for xy in [(1, 1), (62, 2), (2, 60)]:  # stray specks of another colour, away from the shape
+        image.putpixel(xy, (40, 80, 220))
+    assert metrics.detect(image) == {"colour": "green", "shape": "circle", "style": "filled"}
+
+
+def test_inputs_pil_tensor_array_and_large_agree():
+    spec = data.sample_spec(8, seed=3, style="outline")
+    image = data.render(spec)
+    expected = {"colour": spec.colour, "shape": spec.shape, "style": "outline"}
+    assert metrics.detect(image) == expected
+    assert metrics.detect(data.to_tensor(image)) == expected  # (3, H, W) in [-1, 1]
+    assert metrics.detect(data.to_tensor(image)[None]) == expected  # (1, 3, H, W)
+    assert metrics.detect(np.asarray(image)) == expected
+    assert metrics.detect(data.render(spec, 512)) == expected  # full-mode size
+    assert metrics.detect_colour(image) == spec.colour and metrics.detect_shape(image) == spec.shape
+    assert metrics.detect_style(image) == "outline"
+    with pytest.raises(TypeError, match="expected a PIL image"):
+        metrics.detect("picture.png")
+    with pytest.raises(TypeError, match="uint8 array in 0..255, got dtype float64"):
+        metrics.detect(np.asarray(image) / 255.0)
+
+
+def _flood_fill_components(mask):
+    """Reference: 8-connected components by breadth-first search, largest first."""
+    seen, components = np.zeros_like(mask), []
+    for start in zip(*np.nonzero(mask), strict=True):
+        if seen[start]:
+            continue
+        seen[start], queue, members = True, deque([start]), []
+        while queue:
+            y, x = queue.popleft()
+            members.append((y, x))
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    ny, nx = y + dy, x + dx
+                    if 0 <= ny < mask.shape[0] and 0 <= nx < mask.shape[1] and mask[ny, nx] and not seen[ny, nx]:
+                        seen[ny, nx] = True
+                        queue.append((ny, nx))
+        components.append(members)
+    return sorted(components, key=len, reverse=True)
+
+
+def test_largest_component_matches_flood_fill():
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(200):
+        mask = rng.random((rng.integers(5, 30), rng.integers(5, 30))) < rng.uniform(0.2, 0.6)
+        components = _flood_fill_components(mask)
+        if len(components) > 1 and len(components[0]) == len(components[1]):
+            continue  # a tie: either answer is right
+        expected = np.zeros_like(mask)
+        for y, x in components[0] if components else []:
+            expected[y, x] = True
+        assert np.array_equal(metrics.largest_component(mask), expected)
+        checked += 1
+    assert checked > 100
+
+
+def test_detection_is_fast():
+    images = [data.render(data.sample_spec(i, style=data.STYLES[i % 2])) for i in range(200)]
+    metrics.detect(images[0])  # warm up
+    start = time.process_time()
+    for image in images:
+        metrics.detect(image)
+    milliseconds = (time.process_time() - start) / len(images) * 1000
+    print(f"\ndetect: {milliseconds:.2f} ms of CPU per 64x64 picture")
+    assert milliseconds < 3.0  # about 1 ms on a laptop core; generous for busy CI machines
+
+
+# --- prompt grids --------------------------------------------------------------------------
+
+
+def _renderer(style="filled", colour_shift=0, shape_shift=0):
+    """A generate_fn that draws the prompt (shifted to the wrong colour/shape if asked)."""
+    colours, shapes, calls = list(data.COLOURS), list(data.SHAPES), []
+
+    def generate(prompts, seeds):
+        calls.append(len(prompts))
+        pictures = []
+        for prompt, seed in zip(prompts, seeds, strict=True):
+            _, colour, shape = prompt.split()
+            colour = colours[(colours.index(colour) + colour_shift) % len(colours)]
+            shape = shapes[(shapes.index(shape) + shape_shift) % len(shapes)]
+            pictures.append(data.render(data.sample_spec(seed, seed=7, shape=shape, colour=colour, style=style)))
+        return pictures
+
+    generate.calls = calls
+    return generate
+
+
+def test_grid_of_a_perfect_generator():
+    generate = _renderer()
+    result = metrics.evaluate_grid(generate, batch_size=16)
+    n = len(data.COLOURS) * len(data.SHAPES) * 4
+    assert generate.calls == [16, 16, 16, n - 48]
+    assert len(result.records) == len(result.images) == n
+    assert (result.colour_accuracy, result.shape_accuracy, result.both_accuracy) == (1.0, 1.0, 1.0)
+    assert result.style_rate == 0.0  # nothing drawn in outline
+    lines = result.table().splitlines()
+    assert len(lines) == 1 + len(data.COLOURS) + 1 and lines[1].split()[1:] == ["4/4"] * len(data.SHAPES)
+    assert result.to_dict()["both_accuracy"] == 1.0 and str(result) == result.table()
+    print("\n" + result.table())
+
+
+def test_grid_of_wrong_generators():
+    wrong_colour = metrics.evaluate_grid(_renderer(colour_shift=1), seeds=(0, 1))
+    assert wrong_colour.colour_accuracy == 0.0 and wrong_colour.shape_accuracy == 1.0
+    assert wrong_colour.both_accuracy == 0.0
+    wrong_shape = metrics.evaluate_grid(_renderer(shape_shift=1), seeds=(0, 1))
+    assert wrong_shape.colour_accuracy == 1.0 and wrong_shape.shape_accuracy == 0.0
+    outline = metrics.evaluate_grid(_renderer(style="outline"), colours=["red", "blue"], shapes=["square"])
+    assert outline.style_rate == 1.0 and len(outline.records) == 2 * 1 * 4
+    record = wrong_shape.records[0]
+    assert record["prompt"] == "a red circle" and record["detected_shape"] == "square"
+
+
+def test_grid_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="unknown colour 'teal'"):
+        metrics.evaluate_grid(_renderer(), colours=["teal"])
+    with pytest.raises(ValueError, match="unknown shape 'star'"):
+        metrics.evaluate_grid(_renderer(), shapes=["star"])
+    with pytest.raises(ValueError, match="returned 1 pictures for 60 prompts"):
+        metrics.evaluate_grid(lambda prompts, seeds: [Image.new("RGB", (64, 64), "white")])
