@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -76,28 +77,52 @@ SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
 DTYPE_KWARG = "dtype" if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
 
 
+def learn_merges(words: list[str]) -> list[tuple[str, str]]:
+    """Byte-pair merges learned on ``words`` (CLIP style: the last letter carries ``</w>``).
+
+    Each round merges the most frequent adjacent pair, ties broken alphabetically, until every
+    word is one symbol: deterministic, so the vocabulary is the same on every machine.
+    """
+    corpus = [tuple(word[:-1]) + (word[-1] + "</w>",) for word in dict.fromkeys(words)]
+    merges = []
+    while True:
+        counts = Counter(pair for symbols in corpus for pair in zip(symbols, symbols[1:], strict=False))
+        if not counts:
+            return merges
+        best = min(counts, key=lambda pair: (-counts[pair], pair))
+        merges.append(best)
+        corpus = [_merge(symbols, best) for symbols in corpus]
+
+
+def _merge(symbols: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
+    out, i = [], 0
+    while i < len(symbols):
+        if symbols[i:i + 2] == pair:
+            out.append(pair[0] + pair[1])
+            i += 2
+        else:
+            out.append(symbols[i])
+            i += 1
+    return tuple(out)
+
+
 def build_tokenizer(words: list[str] | None = None) -> CLIPTokenizer:
     """A ``CLIPTokenizer`` whose vocabulary holds each word as one token.
 
-    The merges are learned by byte-pair encoding on the word list itself, so applying them
+    The merges are learned on the word list itself (:func:`learn_merges`), so applying them
     rebuilds every listed word whole; any other word falls back to letters.
     """
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
     words = words or CAPTION_WORDS + RESERVED_WORDS + EXTRA_WORDS
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
-    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.BpeTrainer(vocab_size=100_000, end_of_word_suffix="</w>",
-                                  initial_alphabet=letters, show_progress=False)
-    bpe.train_from_iterator(words * 4, trainer)
+    merges = learn_merges(words)
+    tokens = letters + [f"{c}</w>" for c in letters] + [a + b for a, b in merges] + list(SPECIAL_TOKENS)
+    vocab = {token: i for i, token in enumerate(dict.fromkeys(tokens))}
     with tempfile.TemporaryDirectory() as tmp:
-        vocab_file, merges_file = bpe.model.save(tmp)
-        vocab = json.loads(Path(vocab_file).read_text())
-        for token in [f"{c}</w>" for c in letters] + list(SPECIAL_TOKENS):
-            vocab.setdefault(token, len(vocab))
-        Path(vocab_file).write_text(json.dumps(vocab))
-        tokenizer = CLIPTokenizer(vocab_file, merges_file, pad_token="<|endoftext|>", model_max_length=77)
+        vocab_file, merges_file = Path(tmp) / "vocab.json", Path(tmp) / "merges.txt"
+        vocab_file.write_text(json.dumps(vocab))
+        merges_file.write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+        tokenizer = CLIPTokenizer(str(vocab_file), str(merges_file), pad_token="<|endoftext|>",
+                                  model_max_length=77)
     for word in words:
         ids = tokenizer(word, add_special_tokens=False).input_ids
         if len(ids) != 1:

@@ -1,0 +1,207 @@
+"""Putting LoRA into a UNet and taking it out again.
+
+Introduced in notebooks/05_inject_lora.ipynb.
+
+:func:`inject_lora` replaces chosen ``nn.Linear`` modules of a model (Stable Diffusion's
+UNet) by :class:`lorakit.lora.LoRALinear` wrappers and freezes everything else, so only
+``lora_A`` and ``lora_B`` train. The default target is cross-attention, the ``attn2`` of
+every transformer block, where the text prompt enters the picture::
+
+    down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_q     (and to_k, to_v, to_out.0)
+
+The rest is bookkeeping over all wrapped layers at once: the runtime ``scale``, merge and
+unmerge, a PEFT-style state dict (``<path>.lora_A.weight``), and :func:`remove_lora`, which
+puts the original ``nn.Linear`` modules back bit-exactly.
+
+Left out: convolutions (kohya's "LoCon"), the text encoder, several adapters at once, and
+per-module ranks or alphas (one ``r`` and one ``alpha`` for every module, as diffusers
+expects). Files (kohya, diffusers, PEFT) are ``lorakit.formats``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from lorakit.lora import LoRALinear
+
+# Name suffixes of the presets. "attn2" is cross-attention (text -> image), "attn1" self-attention.
+PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
+PRESETS = {
+    "attn2": tuple(f"attn2.{p}" for p in PROJECTIONS),
+    "attn": tuple(f"{a}.{p}" for a in ("attn1", "attn2") for p in PROJECTIONS),
+}
+
+
+def _suffixes(target_modules: str | Sequence[str]) -> list[str]:
+    if isinstance(target_modules, str):
+        if target_modules not in PRESETS:
+            raise ValueError(f"unknown target_modules preset {target_modules!r}: use one of "
+                             f"{', '.join(map(repr, PRESETS))} or a list of module name suffixes "
+                             "such as ['attn2.to_q', 'attn2.to_v'].")
+        return list(PRESETS[target_modules])
+    suffixes = list(target_modules)
+    if not suffixes or not all(isinstance(s, str) and s for s in suffixes):
+        raise ValueError(f"target_modules must be a preset name or a non-empty list of name suffixes, "
+                         f"got {target_modules!r}.")
+    return suffixes
+
+
+def _matches(name: str, suffix: str) -> bool:
+    return name == suffix or name.endswith("." + suffix)
+
+
+def _linear_suffixes(model: nn.Module, limit: int = 12) -> list[str]:
+    """A few suffixes (the last two name parts) of the model's linear layers, for error messages."""
+    found: list[str] = []
+    for name, module in model.named_modules():
+        suffix = ".".join(name.split(".")[-2:])
+        if isinstance(module, nn.Linear) and suffix not in found:
+            found.append(suffix)
+    return found[:limit]
+
+
+def find_targets(model: nn.Module, target_modules: str | Sequence[str] = "attn2") -> list[str]:
+    """Paths of the ``nn.Linear`` modules that ``target_modules`` selects, in model order.
+
+    Every suffix must match at least one module, and every match must be an ``nn.Linear``.
+    """
+    suffixes = _suffixes(target_modules)
+    modules = dict(model.named_modules())
+    for suffix in suffixes:
+        if not any(_matches(name, suffix) for name in modules):
+            raise ValueError(
+                f"target {suffix!r} matches no module of this {type(model).__name__}. Presets: "
+                f"{', '.join(map(repr, PRESETS))}; suffixes of its linear layers include: "
+                f"{', '.join(_linear_suffixes(model))}.")
+    names = [name for name in modules if any(_matches(name, s) for s in suffixes)]
+    not_linear = [f"{n} ({type(modules[n]).__name__})" for n in names if not isinstance(modules[n], nn.Linear)]
+    if not_linear:
+        raise ValueError(f"lorakit wraps nn.Linear layers only, but target_modules also selects "
+                         f"{', '.join(not_linear[:5])}{' ...' if len(not_linear) > 5 else ''}: "
+                         "choose longer suffixes that name linear layers.")
+    return names
+
+
+def lora_layers(model: nn.Module) -> Iterator[tuple[str, LoRALinear]]:
+    """``(path, layer)`` for every ``LoRALinear`` in ``model``."""
+    for name, module in model.named_modules():
+        if isinstance(module, LoRALinear):
+            yield name, module
+
+
+def _replace(model: nn.Module, path: str, new: nn.Module) -> None:
+    parent_path, _, child = path.rpartition(".")
+    setattr(model.get_submodule(parent_path), child, new)  # works for ModuleList items ("to_out.0") too
+
+
+def lora_parameter_count(model: nn.Module, r: int, target_modules: str | Sequence[str] = "attn2") -> int:
+    """Trainable parameters a rank-``r`` LoRA on ``target_modules`` would add: ``sum r * (in + out)``.
+
+    Computed from module shapes, so it works on a model built on the ``meta`` device.
+    """
+    modules = dict(model.named_modules())
+    return sum(r * (modules[n].in_features + modules[n].out_features) for n in find_targets(model, target_modules))
+
+
+def inject_lora(model: nn.Module, r: int = 4, alpha: float | None = None,
+                target_modules: str | Sequence[str] = "attn2", **lora_kwargs) -> list[str]:
+    """Wrap the targeted linear layers in ``LoRALinear`` and freeze everything else.
+
+    ``lora_kwargs`` (``dropout``, ``init``, ``use_rslora``) go to ``LoRALinear``. Returns the
+    wrapped module paths. Nothing is changed if any check fails.
+    """
+    existing = [name for name, _ in lora_layers(model)]
+    if existing:
+        raise RuntimeError(f"this model already has {len(existing)} LoRA layers (e.g. {existing[0]}): "
+                           "call inject.remove_lora(model) first, or load new weights into them with "
+                           "inject.load_lora_state_dict.")
+    names = find_targets(model, target_modules)
+    modules = dict(model.named_modules())
+    too_small = [f"{n} ({modules[n].in_features}->{modules[n].out_features})"
+                 for n in names if r > min(modules[n].in_features, modules[n].out_features)]
+    if too_small:
+        raise ValueError(f"r={r} does not fit {len(too_small)} targeted layers, whose min(in, out) is "
+                         f"smaller: {', '.join(too_small[:5])}. Use a smaller r or other target_modules.")
+    model.requires_grad_(False)
+    for name in names:
+        _replace(model, name, LoRALinear(modules[name], r=r, alpha=alpha, **lora_kwargs))
+    return names
+
+
+def _layers_or_raise(model: nn.Module) -> list[tuple[str, LoRALinear]]:
+    layers = list(lora_layers(model))
+    if not layers:
+        raise RuntimeError("this model has no LoRA layers: call inject.inject_lora(model) first.")
+    return layers
+
+
+def set_lora_scale(model: nn.Module, scale: float) -> None:
+    """Set the runtime multiplier of every LoRA layer (0 turns LoRA off, 1 is as trained)."""
+    for name, layer in _layers_or_raise(model):
+        if layer.merged:
+            raise RuntimeError(f"{name} is merged: call inject.unmerge_lora(model) before changing the scale.")
+        layer.scale = float(scale)
+
+
+def merge_lora(model: nn.Module) -> None:
+    """Fold every LoRA update into its base weight (inference without the extra matmuls)."""
+    layers = _layers_or_raise(model)
+    if any(layer.merged for _, layer in layers):
+        raise RuntimeError("some LoRA layers are already merged: call inject.unmerge_lora(model) first.")
+    for _, layer in layers:
+        layer.merge()
+
+
+def unmerge_lora(model: nn.Module) -> None:
+    """Restore every base weight bit-exactly (layers that are not merged are left alone)."""
+    for _, layer in _layers_or_raise(model):
+        if layer.merged:
+            layer.unmerge()
+
+
+def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The LoRA weights with PEFT-style keys: ``<path>.lora_A.weight`` (r, in), ``<path>.lora_B.weight`` (out, r)."""
+    state = {}
+    for name, layer in _layers_or_raise(model):
+        state[f"{name}.lora_A.weight"] = layer.lora_A.weight.detach()  # (r, in)
+        state[f"{name}.lora_B.weight"] = layer.lora_B.weight.detach()  # (out, r)
+    return state
+
+
+@torch.no_grad()
+def load_lora_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    """Copy ``state_dict`` (keys as :func:`lora_state_dict` writes them) into the LoRA layers.
+
+    Every key and shape is checked first; on any mismatch nothing is copied.
+    """
+    params = {k: v for name, layer in _layers_or_raise(model)
+              for k, v in ((f"{name}.lora_A.weight", layer.lora_A.weight),
+                           (f"{name}.lora_B.weight", layer.lora_B.weight))}
+    problems = [f"missing {k}" for k in params if k not in state_dict]
+    problems += [f"unexpected {k}" for k in state_dict if k not in params]
+    problems += [f"{k}: file {tuple(v.shape)} vs model {tuple(params[k].shape)}"
+                 for k, v in state_dict.items() if k in params and v.shape != params[k].shape]
+    if problems:
+        raise ValueError(f"the LoRA weights do not fit this model's LoRA layers ({len(problems)} problems, "
+                         f"nothing loaded): {'; '.join(problems[:5])}{' ...' if len(problems) > 5 else ''}")
+    if any(layer.merged for _, layer in lora_layers(model)):
+        raise RuntimeError("LoRA layers are merged: call inject.unmerge_lora(model) before loading weights.")
+    for key, value in state_dict.items():
+        params[key].copy_(value)
+
+
+def remove_lora(model: nn.Module) -> list[str]:
+    """Put the original ``nn.Linear`` modules back (unmerging first), bit-exactly; returns their paths.
+
+    Parameters stay frozen; call ``model.requires_grad_(True)`` for full fine-tuning.
+    """
+    names = []
+    for name, layer in list(lora_layers(model)):
+        if layer.merged:
+            layer.unmerge()
+        _replace(model, name, layer.base_layer)
+        names.append(name)
+    return names

@@ -1,0 +1,143 @@
+"""The LoRA layer: a frozen ``nn.Linear`` plus a trainable low-rank update.
+
+Introduced in notebooks/02_lora_from_scratch.ipynb.
+
+``LoRALinear`` wraps a linear layer ``h = W0 x + b`` and adds ``(alpha / r) * B A x``::
+
+    h = base_layer(x) + scale * scaling * lora_B(lora_A(dropout(x)))
+        W0: (out, in) frozen     A = lora_A.weight: (r, in)     B = lora_B.weight: (out, r)
+
+B starts at zero, so a freshly wrapped layer computes exactly what the base layer computes.
+``merge()`` folds ``scale * scaling * B @ A`` into ``W0`` for zero-overhead inference and
+``unmerge()`` restores ``W0`` bit-exactly from a copy kept at merge time (subtracting the
+delta again would lose bits in float16/bfloat16). LoRA parameters stay float32 when the base
+is float16/bfloat16; the LoRA path runs in their dtype and its result is cast back.
+
+Names follow PEFT (``base_layer``, ``lora_A``, ``lora_B``, ``r``, ``alpha``, ``scaling``,
+``get_delta_weight``, ``merge``, ``unmerge``), and the output matches PEFT's ``lora.Linear``.
+
+Left out: multiple adapters per layer, convolutions and embeddings, DoRA and other variants,
+a bias on ``lora_B``, ``fan_in_fan_out`` (GPT-2's Conv1D). Putting LoRA into a whole model
+is ``lorakit.inject``; saving it in kohya/diffusers/PEFT files is ``lorakit.formats``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+INITS = ("kaiming", "gaussian")
+
+
+class LoRALinear(nn.Module):
+    """``base_layer(x) + scale * scaling * lora_B(lora_A(dropout(x)))`` with ``base_layer`` frozen.
+
+    Args:
+        base_layer: the ``nn.Linear`` to adapt; its parameters are frozen (``requires_grad=False``).
+        r: the rank of the update, ``1 <= r <= min(in_features, out_features)``.
+        alpha: the LoRA alpha; ``None`` means ``alpha = r`` (scaling 1).
+        dropout: dropout probability on the LoRA path's input (training only).
+        init: ``"kaiming"`` (PEFT's default, as ``nn.Linear``) or ``"gaussian"`` (std ``1/r``) for A.
+        use_rslora: rank-stabilised scaling ``alpha / sqrt(r)`` instead of ``alpha / r``.
+
+    ``scaling`` is derived from ``alpha``, ``r`` and ``use_rslora`` whenever it is read, so
+    changing ``layer.alpha`` changes it; ``scale`` is the separate runtime multiplier (the
+    "LoRA weight" of inference UIs), 1.0 by default.
+    """
+
+    def __init__(self, base_layer: nn.Linear, r: int = 4, alpha: float | None = None,
+                 dropout: float = 0.0, init: str = "kaiming", use_rslora: bool = False):
+        super().__init__()
+        if not isinstance(base_layer, nn.Linear):
+            raise TypeError(f"LoRALinear wraps an nn.Linear, but base_layer is a {type(base_layer).__name__}; "
+                            "pass the linear layer itself (e.g. attn2.to_q), not its parent module.")
+        in_features, out_features = base_layer.in_features, base_layer.out_features
+        if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
+            raise ValueError(f"r must be a positive integer (the rank of B @ A), got r={r!r}.")
+        if r > min(in_features, out_features):
+            raise ValueError(
+                f"r={r} is larger than min(in_features, out_features)={min(in_features, out_features)} "
+                f"for a {in_features}->{out_features} layer: B @ A can never have rank above "
+                "min(in, out), so a rank above min(in, out) adds parameters but no expressiveness. "
+                f"Use r <= {min(in_features, out_features)}.")
+        if alpha is not None and not alpha > 0:
+            raise ValueError(f"alpha must be a positive number (or None for alpha = r), got alpha={alpha!r}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be a probability in [0, 1), got dropout={dropout!r}.")
+        if init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got init={init!r}.")
+
+        self.base_layer = base_layer.requires_grad_(False)
+        self.r = r
+        self.alpha = r if alpha is None else alpha
+        self.use_rslora = use_rslora
+        self.scale = 1.0
+        # float32 even when the base is float16/bfloat16: tiny updates to A and B would round away.
+        device = base_layer.weight.device
+        self.lora_A = nn.Linear(in_features, r, bias=False, device=device, dtype=torch.float32)
+        self.lora_B = nn.Linear(r, out_features, bias=False, device=device, dtype=torch.float32)
+        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.reset_lora_parameters(init)
+        # The base weight as it was before merge(); a buffer so .to(device) moves it, not saved.
+        self.register_buffer("original_weight", None, persistent=False)
+
+    @property
+    def scaling(self) -> float:
+        """``alpha / r``, or ``alpha / sqrt(r)`` with rsLoRA."""
+        return self.alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
+
+    @property
+    def merged(self) -> bool:
+        """Whether the update is currently folded into ``base_layer.weight``."""
+        return self.original_weight is not None
+
+    @torch.no_grad()
+    def reset_lora_parameters(self, init: str = "kaiming") -> None:
+        """A as PEFT initialises it, B to zero: the wrapped layer starts as the identity update."""
+        if init == "kaiming":
+            nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))  # what nn.Linear does
+        else:
+            nn.init.normal_(self.lora_A.weight, std=1 / self.r)
+        nn.init.zeros_(self.lora_B.weight)
+
+    def get_delta_weight(self) -> torch.Tensor:
+        """``scale * scaling * B @ A``, shape ``(out_features, in_features)``, in the LoRA dtype."""
+        return (self.lora_B.weight @ self.lora_A.weight) * (self.scale * self.scaling)  # (out, in)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Fold the update into ``base_layer.weight``; forward then costs one matmul."""
+        if self.merged:
+            raise RuntimeError("this LoRALinear is already merged; call unmerge() before merging again.")
+        weight = self.base_layer.weight  # (out, in)
+        self.original_weight = weight.detach().clone()
+        merged = weight.to(torch.float32) + self.get_delta_weight().to(device=weight.device, dtype=torch.float32)
+        weight.copy_(merged.to(weight.dtype))  # in place: the Parameter object stays the same
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Restore ``base_layer.weight`` bit-exactly from the copy taken by :meth:`merge`."""
+        if not self.merged:
+            raise RuntimeError("this LoRALinear is not merged; there is nothing to unmerge.")
+        self.base_layer.weight.copy_(self.original_weight)
+        self.original_weight = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        result = self.base_layer(x)  # (..., out)
+        if self.merged:
+            return result
+        lora_x = self.lora_dropout(x.to(self.lora_A.weight.dtype))  # (..., in)
+        update = self.lora_B(self.lora_A(lora_x))  # (..., r) -> (..., out)
+        return (result + update * (self.scale * self.scaling)).to(result.dtype)
+
+    def extra_repr(self) -> str:
+        rslora = ", use_rslora=True" if self.use_rslora else ""
+        return (f"r={self.r}, alpha={self.alpha}, scaling={self.scaling:.4g}{rslora}, "
+                f"scale={self.scale}, merged={self.merged}")
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
+    """Number of parameters of ``module`` (only those with ``requires_grad`` by default)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
