@@ -27,7 +27,7 @@ from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNe
 from diffusers.utils import deprecation_utils
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from lorakit import config, data
+from lorakit import config, data, lora
 
 # SD 1.5's real configs (the hub's unet/, text_encoder/, vae/ and scheduler/ config.json).
 SD15_UNET_CONFIG = dict(
@@ -167,8 +167,8 @@ def build_sd15(device: str = "meta") -> dict:
 
 
 def count_parameters(module: torch.nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters of ``module`` (works on the meta device)."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+    """Number of parameters of ``module``, all of them by default (works on the meta device)."""
+    return lora.count_parameters(module, trainable_only=trainable_only)
 
 
 def resolve(name_or_path: str | Path) -> str:
