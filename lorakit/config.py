@@ -44,7 +44,7 @@ class Preset:
 
 
 PRESETS = {
-    "small": Preset(mode="small", model="tiny", resolution=64, num_inference_steps=25, guidance_scale=5.0),
+    "small": Preset(mode="small", model="tiny", resolution=64, num_inference_steps=10, guidance_scale=5.0),
     "full": Preset(mode="full", model=SD15_HUB_ID, resolution=512, num_inference_steps=30, guidance_scale=7.5),
 }
 
