@@ -1,0 +1,202 @@
+"""The ``lorakit`` command: train a LoRA on a folder of images, sample with it, convert it, describe it.
+
+Introduced in notebooks/06_train_style_lora.ipynb (the same training, from a terminal)::
+
+    lorakit train --data data/styles/outline --out runs/outline    # tiny SD, small preset
+    lorakit sample --lora runs/outline/lora.safetensors --prompt "a blue circle in sks style" --out grid.png
+    lorakit convert runs/outline/lora.safetensors --to diffusers --out runs/outline/diffusers
+    lorakit info runs/outline/lora.safetensors
+
+``python -m lorakit.cli`` is the same command. Every default is the small world (the tiny SD in
+``data/models/tiny-sd``, 64x64); ``--model`` with a hub id or a local SD 1.5 folder switches to
+the full world's training defaults (``train.TrainConfig.for_mode("full")``). A mistake the user
+can fix (a missing folder, a bad file) prints one ``lorakit: error: ...`` message to stderr and
+exits with status 2; ``--debug`` shows the traceback instead.
+
+Left out: everything the Python API already covers in more detail (target modules, learning-rate
+schedules, validation), config files, several LoRAs at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from lorakit import formats
+
+GRID_FILE, CONFIG_FILE = "before_after.png", "train_config.json"
+
+
+def _mode(model: str) -> str:
+    return "small" if model == "tiny" else "full"
+
+
+def _load(model: str):
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from lorakit import models
+    diffusers_logging.disable_progress_bar()  # "Loading ..." bars clutter a terminal
+    transformers_logging.disable_progress_bar()
+    return models.load_pipeline(model)
+
+
+def _generate(pipe, prompts: list[str], seeds: list[int], model: str, steps: int | None):
+    from lorakit import config, sample
+    preset = config.get_preset(_mode(model))
+    return sample.generate(pipe, prompts, seeds, num_inference_steps=steps or preset.num_inference_steps,
+                           guidance_scale=preset.guidance_scale)
+
+
+def _scale(images) -> int:
+    return max(1, 192 // images[0].width)  # the tiny SD's 64x64 pictures shown 3x, so labels fit
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from lorakit import data, inject, sample, train
+    data.read_imagefolder(args.data)  # check the folder before the slow model load
+    out = Path(args.out)
+    if args.resume and not (out / train.CHECKPOINT).is_file():
+        raise ValueError(f"--resume: there is no {train.CHECKPOINT} in {out} to resume from; "
+                         "drop --resume to start a new run.")
+    pipe = _load(args.model)
+    resolution = args.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor  # the model's own
+    settings = {"r": args.rank, "alpha": args.alpha, "steps": args.steps, "lr": args.lr,
+                "batch_size": args.batch_size, "seed": args.seed, "save_format": args.format,
+                "mixed_precision": args.mixed_precision, "gradient_checkpointing": args.gradient_checkpointing or None}
+    cfg = train.TrainConfig.for_mode(_mode(args.model), **{k: v for k, v in settings.items() if v is not None},
+                                     resolution=resolution, output_dir=str(out), resume=args.resume,
+                                     progress=not args.quiet)
+    dataset = data.ImageFolderDataset(args.data, resolution=resolution)
+    print(f"training a rank-{cfg.r} LoRA on {len(dataset)} images of {args.data} for {cfg.steps} steps "
+          f"({args.model}, {resolution}x{resolution})", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(json.dumps({"model": args.model, "data": str(args.data), **asdict(cfg)},
+                                              indent=2, default=str))
+    start = time.perf_counter()
+    result = train.train_lora(pipe, dataset, cfg)
+    seconds = time.perf_counter() - start
+
+    prompts = args.prompts or list(dict.fromkeys(dataset.caption(i) for i in range(len(dataset))))[:4]
+    seeds = list(range(len(prompts)))
+    pictures = {}
+    for scale in (0.0, 1.0):  # the same prompts and seeds without, then with, the LoRA
+        inject.set_lora_scale(pipe.unet, scale)
+        pictures[scale] = _generate(pipe, prompts, seeds, args.model, args.sample_steps)
+    inject.set_lora_scale(pipe.unet, 1.0)
+    labels = prompts + [f"with the LoRA (seed {s})" for s in seeds]
+    images = pictures[0.0] + pictures[1.0]
+    sample.image_grid(images, cols=len(prompts), labels=labels, scale=_scale(images)).save(out / GRID_FILE)
+
+    lora_file = out / ("lora" if cfg.save_format == "peft" else "lora.safetensors")
+    print(f"done in {seconds:.0f} s, final loss {result.history[-1]:.4f}")
+    for path, what in ((lora_file, f"LoRA ({cfg.save_format})"), (out / "loss.png", "loss plot"),
+                       (out / GRID_FILE, "before/after grid (top: LoRA scale 0, bottom: scale 1)")):
+        print(f"  {path}  {what}")
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from lorakit import sample
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        raise ValueError(f"--out {out} needs an image suffix such as .png.")
+    weights = formats.load_lora(args.lora) if args.lora else None  # read the file before the slow model load
+    pipe = _load(args.model)
+    if weights is not None:
+        formats.apply_lora(pipe.unet, weights, scale=args.scale)
+    prompts = [p for p in args.prompt for _ in args.seeds]  # rows: prompts, columns: seeds
+    images = _generate(pipe, prompts, list(args.seeds) * len(args.prompt), args.model, args.steps)
+    labels = [f"seed {s}: {p}" for p in args.prompt for s in args.seeds]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sample.image_grid(images, cols=len(args.seeds), labels=labels, scale=_scale(images)).save(out)
+    print(out)
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    print(formats.convert(args.file, args.out, to=args.to))
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    print(formats.describe(args.file))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full traceback of an error")
+    parser = argparse.ArgumentParser(prog="lorakit", parents=[debug],
+                                     description="Train, sample, convert and inspect LoRAs for Stable Diffusion.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("train", parents=[debug], help="train a LoRA on an image folder",
+                            description="Train a cross-attention LoRA on a folder of images + metadata.jsonl. "
+                            "Unset options take the defaults of lorakit.train.TrainConfig.for_mode: the small "
+                            "preset for --model tiny, the full (SD 1.5) preset for any other model.")
+    p.add_argument("--data", required=True, help="image folder with metadata.jsonl (file_name, text)")
+    p.add_argument("--out", required=True, help="output folder: LoRA file, loss.png, before_after.png, checkpoint")
+    p.add_argument("--model", default="tiny", help="'tiny' (default), a hub id or a local SD 1.5 folder")
+    p.add_argument("--rank", type=int, help="LoRA rank r")
+    p.add_argument("--alpha", type=float, help="LoRA alpha (default: alpha = r)")
+    p.add_argument("--steps", type=int, help="optimizer steps")
+    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--batch-size", type=int, help="images per step")
+    p.add_argument("--resolution", type=int, help="training image side (default: the model's own)")
+    p.add_argument("--format", choices=formats.FORMATS, help="LoRA file format (default: kohya)")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), help="fp16 needs a CUDA GPU")
+    p.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for memory")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--prompts", nargs="+", metavar="PROMPT",
+                   help="prompts of the before/after grid (default: up to 4 captions of the data)")
+    p.add_argument("--sample-steps", type=int, help="denoising steps of the grid (default: the preset's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser("sample", parents=[debug], help="generate a grid of pictures, with a LoRA or without",
+                            description="One row per prompt, one column per seed.")
+    p.add_argument("--lora", help="LoRA file (kohya/diffusers .safetensors or a PEFT folder); omit for the base model")
+    p.add_argument("--prompt", action="append", required=True, help="a prompt (repeat for several rows)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3], help="one picture per seed (default 0 1 2 3)")
+    p.add_argument("--out", default="grid.png", help="the grid image (default grid.png)")
+    p.add_argument("--scale", type=float, default=1.0, help="LoRA scale: 0 off, 1 as trained (default 1)")
+    p.add_argument("--model", default="tiny", help="'tiny' (default), a hub id or a local SD 1.5 folder")
+    p.add_argument("--steps", type=int, help="denoising steps (default: the preset's)")
+    p.set_defaults(func=cmd_sample)
+
+    p = commands.add_parser("convert", parents=[debug], help="rewrite a LoRA file in another format")
+    p.add_argument("file", help="the LoRA to read (format detected)")
+    p.add_argument("--to", required=True, choices=formats.FORMATS, help="the format to write")
+    p.add_argument("--out", required=True, help="a .safetensors file (kohya, diffusers) or a folder (peft)")
+    p.set_defaults(func=cmd_convert)
+
+    p = commands.add_parser("info", parents=[debug], help="format, rank, alpha, modules and metadata of a LoRA")
+    p.add_argument("file", help="a LoRA .safetensors file or PEFT folder")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command; returns 0, or exits with status 2 and a one-line message on a user error."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, OSError, RuntimeError) as error:
+        if getattr(args, "debug", False):
+            raise
+        message = str(error) or type(error).__name__
+        hint = " (rerun with --debug for the traceback)" if isinstance(error, RuntimeError) else ""
+        print(f"lorakit: error: {message}{hint}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("lorakit: interrupted" + (" (continue with --resume)" if args.command == "train" else ""),
+              file=sys.stderr)
+        sys.exit(130)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

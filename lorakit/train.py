@@ -1,0 +1,334 @@
+"""Training a LoRA on Stable Diffusion's UNet: the loop behind ``lorakit train``.
+
+Introduced in notebooks/06_train_style_lora.ipynb.
+
+:func:`train_lora` injects LoRA into ``pipe.unet`` (``lorakit.inject``) and trains only
+``lora_A`` and ``lora_B`` on SD's own objective: noise a cached latent to a random timestep
+and predict the noise (epsilon MSE), with AdamW, warm-up then a constant or cosine learning
+rate, gradient accumulation and clipping, and optionally min-SNR weighting, mixed precision
+(``accelerate``) and gradient checkpointing. Latents and text embeddings are computed ONCE
+before the loop, so the VAE and the text encoder never run in it.
+
+Every step draws its randomness from a generator seeded by ``(seed, step)``, and a checkpoint
+(LoRA, optimizer, schedule, history) is written atomically every ``checkpoint_every`` steps:
+a run stopped and resumed ends with the same LoRA weights, bit for bit, as one that never stopped.
+
+Left out: training the text encoder, data augmentation (flips, crops), prior preservation
+(DreamBooth's class images), EMA of the LoRA weights, and several processes (multi-GPU).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from tqdm.auto import tqdm
+
+from lorakit import config, formats, inject, sample
+
+CHECKPOINT = "checkpoint.pt"
+MIXED_PRECISIONS = ("no", "fp16", "bf16")
+LR_SCHEDULES = ("constant", "cosine")
+RESUME_KEYS = ("r", "alpha", "target_modules", "batch_size", "grad_accum", "seed")  # must match to resume
+
+
+@dataclass
+class TrainConfig:
+    """Everything a LoRA training run needs; the defaults are the small world (tiny SD on a CPU)."""
+
+    r: int = 4
+    alpha: float | None = None  # None: alpha = r (scaling 1)
+    target_modules: str | Sequence[str] = "attn2"
+    steps: int = 300  # optimizer steps
+    batch_size: int = 8  # images per micro-batch; one step sees batch_size * grad_accum
+    lr: float = 1e-3
+    warmup_steps: int = 10
+    lr_schedule: str = "constant"  # "constant" | "cosine" (after warm-up)
+    grad_accum: int = 1
+    mixed_precision: str = "no"  # "no" | "fp16" (CUDA only) | "bf16"
+    gradient_checkpointing: bool = False
+    min_snr_gamma: float | None = None  # e.g. 5.0; None: plain epsilon MSE
+    max_grad_norm: float = 1.0  # 0 turns clipping off
+    seed: int = 0
+    resolution: int | None = None  # None: the UNet's own (sample_size * vae_scale_factor)
+    validation_every: int = 0  # 0: no validation loss
+    num_validation: int = 8  # fixed (image, timestep, noise) triples of the validation loss
+    sample_every: int = 0  # 0: no sample images during training
+    sample_prompts: Sequence[str] = field(default_factory=lambda: ["a red circle", "a blue square"])
+    checkpoint_every: int = 0  # 0: a checkpoint only at the end (when output_dir is set)
+    output_dir: str | None = None
+    resume: bool = True  # continue from output_dir/checkpoint.pt when it exists
+    save_format: str = "kohya"  # "kohya" | "diffusers" | "peft" (lorakit.formats)
+    progress: bool = True  # a tqdm progress bar
+
+    @classmethod
+    def for_mode(cls, mode: str | None = None, **overrides) -> TrainConfig:
+        """Defaults of ``mode`` ("small": tiny SD on a CPU; "full": SD 1.5 at 512 on a GPU), then ``overrides``."""
+        preset = config.get_preset(mode)
+        full = dict(r=16, steps=1500, batch_size=4, lr=1e-4, warmup_steps=100, lr_schedule="cosine",
+                    mixed_precision="bf16", gradient_checkpointing=True, min_snr_gamma=5.0,
+                    sample_prompts=["a photo of a sks dog"])
+        return cls(**{**(full if preset.mode == "full" else {}), "resolution": preset.resolution, **overrides})
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_lora` returns; the trained LoRA itself stays in ``pipe.unet``."""
+
+    history: list[float]  # loss of every optimizer step (mean over its micro-batches)
+    val_history: list[tuple[int, float]]  # (step, fixed-seed validation loss)
+    samples: list[tuple[int, list]]  # (step, PIL images of cfg.sample_prompts)
+    lora_names: list[str]  # paths of the LoRA-wrapped modules
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """The learning-rate multiplier at optimizer step ``step``: linear warm-up, then constant or cosine."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float,
+                    prediction_type: str = "epsilon") -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023), as diffusers' train_text_to_image: min(snr, gamma) / snr."""
+    a = alphas_cumprod.to(t.device)[t].float()  # (B,)
+    snr = a / (1 - a)  # (B,) signal-to-noise ratio of each timestep
+    clipped = torch.minimum(snr, torch.full_like(snr, gamma))
+    return clipped / (snr + 1) if prediction_type == "v_prediction" else clipped / snr
+
+
+def check_config(cfg: TrainConfig, device: torch.device) -> None:
+    """Refuse a bad setting before any work is done, naming every problem at once."""
+    problems = [f"{name} must be a positive integer, got {getattr(cfg, name)!r}"
+                for name in ("steps", "batch_size", "grad_accum", "num_validation")
+                if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) <= 0]
+    problems += [f"{name} must be >= 0, got {getattr(cfg, name)!r}" for name in
+                 ("warmup_steps", "validation_every", "sample_every", "checkpoint_every", "max_grad_norm")
+                 if getattr(cfg, name) < 0]
+    if not cfg.lr > 0:
+        problems.append(f"lr must be positive, got {cfg.lr!r}")
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        problems.append(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {cfg.lr_schedule!r}")
+    if cfg.mixed_precision not in MIXED_PRECISIONS:
+        problems.append(f"mixed_precision must be one of {', '.join(MIXED_PRECISIONS)}, got {cfg.mixed_precision!r}")
+    elif cfg.mixed_precision == "fp16" and device.type != "cuda":
+        problems.append(f"mixed_precision='fp16' needs a CUDA GPU (its loss scaling is CUDA-only), but the "
+                        f"pipeline is on {device.type}: use 'bf16' or 'no'")
+    if cfg.save_format not in formats.FORMATS:
+        problems.append(f"save_format must be one of {', '.join(formats.FORMATS)}, got {cfg.save_format!r}")
+    if cfg.min_snr_gamma is not None and not cfg.min_snr_gamma > 0:
+        problems.append(f"min_snr_gamma must be positive or None, got {cfg.min_snr_gamma!r}")
+    if problems:
+        raise ValueError("bad TrainConfig: " + "; ".join(problems) + ".")
+
+
+@torch.no_grad()
+def cache_dataset(pipe, dataset, resolution: int, batch_size: int = 16):
+    """Latents (N, 4, h, w) of every image, embeddings (C, 77, D) of every distinct caption, each image's caption row (N,).
+
+    ``h = w = resolution / pipe.vae_scale_factor`` (16 for the tiny SD, 64 for SD 1.5).
+    """
+    if len(dataset) == 0:
+        raise ValueError("the dataset is empty: add some images (and captions) before training.")
+    device, vae = pipe.device, pipe.vae
+    images, captions = zip(*(dataset[i] for i in range(len(dataset))), strict=True)
+    for i, image in enumerate(images):
+        if tuple(image.shape) != (3, resolution, resolution):
+            raise ValueError(f"dataset image {i} has shape {tuple(image.shape)} but training expects (3, {resolution}, "
+                             f"{resolution}): build the dataset with resolution={resolution} or set TrainConfig.resolution.")
+    pixels = torch.stack(images)  # (N, 3, R, R) in [-1, 1]
+    latents = torch.cat([vae.encode(pixels[i:i + batch_size].to(device, vae.dtype)).latent_dist.mode()
+                         for i in range(0, len(pixels), batch_size)]).float() * vae.config.scaling_factor  # (N, 4, h, w)
+    distinct = list(dict.fromkeys(captions))
+    ids = pipe.tokenizer(distinct, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt").input_ids  # (C, 77)
+    embeddings = torch.cat([pipe.text_encoder(ids[i:i + batch_size].to(device))[0]
+                            for i in range(0, len(ids), batch_size)]).float()  # (C, 77, D)
+    rows = torch.tensor([distinct.index(c) for c in captions], device=device)  # (N,)
+    return latents, embeddings, rows
+
+
+def epsilon_loss(unet, scheduler, latents, context, t, noise, gamma: float | None) -> torch.Tensor:
+    """SD's training loss on one batch: noise ``latents`` to ``t``, predict the noise (or v), weighted MSE."""
+    noisy = scheduler.add_noise(latents, noise, t)  # (B, 4, h, w)
+    pred = unet(noisy.to(unet.dtype), t, context.to(unet.dtype)).sample.float()  # (B, 4, h, w)
+    kind = scheduler.config.prediction_type
+    if kind not in ("epsilon", "v_prediction"):
+        raise ValueError(f"lorakit trains epsilon or v_prediction models, this one predicts {kind!r}.")
+    target = noise if kind == "epsilon" else scheduler.get_velocity(latents, noise, t)
+    per_image = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))  # (B,)
+    if gamma is not None:
+        per_image = per_image * min_snr_weights(scheduler.alphas_cumprod, t, gamma, kind)
+    return per_image.mean()
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """torch.save to a temporary file, then rename: a crash never leaves half a checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def save_loss_plot(result: TrainResult, path: str | Path) -> Path:
+    """A PNG of the training loss (and the validation loss, if any) per step."""
+    # No pyplot: needs no display and leaves the notebook's own figures alone.
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
+    ax.plot(range(1, len(result.history) + 1), result.history, lw=0.8, label="training loss")
+    if result.val_history:
+        ax.plot(*zip(*result.val_history, strict=True), "o-", label="validation loss (fixed seed)")
+    ax.set(xlabel="step", ylabel="loss", yscale="log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return Path(path)
+
+
+def _plain(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _make_accelerator(cfg: TrainConfig, device: torch.device):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+    # accelerate keeps one global state per process; a notebook trains several times with different settings.
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    return Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
+                       cpu=device.type == "cpu")
+
+
+def train_lora(pipe, dataset, config: TrainConfig | None = None) -> TrainResult:
+    """Inject LoRA into ``pipe.unet`` (unless it already has LoRA layers) and train it on ``dataset``.
+
+    ``dataset`` yields ``(image (3, R, R) in [-1, 1], caption)``. The trained LoRA stays in
+    ``pipe.unet``; with ``cfg.output_dir`` it is also saved (``lora.safetensors``, or ``lora/``
+    for PEFT), with ``loss.png`` and a checkpoint to resume from.
+    """
+    cfg = config or TrainConfig()  # (the parameter hides the lorakit.config module, unused in here)
+    unet, device = pipe.unet, pipe.device
+    check_config(cfg, device)
+    resolution = cfg.resolution or unet.config.sample_size * pipe.vae_scale_factor
+    latents, embeddings, rows = cache_dataset(pipe, dataset, resolution)
+    names = [n for n, _ in inject.lora_layers(unet)]
+    if not names:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)  # the LoRA A init depends on the seed only
+            names = inject.inject_lora(unet, r=cfg.r, alpha=cfg.alpha, target_modules=cfg.target_modules)
+    params = [p for _, layer in inject.lora_layers(unet) for p in (layer.lora_A.weight, layer.lora_B.weight)]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
+    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
+    accelerator = _make_accelerator(cfg, device)
+    optimizer = accelerator.prepare_optimizer(optimizer)  # fp16: loss scaling via its GradScaler
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    noise_scheduler.alphas_cumprod = noise_scheduler.alphas_cumprod.to(device)
+    num_timesteps = noise_scheduler.config.num_train_timesteps
+    out = Path(cfg.output_dir) if cfg.output_dir else None
+    history, val_history, samples, start = [], [], [], 0
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        if cfg.resume and (out / CHECKPOINT).exists():
+            state = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)  # our own file
+            changed = [f"{k}: {state['config'][k]!r} -> {v!r}" for k, v in asdict(cfg).items()
+                       if k in RESUME_KEYS and _plain(state["config"][k]) != _plain(v)]
+            if changed:
+                raise ValueError(f"{out / CHECKPOINT} was trained with other settings ({'; '.join(changed)}): "
+                                 "use another output_dir, or resume=False to start again (the checkpoint is overwritten).")
+            inject.load_lora_state_dict(unet, state["lora"])
+            optimizer.load_state_dict(state["optimizer"])
+            lr_scheduler.load_state_dict(state["lr_scheduler"])
+            if accelerator.scaler is not None and "scaler" in state:
+                accelerator.scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["rng"])
+            history, start = state["history"], state["step"]
+            val_history = [tuple(v) for v in state["val_history"]]
+
+    # Validation: the same images, timesteps and noise every time, so its curve is smooth.
+    val_gen = torch.Generator().manual_seed(cfg.seed + 12345)
+    val_idx = torch.arange(cfg.num_validation) % len(latents)  # (V,)
+    val_t = torch.linspace(0, num_timesteps - 1, cfg.num_validation).long().to(device)  # (V,)
+    val_noise = torch.randn((cfg.num_validation, *latents.shape[1:]), generator=val_gen).to(device)  # (V, 4, h, w)
+
+    @torch.no_grad()
+    def validation_loss() -> float:
+        with accelerator.autocast():
+            return epsilon_loss(unet, noise_scheduler, latents[val_idx], embeddings[rows[val_idx]],
+                                val_t, val_noise, cfg.min_snr_gamma).item()
+
+    def checkpoint(step: int) -> None:
+        state = {"lora": {k: v.cpu().clone() for k, v in inject.lora_state_dict(unet).items()},
+                 "optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(),
+                 "step": step, "history": history, "val_history": [list(v) for v in val_history],
+                 "rng": torch.get_rng_state(), "config": {k: _plain(v) for k, v in asdict(cfg).items()}}
+        if accelerator.scaler is not None:
+            state["scaler"] = accelerator.scaler.state_dict()
+        save_checkpoint(state, out / CHECKPOINT)
+
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    was_training = unet.training
+    unet.train()  # diffusers' checkpointing and LoRA dropout act in train mode only
+    try:
+        if cfg.validation_every and start == 0:
+            val_history.append((0, validation_loss()))
+        micro = cfg.batch_size
+        bar = tqdm(range(start, cfg.steps), desc="LoRA", initial=start, total=cfg.steps, disable=not cfg.progress)
+        for step in bar:
+            # Everything random in a step comes from (seed, step): a resumed run draws the same batches.
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+            total = micro * cfg.grad_accum
+            idx = torch.randint(len(latents), (total,), generator=gen).to(device)  # (B*A,)
+            t = torch.randint(0, num_timesteps, (total,), generator=gen).to(device)  # (B*A,)
+            noise = torch.randn((total, *latents.shape[1:]), generator=gen).to(device)  # (B*A, 4, h, w)
+            step_loss = 0.0
+            for k in range(cfg.grad_accum):
+                part = slice(k * micro, (k + 1) * micro)
+                with accelerator.accumulate(unet), accelerator.autocast():
+                    loss = epsilon_loss(unet, noise_scheduler, latents[idx[part]], embeddings[rows[idx[part]]],
+                                        t[part], noise[part], cfg.min_snr_gamma)
+                    if not torch.isfinite(loss):
+                        lr = lr_scheduler.get_last_lr()[0]
+                        raise RuntimeError(f"the loss became {loss.item()} at step {step + 1} of {cfg.steps} (lr {lr:.3g}): "
+                                           "training diverged. Lower the learning rate, or train in float32 "
+                                           "(mixed_precision='no').")
+                    accelerator.backward(loss)  # divides by grad_accum
+                step_loss += loss.item() / cfg.grad_accum
+            if cfg.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            history.append(step_loss)
+            done = step + 1
+            bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2g}")
+            if cfg.validation_every and done % cfg.validation_every == 0:
+                val_history.append((done, validation_loss()))
+            if cfg.sample_every and done % cfg.sample_every == 0:
+                unet.eval()
+                images = sample.generate(pipe, list(cfg.sample_prompts), seeds=list(range(len(cfg.sample_prompts))),
+                                         resolution=resolution)
+                unet.train()
+                samples.append((done, images))
+                if out is not None:
+                    sample.image_grid(images, labels=cfg.sample_prompts).save(out / f"samples_{done:06d}.png")
+            if out is not None and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps):
+                checkpoint(done)
+    finally:
+        unet.train(was_training)
+        if cfg.gradient_checkpointing:
+            unet.disable_gradient_checkpointing()
+    result = TrainResult(history=history, val_history=val_history, samples=samples, lora_names=names)
+    if out is not None:
+        formats.save_lora(unet, out / ("lora" if cfg.save_format == "peft" else "lora.safetensors"), cfg.save_format)
+        save_loss_plot(result, out / "loss.png")
+    return result

@@ -1,0 +1,137 @@
+"""The ``lorakit`` command, run in-process through ``cli.main`` (and once as ``python -m lorakit.cli``).
+
+References: files the commands write are read back with ``lorakit.formats`` and compared with the
+weights the test made; ``sample --scale 0`` must draw exactly what the base model draws.
+"""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from diffusers import UNet2DConditionModel
+from PIL import Image
+
+from lorakit import cli, config, formats, inject
+
+R, ALPHA = 4, 2.0  # alpha != r, so a lost alpha shows
+OUTLINE = str(config.DATA_DIR / "styles" / "outline")
+
+
+def run(capsys, *argv):
+    """``lorakit argv`` in-process: (exit code, stdout, stderr)."""
+    try:
+        code = cli.main([str(a) for a in argv])
+    except SystemExit as exit:
+        code = exit.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def lora_file(tmp_path_factory):
+    """A kohya file of a random rank-4 LoRA on the tiny SD's UNet, and the weights in it."""
+    unet = UNet2DConditionModel.from_pretrained(config.TINY_SD_DIR / "unet")
+    inject.inject_lora(unet, r=R, alpha=ALPHA)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for _, layer in inject.lora_layers(unet):
+            layer.lora_B.weight.normal_(std=0.1)
+    path = formats.save_lora(unet, tmp_path_factory.mktemp("lora") / "style.safetensors", format="kohya")
+    return path, formats.from_model(unet)
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["sample"], ["convert"], ["info"]])
+def test_help(capsys, command):
+    code, out, _ = run(capsys, *command, "--help")
+    assert code == 0 and out.startswith("usage: lorakit")
+    wanted = {"train": ["--data", "--rank", "--format", "--resume"], "sample": ["--lora", "--seeds", "--scale"],
+              "convert": ["--to", "--out"], "info": ["file"]}.get(command[0] if command else "", ["train", "info"])
+    assert all(word in out for word in wanted), out
+
+
+def test_info_describes_the_file(capsys, lora_file):
+    path, weights = lora_file
+    code, out, err = run(capsys, "info", path)
+    assert code == 0, err
+    assert "format: kohya" in out and f"r: {R}  alpha: {ALPHA:g}" in out
+    assert f"modules: {len(weights.modules)} " in out and "ss_network_dim: 4" in out
+    assert f"parameters: {sum(w.numel() for w in weights.state_dict().values()):,}" in out
+
+
+@pytest.mark.parametrize("to, name", [("diffusers", "lora.safetensors"), ("peft", "adapter"),
+                                      ("kohya", "again.safetensors")])
+def test_convert_round_trip(capsys, tmp_path, lora_file, to, name):
+    path, weights = lora_file
+    code, _, err = run(capsys, "convert", path, "--to", to, "--out", tmp_path / name)
+    assert code == 0, err
+    code, out, err = run(capsys, "info", tmp_path / name)
+    assert code == 0 and f"format: {to}" in out, err
+    back = formats.load_lora(tmp_path / name)
+    assert (back.r, back.alpha, sorted(back.modules)) == (R, ALPHA, sorted(weights.modules))
+    for key, value in weights.state_dict().items():
+        assert torch.equal(back.state_dict()[key], value), key
+
+
+def test_sample_writes_a_grid_and_scale_0_is_the_base_model(capsys, tmp_path, lora_file):
+    common = ["--prompt", "a red circle", "--prompt", "a blue square", "--seeds", 0, 1, "--steps", 2]
+    grids = {}
+    for name, extra in (("base", []), ("off", ["--lora", lora_file[0], "--scale", 0]),
+                        ("on", ["--lora", lora_file[0]])):
+        code, out, err = run(capsys, "sample", *common, *extra, "--out", tmp_path / f"{name}.png")
+        assert code == 0, err
+        with Image.open(tmp_path / f"{name}.png") as image:
+            assert image.format == "PNG" and image.size == (2 * 192, 2 * (192 + 12))  # 2 seeds x 2 prompts
+            grids[name] = np.asarray(image.convert("RGB"), dtype=np.int16)
+    assert np.array_equal(grids["base"], grids["off"])
+    assert np.abs(grids["base"] - grids["on"]).max() > 20  # a random LoRA at std 0.1 changes the pictures
+
+
+def test_train_end_to_end(capsys, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, err = run(capsys, "train", "--data", OUTLINE, "--out", out, "--steps", 3, "--batch-size", 2,
+                            "--rank", 2, "--alpha", 1, "--format", "diffusers", "--sample-steps", 2, "--quiet")
+    assert code == 0, err
+    weights = formats.load_lora(out / "lora.safetensors")
+    assert (weights.format, weights.r, weights.alpha) == ("diffusers", 2, 1.0)
+    assert max(b.abs().max().item() for b in weights.B.values()) > 0  # B starts at zero: it trained
+    with Image.open(out / "loss.png") as loss, Image.open(out / cli.GRID_FILE) as grid:
+        assert loss.format == grid.format == "PNG"
+        assert grid.size == (4 * 192, 2 * (192 + 12))  # 4 captions of the data x (before, after)
+    saved = json.loads((out / cli.CONFIG_FILE).read_text())
+    assert (saved["model"], saved["steps"], saved["batch_size"], saved["resolution"]) == ("tiny", 3, 2, 64)
+    assert str(out / "lora.safetensors") in stdout
+    code, _, err = run(capsys, "train", "--data", OUTLINE, "--out", out, "--steps", 4, "--batch-size", 2,
+                       "--rank", 2, "--alpha", 1, "--format", "diffusers", "--sample-steps", 1, "--quiet", "--resume")
+    assert code == 0, err  # one more step from the checkpoint of step 3
+    resumed = formats.load_lora(out / "lora.safetensors")
+    assert any(not torch.equal(resumed.B[m], weights.B[m]) for m in weights.modules)
+
+
+def test_errors_exit_2_with_one_line_and_no_traceback(capsys, tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_text("not a LoRA")
+    (tmp_path / "model.ckpt").write_bytes(b"\x80\x04")
+    cases = [
+        (["train", "--data", tmp_path / "missing", "--out", tmp_path / "run"], "does not exist"),
+        (["train", "--data", OUTLINE, "--out", tmp_path / "run", "--resume"], "no checkpoint.pt"),
+        (["info", bad], "not a valid safetensors file"),
+        (["info", tmp_path / "model.ckpt"], "pickle"),
+        (["convert", tmp_path / "missing.safetensors", "--to", "peft", "--out", tmp_path / "p"], "no LoRA file"),
+    ]
+    for argv, words in cases:
+        code, out, err = run(capsys, *argv)
+        assert code == 2 and err.startswith("lorakit: error: ") and words in err, (argv, err)
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+    with pytest.raises(ValueError, match="not a valid safetensors"):
+        cli.main(["info", str(bad), "--debug"])
+
+
+def test_python_m_lorakit_cli(tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "lorakit.cli", "--help"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "train" in ok.stdout and "convert" in ok.stdout, ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "lorakit.cli", "info", str(tmp_path / "nothing.safetensors")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "lorakit: error: no LoRA file" in bad.stderr, bad.stderr

@@ -1,0 +1,104 @@
+"""The outline style set: the committed folder equals what styles.make_outline_set writes, its
+captions use the trigger the tiny SD never saw, held-out combinations really are held out, and
+the detectors read its pictures right (so a style rate measured on a LoRA means something)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from lorakit import config, data, metrics, models, styles
+
+
+def _rows(folder):
+    lines = (folder / data.METADATA).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def test_committed_set_equals_what_make_outline_set_writes(tmp_path):
+    made = styles.make_outline_set(tmp_path / "outline")
+    committed_rows, made_rows = _rows(styles.OUTLINE_DIR), _rows(made)
+    assert committed_rows == made_rows  # same file names and captions, same order
+    assert len(committed_rows) == styles.OUTLINE_SIZE
+    for row in committed_rows:
+        with Image.open(styles.OUTLINE_DIR / row["file_name"]) as a, Image.open(made / row["file_name"]) as b:
+            assert a.format == "PNG" and a.mode == "RGB" and a.size == (64, 64)
+            assert np.array_equal(np.asarray(a), np.asarray(b)), row["file_name"]
+    extra = {p.name for p in styles.OUTLINE_DIR.iterdir()} - {r["file_name"] for r in committed_rows} - {data.METADATA}
+    assert not extra, f"files in {styles.OUTLINE_DIR} that metadata.jsonl does not list: {extra}"
+
+
+def test_the_set_reads_as_an_image_folder():
+    dataset = data.ImageFolderDataset(styles.OUTLINE_DIR)
+    image, caption = dataset[0]
+    assert len(dataset) == styles.OUTLINE_SIZE
+    assert image.shape == (3, 64, 64) and image.min() >= -1 and image.max() <= 1
+    assert caption == styles.caption(*styles.OUTLINE_TRAIN[0])
+
+
+def test_detectors_read_every_picture_of_the_set_as_its_caption_says():
+    dataset = data.ImageFolderDataset(styles.OUTLINE_DIR)
+    parsed = {styles.caption(c, s): (c, s) for c in data.COLOURS for s in data.SHAPES}
+    for i in range(len(dataset)):
+        colour, shape = parsed[dataset.caption(i)]
+        assert metrics.detect(dataset.image(i)) == {"colour": colour, "shape": shape, "style": "outline"}
+
+
+def test_detector_tells_outline_from_filled_on_pictures_like_the_set():
+    n = 250  # 250 outline + the same 250 shapes filled = 500 ground-truth pictures
+    right = 0
+    for style in ("outline", "filled"):
+        for spec, _ in styles.outline_examples(count=n, seed=1000, style=style):
+            right += metrics.detect_style(data.render(spec)) == style
+    assert right / (2 * n) >= 0.99, right
+
+
+def test_held_out_combinations_are_absent_and_every_colour_and_shape_is_present():
+    captions = {row["text"] for row in _rows(styles.OUTLINE_DIR)}
+    held_out = set(styles.style_prompts(held_out=True))
+    assert held_out and not held_out & captions
+    assert set(styles.style_prompts(held_out=False)) == captions
+    seen = set(styles.OUTLINE_TRAIN)
+    assert {c for c, _ in seen} == set(data.COLOURS) and {s for _, s in seen} == set(data.SHAPES)
+    assert seen.isdisjoint(styles.OUTLINE_HELD_OUT)
+    assert len(seen) + len(styles.OUTLINE_HELD_OUT) == len(data.COLOURS) * len(data.SHAPES)
+
+
+def test_style_prompts_with_and_without_trigger():
+    with_trigger = styles.style_prompts()
+    plain = styles.style_prompts(trigger=False)
+    assert [p.replace(f" in {styles.TRIGGER} style", "") for p in with_trigger] == plain
+    assert styles.TEMPLATE.format(colour="blue", shape="circle") in with_trigger  # evaluate_grid's template
+
+
+@pytest.fixture(scope="module")
+def tiny_sd():
+    if not (config.TINY_SD_DIR / "model_index.json").is_file():
+        pytest.skip("the tiny SD is not in data/models/tiny-sd")
+    return (CLIPTokenizer.from_pretrained(config.TINY_SD_DIR / "tokenizer"),
+            CLIPTextModel.from_pretrained(config.TINY_SD_DIR / "text_encoder").eval())
+
+
+def test_trigger_is_a_word_the_tiny_sd_never_saw_and_one_token(tiny_sd):
+    assert styles.TRIGGER in models.RESERVED_WORDS and styles.TRIGGER not in models.CAPTION_WORDS
+    tokenizer, _ = tiny_sd
+    unknown = tokenizer.unk_token_id
+    for text in styles.style_prompts(held_out=False):
+        ids = tokenizer(text, add_special_tokens=False).input_ids
+        assert len(ids) == len(text.split()) and unknown not in ids, text  # one token a word, none unknown
+
+
+def test_trigger_after_the_prompt_leaves_the_prompt_tokens_unchanged(tiny_sd):
+    """CLIP's text encoder is causal: "a blue circle" is encoded the same with the trigger after it."""
+    tokenizer, encoder = tiny_sd
+    plain, styled = (tokenizer(styles.caption("blue", "circle", trigger=t), return_tensors="pt").input_ids
+                     for t in (False, True))
+    n = plain.shape[1] - 1  # <start> a blue circle (the plain prompt's <end> is where the trigger goes)
+    with torch.no_grad():
+        a = encoder(plain).last_hidden_state[0, :n]  # (n, width)
+        full = encoder(styled).last_hidden_state[0]  # (n + 4, width): + in sks style <end>
+    torch.testing.assert_close(a, full[:n])
+    assert full.shape[0] == n + 4 and (full[n:] - a[-1]).abs().max() > 0.1  # the trigger adds new tokens

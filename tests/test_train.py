@@ -1,0 +1,257 @@
+"""lorakit.train on the tiny SD: what changes, resume, accumulation, checkpointing, min-SNR, errors."""
+
+import copy
+import math
+
+import pytest
+import torch
+from diffusers import DDPMScheduler
+from diffusers.training_utils import compute_snr
+
+from lorakit import data, formats, inject, models, train
+
+
+@pytest.fixture(scope="module")
+def base_pipe():
+    return models.load_pipeline("tiny", device="cpu", dtype="float32")
+
+
+@pytest.fixture
+def pipe(base_pipe):
+    return copy.deepcopy(base_pipe)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return data.ShapesDataset(8, seed=3, style="outline")  # a style the tiny SD never saw
+
+
+def quick(**overrides) -> train.TrainConfig:
+    kwargs = dict(steps=4, batch_size=2, warmup_steps=0, progress=False) | overrides
+    return train.TrainConfig(**kwargs)
+
+
+def lora_weights(pipe) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in inject.lora_state_dict(pipe.unet).items()}
+
+
+def test_validation_loss_decreases_on_a_new_style(pipe, dataset):
+    result = train.train_lora(pipe, dataset, quick(steps=15, lr=3e-3, validation_every=15, num_validation=8))
+    (step0, before), (step15, after) = result.val_history
+    assert (step0, step15) == (0, 15) and len(result.history) == 15
+    assert after < 0.9 * before, f"fixed-seed validation loss went {before:.4f} -> {after:.4f}"
+
+
+def test_only_lora_parameters_change(pipe, dataset):
+    base = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    vae = {k: v.clone() for k, v in pipe.vae.state_dict().items()}
+    text = {k: v.clone() for k, v in pipe.text_encoder.state_dict().items()}
+    result = train.train_lora(pipe, dataset, quick(steps=3))
+    assert len(result.lora_names) > 0 and all(".attn2." in n for n in result.lora_names)
+    after = pipe.unet.state_dict()
+    for key, value in base.items():  # LoRALinear renames foo.weight to foo.base_layer.weight
+        new_key = key if key in after else key.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")
+        assert torch.equal(after[new_key], value), key
+    for name, layer in inject.lora_layers(pipe.unet):
+        assert layer.lora_B.weight.abs().max() > 0, f"{name}: lora_B is still zero"
+        assert layer.lora_A.weight.dtype == torch.float32
+    assert all(torch.equal(v, pipe.vae.state_dict()[k]) for k, v in vae.items())
+    assert all(torch.equal(v, pipe.text_encoder.state_dict()[k]) for k, v in text.items())
+    assert not pipe.unet.training  # put back in eval mode as loaded
+
+
+def test_resume_is_bit_exact(base_pipe, dataset, tmp_path, monkeypatch):
+    cfg = dict(steps=5, checkpoint_every=2, lr_schedule="cosine", warmup_steps=2, lr=3e-3)
+    whole_pipe = copy.deepcopy(base_pipe)
+    whole = train.train_lora(whole_pipe, dataset, quick(**cfg, output_dir=str(tmp_path / "whole")))
+
+    calls = {"n": 0}
+    real_loss = train.epsilon_loss
+
+    def crash_at_step_4(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 3:  # steps 1-3 run (checkpoint after 2), step 4 "crashes"
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train, "epsilon_loss", crash_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_lora(copy.deepcopy(base_pipe), dataset, quick(**cfg, output_dir=str(tmp_path / "cut")))
+    monkeypatch.setattr(train, "epsilon_loss", real_loss)
+    saved = torch.load(tmp_path / "cut" / train.CHECKPOINT, weights_only=True)
+    assert saved["step"] == 2 and len(saved["history"]) == 2
+
+    resumed_pipe = copy.deepcopy(base_pipe)
+    resumed = train.train_lora(resumed_pipe, dataset, quick(**cfg, output_dir=str(tmp_path / "cut")))
+    assert resumed.history == whole.history
+    want, got = lora_weights(whole_pipe), lora_weights(resumed_pipe)
+    assert want.keys() == got.keys()
+    assert all(torch.equal(want[k], got[k]) for k in want), "resumed LoRA differs from the uninterrupted one"
+
+    with pytest.raises(ValueError, match=r"other settings \(r: 4 -> 8\).*resume=False"):
+        train.train_lora(copy.deepcopy(base_pipe), dataset, quick(**cfg, r=8, output_dir=str(tmp_path / "cut")))
+    out = tmp_path / "cut"
+    assert not list(out.glob("*.tmp")), "a temporary checkpoint file was left behind"
+    assert (out / "loss.png").stat().st_size > 0
+    loaded = formats.load_lora(out / "lora.safetensors", model=resumed_pipe.unet)
+    assert all(torch.equal(loaded.state_dict()[k], got[k]) for k in got)
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / train.CHECKPOINT
+    train.save_checkpoint({"step": 3}, path)
+    real_save = torch.save
+
+    def crash_halfway(obj, f, *args, **kwargs):
+        with open(f, "wb") as handle:
+            handle.write(b"PK\x03\x04half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash_halfway)
+    with pytest.raises(OSError):
+        train.save_checkpoint({"step": 6}, path)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert torch.load(path, weights_only=True) == {"step": 3}  # the old checkpoint survived intact
+
+
+def test_nan_loss_stops_with_a_clear_message(pipe, dataset):
+    with pytest.raises(RuntimeError, match=r"at step \d+.*[Ll]ower the learning rate"):
+        train.train_lora(pipe, dataset, quick(steps=5, lr=1e30, max_grad_norm=0))
+
+
+def lora_grads(pipe, dataset, checkpointing: bool) -> list[torch.Tensor]:
+    unet = pipe.unet
+    latents, embeddings, rows = train.cache_dataset(pipe, dataset, 64)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        inject.inject_lora(unet, r=4)
+        for _, layer in inject.lora_layers(unet):  # B != 0, so that A gets a gradient too
+            torch.nn.init.normal_(layer.lora_B.weight, std=0.02)
+    if checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    gen = torch.Generator().manual_seed(1)
+    t = torch.randint(0, 1000, (2,), generator=gen)
+    noise = torch.randn((2, *latents.shape[1:]), generator=gen)
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    train.epsilon_loss(unet, scheduler, latents[:2], embeddings[rows[:2]], t, noise, None).backward()
+    return [p.grad for _, layer in inject.lora_layers(unet) for p in (layer.lora_A.weight, layer.lora_B.weight)]
+
+
+def test_gradient_checkpointing_gives_the_same_lora_grads(base_pipe, dataset, monkeypatch):
+    plain = lora_grads(copy.deepcopy(base_pipe), dataset, checkpointing=False)
+    calls = {"n": 0}
+    real_checkpoint = torch.utils.checkpoint.checkpoint
+
+    def counting_checkpoint(*args, **kwargs):
+        calls["n"] += 1
+        return real_checkpoint(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counting_checkpoint)
+    checkpointed = lora_grads(copy.deepcopy(base_pipe), dataset, checkpointing=True)
+    assert calls["n"] > 0, "gradient checkpointing was not used"
+    assert all(g is not None and g.abs().max() > 0 for g in checkpointed)
+    worst = max((a - b).abs().max().item() for a, b in zip(plain, checkpointed, strict=True))
+    assert worst < 1e-6, f"grads differ by {worst}"
+
+
+def test_train_with_gradient_checkpointing_and_bf16(pipe, dataset):
+    result = train.train_lora(pipe, dataset, quick(steps=2, gradient_checkpointing=True, mixed_precision="bf16"))
+    assert len(result.history) == 2 and all(torch.isfinite(torch.tensor(result.history)))
+    assert not pipe.unet.is_gradient_checkpointing  # switched off again
+    assert all(layer.lora_B.weight.abs().max() > 0 and layer.lora_B.weight.dtype == torch.float32
+               for _, layer in inject.lora_layers(pipe.unet))
+
+
+def test_min_snr_weights_match_the_formula_and_diffusers(base_pipe):
+    scheduler = DDPMScheduler.from_config(base_pipe.scheduler.config)
+    t = torch.tensor([0, 10, 100, 500, 999])
+    a = scheduler.alphas_cumprod[t].double()
+    snr = a / (1 - a)
+    want = torch.clamp(snr, max=5.0) / snr
+    got = train.min_snr_weights(scheduler.alphas_cumprod, t, 5.0)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=0)
+    diffusers_snr = compute_snr(scheduler, t)
+    torch.testing.assert_close(got, torch.stack([diffusers_snr, 5.0 * torch.ones_like(diffusers_snr)]).min(0)[0] / diffusers_snr)
+    assert got[0] < 0.01 and got[-1] == 1.0  # low noise is down-weighted, high noise kept
+
+
+def test_vae_and_text_encoder_never_run_in_the_loop(pipe, dataset, monkeypatch):
+    real_cache = train.cache_dataset
+    text_rows = []
+    real_text_forward = pipe.text_encoder.forward
+
+    def counting_text_forward(input_ids, *args, **kwargs):
+        text_rows.append(len(input_ids))
+        return real_text_forward(input_ids, *args, **kwargs)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the VAE or the text encoder ran inside the training loop")
+
+    def cache_then_forbid(p, *args, **kwargs):
+        out = real_cache(p, *args, **kwargs)
+        p.vae.encode = p.vae.decode = p.vae.forward = p.text_encoder.forward = forbidden
+        return out
+
+    pipe.text_encoder.forward = counting_text_forward
+    monkeypatch.setattr(train, "cache_dataset", cache_then_forbid)
+    result = train.train_lora(pipe, dataset, quick(steps=3, validation_every=3, num_validation=2))
+    assert len(result.history) == 3
+    distinct = {dataset.caption(i) for i in range(len(dataset))}
+    assert sum(text_rows) == len(distinct)  # every distinct caption embedded once
+
+
+def test_accumulation_equals_a_bigger_batch(base_pipe, dataset, monkeypatch):
+    recorded = []
+
+    class RecordingAdamW(torch.optim.AdamW):
+        def step(self, *args, **kwargs):
+            recorded[-1].append([p.grad.clone() for g in self.param_groups for p in g["params"]])
+            return super().step(*args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", RecordingAdamW)
+    results = []
+    for batch_size, grad_accum in ((2, 1), (1, 2)):
+        recorded.append([])
+        results.append(train.train_lora(copy.deepcopy(base_pipe), dataset,
+                                        quick(steps=2, batch_size=batch_size, grad_accum=grad_accum)))
+    torch.testing.assert_close(results[0].history, results[1].history, rtol=1e-5, atol=1e-7)
+    for big, accumulated in zip(*recorded, strict=True):
+        for a, b in zip(big, accumulated, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_sample_images_during_training(pipe, dataset):
+    result = train.train_lora(pipe, dataset, quick(steps=2, sample_every=2, sample_prompts=["a red circle"]))
+    (step, images), = result.samples
+    assert step == 2 and len(images) == 1 and images[0].size == (64, 64)
+
+
+def test_learning_rate_schedule():
+    cfg = train.TrainConfig(steps=110, warmup_steps=10, lr_schedule="cosine")
+    assert [train.lr_factor(s, cfg) for s in (0, 4, 9)] == [0.1, 0.5, 1.0]
+    assert train.lr_factor(60, cfg) == pytest.approx(0.5)
+    assert train.lr_factor(109, cfg) == pytest.approx(0.5 * (1 + math.cos(0.99 * math.pi)))
+    assert train.lr_factor(50, train.TrainConfig(warmup_steps=10)) == 1.0
+
+
+def test_for_mode():
+    small, full = train.TrainConfig.for_mode("small"), train.TrainConfig.for_mode("full", r=8)
+    assert small.resolution == 64 and small.mixed_precision == "no"
+    assert full.resolution == 512 and full.mixed_precision == "bf16" and full.r == 8
+
+
+@pytest.mark.parametrize("data_kind, overrides, message", [
+    ("empty", {}, "dataset is empty"),
+    ("shapes", {"steps": 0}, "steps must be a positive integer"),
+    ("shapes", {"batch_size": 0}, "batch_size must be a positive integer"),
+    ("shapes", {"mixed_precision": "fp16"}, "needs a CUDA GPU"),
+    ("shapes", {"lr_schedule": "linear"}, "lr_schedule must be one of"),
+    ("shapes", {"save_format": "ckpt"}, "save_format must be one of"),
+    ("small_images", {}, r"shape \(3, 32, 32\).*resolution=64"),
+])
+def test_bad_input_is_refused_clearly(pipe, data_kind, overrides, message):
+    dataset = {"empty": [], "shapes": data.ShapesDataset(2), "small_images": data.ShapesDataset(2, resolution=32)}[data_kind]
+    with pytest.raises(ValueError, match=message):
+        train.train_lora(pipe, dataset, quick(**overrides))
+    assert not list(inject.lora_layers(pipe.unet))  # nothing was injected
