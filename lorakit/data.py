@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
@@ -32,6 +31,8 @@ from pathlib import Path, PureWindowsPath
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+
+from lorakit import files
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -298,18 +299,6 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         return to_tensor(self.image(index)), self.caption(index)  # (3, R, R), str
 
 
-def _replace_atomically(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, then move it into place."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-        os.replace(temp, path)
-    except BaseException:
-        os.unlink(temp)
-        raise
-
-
 def write_imagefolder(folder: str | os.PathLike, images: Sequence[Image.Image | torch.Tensor],
                       captions: Sequence[str]) -> Path:
     """Write ``images`` as ``0000.png``, ``0001.png``, ... and their ``captions`` as ``metadata.jsonl``.
@@ -330,8 +319,8 @@ def write_imagefolder(folder: str | os.PathLike, images: Sequence[Image.Image | 
     for i, (image, caption) in enumerate(zip(images, captions, strict=True)):
         image = to_image(image) if isinstance(image, torch.Tensor) else to_rgb(image)
         name = f"{i:04d}.png"
-        _replace_atomically(folder / name, lambda file, image=image: image.save(file, format="PNG"))
+        files.write_atomically(folder / name, lambda tmp, image=image: image.save(tmp, format="PNG"))
         lines.append(json.dumps({"file_name": name, "text": caption}, ensure_ascii=False))
     text = ("\n".join(lines) + "\n").encode("utf-8")
-    _replace_atomically(folder / METADATA, lambda file: file.write(text))
+    files.write_atomically(folder / METADATA, lambda tmp: tmp.write_bytes(text))
     return folder

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +35,7 @@ import torch
 from torch import nn
 
 import lorakit
-from lorakit import inject, lora
+from lorakit import files, inject, lora
 
 FORMATS = ("kohya", "diffusers", "peft")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
@@ -95,21 +93,9 @@ def from_model(model: nn.Module) -> LoRAWeights:
 
 # --- writing ---------------------------------------------------------------------------
 
-def _write_atomically(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _save_safetensors(tensors: dict, path: Path, metadata: dict[str, str]) -> None:
     tensors = {k: v.contiguous().clone() for k, v in tensors.items()}
-    _write_atomically(path, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata=metadata))
+    files.write_atomically(path, lambda tmp: safetensors.torch.save_file(tensors, str(tmp), metadata=metadata))
 
 
 def save_weights(weights: LoRAWeights, path: str | Path, format: str = "kohya",
@@ -154,7 +140,7 @@ def save_weights(weights: LoRAWeights, path: str | Path, format: str = "kohya",
     tensors = {PEFT_PREFIX + k: v for k, v in weights.state_dict().items()}
     _save_safetensors(tensors, path / PEFT_FILE, {"format": "pt"} | own)
     text = json.dumps(config, indent=2, sort_keys=True)
-    _write_atomically(path / PEFT_CONFIG, lambda tmp: Path(tmp).write_text(text))
+    files.write_atomically(path / PEFT_CONFIG, lambda tmp: tmp.write_text(text))
     return path
 
 

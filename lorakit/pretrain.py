@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from tqdm.auto import tqdm
 
-from lorakit import config, data, models
+from lorakit import config, data, files, models
 
 
 @dataclass
@@ -89,9 +89,7 @@ def caption_table(num_images: int, seed: int, tokenizer) -> tuple[torch.Tensor, 
 
 def save_atomic(state: dict, path: Path) -> None:
     """torch.save to a temporary file, then rename: a crash never leaves half a checkpoint."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    files.write_atomically(path, lambda tmp: torch.save(state, tmp))
 
 
 def lr_at(step: int, cfg: PretrainConfig, total: int, base: float) -> float:

@@ -20,7 +20,6 @@ Left out: training the text encoder, data augmentation (flips, crops), prior pre
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from tqdm.auto import tqdm
 
-from lorakit import config, formats, inject, sample
+from lorakit import config, files, formats, inject, sample
 
 CHECKPOINT = "checkpoint.pt"
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
@@ -173,9 +172,7 @@ def epsilon_loss(unet, scheduler, latents, context, t, noise, gamma: float | Non
 
 def save_checkpoint(state: dict, path: Path) -> None:
     """torch.save to a temporary file, then rename: a crash never leaves half a checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    files.write_atomically(path, lambda tmp: torch.save(state, tmp))
 
 
 def save_loss_plot(result: TrainResult, path: str | Path) -> Path:
