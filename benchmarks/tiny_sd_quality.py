@@ -11,7 +11,7 @@ import statistics
 import time
 
 import torch
-from diffusers import DPMSolverMultistepScheduler
+from diffusers import DPMSolverMultistepScheduler, PNDMScheduler
 
 from lorakit import metrics, models, sample
 
@@ -23,16 +23,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--guidance", type=float, default=None)
     parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--scheduler", choices=["pipeline", "dpm"], default="pipeline",
-                        help="the pipeline's own sampler, or DPM-Solver++ (2M) on the same noise schedule")
+    parser.add_argument("--scheduler", choices=["pipeline", "dpm", "pndm"], default="pipeline",
+                        help="the pipeline's own sampler, DPM-Solver++ (2M) or PNDM (SD 1.5's default), "
+                             "all on the pipeline's noise schedule")
     parser.add_argument("--repeats", type=int, default=3, help="timed 4x4 grids")
     parser.add_argument("--save-grid", default=None, help="write the prompt grid as a PNG here")
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
     pipe = models.load_pipeline(args.model, device=args.device, dtype="float32")
-    if args.scheduler == "dpm":
-        pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    samplers = {"dpm": DPMSolverMultistepScheduler, "pndm": PNDMScheduler}
+    if args.scheduler in samplers:
+        pipe.scheduler = samplers[args.scheduler].from_config(pipe.scheduler.config)
     print(f"{type(pipe.scheduler).__name__}, {args.steps or 'preset'} steps")
 
     def generate(prompts, seeds):
