@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -32,6 +31,7 @@ from diffusers import DDPMScheduler
 from tqdm.auto import tqdm
 
 from lorakit import config, data, files, models
+from lorakit.train import warmup_cosine
 
 
 @dataclass
@@ -92,13 +92,6 @@ def save_atomic(state: dict, path: Path) -> None:
     files.write_atomically(path, lambda tmp: torch.save(state, tmp))
 
 
-def lr_at(step: int, cfg: PretrainConfig, total: int, base: float) -> float:
-    if step < cfg.warmup_steps:
-        return base * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-    return base * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 def train_vae(vae, images: torch.Tensor, cfg: PretrainConfig, device, work: Path) -> None:
     path = work / "vae.pt"
     if path.exists():
@@ -111,7 +104,7 @@ def train_vae(vae, images: torch.Tensor, cfg: PretrainConfig, device, work: Path
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     for step in (bar := tqdm(range(cfg.vae_steps), desc="VAE")):
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg, cfg.vae_steps, cfg.vae_lr)
+            group["lr"] = cfg.vae_lr * warmup_cosine(step, cfg.warmup_steps, cfg.vae_steps)
         idx = torch.randint(len(images), (cfg.vae_batch_size,), generator=gen)
         x = images[idx].to(device).float() / 127.5 - 1  # (B, 3, 64, 64)
         with autocast:
@@ -178,7 +171,7 @@ def train_unet(parts: dict, latents: torch.Tensor, ids: torch.Tensor, rows: torc
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg, cfg.steps, cfg.lr)
+            group["lr"] = cfg.lr * warmup_cosine(step, cfg.warmup_steps, cfg.steps)
         with autocast:
             context = text_encoder(ids[caption_rows])[0]  # (B, 77, width)
             pred = unet(noisy, t, context).sample

@@ -86,14 +86,19 @@ class TrainResult:
     lora_names: list[str]  # paths of the LoRA-wrapped modules
 
 
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Linear warm-up over ``warmup_steps``, then a cosine from 1 down to 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """The learning-rate multiplier at optimizer step ``step``: linear warm-up, then constant or cosine."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    if cfg.lr_schedule == "constant":
+    if cfg.lr_schedule == "constant" and step >= cfg.warmup_steps:
         return 1.0
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return warmup_cosine(step, cfg.warmup_steps, cfg.steps)
 
 
 def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float,
