@@ -108,10 +108,15 @@ def attn2_modules(unet: nn.Module) -> dict[str, nn.Module]:
 
 class CrossAttentionRecorder:
     """A diffusers attention processor that computes attention as :func:`cross_attention` does and
-    appends its maps to ``records[name]``: (B, N, T) averaged over heads, or (B, heads, N, T)."""
+    appends its maps to ``records[name]``: (B, N, T) averaged over heads, or (B, heads, N, T).
 
-    def __init__(self, name: str, records: dict[str, list[torch.Tensor]], keep_heads: bool = False):
-        self.name, self.records, self.keep_heads = name, records, keep_heads
+    With ``keep_graph`` the maps stay on their device and in the autograd graph, so that a loss
+    on them trains the model (``lorakit.pretrain``'s token loss); otherwise they are detached
+    float32 copies on the CPU."""
+
+    def __init__(self, name: str, records: dict[str, list[torch.Tensor]], keep_heads: bool = False,
+                 keep_graph: bool = False):
+        self.name, self.records, self.keep_heads, self.keep_graph = name, records, keep_heads, keep_graph
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
                  *args, **kwargs):
@@ -120,12 +125,13 @@ class CrossAttentionRecorder:
         out, probs = cross_attention(hidden_states, context, attn.to_q, attn.to_k, attn.to_v, attn.to_out[0],
                                      attn.heads, scale=attn.scale, return_probs=True)  # (B, N, C), (B, heads, N, T)
         maps = probs if self.keep_heads else probs.mean(dim=1)  # (B, heads, N, T) or (B, N, T)
-        self.records.setdefault(self.name, []).append(maps.detach().float().cpu())
+        self.records.setdefault(self.name, []).append(maps if self.keep_graph else maps.detach().float().cpu())
         return attn.to_out[1](out)  # dropout, as diffusers' processors apply it
 
 
 @contextmanager
-def capture_cross_attention(unet: nn.Module, keep_heads: bool = False) -> Iterator[dict[str, list[torch.Tensor]]]:
+def capture_cross_attention(unet: nn.Module, keep_heads: bool = False,
+                            keep_graph: bool = False) -> Iterator[dict[str, list[torch.Tensor]]]:
     """Record every ``attn2``'s maps while the block runs: yields ``{attn2 path: [maps per call]}``.
 
     One UNet call per denoising step (both CFG halves in one batch), so ``records[path][i]`` is step i.
@@ -137,7 +143,8 @@ def capture_cross_attention(unet: nn.Module, keep_heads: bool = False) -> Iterat
     if not any(key.endswith("attn2.processor") for key in original):
         raise ValueError("this UNet has no attn2 (cross-attention) modules to record.")
     records: dict[str, list[torch.Tensor]] = {}
-    unet.set_attn_processor({key: CrossAttentionRecorder(key.removesuffix(".processor"), records, keep_heads)
+    unet.set_attn_processor({key: CrossAttentionRecorder(key.removesuffix(".processor"), records, keep_heads,
+                                                                    keep_graph)
                              if key.endswith("attn2.processor") else processor
                              for key, processor in original.items()})
     try:

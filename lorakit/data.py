@@ -14,8 +14,11 @@ The style sets in ``data/styles/`` use it, and so can a user's own photos. ``Ima
 checks the whole folder when it is built and lists every problem at once (file and line), so a
 training run never stops halfway on a bad file; ``write_imagefolder`` makes such a folder.
 
-Left out: rotation, textures, several shapes per picture (the detectors in ``metrics.py`` read
-one shape a picture); random crops and flips (augmentation is not what these lessons teach);
+Pictures of two shapes (``sample_pair``, captions such as "a red circle and a blue square") teach
+the tiny SD to tie each word to its own shape during pretraining (Lesson 04's attention maps).
+
+Left out: rotation, textures, more than two shapes a picture (the detectors in ``metrics.py``
+read one shape a picture); random crops and flips (augmentation is not what these lessons teach);
 image folders without ``metadata.jsonl`` (class-per-subfolder layouts).
 """
 
@@ -88,9 +91,20 @@ def sample_spec(index: int, seed: int = 0, shape: str | None = None, colour: str
 
 def render(spec: ShapeSpec, resolution: int = 64) -> Image.Image:
     """Draw ``spec`` as an RGB picture of ``resolution`` x ``resolution`` pixels."""
+    return render_scene([spec], resolution)
+
+
+def render_scene(specs: Sequence[ShapeSpec], resolution: int = 64) -> Image.Image:
+    """Draw every spec of ``specs``, in order, on one white picture of ``resolution`` pixels a side."""
     big = resolution * SUPERSAMPLE
     image = Image.new("RGB", (big, big), BACKGROUND)
     draw = ImageDraw.Draw(image)
+    for spec in specs:
+        _draw(draw, spec, big)
+    return image.resize((resolution, resolution), Image.Resampling.BOX)
+
+
+def _draw(draw: ImageDraw.ImageDraw, spec: ShapeSpec, big: int) -> None:
     rgb = spec.rgb or COLOURS[spec.colour]
     s, cx, cy = spec.size * big, spec.cx * big, spec.cy * big
     fill = rgb if spec.style == "filled" else None
@@ -108,7 +122,37 @@ def render(spec: ShapeSpec, resolution: int = 64) -> Image.Image:
             draw.line(points + points[:2], fill=rgb, width=width, joint="curve")
     else:
         raise ValueError(f"unknown shape {spec.shape!r}: the shapes world has {', '.join(SHAPES)}.")
-    return image.resize((resolution, resolution), Image.Resampling.BOX)
+
+
+def sample_pair(index: int, seed: int = 0) -> tuple[ShapeSpec, ShapeSpec]:
+    """Picture ``index`` of the two-shape stream ``seed``: two small shapes of different colours, side by side.
+
+    The two sit in opposite halves (left/right or top/bottom, drawn at random), so they never
+    overlap. Their caption, :func:`pair_caption`, names them in a random order: the words, not
+    the layout, say which colour goes with which shape.
+    """
+    rng = np.random.default_rng([seed, index, 2])
+    colours = [list(COLOURS)[i] for i in rng.choice(len(COLOURS), size=2, replace=False)]
+    shapes = [SHAPES[i] for i in rng.integers(len(SHAPES), size=2)]
+    horizontal = bool(rng.integers(2))
+    specs = []
+    for k, (colour, shape) in enumerate(zip(colours, shapes, strict=True)):
+        size = float(rng.uniform(*SIZES["small"]))
+        # inside its own half, 0.03 from the picture's edge and 0.01 from the middle line
+        along = float(rng.uniform(size / 2 + 0.03, 0.49 - size / 2)) + 0.5 * k
+        across = float(rng.uniform(size / 2 + 0.03, 0.97 - size / 2))
+        cx, cy = (along, across) if horizontal else (across, along)
+        jitter = rng.integers(-12, 13, size=3)
+        rgb = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(COLOURS[colour], jitter, strict=True))
+        specs.append(ShapeSpec(shape, colour, "small", size, cx, cy, "filled", rgb))
+    if rng.integers(2):
+        specs.reverse()
+    return specs[0], specs[1]
+
+
+def pair_caption(specs: Sequence[ShapeSpec]) -> str:
+    """"a red circle and a blue square": the shapes in the order given."""
+    return " and ".join(spec.caption() for spec in specs)
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:

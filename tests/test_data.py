@@ -73,6 +73,28 @@ def test_dataset_shape_range_and_caption_fractions():
         dataset[2000]
 
 
+def test_two_shape_pictures_are_seeded_apart_and_named_by_their_caption():
+    from lorakit import metrics
+    for i in range(200):
+        a, b = data.sample_pair(i, seed=3)
+        assert (a, b) == data.sample_pair(i, seed=3)
+        assert a.colour != b.colour and a.size_word == b.size_word == "small"
+        # opposite halves: their bounding boxes never meet
+        apart_x = abs(a.cx - b.cx) >= (a.size + b.size) / 2
+        apart_y = abs(a.cy - b.cy) >= (a.size + b.size) / 2
+        assert apart_x or apart_y
+        assert all(0 <= c - s.size / 2 and c + s.size / 2 <= 1 for s in (a, b) for c in (s.cx, s.cy))
+    assert data.pair_caption(data.sample_pair(0)) == " and ".join(s.caption() for s in data.sample_pair(0))
+    # each shape is drawn, and alone it is what its own caption says
+    a, b = data.sample_pair(5)
+    both = np.asarray(data.render_scene([a, b]), dtype=np.int16)
+    for spec in (a, b):
+        alone = np.asarray(data.render(spec), dtype=np.int16)
+        assert metrics.detect(data.render(spec))["colour"] == spec.colour
+        ink = np.abs(alone - 255).max(-1) > 80
+        assert np.abs(both[ink] - alone[ink]).max() <= 1  # the other shape does not cover it
+
+
 def test_tensor_image_round_trip_is_exact():
     image = data.render(data.sample_spec(1))
     assert data.to_image(data.to_tensor(image)).tobytes() == image.tobytes()
