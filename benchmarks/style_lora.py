@@ -17,7 +17,9 @@ Lesson: notebooks/06_train_style_lora.ipynb.
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -58,12 +60,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: TrainConfig's 300)")
     parser.add_argument("--seeds", type=int, default=4, help="seeds per prompt")
     parser.add_argument("--out", default=None, help="save the LoRA, loss curve and image grids in this folder")
+    parser.add_argument("--model", default="tiny", help='"tiny" (the committed model) or a saved pipeline folder')
+    parser.add_argument("--device", default=None, help="cuda when present, else cpu")
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="other TrainConfig settings, e.g. r=8 lr=5e-4 target_modules=attn min_snr_gamma=5")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
-    pipe = models.load_pipeline("tiny", dtype="float32")
-    cfg = train.TrainConfig.for_mode("small", progress=False,
-                                     **({"steps": args.steps} if args.steps else {}))
+    pipe = models.load_pipeline(args.model, device=args.device, dtype="float32")
+    overrides = {"steps": args.steps} if args.steps else {}
+    defaults = train.TrainConfig()
+    for item in args.set:
+        field, _, value = item.partition("=")
+        if not hasattr(defaults, field) or not value:
+            parser.error(f"--set {item!r}: expected FIELD=VALUE with a TrainConfig field")
+        current = getattr(defaults, field)
+        kind = type(current) if current is not None else (float if field in ("alpha", "min_snr_gamma") else int)
+        if field == "target_modules" and "," in value:
+            overrides[field] = value.split(",")  # explicit suffixes, e.g. attn2.to_k,attn2.to_v
+        else:
+            overrides[field] = value if isinstance(current, str) else kind(value)
+    cfg = train.TrainConfig.for_mode("small", progress=False, **overrides)
     seeds = list(range(args.seeds))
     every = [(c, s) for c in data.COLOURS for s in data.SHAPES]
     sets = {"held-out": list(styles.OUTLINE_HELD_OUT), "all 15": every}
@@ -107,6 +125,13 @@ def main(argv: list[str] | None = None) -> None:
         diff = max_diff(off[label].images, base[label, "trigger"].images)
         print(f"scale 0 vs base model, same prompts and seeds: max pixel diff {diff:.0f} (0..255): "
               f"{'PASS' if diff <= 1 else 'FAIL'}")
+    if args.json:
+        figures = {label: dict(style=lora[label].style_rate, colour=lora[label].colour_accuracy,
+                               shape=lora[label].shape_accuracy, base_colour=base[label, "trigger"].colour_accuracy,
+                               base_shape=base[label, "trigger"].shape_accuracy, leak=leak[label].style_rate,
+                               scale0_diff=max_diff(off[label].images, base[label, "trigger"].images))
+                   for label in sets}
+        Path(args.json).write_text(json.dumps(dict(config=asdict(cfg), seconds=seconds, figures=figures), indent=1))
     print("\nLoRA on trigger prompts, pictures with colour and shape right:")
     print(lora["all 15"].table())
 

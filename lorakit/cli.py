@@ -13,6 +13,11 @@ the full world's training defaults (``train.TrainConfig.for_mode("full")``). A m
 can fix (a missing folder, a bad file) prints one ``lorakit: error: ...`` message to stderr and
 exits with status 2; ``--debug`` shows the traceback instead.
 
+Several GPUs: ``accelerate launch --multi_gpu --num_processes N -m lorakit.cli train ...`` starts N
+processes that train the same LoRA as one (``--batch-size`` is the batch of all of them together);
+only the main process writes files and prints. Where no GPU is visible (``CUDA_VISIBLE_DEVICES=""``)
+they are CPU processes talking over gloo; accelerate's ``--cpu`` alone would start only one.
+
 Left out: everything the Python API already covers in more detail (target modules, learning-rate
 schedules, validation), config files, several LoRAs at once.
 """
@@ -35,14 +40,22 @@ def _mode(model: str) -> str:
     return "small" if model == "tiny" else "full"
 
 
-def _load(model: str):
+def _load(model: str, device=None):
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
     from lorakit import models
     diffusers_logging.disable_progress_bar()  # "Loading ..." bars clutter a terminal
     transformers_logging.disable_progress_bar()
-    return models.load_pipeline(model)
+    return models.load_pipeline(model, device=device)
+
+
+def _process():
+    """accelerate's view of this process: one alone, or one of several started by ``accelerate launch``."""
+    from accelerate import PartialState
+
+    from lorakit import config
+    return PartialState(cpu=config.get_device().type == "cpu")  # joins the other processes, if any
 
 
 def _generate(pipe, prompts: list[str], seeds: list[int], model: str, steps: int | None):
@@ -63,7 +76,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.resume and not (out / train.CHECKPOINT).is_file():
         raise ValueError(f"--resume: there is no {train.CHECKPOINT} in {out} to resume from; "
                          "drop --resume to start a new run.")
-    pipe = _load(args.model)
+    process = _process()
+    several = process.num_processes > 1
+    main = process.is_main_process
+    pipe = _load(args.model, device=process.device if several else None)  # several GPUs: this process's own
     resolution = args.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor  # the model's own
     settings = {"r": args.rank, "alpha": args.alpha, "steps": args.steps, "lr": args.lr,
                 "batch_size": args.batch_size, "seed": args.seed, "save_format": args.format,
@@ -72,14 +88,20 @@ def cmd_train(args: argparse.Namespace) -> None:
                                      resolution=resolution, output_dir=str(out), resume=args.resume,
                                      progress=not args.quiet)
     dataset = data.ImageFolderDataset(args.data, resolution=resolution)
-    print(f"training a rank-{cfg.r} LoRA on {len(dataset)} images of {args.data} for {cfg.steps} steps "
-          f"({args.model}, {resolution}x{resolution})", file=sys.stderr)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_FILE).write_text(json.dumps({"model": args.model, "data": str(args.data), **asdict(cfg)},
-                                              indent=2, default=str))
+    if main:
+        processes = f", {process.num_processes} processes" if several else ""
+        print(f"training a rank-{cfg.r} LoRA on {len(dataset)} images of {args.data} for {cfg.steps} steps "
+              f"({args.model}, {resolution}x{resolution}{processes})", file=sys.stderr)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG_FILE).write_text(json.dumps({"model": args.model, "data": str(args.data), **asdict(cfg),
+                                                   "num_processes": process.num_processes}, indent=2, default=str))
     start = time.perf_counter()
     result = train.train_lora(pipe, dataset, cfg)
     seconds = time.perf_counter() - start
+    if several:
+        process.destroy_process_group()  # the rest (grid, messages) is the main process's alone
+    if not main:
+        return
 
     prompts = args.prompts or list(dict.fromkeys(dataset.caption(i) for i in range(len(dataset))))[:4]
     seeds = list(range(len(prompts)))
@@ -135,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", parents=[debug], help="train a LoRA on an image folder",
                             description="Train a cross-attention LoRA on a folder of images + metadata.jsonl. "
                             "Unset options take the defaults of lorakit.train.TrainConfig.for_mode: the small "
-                            "preset for --model tiny, the full (SD 1.5) preset for any other model.")
+                            "preset for --model tiny, the full (SD 1.5) preset for any other model. "
+                            "Several GPUs: accelerate launch --multi_gpu --num_processes N -m lorakit.cli train ... "
+                            "trains the same LoRA as one process.")
     p.add_argument("--data", required=True, help="image folder with metadata.jsonl (file_name, text)")
     p.add_argument("--out", required=True, help="output folder: LoRA file, loss.png, before_after.png, checkpoint")
     p.add_argument("--model", default="tiny", help="'tiny' (default), a hub id or a local SD 1.5 folder")
@@ -143,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, help="LoRA alpha (default: alpha = r)")
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--lr", type=float, help="learning rate")
-    p.add_argument("--batch-size", type=int, help="images per step")
+    p.add_argument("--batch-size", type=int, help="images per step (of all processes together under accelerate launch)")
     p.add_argument("--resolution", type=int, help="training image side (default: the model's own)")
     p.add_argument("--format", choices=formats.FORMATS, help="LoRA file format (default: kohya)")
     p.add_argument("--seed", type=int, help="random seed")

@@ -13,8 +13,17 @@ Every step draws its randomness from a generator seeded by ``(seed, step)``, and
 (LoRA, optimizer, schedule, history) is written atomically every ``checkpoint_every`` steps:
 a run stopped and resumed ends with the same LoRA weights, bit for bit, as one that never stopped.
 
+Several processes (``accelerate launch --multi_gpu --num_processes N -m lorakit.cli train ...``:
+one per GPU, or CPU processes talking over gloo where no GPU is visible) train the same LoRA as one
+process, up to float rounding: each draws the same global batch from ``(seed, step)`` and takes its
+own contiguous slice of every micro-batch (``batch_size`` stays the global batch), and the LoRA
+gradients and the loss are summed over the processes in one all-reduce before clipping, as DDP
+would do, but for the few LoRA tensors only (the frozen UNet needs no wrapper). Only the main
+process writes files, samples images and shows the progress bar.
+
 Left out: training the text encoder, data augmentation (flips, crops), prior preservation
-(DreamBooth's class images), EMA of the LoRA weights, and several processes (multi-GPU).
+(DreamBooth's class images), EMA of the LoRA weights, and sharding the model or the optimizer
+over the processes (FSDP, DeepSpeed ZeRO): every process holds the whole UNet.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from tqdm.auto import tqdm
 
-from lorakit import config, files, formats, inject, sample
+from lorakit import config, files, formats, inject, memory, sample
 
 CHECKPOINT = "checkpoint.pt"
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
@@ -45,7 +54,7 @@ class TrainConfig:
     alpha: float | None = None  # None: alpha = r (scaling 1)
     target_modules: str | Sequence[str] = "attn2"
     steps: int = 300  # optimizer steps
-    batch_size: int = 8  # images per micro-batch; one step sees batch_size * grad_accum
+    batch_size: int = 8  # images per micro-batch (over all processes); one step sees batch_size * grad_accum
     lr: float = 1e-3
     warmup_steps: int = 10
     lr_schedule: str = "constant"  # "constant" | "cosine" (after warm-up)
@@ -82,7 +91,7 @@ class TrainResult:
 
     history: list[float]  # loss of every optimizer step (mean over its micro-batches)
     val_history: list[tuple[int, float]]  # (step, fixed-seed validation loss)
-    samples: list[tuple[int, list]]  # (step, PIL images of cfg.sample_prompts)
+    samples: list[tuple[int, list]]  # (step, PIL images of cfg.sample_prompts); main process only
     lora_names: list[str]  # paths of the LoRA-wrapped modules
 
 
@@ -196,6 +205,31 @@ def save_loss_plot(result: TrainResult, path: str | Path) -> Path:
     return Path(path)
 
 
+def process_rows(batch_size: int, num_processes: int, index: int) -> slice:
+    """The contiguous rows of a ``batch_size`` micro-batch that process ``index`` of ``num_processes`` trains on."""
+    if batch_size < num_processes:
+        raise ValueError(f"batch_size {batch_size} is smaller than the number of processes ({num_processes}): every "
+                         f"process needs at least one image per micro-batch; use batch_size >= {num_processes}.")
+    return slice(index * batch_size // num_processes, (index + 1) * batch_size // num_processes)
+
+
+def all_reduce_grads(accelerator, params: list[torch.Tensor], step_loss: float) -> float:
+    """Sum the LoRA gradients and this step's loss over all processes (one all-reduce of a flat buffer, as DDP).
+
+    Each process's loss was already weighted by its share of the batch, so the sums are the gradient
+    and the loss of the whole batch. Returns the summed loss; a no-op with one process.
+    """
+    if accelerator.num_processes == 1:
+        return step_loss
+    with_grad = [p for p in params if p.grad is not None]  # the same parameters in every process
+    flat = torch.cat([p.grad.reshape(-1) for p in with_grad])  # (sum of numel,)
+    loss = torch.tensor([step_loss], dtype=torch.float64, device=flat.device)  # (1,)
+    flat, loss = accelerator.reduce([flat, loss], reduction="sum")
+    for p, g in zip(with_grad, flat.split([p.numel() for p in with_grad]), strict=True):
+        p.grad.copy_(g.view_as(p.grad))
+    return loss.item()
+
+
 def _plain(value):
     return list(value) if isinstance(value, (list, tuple)) else value
 
@@ -210,16 +244,34 @@ def _make_accelerator(cfg: TrainConfig, device: torch.device):
                        cpu=device.type == "cpu")
 
 
+def preflight(cfg: TrainConfig, pipe, device: torch.device) -> None:
+    """On a GPU, refuse a run whose memory estimate does not fit, naming settings that would (``lorakit.memory``).
+
+    On the CPU the budget is the machine's RAM, which the tiny SD never comes near; estimating
+    costs a second or two per new setting there, so the check runs on CUDA devices only.
+    """
+    if device.type == "cuda":
+        memory.check_fits(cfg, pipe, device=device)
+
+
 def train_lora(pipe, dataset, config: TrainConfig | None = None) -> TrainResult:
     """Inject LoRA into ``pipe.unet`` (unless it already has LoRA layers) and train it on ``dataset``.
 
     ``dataset`` yields ``(image (3, R, R) in [-1, 1], caption)``. The trained LoRA stays in
     ``pipe.unet``; with ``cfg.output_dir`` it is also saved (``lora.safetensors``, or ``lora/``
-    for PEFT), with ``loss.png`` and a checkpoint to resume from.
+    for PEFT), with ``loss.png`` and a checkpoint to resume from. Under ``accelerate launch`` with
+    several processes, every process calls it, with the pipeline on ``accelerate.PartialState().device``.
     """
     cfg = config or TrainConfig()  # (the parameter hides the lorakit.config module, unused in here)
     unet, device = pipe.unet, pipe.device
     check_config(cfg, device)
+    preflight(cfg, pipe, device)
+    accelerator = _make_accelerator(cfg, device)
+    world, main = accelerator.num_processes, accelerator.is_main_process
+    mine = process_rows(cfg.batch_size, world, accelerator.process_index)  # (all rows with one process)
+    if world > 1 and device.type != "cpu" and device != accelerator.device:
+        raise ValueError(f"process {accelerator.process_index} of {world} has the pipeline on {device} but accelerate "
+                         f"gave it {accelerator.device}: load the pipeline on accelerate.PartialState().device.")
     resolution = cfg.resolution or unet.config.sample_size * pipe.vae_scale_factor
     latents, embeddings, rows = cache_dataset(pipe, dataset, resolution)
     names = [n for n, _ in inject.lora_layers(unet)]
@@ -230,7 +282,6 @@ def train_lora(pipe, dataset, config: TrainConfig | None = None) -> TrainResult:
     params = [p for _, layer in inject.lora_layers(unet) for p in (layer.lora_A.weight, layer.lora_B.weight)]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
     lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
-    accelerator = _make_accelerator(cfg, device)
     optimizer = accelerator.prepare_optimizer(optimizer)  # fp16: loss scaling via its GradScaler
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     noise_scheduler.alphas_cumprod = noise_scheduler.alphas_cumprod.to(device)
@@ -284,7 +335,8 @@ def train_lora(pipe, dataset, config: TrainConfig | None = None) -> TrainResult:
         if cfg.validation_every and start == 0:
             val_history.append((0, validation_loss()))
         micro = cfg.batch_size
-        bar = tqdm(range(start, cfg.steps), desc="LoRA", initial=start, total=cfg.steps, disable=not cfg.progress)
+        bar = tqdm(range(start, cfg.steps), desc="LoRA", initial=start, total=cfg.steps,
+                   disable=not (cfg.progress and main))
         for step in bar:
             # Everything random in a step comes from (seed, step): a resumed run draws the same batches.
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
@@ -294,17 +346,19 @@ def train_lora(pipe, dataset, config: TrainConfig | None = None) -> TrainResult:
             noise = torch.randn((total, *latents.shape[1:]), generator=gen).to(device)  # (B*A, 4, h, w)
             step_loss = 0.0
             for k in range(cfg.grad_accum):
-                part = slice(k * micro, (k + 1) * micro)
+                part = slice(k * micro + mine.start, k * micro + mine.stop)  # this process's rows of micro-batch k
                 with accelerator.accumulate(unet), accelerator.autocast():
                     loss = epsilon_loss(unet, noise_scheduler, latents[idx[part]], embeddings[rows[idx[part]]],
                                         t[part], noise[part], cfg.min_snr_gamma)
-                    if not torch.isfinite(loss):
-                        lr = lr_scheduler.get_last_lr()[0]
-                        raise RuntimeError(f"the loss became {loss.item()} at step {step + 1} of {cfg.steps} (lr {lr:.3g}): "
-                                           "training diverged. Lower the learning rate, or train in float32 "
-                                           "(mixed_precision='no').")
+                    loss = loss * ((mine.stop - mine.start) / micro)  # its share of the batch's mean (x 1.0 alone)
                     accelerator.backward(loss)  # divides by grad_accum
                 step_loss += loss.item() / cfg.grad_accum
+            step_loss = all_reduce_grads(accelerator, params, step_loss)  # the whole batch's gradient and loss
+            if not math.isfinite(step_loss):  # checked after the all-reduce, so that every process stops
+                lr = lr_scheduler.get_last_lr()[0]
+                raise RuntimeError(f"the loss became {step_loss} at step {step + 1} of {cfg.steps} (lr {lr:.3g}): "
+                                   "training diverged. Lower the learning rate, or train in float32 "
+                                   "(mixed_precision='no').")
             if cfg.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
@@ -315,7 +369,7 @@ def train_lora(pipe, dataset, config: TrainConfig | None = None) -> TrainResult:
             bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2g}")
             if cfg.validation_every and done % cfg.validation_every == 0:
                 val_history.append((done, validation_loss()))
-            if cfg.sample_every and done % cfg.sample_every == 0:
+            if cfg.sample_every and done % cfg.sample_every == 0 and main:
                 unet.eval()
                 images = sample.generate(pipe, list(cfg.sample_prompts), seeds=list(range(len(cfg.sample_prompts))),
                                          resolution=resolution)
@@ -323,14 +377,16 @@ def train_lora(pipe, dataset, config: TrainConfig | None = None) -> TrainResult:
                 samples.append((done, images))
                 if out is not None:
                     sample.image_grid(images, labels=cfg.sample_prompts).save(out / f"samples_{done:06d}.png")
-            if out is not None and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps):
+            if out is not None and main and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
+                                             or done == cfg.steps):
                 checkpoint(done)
     finally:
         unet.train(was_training)
         if cfg.gradient_checkpointing:
             unet.disable_gradient_checkpointing()
     result = TrainResult(history=history, val_history=val_history, samples=samples, lora_names=names)
-    if out is not None:
+    if out is not None and main:
         formats.save_lora(unet, out / ("lora" if cfg.save_format == "peft" else "lora.safetensors"), cfg.save_format)
         save_loss_plot(result, out / "loss.png")
+    accelerator.wait_for_everyone()  # every process returns once the files are there
     return result

@@ -1,10 +1,13 @@
-"""The ``lorakit`` command, run in-process through ``cli.main`` (and once as ``python -m lorakit.cli``).
+"""The ``lorakit`` command, run in-process through ``cli.main`` (and as ``python -m lorakit.cli``, and
+under ``accelerate launch`` with two CPU processes).
 
 References: files the commands write are read back with ``lorakit.formats`` and compared with the
 weights the test made; ``sample --scale 0`` must draw exactly what the base model draws.
 """
 
 import json
+import os
+import socket
 import subprocess
 import sys
 
@@ -14,7 +17,7 @@ import torch
 from diffusers import UNet2DConditionModel
 from PIL import Image
 
-from lorakit import cli, config, formats, inject
+from lorakit import cli, config, formats, inject, train
 
 R, ALPHA = 4, 2.0  # alpha != r, so a lost alpha shows
 OUTLINE = str(config.DATA_DIR / "styles" / "outline")
@@ -135,3 +138,53 @@ def test_python_m_lorakit_cli(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "lorakit.cli", "info", str(tmp_path / "nothing.safetensors")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "lorakit: error: no LoRA file" in bad.stderr, bad.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as probe:  # other test runs on this machine may hold accelerate's default 29500
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_processes_train_the_same_lora_as_one(capsys, tmp_path):
+    """``accelerate launch`` with 2 CPU processes (gloo) against 1 process: same losses, same LoRA, same resume."""
+    def train_args(out, steps, *extra):  # batch 3: an uneven split (1 + 2 rows), so the weighting shows
+        return ["train", "--data", OUTLINE, "--out", out, "--steps", steps, "--batch-size", 3, "--rank", 2,
+                "--sample-steps", 1, "--quiet", *extra]
+
+    two, one = tmp_path / "two", tmp_path / "one"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCELERATE_")}
+    env |= {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+            "HF_HOME": str(tmp_path / "hf")}  # no GPU: gloo on the CPU; no accelerate config of the user
+    # --multi_gpu starts the processes (torchrun); accelerate's --cpu alone would start only one.
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--main_process_port", str(free_port()), "-m", "lorakit.cli"]
+    done = subprocess.run(launch + [str(a) for a in train_args(two, 3)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "2 processes" in done.stderr and done.stdout.count("done in") == 1, done.stdout  # the main process reports
+    assert json.loads((two / cli.CONFIG_FILE).read_text())["num_processes"] == 2
+    assert not list(two.glob(".*.tmp")), "a temporary file was left behind"
+    code, _, err = run(capsys, *train_args(one, 3))
+    assert code == 0, err
+
+    def assert_same(steps):
+        histories = [torch.load(d / train.CHECKPOINT, weights_only=True)["history"] for d in (one, two)]
+        assert len(histories[0]) == steps
+        torch.testing.assert_close(histories[1], histories[0], rtol=1e-5, atol=0)  # the loss of the whole batch
+        alone, shared = (formats.load_lora(d / "lora.safetensors") for d in (one, two))
+        for m in alone.modules:
+            assert alone.B[m].abs().max() > 0, f"{m}: B is still zero, nothing was trained"
+            torch.testing.assert_close(shared.A[m], alone.A[m], rtol=1e-5, atol=1e-7)
+            # Adam divides by sqrt(v): an entry whose gradient is zero up to rounding may move by up to
+            # lr either way, so B is compared with a tolerance of a thousandth of its range.
+            torch.testing.assert_close(shared.B[m], alone.B[m], rtol=1e-5, atol=1e-3 * alone.B[m].abs().max().item())
+            want = alone.B[m] @ alone.A[m]  # (out, in) delta W
+            assert (shared.B[m] @ shared.A[m] - want).norm() <= 1e-4 * want.norm(), m
+
+    assert_same(3)
+    for out in (one, two):  # one more step, in one process, from each checkpoint
+        code, _, err = run(capsys, *train_args(out, 4, "--resume"))
+        assert code == 0, err
+    assert_same(4)

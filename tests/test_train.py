@@ -8,7 +8,7 @@ import torch
 from diffusers import DDPMScheduler
 from diffusers.training_utils import compute_snr
 
-from lorakit import data, formats, inject, models, train
+from lorakit import data, formats, inject, memory, models, train
 
 
 @pytest.fixture(scope="module")
@@ -227,6 +227,24 @@ def test_sample_images_during_training(pipe, dataset):
     assert step == 2 and len(images) == 1 and images[0].size == (64, 64)
 
 
+def test_processes_split_every_micro_batch_exactly():
+    for batch_size, processes in ((8, 1), (8, 2), (3, 2), (3, 3), (7, 4)):
+        parts = [train.process_rows(batch_size, processes, i) for i in range(processes)]
+        assert [row for part in parts for row in range(batch_size)[part]] == list(range(batch_size))
+        assert all(part.stop > part.start for part in parts), parts  # nobody idles
+    assert train.process_rows(8, 1, 0) == slice(0, 8)  # one process: the whole batch, as always
+    with pytest.raises(ValueError, match=r"batch_size 1 is smaller than the number of processes \(2\)"):
+        train.process_rows(1, 2, 1)
+
+
+def test_one_process_all_reduce_is_a_no_op(pipe, dataset):
+    accelerator = train._make_accelerator(quick(), torch.device("cpu"))
+    params = [torch.nn.Parameter(torch.ones(3))]
+    params[0].grad = torch.full((3,), 2.0)
+    assert accelerator.num_processes == 1 and train.all_reduce_grads(accelerator, params, 0.25) == 0.25
+    assert torch.equal(params[0].grad, torch.full((3,), 2.0))
+
+
 def test_learning_rate_schedule():
     cfg = train.TrainConfig(steps=110, warmup_steps=10, lr_schedule="cosine")
     assert [train.lr_factor(s, cfg) for s in (0, 4, 9)] == [0.1, 0.5, 1.0]
@@ -255,3 +273,14 @@ def test_bad_input_is_refused_clearly(pipe, data_kind, overrides, message):
     with pytest.raises(ValueError, match=message):
         train.train_lora(pipe, dataset, quick(**overrides))
     assert not list(inject.lora_layers(pipe.unet))  # nothing was injected
+
+
+def test_preflight_checks_memory_on_a_gpu_only(monkeypatch):
+    calls = []
+    monkeypatch.setattr(memory, "check_fits", lambda cfg, pipe, device: calls.append(device.type))
+    cfg = train.TrainConfig()
+    train.preflight(cfg, object(), torch.device("cpu"))
+    assert calls == []
+    train.preflight(cfg, object(), torch.device("cuda"))
+    assert calls == ["cuda"]
+
