@@ -22,18 +22,22 @@ The committed folder is exactly what :func:`make_outline_set` writes (a test che
 and caption), so a teacher can regenerate it, and students can open it as the example of the
 ``imagefolder`` layout their own photos would use.
 
+:func:`train_or_load` trains the outline LoRA once per setting and keeps it on disk (lesson 07
+sweeps ranks): "load if present, otherwise train".
+
 Left out: other styles (the detectors in ``metrics.py`` know filled and outline only), a
 user's own photos (any folder that ``data.ImageFolderDataset`` reads works), augmentation.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 from PIL import Image
 
-from lorakit import config, data
+from lorakit import config, data, inject
 
 TRIGGER = "sks"  # in models.RESERVED_WORDS: a word the tiny SD never saw in pretraining
 TEMPLATE = "a {colour} {shape} in " + TRIGGER + " style"  # evaluate_grid(template=...) takes it as is
@@ -91,6 +95,37 @@ def style_prompts(held_out: bool = True, trigger: bool = True) -> list[str]:
     """
     combos = OUTLINE_HELD_OUT if held_out else OUTLINE_TRAIN
     return [caption(colour, shape, trigger) for colour, shape in combos]
+
+
+def train_or_load(pipe, r: int, steps: int, cache_dir: str | os.PathLike, alpha: float | None = None,
+                  **overrides) -> Path:
+    """The outline LoRA file of rank ``r`` trained for ``steps``: from ``cache_dir`` if there, else trained now.
+
+    The file is ``cache_dir/outline_r{r}_alpha{alpha}_steps{steps}/lora.safetensors`` (kohya format), so
+    LoRAs trained with fewer steps (a ``make test`` run) are never taken for the real ones.
+    ``overrides`` go to ``train.TrainConfig.for_mode`` (a hash of them joins the name).
+    ``pipe.unet`` is left without LoRA layers.
+    """
+    # Imported here, not at the top: train imports diffusers, which the prompts above do not need.
+    from lorakit import train
+
+    tag = f"_{hashlib.sha1(repr(sorted(overrides.items())).encode()).hexdigest()[:8]}" if overrides else ""
+    folder = Path(cache_dir) / f"outline_r{r}_alpha{'r' if alpha is None else f'{alpha:g}'}_steps{steps}{tag}"
+    path = folder / "lora.safetensors"
+    if path.is_file():
+        return path
+    if next(inject.lora_layers(pipe.unet), None) is not None:
+        raise RuntimeError("pipe.unet already has LoRA layers: call inject.remove_lora(pipe.unet) before "
+                           "training another LoRA with train_or_load.")
+    resolution = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    dataset = data.ImageFolderDataset(OUTLINE_DIR, resolution=resolution)
+    cfg = train.TrainConfig.for_mode(**{"r": r, "alpha": alpha, "steps": steps, "output_dir": str(folder),
+                                        "progress": False, **overrides})
+    try:
+        train.train_lora(pipe, dataset, cfg)
+    finally:
+        inject.remove_lora(pipe.unet)
+    return path
 
 
 if __name__ == "__main__":  # python -m lorakit.styles [FOLDER]: regenerate the committed set
