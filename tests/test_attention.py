@@ -222,3 +222,30 @@ def test_plain_diffusers_loads_the_tiny_sd_and_capture_works_on_it():
     assert image.size == (64, 64)
     assert len(records) == 16
     assert attention.token_maps(records, 3).shape == (1, 64, 64)
+
+
+def test_the_committed_tiny_sds_words_look_at_their_shape(pipe):
+    """Issue 3's "circle lights up the shape": the colour and shape words' maps correlate with the drawn shape."""
+    import numpy as np
+
+    from lorakit import metrics
+    prompts = ["a red circle", "a blue square", "a green triangle"]
+    with attention.capture_cross_attention(pipe.unet) as records:
+        images = sample.generate(pipe, prompts, seeds=[0, 1, 2], num_inference_steps=10)
+    for position in (2, 3):  # the colour word, the shape word (0 is the start token)
+        maps = attention.token_maps(records, position).numpy()  # (3, 64, 64)
+        for m, image in zip(maps, images, strict=True):
+            mask = np.abs(np.asarray(image, dtype=np.float32) - 255).max(-1) > metrics.INK_THRESHOLD
+            assert np.corrcoef(m.ravel(), mask.ravel())[0, 1] > 0.5
+
+
+def test_recording_with_keep_graph_lets_a_loss_on_the_maps_train_the_unet(pipe, prompt_embeds):
+    unet = pipe.unet
+    with attention.capture_cross_attention(unet, keep_graph=True) as records:
+        unet(torch.randn(2, 4, 16, 16), 500, encoder_hidden_states=prompt_embeds)
+    maps = records["mid_block.attentions.0.transformer_blocks.0.attn2"][0]  # (2, 4, 77)
+    assert maps.requires_grad
+    maps[..., 3].sum().backward()
+    to_k = unet.get_submodule("mid_block.attentions.0.transformer_blocks.0.attn2.to_k")
+    assert to_k.weight.grad is not None and to_k.weight.grad.abs().sum() > 0
+    unet.zero_grad(set_to_none=True)
