@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.lorakit-installed
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 LORAKIT_MODE=small LORAKIT_TEST=1 MPLBACKEND=Agg
 
-.PHONY: setup lab test lint pytest notebooks clean
+.PHONY: setup lab test lint pytest notebooks test-ipywidgets7 clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,13 @@ notebooks: setup
 	$(TEST_ENV) $(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=600 -p no:cacheprovider notebooks
 
 test: lint pytest notebooks
+
+# Colab ships ipywidgets 7.7: the widget tests again with it, installed beside the venv (not part of `make test`).
+IPYW7 := $(VENV)/ipywidgets7
+test-ipywidgets7: setup
+	test -d $(IPYW7) || $(BIN)/python -m pip install --quiet --no-deps --target $(IPYW7) \
+		ipywidgets==7.7.5 widgetsnbextension==3.6.10 jupyterlab_widgets==1.1.11 ipython_genutils==0.2.0
+	PYTHONPATH=$(IPYW7) $(TEST_ENV) $(BIN)/python -m pytest -p no:cacheprovider tests/test_widgets.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
