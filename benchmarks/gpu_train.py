@@ -41,6 +41,7 @@ from diffusers import UNet2DConditionModel
 from peft import LoraConfig
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.lora_speed import saved_bytes, sync
 from lorakit import inject, models
 
 CONFIGS = {
@@ -49,11 +50,6 @@ CONFIGS = {
 }
 VARIANTS = ("lorakit", "peft", "full")
 EXTRAS = ("lorakit+channels_last", "lorakit+compile")
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def flops_per_sample(unet_config: dict, latent: int, tokens: int = 77) -> dict[str, float]:
@@ -110,20 +106,6 @@ def build(variant: str, unet_config: dict, rank: int, device: torch.device, dtyp
     if variant.endswith("+compile"):
         unet = torch.compile(unet)
     return unet.train(), params
-
-
-def saved_bytes(fn) -> tuple[object, int]:
-    """Run ``fn()`` and count the bytes of the distinct non-parameter storages autograd saves meanwhile."""
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        if not isinstance(t, torch.nn.Parameter):
-            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    return out, sum(seen.values())
 
 
 def run_variant(variant: str, args, unet_config: dict, batches: list, device: torch.device) -> dict:

@@ -43,7 +43,7 @@ from peft import LoraConfig
 from lorakit import inject, models, train
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -116,13 +116,13 @@ def train_table(unet, scheduler, args, device) -> dict:
         order = list(variants) if i % 2 == 0 else list(reversed(variants))
         for label in order:
             v = variants[label]
-            _sync(device)
+            sync(device)
             if device.type == "cuda":
                 base = torch.cuda.memory_allocated(device)
                 torch.cuda.reset_peak_memory_stats(device)
             start = time.perf_counter()
             step(v)
-            _sync(device)
+            sync(device)
             if i >= args.warmup:
                 v["times"].append(time.perf_counter() - start)
             if device.type == "cuda":
@@ -150,10 +150,10 @@ def infer_table(unet, args, device) -> dict:
         for i in range(args.warmup + args.repeats):
             order = list(models_) if i % 2 == 0 else list(reversed(models_))
             for label in order:
-                _sync(device)
+                sync(device)
                 start = time.perf_counter()
                 models_[label](x, t, ctx)
-                _sync(device)
+                sync(device)
                 if i >= args.warmup:
                     times[label].append(time.perf_counter() - start)
         unmerged_out = ours(x, t, ctx).sample  # (B, 4, 16, 16)
