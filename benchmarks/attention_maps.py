@@ -30,17 +30,12 @@ PAIRS = [("red", "circle", "blue", "square"), ("green", "triangle", "yellow", "c
          ("yellow", "square", "purple", "circle"), ("red", "triangle", "green", "square")]
 
 
-def _ink(image) -> np.ndarray:
-    rgb = np.asarray(image, dtype=np.float32)  # (H, W, 3)
-    return np.abs(rgb - 255).max(-1) > metrics.INK_THRESHOLD
-
-
 def _colour_mask(image, colour: str, other: str) -> np.ndarray:
     """Ink pixels nearer to ``colour``'s RGB than to ``other``'s."""
     rgb = np.asarray(image, dtype=np.float32)
     d_own = np.linalg.norm(rgb - np.array(data.COLOURS[colour]), axis=-1)
     d_other = np.linalg.norm(rgb - np.array(data.COLOURS[other]), axis=-1)
-    return _ink(image) & (d_own < d_other) & (d_own < 90)
+    return metrics.ink_mask(image) & (d_own < d_other) & (d_own < 90)
 
 
 def single_shape(pipe, seeds: list[int], steps: int) -> dict:
@@ -57,7 +52,7 @@ def single_shape(pipe, seeds: list[int], steps: int) -> dict:
         for label, pos in positions.items():
             maps = attention.token_maps(records, pos).numpy()  # (B, 64, 64)
             for m, image in zip(maps, images, strict=True):
-                mask = _ink(image)
+                mask = metrics.ink_mask(image)
                 ok = 0 < mask.sum() < mask.size
                 corr[label].append(float(np.corrcoef(m.ravel(), mask.ravel())[0, 1]) if ok else 0.0)
     return {k: np.array(v) for k, v in corr.items()}

@@ -123,6 +123,11 @@ def _median(values: np.ndarray) -> np.ndarray:
     return np.sort(values, axis=0)[len(values) // 2]
 
 
+def ink_mask(image: Image.Image | torch.Tensor | np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels whose largest channel difference from the white background exceeds ``INK_THRESHOLD``."""
+    return _channel_spread(as_array(image), np.array(data.BACKGROUND, dtype=np.float32)) > INK_THRESHOLD
+
+
 def measure(image: Image.Image | torch.Tensor | np.ndarray) -> dict | None:
     """The numbers the detectors decide on, or None when the picture holds no shape."""
     rgb = as_array(image)  # (H, W, 3)

@@ -80,11 +80,14 @@ def specs_of(index: int, seed: int, pair_fraction: float = 0.0) -> list[data.Sha
 
 def render_all(num_images: int, seed: int, resolution: int = 64, pair_fraction: float = 0.0) -> torch.Tensor:
     """Pictures 0..num_images-1 of the stream ``seed`` as uint8 (N, 3, H, W), in parallel."""
-    chunks = [(start, min(start + 1000, num_images), seed, resolution, pair_fraction)
-              for start in range(0, num_images, 1000)]
+    return _in_chunks(_render_chunk, num_images, seed, resolution, pair_fraction).permute(0, 3, 1, 2).contiguous()
+
+
+def _in_chunks(fn, num_images: int, *args) -> torch.Tensor:
+    """``fn((start, stop, *args))`` over chunks of 1,000 pictures in a process pool, concatenated."""
+    chunks = [(start, min(start + 1000, num_images), *args) for start in range(0, num_images, 1000)]
     with Pool(max(1, min(os.cpu_count() or 1, 16))) as pool:
-        parts = pool.map(_render_chunk, chunks)
-    return torch.from_numpy(np.concatenate(parts)).permute(0, 3, 1, 2).contiguous()
+        return torch.from_numpy(np.concatenate(pool.map(fn, chunks)))
 
 
 def _render_chunk(args: tuple[int, int, int, int, float]) -> np.ndarray:
@@ -99,11 +102,7 @@ def render_masks(num_images: int, seed: int, pair_fraction: float = 0.0, latent:
 
     Row 1 is all zeros for a one-shape picture. The token loss uses these as ground truth.
     """
-    chunks = [(start, min(start + 1000, num_images), seed, pair_fraction, latent, resolution)
-              for start in range(0, num_images, 1000)]
-    with Pool(max(1, min(os.cpu_count() or 1, 16))) as pool:
-        parts = pool.map(_mask_chunk, chunks)
-    return torch.from_numpy(np.concatenate(parts))
+    return _in_chunks(_mask_chunk, num_images, seed, pair_fraction, latent, resolution)
 
 
 def _mask_chunk(args: tuple[int, int, int, float, int, int]) -> np.ndarray:
@@ -112,7 +111,7 @@ def _mask_chunk(args: tuple[int, int, int, float, int, int]) -> np.ndarray:
     cell = resolution // latent
     for row, i in enumerate(range(start, stop)):
         for k, spec in enumerate(specs_of(i, seed, pair_fraction)):
-            ink = np.abs(np.asarray(data.render(spec, resolution), dtype=np.int16) - 255).max(-1) > metrics.INK_THRESHOLD
+            ink = metrics.ink_mask(data.render(spec, resolution))  # (resolution, resolution)
             out[row, k] = ink.reshape(latent, cell, latent, cell).mean((1, 3))
     return out
 

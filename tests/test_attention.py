@@ -235,7 +235,7 @@ def test_the_committed_tiny_sds_words_look_at_their_shape(pipe):
     for position in (2, 3):  # the colour word, the shape word (0 is the start token)
         maps = attention.token_maps(records, position).numpy()  # (3, 64, 64)
         for m, image in zip(maps, images, strict=True):
-            mask = np.abs(np.asarray(image, dtype=np.float32) - 255).max(-1) > metrics.INK_THRESHOLD
+            mask = metrics.ink_mask(image)
             assert np.corrcoef(m.ravel(), mask.ravel())[0, 1] > 0.5
 
 

@@ -184,3 +184,11 @@ def test_grid_refuses_bad_arguments():
         metrics.evaluate_grid(_renderer(), shapes=["star"])
     with pytest.raises(ValueError, match="returned 1 pictures for 60 prompts"):
         metrics.evaluate_grid(lambda prompts, seeds: [Image.new("RGB", (64, 64), "white")])
+
+
+def test_ink_mask_is_the_drawn_shape():
+    spec = data.sample_spec(3, 0)
+    image = data.render(spec)
+    mask = metrics.ink_mask(image)
+    want = np.abs(np.asarray(image, dtype=np.int16) - 255).max(-1) > metrics.INK_THRESHOLD
+    assert mask.shape == (64, 64) and np.array_equal(mask, want) and 0 < mask.sum() < mask.size
