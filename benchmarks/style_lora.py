@@ -55,6 +55,28 @@ def row(name: str, result: metrics.GridResult) -> str:
             f"{result.both_accuracy:>9.1%}{len(result.records):>6}")
 
 
+def parse_settings(items: list[str]) -> dict:
+    """``["r=8", "flip=false", "target_modules=attn2.to_k,attn2.to_v"]`` as TrainConfig overrides, typed."""
+    defaults, overrides = train.TrainConfig(), {}
+    for item in items:
+        field, _, value = item.partition("=")
+        if not hasattr(defaults, field) or not value:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with a TrainConfig field")
+        current = getattr(defaults, field)
+        if field == "target_modules" and "," in value:
+            overrides[field] = value.split(",")  # explicit suffixes, e.g. attn2.to_k,attn2.to_v
+        elif isinstance(current, bool):  # before int: bool("false") would be True
+            if value.lower() not in ("true", "false"):
+                raise ValueError(f"--set {item!r}: {field} is true or false")
+            overrides[field] = value.lower() == "true"
+        elif isinstance(current, str):
+            overrides[field] = value
+        else:
+            kind = type(current) if current is not None else (float if field in ("alpha", "min_snr_gamma") else int)
+            overrides[field] = kind(value)
+    return overrides
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: TrainConfig's 300)")
@@ -63,24 +85,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="tiny", help='"tiny" (the committed model) or a saved pipeline folder')
     parser.add_argument("--device", default=None, help="cuda when present, else cpu")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
-                        help="other TrainConfig settings, e.g. r=8 lr=5e-4 target_modules=attn min_snr_gamma=5")
+                        help="other TrainConfig settings, e.g. r=8 lr=5e-4 target_modules=attn min_snr_gamma=5 flip=false")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
     pipe = models.load_pipeline(args.model, device=args.device, dtype="float32")
     overrides = {"steps": args.steps} if args.steps else {}
-    defaults = train.TrainConfig()
-    for item in args.set:
-        field, _, value = item.partition("=")
-        if not hasattr(defaults, field) or not value:
-            parser.error(f"--set {item!r}: expected FIELD=VALUE with a TrainConfig field")
-        current = getattr(defaults, field)
-        kind = type(current) if current is not None else (float if field in ("alpha", "min_snr_gamma") else int)
-        if field == "target_modules" and "," in value:
-            overrides[field] = value.split(",")  # explicit suffixes, e.g. attn2.to_k,attn2.to_v
-        else:
-            overrides[field] = value if isinstance(current, str) else kind(value)
+    try:
+        overrides.update(parse_settings(args.set))
+    except ValueError as err:
+        parser.error(str(err))
     cfg = train.TrainConfig.for_mode("small", progress=False, **overrides)
     seeds = list(range(args.seeds))
     every = [(c, s) for c in data.COLOURS for s in data.SHAPES]

@@ -83,7 +83,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     resolution = args.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor  # the model's own
     settings = {"r": args.rank, "alpha": args.alpha, "steps": args.steps, "lr": args.lr,
                 "batch_size": args.batch_size, "seed": args.seed, "save_format": args.format,
-                "mixed_precision": args.mixed_precision, "gradient_checkpointing": args.gradient_checkpointing or None}
+                "mixed_precision": args.mixed_precision, "gradient_checkpointing": args.gradient_checkpointing or None,
+                "flip": args.flip, "caption_dropout": args.caption_dropout}
     cfg = train.TrainConfig.for_mode(_mode(args.model), **{k: v for k, v in settings.items() if v is not None},
                                      resolution=resolution, output_dir=str(out), resume=args.resume,
                                      progress=not args.quiet)
@@ -173,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), help="fp16 needs a CUDA GPU")
     p.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for memory")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="also train on every image mirrored (default: off; not for text or asymmetric subjects)")
+    p.add_argument("--caption-dropout", type=float,
+                   help="fraction of pictures trained with the empty prompt (guidance's other branch)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--prompts", nargs="+", metavar="PROMPT",
                    help="prompts of the before/after grid (default: up to 4 captions of the data)")

@@ -14,11 +14,14 @@ The style sets in ``data/styles/`` use it, and so can a user's own photos. ``Ima
 checks the whole folder when it is built and lists every problem at once (file and line), so a
 training run never stops halfway on a bad file; ``write_imagefolder`` makes such a folder.
 
+``render_sketch`` draws a shape as by hand (a wobbly boundary, rounded corners): what a generator's
+imperfect pictures look like, with a known label, to test the detectors on.
+
 Pictures of two shapes (``sample_pair``, captions such as "a red circle and a blue square") teach
 the tiny SD to tie each word to its own shape during pretraining (Lesson 04's attention maps).
 
 Left out: rotation, textures, more than two shapes a picture (the detectors in ``metrics.py``
-read one shape a picture); random crops and flips (augmentation is not what these lessons teach);
+read one shape a picture); random crops (mirroring is ``train.TrainConfig.flip``, on cached latents);
 image folders without ``metadata.jsonl`` (class-per-subfolder layouts).
 """
 
@@ -122,6 +125,56 @@ def _draw(draw: ImageDraw.ImageDraw, spec: ShapeSpec, big: int) -> None:
             draw.line(points + points[:2], fill=rgb, width=width, joint="curve")
     else:
         raise ValueError(f"unknown shape {spec.shape!r}: the shapes world has {', '.join(SHAPES)}.")
+
+
+def _outline_points(shape: str, s: float, cx: float, cy: float, corner: float, n: int = 240) -> np.ndarray:
+    """(n, 2) points walking once around ``shape``'s boundary (side ``s``, centre ``(cx, cy)``)."""
+    if shape == "circle":
+        angle = 2 * np.pi * np.arange(n) / n  # (n,)
+        return np.stack([cx + s / 2 * np.cos(angle), cy + s / 2 * np.sin(angle)], axis=1)
+    if shape == "square":
+        corners = np.array([(-1, -1), (1, -1), (1, 1), (-1, 1), (-1, -1)]) * s / 2  # (5, 2)
+    else:  # upright equilateral triangle, as _draw makes it
+        h = s * math.sqrt(3) / 2
+        corners = np.array([(0, -h / 2), (s / 2, h / 2), (-s / 2, h / 2), (0, -h / 2)])
+    sides = len(corners) - 1
+    u = np.arange(n // sides) / (n // sides)  # (n / sides,)
+    points = np.concatenate([a + (b - a) * u[:, None] for a, b in zip(corners[:-1], corners[1:], strict=True)])
+    if shape == "square" and corner > 0:  # round the corners: pull points onto quarter circles of radius r
+        r = corner * s
+        inner = np.clip(points, -(s / 2 - r), s / 2 - r)
+        out = points - inner
+        length = np.linalg.norm(out, axis=1, keepdims=True)
+        points = np.where(length > r, inner + out / np.maximum(length, 1e-9) * r, points)
+    return points + (cx, cy)
+
+
+def render_sketch(spec: ShapeSpec, resolution: int = 64, wobble: float = 0.05, corner: float = 0.15,
+                  seed: int = 0) -> Image.Image:
+    """``spec`` drawn as by hand: its boundary wobbles and a square's corners are rounded.
+
+    The boundary moves in and out from the centre along a smooth random curve (waves of 2 to 6 per
+    turn) scaled by ``wobble`` x the side (its typical excursion is about half of that); squares
+    get corners of radius ``corner`` x the side. A generator's imperfect drawings look like this: ``metrics`` is tested on them,
+    where the label is still known (tests/test_metrics.py).
+    """
+    rng = np.random.default_rng([seed, 7])
+    big = resolution * SUPERSAMPLE
+    s, cx, cy = spec.size * big, spec.cx * big, spec.cy * big
+    points = _outline_points(spec.shape, s, cx, cy, corner)  # (n, 2)
+    turn = np.arange(len(points)) / len(points)  # (n,)
+    curve = sum(rng.normal() * np.sin(2 * np.pi * (k * turn + rng.uniform())) / k for k in range(2, 7))  # (n,)
+    away = points - points.mean(axis=0)
+    points = points + away / np.linalg.norm(away, axis=1, keepdims=True) * (wobble * s * curve)[:, None]
+    image = Image.new("RGB", (big, big), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    rgb = spec.rgb or COLOURS[spec.colour]
+    path = [tuple(p) for p in points]
+    if spec.style == "filled":
+        draw.polygon(path, fill=rgb)
+    else:
+        draw.line(path + path[:2], fill=rgb, width=max(1, round(0.06 * big)), joint="curve")
+    return image.resize((resolution, resolution), Image.Resampling.BOX)
 
 
 def sample_pair(index: int, seed: int = 0) -> tuple[ShapeSpec, ShapeSpec]:

@@ -11,9 +11,11 @@ A detector looks at one picture of one shape on a plain background (``data.rende
 2. the *solid* region fills the foreground's rows and columns between their first and last
    pixels, which closes the hole of an outline shape; ``hollowness = 1 - foreground / solid``
    tells ``"filled"`` (about 0) from ``"outline"`` (0.2 and more);
-3. the shape is the prototype nearest to two numbers of the solid region: the fraction of its
-   bounding box it fills (square 1, circle pi/4, triangle 1/2) and the fraction of its area in
-   the top half of the box (1/2 for square and circle, 1/4 for an upright triangle);
+3. the shape is the template the solid region overlaps best (intersection over union): a disc,
+   an axis-aligned square and an upright equilateral triangle, each of the region's area and
+   centred on its centroid. Area and centroid barely move when a drawn boundary wobbles or a
+   square's corners round off, unlike the extreme pixels a bounding box rests on. A region that
+   overlaps no template by ``MIN_SHAPE_IOU`` (a broken stroke, a blob) is no shape: "none";
 4. the colour is the named colour (``data.COLOURS``) nearest in hue to the median of the most
    saturated foreground pixels (hue ignores how much white an anti-aliased edge blends in).
 
@@ -23,6 +25,7 @@ Left out: several shapes a picture, rotated shapes, textured backgrounds, any le
 from __future__ import annotations
 
 import colorsys
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -35,10 +38,10 @@ from lorakit import data
 NONE = "none"  # what the detectors say when there is no shape
 INK_THRESHOLD = 80.0  # channel difference (0..255) from the background that counts as foreground
 MIN_AREA_FRACTION = 0.01  # a foreground smaller than this fraction of the picture is no shape
+MIN_SHAPE_IOU = 0.5  # best template overlap below which the shape is "none" (clean drawings: 0.9 and more)
 OUTLINE_HOLLOWNESS = 0.12  # above: "outline"
 GREY_CHROMA = 30.0  # max minus min channel below which a colour has no meaningful hue
 MAX_SIDE = 128  # larger pictures are shrunk first: the detectors need no more pixels
-SHAPE_PROTOTYPES = {"square": (1.0, 0.5), "circle": (np.pi / 4, 0.5), "triangle": (0.5, 0.25)}
 COLOUR_HUES = {name: colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0] for name, rgb in data.COLOURS.items()}
 
 
@@ -141,20 +144,34 @@ def measure(image: Image.Image | torch.Tensor | np.ndarray) -> dict | None:
     ys, xs = np.nonzero(solid)
     top, bottom, left, right = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     solid_area = int(solid.sum())
-    row_areas = solid[top:bottom].sum(axis=1)  # (box height,)
-    middle = (bottom - top) / 2
-    weights = np.clip(middle - np.arange(bottom - top), 0, 1)  # 1 above the middle, 1/2 on it
     pixels = rgb[foreground]  # (area, 3)
     saturation = _channel_spread(pixels)  # (area,)
     core = pixels[saturation >= np.partition(saturation, area // 2)[area // 2]]  # no blended edges
     return {
         "area": area,
-        "fill": solid_area / ((bottom - top) * (right - left)),
-        "top_fraction": float((row_areas * weights).sum() / solid_area),
+        "shape_iou": template_iou(solid),
         "hollowness": 1 - area / solid_area,
         "rgb": tuple(float(c) for c in _median(core)),
         "box": (int(left), int(top), int(right), int(bottom)),
     }
+
+
+def template_iou(solid: np.ndarray) -> dict[str, float]:
+    """Intersection over union of a boolean (H, W) region with a disc, a square and an upright
+    equilateral triangle of the region's area, centred on its centroid."""
+    ys, xs = np.nonzero(solid)
+    area, cy, cx = len(ys), ys.mean() + 0.5, xs.mean() + 0.5  # pixel centres
+    y, x = np.ogrid[:solid.shape[0], :solid.shape[1]]
+    y, x = y + 0.5 - cy, x + 0.5 - cx  # (H, 1), (1, W) from the centroid
+    half = math.sqrt(area) / 2
+    side = math.sqrt(4 * area / math.sqrt(3))
+    height = side * math.sqrt(3) / 2  # the centroid is a third of the height above the base
+    templates = {
+        "circle": x**2 + y**2 <= area / math.pi,
+        "square": (np.abs(x) <= half) & (np.abs(y) <= half),
+        "triangle": (y >= -2 * height / 3) & (y <= height / 3) & (np.abs(x) <= (y + 2 * height / 3) / math.sqrt(3)),
+    }
+    return {name: float((solid & t).sum() / (solid | t).sum()) for name, t in templates.items()}
 
 
 def _nearest_colour(rgb: tuple[float, float, float]) -> str:
@@ -166,9 +183,9 @@ def _nearest_colour(rgb: tuple[float, float, float]) -> str:
     return min(distance, key=distance.get)
 
 
-def _nearest_shape(fill: float, top_fraction: float) -> str:
-    distance = {name: (fill - f) ** 2 + (top_fraction - t) ** 2 for name, (f, t) in SHAPE_PROTOTYPES.items()}
-    return min(distance, key=distance.get)
+def _best_template(iou: dict[str, float]) -> str:
+    best = max(iou, key=iou.get)
+    return best if iou[best] >= MIN_SHAPE_IOU else NONE
 
 
 def detect(image: Image.Image | torch.Tensor | np.ndarray) -> dict[str, str]:
@@ -178,7 +195,7 @@ def detect(image: Image.Image | torch.Tensor | np.ndarray) -> dict[str, str]:
         return {"colour": NONE, "shape": NONE, "style": NONE}
     return {
         "colour": _nearest_colour(numbers["rgb"]),
-        "shape": _nearest_shape(numbers["fill"], numbers["top_fraction"]),
+        "shape": _best_template(numbers["shape_iou"]),
         "style": "outline" if numbers["hollowness"] > OUTLINE_HOLLOWNESS else "filled",
     }
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 from PIL import Image
@@ -101,26 +102,29 @@ def train_or_load(pipe, r: int, steps: int, cache_dir: str | os.PathLike, alpha:
                   **overrides) -> Path:
     """The outline LoRA file of rank ``r`` trained for ``steps``: from ``cache_dir`` if there, else trained now.
 
-    The file is ``cache_dir/outline_r{r}_alpha{alpha}_steps{steps}/lora.safetensors`` (kohya format), so
-    LoRAs trained with fewer steps (a ``make test`` run) are never taken for the real ones.
-    ``overrides`` go to ``train.TrainConfig.for_mode`` (a hash of them joins the name).
+    The file is ``cache_dir/outline_r{r}_alpha{alpha}_steps{steps}_{hash}/lora.safetensors`` (kohya
+    format), the hash being that of every training setting, so LoRAs trained with fewer steps (a
+    ``make test`` run) or other defaults are never taken for these. ``overrides`` go to
+    ``train.TrainConfig.for_mode``.
     ``pipe.unet`` is left without LoRA layers.
     """
     # Imported here, not at the top: train imports diffusers, which the prompts above do not need.
     from lorakit import train
 
-    tag = f"_{hashlib.sha1(repr(sorted(overrides.items())).encode()).hexdigest()[:8]}" if overrides else ""
-    folder = Path(cache_dir) / f"outline_r{r}_alpha{'r' if alpha is None else f'{alpha:g}'}_steps{steps}{tag}"
+    resolution = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    cfg = train.TrainConfig.for_mode(**{"r": r, "alpha": alpha, "steps": steps, "progress": False, **overrides})
+    # Every setting but where it goes joins the name: a LoRA trained with other defaults is never reused.
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "progress", "resume")}
+    tag = hashlib.sha1(repr(sorted(settings.items())).encode()).hexdigest()[:8]
+    folder = Path(cache_dir) / f"outline_r{r}_alpha{'r' if alpha is None else f'{alpha:g}'}_steps{steps}_{tag}"
     path = folder / "lora.safetensors"
     if path.is_file():
         return path
     if next(inject.lora_layers(pipe.unet), None) is not None:
         raise RuntimeError("pipe.unet already has LoRA layers: call inject.remove_lora(pipe.unet) before "
                            "training another LoRA with train_or_load.")
-    resolution = pipe.unet.config.sample_size * pipe.vae_scale_factor
     dataset = data.ImageFolderDataset(OUTLINE_DIR, resolution=resolution)
-    cfg = train.TrainConfig.for_mode(**{"r": r, "alpha": alpha, "steps": steps, "output_dir": str(folder),
-                                        "progress": False, **overrides})
+    cfg.output_dir = str(folder)
     try:
         train.train_lora(pipe, dataset, cfg)
     finally:

@@ -55,3 +55,15 @@ def test_flops_per_sample_is_sd15s_1_73_tflop():
 def test_gpu_train_needs_the_reference():
     with pytest.raises(SystemExit):
         gpu_train.main(["--config", "tiny", "--device", "cpu", "--variants", "lorakit", "--steps", "1"])
+
+
+def test_style_lora_settings_are_typed():
+    from benchmarks import style_lora
+    got = style_lora.parse_settings(["r=8", "lr=5e-4", "flip=false", "min_snr_gamma=5", "lr_schedule=cosine",
+                                     "target_modules=attn2.to_k,attn2.to_v"])
+    assert got == {"r": 8, "lr": 5e-4, "flip": False, "min_snr_gamma": 5.0, "lr_schedule": "cosine",
+                   "target_modules": ["attn2.to_k", "attn2.to_v"]}
+    assert style_lora.parse_settings(["flip=True"]) == {"flip": True}
+    for bad in (["flip=no"], ["rank=8"], ["r="]):
+        with pytest.raises(ValueError, match="--set"):
+            style_lora.parse_settings(bad)

@@ -95,7 +95,8 @@ def test_sample_writes_a_grid_and_scale_0_is_the_base_model(capsys, tmp_path, lo
 def test_train_end_to_end(capsys, tmp_path):
     out = tmp_path / "run"
     code, stdout, err = run(capsys, "train", "--data", OUTLINE, "--out", out, "--steps", 3, "--batch-size", 2,
-                            "--rank", 2, "--alpha", 1, "--format", "diffusers", "--sample-steps", 2, "--quiet")
+                            "--rank", 2, "--alpha", 1, "--format", "diffusers", "--sample-steps", 2, "--quiet",
+                            "--flip", "--caption-dropout", 0.25)
     assert code == 0, err
     weights = formats.load_lora(out / "lora.safetensors")
     assert (weights.format, weights.r, weights.alpha) == ("diffusers", 2, 1.0)
@@ -105,9 +106,11 @@ def test_train_end_to_end(capsys, tmp_path):
         assert grid.size == (4 * 192, 2 * (192 + 12))  # 4 captions of the data x (before, after)
     saved = json.loads((out / cli.CONFIG_FILE).read_text())
     assert (saved["model"], saved["steps"], saved["batch_size"], saved["resolution"]) == ("tiny", 3, 2, 64)
+    assert (saved["flip"], saved["caption_dropout"]) == (True, 0.25)
     assert str(out / "lora.safetensors") in stdout
     code, _, err = run(capsys, "train", "--data", OUTLINE, "--out", out, "--steps", 4, "--batch-size", 2,
-                       "--rank", 2, "--alpha", 1, "--format", "diffusers", "--sample-steps", 1, "--quiet", "--resume")
+                       "--rank", 2, "--alpha", 1, "--format", "diffusers", "--sample-steps", 1, "--quiet", "--resume",
+                       "--flip", "--caption-dropout", 0.25)
     assert code == 0, err  # one more step from the checkpoint of step 3
     resumed = formats.load_lora(out / "lora.safetensors")
     assert any(not torch.equal(resumed.B[m], weights.B[m]) for m in weights.modules)

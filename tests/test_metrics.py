@@ -49,6 +49,50 @@ def test_detectors_under_mild_noise(style):
     assert scores["colour"] >= 0.97 and scores["shape"] >= 0.97 and scores["style"] >= 0.97, scores
 
 
+def _sketch_accuracy(wobble, corner, count=300):
+    """Per-shape fraction of hand-drawn pictures (``data.render_sketch``) whose shape is read right."""
+    right = {shape: [] for shape in data.SHAPES}
+    for index in range(count):
+        spec = data.sample_spec(index, seed=98, shape=data.SHAPES[index % 3], style=data.STYLES[index % 2])
+        found = metrics.detect(data.render_sketch(spec, wobble=wobble, corner=corner, seed=index))
+        right[spec.shape].append(found["shape"] == spec.shape)
+        assert found["colour"] == spec.colour and found["style"] == spec.style, (index, found)
+    return {shape: float(np.mean(hits)) for shape, hits in right.items()}
+
+
+def test_detectors_on_hand_drawn_shapes():
+    """Wobbly boundaries and rounded corners, as a generator draws them, still read as their shape.
+
+    The first detector, which compared the fraction of its bounding box a shape fills (square 1,
+    circle 0.79), read only 33% of these squares as squares: a wobble widens the box, so a drawn
+    square fills 0.80-0.90 of it and came out nearer the circle.
+    """
+    scores = _sketch_accuracy(wobble=0.06, corner=0.15)
+    print(f"\nhand-drawn (wobble 0.06, corners 0.15): {scores}")
+    assert min(scores.values()) >= 0.97, scores
+
+
+def test_sketch_renderer():
+    for shape in data.SHAPES:  # without wobble or corners, a sketch is the shape render() fills
+        spec = data.sample_spec(4, seed=1, shape=shape)
+        sketch, drawn = metrics.ink_mask(data.render_sketch(spec, wobble=0, corner=0)), metrics.ink_mask(data.render(spec))
+        assert (sketch & drawn).sum() / (sketch | drawn).sum() > 0.95, shape
+    spec = data.sample_spec(4, seed=1, shape="square", style="outline")
+    assert data.render_sketch(spec, seed=3).tobytes() == data.render_sketch(spec, seed=3).tobytes()
+    assert data.render_sketch(spec, seed=3).tobytes() != data.render_sketch(spec, seed=4).tobytes()
+
+
+def test_a_broken_stroke_is_no_shape():
+    spec = data.sample_spec(2, seed=0, shape="circle", colour="red", style="outline")
+    image = data.render(spec)
+    left, top, right, bottom = metrics.measure(image)["box"]
+    broken = np.asarray(image).copy()
+    broken[:, (left + right) // 2 - 2:] = 255  # keep the left arc of the ring: a "(" is not a circle
+    found = metrics.detect(broken)
+    assert found["shape"] == "none" and found["colour"] == "red", found
+    assert max(metrics.measure(broken)["shape_iou"].values()) < metrics.MIN_SHAPE_IOU
+
+
 def test_no_shape_is_none():
     rng = np.random.default_rng(0)
     noise = np.clip(255 + rng.normal(0, 10, (64, 64, 3)), 0, 255).astype(np.uint8)

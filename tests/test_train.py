@@ -60,8 +60,9 @@ def test_only_lora_parameters_change(pipe, dataset):
     assert not pipe.unet.training  # put back in eval mode as loaded
 
 
-def test_resume_is_bit_exact(base_pipe, dataset, tmp_path, monkeypatch):
-    cfg = dict(steps=5, checkpoint_every=2, lr_schedule="cosine", warmup_steps=2, lr=3e-3)
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
+def test_resume_is_bit_exact(base_pipe, dataset, tmp_path, monkeypatch, ema_decay):
+    cfg = dict(steps=5, checkpoint_every=2, lr_schedule="cosine", warmup_steps=2, lr=3e-3, ema_decay=ema_decay)
     whole_pipe = copy.deepcopy(base_pipe)
     whole = train.train_lora(whole_pipe, dataset, quick(**cfg, output_dir=str(tmp_path / "whole")))
 
@@ -90,11 +91,84 @@ def test_resume_is_bit_exact(base_pipe, dataset, tmp_path, monkeypatch):
 
     with pytest.raises(ValueError, match=r"other settings \(r: 4 -> 8\).*resume=False"):
         train.train_lora(copy.deepcopy(base_pipe), dataset, quick(**cfg, r=8, output_dir=str(tmp_path / "cut")))
+    with pytest.raises(ValueError, match=r"other settings \(flip: False -> True\)"):
+        train.train_lora(copy.deepcopy(base_pipe), dataset, quick(**cfg, flip=True, output_dir=str(tmp_path / "cut")))
     out = tmp_path / "cut"
     assert not list(out.glob("*.tmp")), "a temporary checkpoint file was left behind"
     assert (out / "loss.png").stat().st_size > 0
     loaded = formats.load_lora(out / "lora.safetensors", model=resumed_pipe.unet)
     assert all(torch.equal(loaded.state_dict()[k], got[k]) for k in got)
+
+
+def test_flip_caches_every_picture_mirrored_too(pipe, dataset):
+    plain_latents, plain_embeddings, plain_rows = train.cache_dataset(pipe, dataset, 64)
+    latents, embeddings, rows = train.cache_dataset(pipe, dataset, 64, flip=True)
+    n = len(dataset)
+    assert latents.shape == (2 * n, *plain_latents.shape[1:])
+    torch.testing.assert_close(latents[:n], plain_latents, rtol=1e-4, atol=1e-4)  # (encoded in other batches)
+    assert torch.equal(embeddings, plain_embeddings) and torch.equal(rows, plain_rows.repeat(2))
+    pixels = torch.stack([dataset[i][0].flip(-1) for i in range(n)])  # (N, 3, 64, 64) mirrored
+    mirrored = pipe.vae.encode(pixels).latent_dist.mode() * pipe.vae.config.scaling_factor
+    torch.testing.assert_close(latents[n:], mirrored, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(latents[n:], plain_latents, atol=1e-2)  # the shapes sit elsewhere: not the same
+
+    seen = []
+    real = train.cache_dataset
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("flip"))
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "cache_dataset", spy)
+        train.train_lora(copy.deepcopy(pipe), dataset, quick(steps=1))
+        train.train_lora(copy.deepcopy(pipe), dataset, quick(steps=1, flip=True))
+    assert seen == [False, True]  # flip is off unless turned on
+
+
+def test_caption_dropout_shows_some_pictures_with_the_empty_prompt(pipe, dataset, monkeypatch):
+    _, embeddings, _ = train.cache_dataset(pipe, dataset, 64, empty_prompt=True)
+    ids = pipe.tokenizer([""], padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         return_tensors="pt").input_ids
+    torch.testing.assert_close(embeddings[-1], pipe.text_encoder(ids)[0][0])  # the last row: the empty prompt
+
+    def empty_fraction(dropout: float) -> float:
+        seen, real = [], train.epsilon_loss
+
+        def spy(unet, scheduler, latents, context, *args):
+            if unet.training:  # training steps, not the validation loss
+                seen.extend(torch.isclose(context, embeddings[-1], atol=1e-5).flatten(1).all(1).tolist())
+            return real(unet, scheduler, latents, context, *args)
+
+        monkeypatch.setattr(train, "epsilon_loss", spy)
+        train.train_lora(copy.deepcopy(pipe), dataset, quick(steps=10, batch_size=8, caption_dropout=dropout))
+        return sum(seen) / len(seen)
+
+    assert empty_fraction(0.0) == 0.0
+    assert 0.3 < empty_fraction(0.5) < 0.7  # 80 pictures drawn at 1/2
+
+
+def test_ema_returns_the_moving_average_of_the_steps(base_pipe, dataset):
+    def weights_after(steps, **overrides):
+        pipe = copy.deepcopy(base_pipe)
+        train.train_lora(pipe, dataset, quick(steps=steps, lr=3e-3, **overrides))
+        return lora_weights(pipe)
+
+    # The raw weights after step k do not depend on the EMA, nor on how many steps follow (constant lr).
+    raw = [weights_after(k) for k in (1, 2, 3)]
+    pipe = copy.deepcopy(base_pipe)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        inject.inject_lora(pipe.unet, r=4)  # the same start as train_lora's (seed 0)
+    average = lora_weights(pipe)  # B = 0
+    decay = 0.6
+    for step, w in enumerate(raw):
+        d = min(decay, (1 + step) / (10 + step))  # 0.1, 0.18, 0.25: diffusers' warm-up
+        average = {k: average[k] + (1 - d) * (w[k] - average[k]) for k in average}
+    got = weights_after(3, ema_decay=decay)
+    for key in average:
+        torch.testing.assert_close(got[key], average[key], rtol=1e-5, atol=1e-7)
+    assert any(not torch.allclose(got[k], raw[-1][k]) for k in got)  # not just the last step
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
@@ -266,6 +340,8 @@ def test_for_mode():
     ("shapes", {"mixed_precision": "fp16"}, "needs a CUDA GPU"),
     ("shapes", {"lr_schedule": "linear"}, "lr_schedule must be one of"),
     ("shapes", {"save_format": "ckpt"}, "save_format must be one of"),
+    ("shapes", {"caption_dropout": 1.0}, r"caption_dropout must be in \[0, 1\), got 1.0"),
+    ("shapes", {"ema_decay": 1.0}, r"ema_decay must be in \(0, 1\) or None, got 1.0"),
     ("small_images", {}, r"shape \(3, 32, 32\).*resolution=64"),
 ])
 def test_bad_input_is_refused_clearly(pipe, data_kind, overrides, message):
