@@ -422,9 +422,9 @@ def train_lora(pipe, dataset, config: TrainConfig | None = None) -> TrainResult:
         unet.train(was_training)
         if cfg.gradient_checkpointing:
             unet.disable_gradient_checkpointing()
-    with torch.no_grad():
-        for p, e in zip(params if ema else [], ema, strict=True):
-            p.copy_(e)  # the LoRA left in the UNet and saved is the average
+    if ema:
+        with torch.no_grad():
+            torch._foreach_copy_(params, ema)  # the LoRA left in the UNet and saved is the average
     result = TrainResult(history=history, val_history=val_history, samples=samples, lora_names=names)
     if out is not None and main:
         formats.save_lora(unet, out / ("lora" if cfg.save_format == "peft" else "lora.safetensors"), cfg.save_format)
