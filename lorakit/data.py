@@ -52,6 +52,7 @@ SIZES: dict[str, tuple[float, float]] = {"small": (0.30, 0.42), "large": (0.55, 
 STYLES: tuple[str, ...] = ("filled", "outline")
 BACKGROUND = (255, 255, 255)
 SUPERSAMPLE = 4  # draw at 4x and downsample: smooth edges without a renderer
+OUTLINE_WIDTH = 0.06  # stroke of an outline shape, as a fraction of the image side
 
 
 @dataclass(frozen=True)
@@ -111,20 +112,25 @@ def _draw(draw: ImageDraw.ImageDraw, spec: ShapeSpec, big: int) -> None:
     rgb = spec.rgb or COLOURS[spec.colour]
     s, cx, cy = spec.size * big, spec.cx * big, spec.cy * big
     fill = rgb if spec.style == "filled" else None
-    width = 0 if spec.style == "filled" else max(1, round(0.06 * big))
+    width = 0 if spec.style == "filled" else max(1, round(OUTLINE_WIDTH * big))
     if spec.shape == "circle":
         draw.ellipse([cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2], fill=fill, outline=rgb, width=width)
     elif spec.shape == "square":
         draw.rectangle([cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2], fill=fill, outline=rgb, width=width)
     elif spec.shape == "triangle":
-        h = s * math.sqrt(3) / 2  # equilateral: fills half of its s x h bounding box
-        points = [(cx, cy - h / 2), (cx + s / 2, cy + h / 2), (cx - s / 2, cy + h / 2)]
+        points = _triangle(s, cx, cy)
         if fill is not None:
             draw.polygon(points, fill=fill)
         else:
             draw.line(points + points[:2], fill=rgb, width=width, joint="curve")
     else:
         raise ValueError(f"unknown shape {spec.shape!r}: the shapes world has {', '.join(SHAPES)}.")
+
+
+def _triangle(s: float, cx: float, cy: float) -> list[tuple[float, float]]:
+    """The corners of the upright equilateral triangle of side ``s`` centred on its box at ``(cx, cy)``."""
+    h = s * math.sqrt(3) / 2  # fills half of its s x h bounding box
+    return [(cx, cy - h / 2), (cx + s / 2, cy + h / 2), (cx - s / 2, cy + h / 2)]
 
 
 def _outline_points(shape: str, s: float, cx: float, cy: float, corner: float, n: int = 240) -> np.ndarray:
@@ -134,9 +140,8 @@ def _outline_points(shape: str, s: float, cx: float, cy: float, corner: float, n
         return np.stack([cx + s / 2 * np.cos(angle), cy + s / 2 * np.sin(angle)], axis=1)
     if shape == "square":
         corners = np.array([(-1, -1), (1, -1), (1, 1), (-1, 1), (-1, -1)]) * s / 2  # (5, 2)
-    else:  # upright equilateral triangle, as _draw makes it
-        h = s * math.sqrt(3) / 2
-        corners = np.array([(0, -h / 2), (s / 2, h / 2), (-s / 2, h / 2), (0, -h / 2)])
+    else:
+        corners = np.array(_triangle(s, 0, 0) + _triangle(s, 0, 0)[:1])  # (4, 2), back to the apex
     sides = len(corners) - 1
     u = np.arange(n // sides) / (n // sides)  # (n / sides,)
     points = np.concatenate([a + (b - a) * u[:, None] for a, b in zip(corners[:-1], corners[1:], strict=True)])
@@ -155,8 +160,8 @@ def render_sketch(spec: ShapeSpec, resolution: int = 64, wobble: float = 0.05, c
 
     The boundary moves in and out from the centre along a smooth random curve (waves of 2 to 6 per
     turn) scaled by ``wobble`` x the side (its typical excursion is about half of that); squares
-    get corners of radius ``corner`` x the side. A generator's imperfect drawings look like this: ``metrics`` is tested on them,
-    where the label is still known (tests/test_metrics.py).
+    get corners of radius ``corner`` x the side. A generator's imperfect drawings look like this:
+    ``metrics`` is tested on them, where the label is still known (tests/test_metrics.py).
     """
     rng = np.random.default_rng([seed, 7])
     big = resolution * SUPERSAMPLE
@@ -173,7 +178,7 @@ def render_sketch(spec: ShapeSpec, resolution: int = 64, wobble: float = 0.05, c
     if spec.style == "filled":
         draw.polygon(path, fill=rgb)
     else:
-        draw.line(path + path[:2], fill=rgb, width=max(1, round(0.06 * big)), joint="curve")
+        draw.line(path + path[:2], fill=rgb, width=max(1, round(OUTLINE_WIDTH * big)), joint="curve")
     return image.resize((resolution, resolution), Image.Resampling.BOX)
 
 

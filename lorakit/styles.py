@@ -111,7 +111,6 @@ def train_or_load(pipe, r: int, steps: int, cache_dir: str | os.PathLike, alpha:
     # Imported here, not at the top: train imports diffusers, which the prompts above do not need.
     from lorakit import train
 
-    resolution = pipe.unet.config.sample_size * pipe.vae_scale_factor
     cfg = train.TrainConfig.for_mode(**{"r": r, "alpha": alpha, "steps": steps, "progress": False, **overrides})
     # Every setting but where it goes joins the name: a LoRA trained with other defaults is never reused.
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "progress", "resume")}
@@ -123,6 +122,7 @@ def train_or_load(pipe, r: int, steps: int, cache_dir: str | os.PathLike, alpha:
     if next(inject.lora_layers(pipe.unet), None) is not None:
         raise RuntimeError("pipe.unet already has LoRA layers: call inject.remove_lora(pipe.unet) before "
                            "training another LoRA with train_or_load.")
+    resolution = pipe.unet.config.sample_size * pipe.vae_scale_factor
     dataset = data.ImageFolderDataset(OUTLINE_DIR, resolution=resolution)
     cfg.output_dir = str(folder)
     try:
