@@ -9,8 +9,12 @@ Trains a LoRA with the default small-world settings (``train.TrainConfig.for_mod
 * the LoRA at scale 0, which must give the base model's pictures (max pixel difference, 0..255).
 
 First on the held-out combinations (``styles.OUTLINE_HELD_OUT``, never in the set), then on all
-15 colour x shape combinations. Goals (issue 4): style rate >= 80% on held-out trigger prompts,
-colour and shape accuracy at most 10 points below the base model on the same prompts.
+15 colour x shape combinations, 8 sampling seeds each (``--seeds``). Goals (issue 4): style rate
+>= 80% on held-out trigger prompts, colour and shape accuracy at most 10 points below the base model
+on the same prompts.
+
+The training seed alone moves these figures by 10 to 30 points, so one LoRA decides little:
+``--train-seeds 0 1 2`` trains one LoRA per seed, prints each, and judges the goals on their mean.
 Lesson: notebooks/06_train_style_lora.ipynb.
 """
 
@@ -19,7 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,15 +59,20 @@ def row(name: str, result: metrics.GridResult) -> str:
             f"{result.both_accuracy:>9.1%}{len(result.records):>6}")
 
 
+OPTIONAL = {"alpha": float, "min_snr_gamma": float, "ema_decay": float, "resolution": int}  # fields that take None
+
+
 def parse_settings(items: list[str]) -> dict:
-    """``["r=8", "flip=false", "target_modules=attn2.to_k,attn2.to_v"]`` as TrainConfig overrides, typed."""
+    """``["r=8", "flip=false", "min_snr_gamma=none", "target_modules=attn2.to_k,attn2.to_v"]`` as TrainConfig overrides, typed."""
     defaults, overrides = train.TrainConfig(), {}
     for item in items:
         field, _, value = item.partition("=")
         if not hasattr(defaults, field) or not value:
             raise ValueError(f"--set {item!r}: expected FIELD=VALUE with a TrainConfig field")
         current = getattr(defaults, field)
-        if field == "target_modules" and "," in value:
+        if value.lower() == "none" and field in OPTIONAL:
+            overrides[field] = None  # e.g. min_snr_gamma=none: the plain loss
+        elif field == "target_modules" and "," in value:
             overrides[field] = value.split(",")  # explicit suffixes, e.g. attn2.to_k,attn2.to_v
         elif isinstance(current, bool):  # before int: bool("false") would be True
             if value.lower() not in ("true", "false"):
@@ -72,20 +81,29 @@ def parse_settings(items: list[str]) -> dict:
         elif isinstance(current, str):
             overrides[field] = value
         else:
-            kind = type(current) if current is not None else (float if field in ("alpha", "min_snr_gamma") else int)
+            kind = type(current) if current is not None else OPTIONAL[field]
             overrides[field] = kind(value)
     return overrides
+
+
+def pooled(results: list[metrics.GridResult]) -> metrics.GridResult:
+    """One result of several LoRAs' pictures: its rates are the mean over the LoRAs (each scored the same pictures)."""
+    return metrics.GridResult(records=[r for result in results for r in result.records], style=results[0].style,
+                              images=[im for result in results for im in result.images])
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: TrainConfig's 300)")
-    parser.add_argument("--seeds", type=int, default=4, help="seeds per prompt")
+    parser.add_argument("--seeds", type=int, default=8, help="sampling seeds per prompt")
+    parser.add_argument("--train-seeds", type=int, nargs="+", default=None, metavar="SEED",
+                        help="train one LoRA per seed and report each and their mean (default: TrainConfig's seed)")
     parser.add_argument("--out", default=None, help="save the LoRA, loss curve and image grids in this folder")
     parser.add_argument("--model", default="tiny", help='"tiny" (the committed model) or a saved pipeline folder')
     parser.add_argument("--device", default=None, help="cuda when present, else cpu")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="other TrainConfig settings, e.g. r=8 lr=5e-4 target_modules=attn min_snr_gamma=5 flip=false")
+    parser.add_argument("--held-out-only", action="store_true", help="score the held-out combinations only (quicker)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
@@ -97,9 +115,12 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as err:
         parser.error(str(err))
     cfg = train.TrainConfig.for_mode("small", progress=False, **overrides)
+    train_seeds = args.train_seeds or [cfg.seed]
     seeds = list(range(args.seeds))
     every = [(c, s) for c in data.COLOURS for s in data.SHAPES]
     sets = {"held-out": list(styles.OUTLINE_HELD_OUT), "all 15": every}
+    if args.held_out_only:
+        del sets["all 15"]
 
     base = {}  # scored before any LoRA exists: the untouched base model
     for label, combos in sets.items():
@@ -107,59 +128,73 @@ def main(argv: list[str] | None = None) -> None:
         base[label, "plain"] = evaluate(pipe, combos, seeds, styles.PLAIN_TEMPLATE)
 
     dataset = data.ImageFolderDataset(styles.OUTLINE_DIR, resolution=pipe.unet.config.sample_size * pipe.vae_scale_factor)
-    start = time.perf_counter()
-    result = train.train_lora(pipe, dataset, cfg)
-    seconds = time.perf_counter() - start
-    print(f"trained rank-{cfg.r} LoRA on {cfg.target_modules}, {cfg.steps} steps, batch {cfg.batch_size}, lr {cfg.lr}: "
-          f"{seconds:.0f} s, loss first 10 {np.mean(result.history[:10]):.4f} -> last 10 {np.mean(result.history[-10:]):.4f}, "
-          f"torch threads {torch.get_num_threads()}")
-
-    lora, leak, off = {}, {}, {}
-    for label, combos in sets.items():
+    lora = {label: [] for label in sets}
+    leak = {label: [] for label in sets}
+    off_diff = {label: [] for label in sets}
+    for seed in train_seeds:
+        run_cfg = replace(cfg, seed=seed)
+        start = time.perf_counter()
+        result = train.train_lora(pipe, dataset, run_cfg)
+        seconds = time.perf_counter() - start
+        print(f"seed {seed}: trained rank-{cfg.r} LoRA on {cfg.target_modules}, {cfg.steps} steps, batch {cfg.batch_size}, "
+              f"lr {cfg.lr}: {seconds:.0f} s, loss first 10 {np.mean(result.history[:10]):.4f} -> last 10 "
+              f"{np.mean(result.history[-10:]):.4f}, torch threads {torch.get_num_threads()}", flush=True)
+        for label, combos in sets.items():
+            inject.set_lora_scale(pipe.unet, 1.0)
+            lora[label].append(evaluate(pipe, combos, seeds, styles.TEMPLATE))
+            leak[label].append(evaluate(pipe, combos, seeds, styles.PLAIN_TEMPLATE))
+            inject.set_lora_scale(pipe.unet, 0.0)
+            off_diff[label].append(max_diff(evaluate(pipe, combos, seeds, styles.TEMPLATE).images,
+                                            base[label, "trigger"].images))
         inject.set_lora_scale(pipe.unet, 1.0)
-        lora[label] = evaluate(pipe, combos, seeds, styles.TEMPLATE)
-        leak[label] = evaluate(pipe, combos, seeds, styles.PLAIN_TEMPLATE)
-        inject.set_lora_scale(pipe.unet, 0.0)
-        off[label] = evaluate(pipe, combos, seeds, styles.TEMPLATE)
-    inject.set_lora_scale(pipe.unet, 1.0)
+        if args.out:
+            out = Path(args.out) / f"seed{seed}"
+            out.mkdir(parents=True, exist_ok=True)
+            for name, key in (("held_out", "held-out"), ("all", "all 15"))[:len(sets)]:
+                sample.image_grid(lora[key][-1].images, cols=args.seeds, scale=2).save(out / f"{name}_lora.png")
+            train.save_loss_plot(result, out / "loss.png")
+            train.formats.save_lora(pipe.unet, out / "lora.safetensors", "kohya")
+        inject.remove_lora(pipe.unet)
 
     header = f"{'':<34}{'outline':>8}{'colour':>9}{'shape':>9}{'both':>9}{'n':>6}"
+    figures = {}
     for label in sets:
-        print(f"\n== {label} combinations, {args.seeds} seeds each ==")
+        print(f"\n== {label} combinations, {args.seeds} seeds each, LoRAs of training seeds {train_seeds} ==")
         print(header)
-        print(row("LoRA, trigger prompts", lora[label]))
+        for seed, one in zip(train_seeds, lora[label], strict=True):
+            print(row(f"LoRA seed {seed}, trigger prompts", one))
+        mean, mean_leak = pooled(lora[label]), pooled(leak[label])
+        if len(train_seeds) > 1:
+            print(row(f"LoRA, mean of {len(train_seeds)} seeds", mean))
         print(row("base, same trigger prompts", base[label, "trigger"]))
         print(row("base, plain prompts", base[label, "plain"]))
-        print(row("LoRA, plain prompts (leak)", leak[label]))
-        print(row("LoRA scale 0, trigger prompts", off[label]))
-        drop_c = base[label, "trigger"].colour_accuracy - lora[label].colour_accuracy
-        drop_s = base[label, "trigger"].shape_accuracy - lora[label].shape_accuracy
-        print(f"style rate {lora[label].style_rate:.1%} (goal >= 80%): {'PASS' if lora[label].style_rate >= 0.8 else 'FAIL'}; "
-              f"colour {drop_c * 100:+.1f} / shape {drop_s * 100:+.1f} points below base on the same prompts "
+        for seed, one in zip(train_seeds, leak[label], strict=True):
+            print(row(f"LoRA seed {seed}, plain prompts (leak)", one))
+        drop_c = base[label, "trigger"].colour_accuracy - mean.colour_accuracy
+        drop_s = base[label, "trigger"].shape_accuracy - mean.shape_accuracy
+        what = "mean " if len(train_seeds) > 1 else ""
+        print(f"{what}style rate {mean.style_rate:.1%} (goal >= 80%): {'PASS' if mean.style_rate >= 0.8 else 'FAIL'}; "
+              f"{what}colour {drop_c * 100:+.1f} / shape {drop_s * 100:+.1f} points below base on the same prompts "
               f"(goal <= 10): {'PASS' if max(drop_c, drop_s) <= 0.10 else 'FAIL'}")
-        diff = max_diff(off[label].images, base[label, "trigger"].images)
+        diff = max(off_diff[label])
         print(f"scale 0 vs base model, same prompts and seeds: max pixel diff {diff:.0f} (0..255): "
               f"{'PASS' if diff <= 1 else 'FAIL'}")
+        figures[label] = dict(style=mean.style_rate, colour=mean.colour_accuracy, shape=mean.shape_accuracy,
+                              base_colour=base[label, "trigger"].colour_accuracy,
+                              base_shape=base[label, "trigger"].shape_accuracy, leak=mean_leak.style_rate,
+                              scale0_diff=diff,
+                              per_seed={seed: dict(style=one.style_rate, colour=one.colour_accuracy,
+                                                   shape=one.shape_accuracy, leak=lk.style_rate)
+                                        for seed, one, lk in zip(train_seeds, lora[label], leak[label], strict=True)})
     if args.json:
-        figures = {label: dict(style=lora[label].style_rate, colour=lora[label].colour_accuracy,
-                               shape=lora[label].shape_accuracy, base_colour=base[label, "trigger"].colour_accuracy,
-                               base_shape=base[label, "trigger"].shape_accuracy, leak=leak[label].style_rate,
-                               scale0_diff=max_diff(off[label].images, base[label, "trigger"].images))
-                   for label in sets}
-        Path(args.json).write_text(json.dumps(dict(config=asdict(cfg), seconds=seconds, figures=figures), indent=1))
-    print("\nLoRA on trigger prompts, pictures with colour and shape right:")
-    print(lora["all 15"].table())
-
+        Path(args.json).write_text(json.dumps(dict(config=asdict(cfg), train_seeds=train_seeds, seeds=args.seeds,
+                                                   figures=figures), indent=1))
+    print("\nLoRA on trigger prompts (all training seeds), pictures with colour and shape right:")
+    print(pooled(lora[list(sets)[-1]]).table())
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        cols = args.seeds
-        for label, key in (("held_out", "held-out"), ("all", "all 15")):
-            sample.image_grid(base[key, "trigger"].images, cols=cols, scale=2).save(out / f"{label}_base.png")
-            sample.image_grid(lora[key].images, cols=cols, scale=2).save(out / f"{label}_lora.png")
-        train.save_loss_plot(result, out / "loss.png")
-        train.formats.save_lora(pipe.unet, out / "lora.safetensors", "kohya")
-        print(f"grids, loss curve and LoRA written to {out}")
+        for name, key in (("held_out", "held-out"), ("all", "all 15"))[:len(sets)]:
+            sample.image_grid(base[key, "trigger"].images, cols=args.seeds, scale=2).save(Path(args.out) / f"{name}_base.png")
+        print(f"grids, loss curves and LoRAs written to {args.out} (one folder per training seed)")
 
 
 if __name__ == "__main__":

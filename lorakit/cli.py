@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), help="fp16 needs a CUDA GPU")
     p.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for memory")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="also train on every image mirrored (default: off; not for text or asymmetric subjects)")
+                   help="also train on every image mirrored (default: on in small mode, off in full; not for text or asymmetric subjects)")
     p.add_argument("--caption-dropout", type=float,
                    help="fraction of pictures trained with the empty prompt (guidance's other branch)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")

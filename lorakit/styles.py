@@ -26,7 +26,7 @@ and caption), so a teacher can regenerate it, and students can open it as the ex
 sweeps ranks): "load if present, otherwise train".
 
 Left out: other styles (the detectors in ``metrics.py`` know filled and outline only), a
-user's own photos (any folder that ``data.ImageFolderDataset`` reads works), augmentation.
+user's own photos (any folder that ``data.ImageFolderDataset`` reads works), augmentation beyond mirroring (``TrainConfig.flip``).
 """
 
 from __future__ import annotations

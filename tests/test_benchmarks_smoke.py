@@ -5,6 +5,7 @@ lorakit and PEFT start from the same loss, that merging changes nothing but floa
 that PEFT's unmerged output equals lorakit's, and that the FLOP count is SD 1.5's.
 """
 
+import json
 import math
 
 import pytest
@@ -64,6 +65,26 @@ def test_style_lora_settings_are_typed():
     assert got == {"r": 8, "lr": 5e-4, "flip": False, "min_snr_gamma": 5.0, "lr_schedule": "cosine",
                    "target_modules": ["attn2.to_k", "attn2.to_v"]}
     assert style_lora.parse_settings(["flip=True"]) == {"flip": True}
+    assert style_lora.parse_settings(["min_snr_gamma=none", "alpha=None"]) == {"min_snr_gamma": None, "alpha": None}
+    assert style_lora.parse_settings(["ema_decay=0.99", "resolution=64"]) == {"ema_decay": 0.99, "resolution": 64}
     for bad in (["flip=no"], ["rank=8"], ["r="]):
         with pytest.raises(ValueError, match="--set"):
             style_lora.parse_settings(bad)
+
+
+def test_style_lora_judges_the_mean_of_its_training_seeds(tmp_path, capsys):
+    """Two short trainings (3 steps, 1 sampling seed): the mean is that of the two LoRAs, scale 0 is the base model."""
+    from benchmarks import style_lora
+    report = tmp_path / "figures.json"
+    style_lora.main(["--steps", "3", "--seeds", "1", "--train-seeds", "0", "1", "--held-out-only", "--json", str(report)])
+    out = capsys.readouterr().out
+    assert "LoRA seed 0, trigger prompts" in out and "LoRA seed 1, trigger prompts" in out
+    assert "LoRA, mean of 2 seeds" in out
+    figures = json.loads(report.read_text())
+    assert figures["train_seeds"] == [0, 1]
+    assert list(figures["figures"]) == ["held-out"]
+    held_out = figures["figures"]["held-out"]
+    per_seed = held_out["per_seed"].values()
+    for key in ("style", "colour", "shape", "leak"):
+        assert held_out[key] == pytest.approx(sum(s[key] for s in per_seed) / 2)
+    assert held_out["scale0_diff"] == 0  # a LoRA at scale 0 draws the base model's pictures exactly
