@@ -59,6 +59,7 @@ def row(name: str, result: metrics.GridResult) -> str:
             f"{result.both_accuracy:>9.1%}{len(result.records):>6}")
 
 
+GRID_NAMES = {"held-out": "held_out", "all 15": "all"}  # file names of the --out grids
 OPTIONAL = {"alpha": float, "min_snr_gamma": float, "ema_decay": float, "resolution": int}  # fields that take None
 
 
@@ -131,11 +132,13 @@ def main(argv: list[str] | None = None) -> None:
     lora = {label: [] for label in sets}
     leak = {label: [] for label in sets}
     off_diff = {label: [] for label in sets}
+    train_seconds = []
     for seed in train_seeds:
         run_cfg = replace(cfg, seed=seed)
         start = time.perf_counter()
         result = train.train_lora(pipe, dataset, run_cfg)
         seconds = time.perf_counter() - start
+        train_seconds.append(seconds)
         print(f"seed {seed}: trained rank-{cfg.r} LoRA on {cfg.target_modules}, {cfg.steps} steps, batch {cfg.batch_size}, "
               f"lr {cfg.lr}: {seconds:.0f} s, loss first 10 {np.mean(result.history[:10]):.4f} -> last 10 "
               f"{np.mean(result.history[-10:]):.4f}, torch threads {torch.get_num_threads()}", flush=True)
@@ -150,8 +153,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.out:
             out = Path(args.out) / f"seed{seed}"
             out.mkdir(parents=True, exist_ok=True)
-            for name, key in (("held_out", "held-out"), ("all", "all 15"))[:len(sets)]:
-                sample.image_grid(lora[key][-1].images, cols=args.seeds, scale=2).save(out / f"{name}_lora.png")
+            for key in sets:
+                sample.image_grid(lora[key][-1].images, cols=args.seeds, scale=2).save(out / f"{GRID_NAMES[key]}_lora.png")
             train.save_loss_plot(result, out / "loss.png")
             train.formats.save_lora(pipe.unet, out / "lora.safetensors", "kohya")
         inject.remove_lora(pipe.unet)
@@ -184,16 +187,18 @@ def main(argv: list[str] | None = None) -> None:
                               base_shape=base[label, "trigger"].shape_accuracy, leak=mean_leak.style_rate,
                               scale0_diff=diff,
                               per_seed={seed: dict(style=one.style_rate, colour=one.colour_accuracy,
-                                                   shape=one.shape_accuracy, leak=lk.style_rate)
-                                        for seed, one, lk in zip(train_seeds, lora[label], leak[label], strict=True)})
+                                                   shape=one.shape_accuracy, leak=lk.style_rate, seconds=secs)
+                                        for seed, one, lk, secs in zip(train_seeds, lora[label], leak[label],
+                                                                       train_seconds, strict=True)})
     if args.json:
         Path(args.json).write_text(json.dumps(dict(config=asdict(cfg), train_seeds=train_seeds, seeds=args.seeds,
                                                    figures=figures), indent=1))
     print("\nLoRA on trigger prompts (all training seeds), pictures with colour and shape right:")
     print(pooled(lora[list(sets)[-1]]).table())
     if args.out:
-        for name, key in (("held_out", "held-out"), ("all", "all 15"))[:len(sets)]:
-            sample.image_grid(base[key, "trigger"].images, cols=args.seeds, scale=2).save(Path(args.out) / f"{name}_base.png")
+        for key in sets:
+            sample.image_grid(base[key, "trigger"].images, cols=args.seeds, scale=2).save(
+                Path(args.out) / f"{GRID_NAMES[key]}_base.png")
         print(f"grids, loss curves and LoRAs written to {args.out} (one folder per training seed)")
 
 

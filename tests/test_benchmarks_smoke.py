@@ -76,7 +76,9 @@ def test_style_lora_judges_the_mean_of_its_training_seeds(tmp_path, capsys):
     """Two short trainings (3 steps, 1 sampling seed): the mean is that of the two LoRAs, scale 0 is the base model."""
     from benchmarks import style_lora
     report = tmp_path / "figures.json"
-    style_lora.main(["--steps", "3", "--seeds", "1", "--train-seeds", "0", "1", "--held-out-only", "--json", str(report)])
+    folder = tmp_path / "out"
+    style_lora.main(["--steps", "3", "--seeds", "1", "--train-seeds", "0", "1", "--held-out-only", "--json", str(report),
+                     "--out", str(folder)])
     out = capsys.readouterr().out
     assert "LoRA seed 0, trigger prompts" in out and "LoRA seed 1, trigger prompts" in out
     assert "LoRA, mean of 2 seeds" in out
@@ -88,3 +90,7 @@ def test_style_lora_judges_the_mean_of_its_training_seeds(tmp_path, capsys):
     for key in ("style", "colour", "shape", "leak"):
         assert held_out[key] == pytest.approx(sum(s[key] for s in per_seed) / 2)
     assert held_out["scale0_diff"] == 0  # a LoRA at scale 0 draws the base model's pictures exactly
+    assert all(s["seconds"] > 0 for s in per_seed)
+    written = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    assert written == ["held_out_base.png", *(f"seed{s}/{name}" for s in (0, 1)
+                                              for name in ("held_out_lora.png", "lora.safetensors", "loss.png"))]
