@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import typing
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -60,7 +61,9 @@ def row(name: str, result: metrics.GridResult) -> str:
 
 
 GRID_NAMES = {"held-out": "held_out", "all 15": "all"}  # file names of the --out grids
-OPTIONAL = {"alpha": float, "min_snr_gamma": float, "ema_decay": float, "resolution": int}  # fields that take None
+# TrainConfig fields that take None, with the type of their other values (alpha: float, resolution: int, ...).
+OPTIONAL = {name: next(a for a in typing.get_args(hint) if a is not type(None))
+            for name, hint in typing.get_type_hints(train.TrainConfig).items() if type(None) in typing.get_args(hint)}
 
 
 def parse_settings(items: list[str]) -> dict:
