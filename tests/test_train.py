@@ -331,8 +331,9 @@ def test_for_mode():
     small, full = train.TrainConfig.for_mode("small"), train.TrainConfig.for_mode("full", r=8)
     assert small.resolution == 64 and small.mixed_precision == "no"
     # The small preset is the one measured on the outline style set (README "Style LoRA").
-    assert (small.r, small.min_snr_gamma, small.flip, small.target_modules, small.steps) == (8, 5.0, True, "attn2", 300)
-    assert not full.flip  # SD 1.5 subjects may not be symmetric
+    assert (small.r, small.min_snr_gamma, small.flip, small.caption_dropout, small.target_modules, small.steps) == (
+        8, 2.0, True, 0.3, "attn2", 300)
+    assert not full.flip and full.caption_dropout == 0  # SD 1.5 subjects may not be symmetric
     assert full.resolution == 512 and full.mixed_precision == "bf16" and full.r == 8
 
 
