@@ -68,7 +68,7 @@ def measure_step(unet: torch.nn.Module, scheduler, cfg: train.TrainConfig, laten
     ``unet`` is left as it was (the LoRA is removed again).
     """
     torch.manual_seed(cfg.seed)
-    inject.inject_lora(unet, r=cfg.r, target_modules=cfg.target_modules)
+    inject.inject_lora(unet, r=cfg.r, target_modules=cfg.target_modules, dropout=cfg.lora_dropout)
     params = [p for _, layer in inject.lora_layers(unet) for p in (layer.lora_A.weight, layer.lora_B.weight)]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
     b, width = cfg.batch_size, unet.config.cross_attention_dim

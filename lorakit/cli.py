@@ -84,7 +84,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     settings = {"r": args.rank, "alpha": args.alpha, "steps": args.steps, "lr": args.lr,
                 "batch_size": args.batch_size, "seed": args.seed, "save_format": args.format,
                 "mixed_precision": args.mixed_precision, "gradient_checkpointing": args.gradient_checkpointing or None,
-                "flip": args.flip, "caption_dropout": args.caption_dropout}
+                "flip": args.flip, "caption_dropout": args.caption_dropout, "lora_dropout": args.lora_dropout}
     cfg = train.TrainConfig.for_mode(_mode(args.model), **{k: v for k, v in settings.items() if v is not None},
                                      resolution=resolution, output_dir=str(out), resume=args.resume,
                                      progress=not args.quiet)
@@ -178,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also train on every image mirrored (default: on in small mode, off in full; not for text or asymmetric subjects)")
     p.add_argument("--caption-dropout", type=float,
                    help="fraction of pictures trained with the empty prompt, guidance's other branch (default: 0.3 in small mode, 0 in full)")
+    p.add_argument("--lora-dropout", type=float,
+                   help="dropout on the LoRA layers' input while training (default: 0.1 in small mode, 0 in full)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--prompts", nargs="+", metavar="PROMPT",
                    help="prompts of the before/after grid (default: up to 4 captions of the data)")

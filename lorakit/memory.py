@@ -187,14 +187,15 @@ def _parameter_counts(unet_config_json: str, r: int, targets_json: str) -> tuple
 
 @functools.lru_cache(maxsize=64)
 def _activations_per_image(unet_config_json: str, latent_side: int, dtype_name: str, r: int,
-                           targets_json: str, checkpointing: bool) -> int:
+                           targets_json: str, checkpointing: bool, dropout: float = 0.0) -> int:
     unet_config = json.loads(unet_config_json)
     dtype = getattr(torch, dtype_name)
     with torch.device("meta"):
         unet = models.UNet2DConditionModel.from_config(unet_config)
         torch.nn.Module.to(unet, dtype)  # (diffusers' own .to warns about casting; nothing to keep in float32 here)
         unet.requires_grad_(False)
-        inject.inject_lora(unet, r=r, target_modules=json.loads(targets_json))
+        inject.inject_lora(unet, r=r, target_modules=json.loads(targets_json), dropout=dropout)
+        unet.train()  # LoRA dropout saves its mask and dropped input in training mode only
         side, width = latent_side, unet.config.cross_attention_dim
         latents = torch.empty(1, unet.config.in_channels, side, side)  # (1, 4, h, w) float32, as cached
         context = torch.empty(1, TEXT_TOKENS, width)  # (1, 77, D)
@@ -256,7 +257,8 @@ def estimate_memory(config, model="tiny", vae_scale_factor: int | None = None) -
     else:
         weights = unet_count * weight_dtype.itemsize
     per_image = _activations_per_image(config_json, resolution // factor, str(compute_dtype).removeprefix("torch."),
-                                       cfg.r, targets_json, bool(cfg.gradient_checkpointing))
+                                       cfg.r, targets_json, bool(cfg.gradient_checkpointing),
+                                       float(cfg.lora_dropout))
     settings = dict(model=name, batch_size=cfg.batch_size, resolution=resolution, r=cfg.r,
                     dtype=str(compute_dtype).removeprefix("torch."), mixed_precision=cfg.mixed_precision,
                     gradient_checkpointing=bool(cfg.gradient_checkpointing), target_modules=targets)

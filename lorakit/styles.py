@@ -98,6 +98,14 @@ def style_prompts(held_out: bool = True, trigger: bool = True) -> list[str]:
     return [caption(colour, shape, trigger) for colour, shape in combos]
 
 
+def folder_fingerprint(folder: str | os.PathLike) -> str:
+    """SHA-1 of every file's name and bytes in ``folder`` (not its subfolders): changes with any picture or caption."""
+    digest = hashlib.sha1()
+    for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def train_or_load(pipe, r: int, steps: int, cache_dir: str | os.PathLike, alpha: float | None = None,
                   **overrides) -> Path:
     """The outline LoRA file of rank ``r`` trained for ``steps``: from ``cache_dir`` if there, else trained now.
@@ -105,7 +113,8 @@ def train_or_load(pipe, r: int, steps: int, cache_dir: str | os.PathLike, alpha:
     The file is ``cache_dir/outline_r{r}_alpha{alpha}_steps{steps}_{hash}/lora.safetensors`` (kohya
     format), the hash being that of every training setting, so LoRAs trained with fewer steps (a
     ``make test`` run) or other defaults are never taken for these. ``overrides`` go to
-    ``train.TrainConfig.for_mode``.
+    ``train.TrainConfig.for_mode``. The hash also covers the set's files (:func:`folder_fingerprint`):
+    a LoRA trained on an earlier version of the set is never reused either.
     ``pipe.unet`` is left without LoRA layers.
     """
     # Imported here, not at the top: train imports diffusers, which the prompts above do not need.
@@ -114,6 +123,7 @@ def train_or_load(pipe, r: int, steps: int, cache_dir: str | os.PathLike, alpha:
     cfg = train.TrainConfig.for_mode(**{"r": r, "alpha": alpha, "steps": steps, "progress": False, **overrides})
     # Every setting but where it goes joins the name: a LoRA trained with other defaults is never reused.
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "progress", "resume")}
+    settings["data"] = folder_fingerprint(OUTLINE_DIR)
     tag = hashlib.sha1(repr(sorted(settings.items())).encode()).hexdigest()[:8]
     folder = Path(cache_dir) / f"outline_r{r}_alpha{'r' if alpha is None else f'{alpha:g}'}_steps{steps}_{tag}"
     path = folder / "lora.safetensors"

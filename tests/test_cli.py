@@ -96,7 +96,7 @@ def test_train_end_to_end(capsys, tmp_path):
     out = tmp_path / "run"
     code, stdout, err = run(capsys, "train", "--data", OUTLINE, "--out", out, "--steps", 3, "--batch-size", 2,
                             "--rank", 2, "--alpha", 1, "--format", "diffusers", "--sample-steps", 2, "--quiet",
-                            "--flip", "--caption-dropout", 0.25)
+                            "--flip", "--caption-dropout", 0.25, "--lora-dropout", 0.2)
     assert code == 0, err
     weights = formats.load_lora(out / "lora.safetensors")
     assert (weights.format, weights.r, weights.alpha) == ("diffusers", 2, 1.0)
@@ -106,11 +106,11 @@ def test_train_end_to_end(capsys, tmp_path):
         assert grid.size == (4 * 192, 2 * (192 + 12))  # 4 captions of the data x (before, after)
     saved = json.loads((out / cli.CONFIG_FILE).read_text())
     assert (saved["model"], saved["steps"], saved["batch_size"], saved["resolution"]) == ("tiny", 3, 2, 64)
-    assert (saved["flip"], saved["caption_dropout"]) == (True, 0.25)
+    assert (saved["flip"], saved["caption_dropout"], saved["lora_dropout"]) == (True, 0.25, 0.2)
     assert str(out / "lora.safetensors") in stdout
     code, _, err = run(capsys, "train", "--data", OUTLINE, "--out", out, "--steps", 4, "--batch-size", 2,
                        "--rank", 2, "--alpha", 1, "--format", "diffusers", "--sample-steps", 1, "--quiet", "--resume",
-                       "--flip", "--caption-dropout", 0.25)
+                       "--flip", "--caption-dropout", 0.25, "--lora-dropout", 0.2)
     assert code == 0, err  # one more step from the checkpoint of step 3
     resumed = formats.load_lora(out / "lora.safetensors")
     assert any(not torch.equal(resumed.B[m], weights.B[m]) for m in weights.modules)
@@ -155,8 +155,9 @@ def test_two_processes_train_the_same_lora_as_one(capsys, tmp_path):
         # No caption dropout here: with the preset's 0.3 the losses and A still agreed, but delta W of one module
         # differed by 2e-4 of its norm after 3 steps (1e-6 in one entry of B), which we read as the two
         # summation orders' rounding passed through Adam; the tolerances below are for the plain loss.
+        # No LoRA dropout either: each process draws the masks of its own rows, so they differ from one process's.
         return ["train", "--data", OUTLINE, "--out", out, "--steps", steps, "--batch-size", 3, "--rank", 2,
-                "--sample-steps", 1, "--quiet", "--caption-dropout", 0, *extra]
+                "--sample-steps", 1, "--quiet", "--caption-dropout", 0, "--lora-dropout", 0, *extra]
 
     two, one = tmp_path / "two", tmp_path / "one"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACCELERATE_")}

@@ -148,6 +148,31 @@ def test_caption_dropout_shows_some_pictures_with_the_empty_prompt(pipe, dataset
     assert 0.3 < empty_fraction(0.5) < 0.7  # 80 pictures drawn at 1/2
 
 
+def test_lora_dropout_drops_while_training_only_and_repeats_with_the_seed(base_pipe, dataset, monkeypatch):
+    modes, real = [], train.epsilon_loss
+
+    def spy(unet, *args):  # (a gradient is taken, the LoRA dropout is on) at every loss
+        modes.append((torch.is_grad_enabled(), all(layer.training for _, layer in inject.lora_layers(unet))))
+        return real(unet, *args)
+
+    monkeypatch.setattr(train, "epsilon_loss", spy)
+    torch.manual_seed(1)
+    before = torch.get_rng_state()
+    runs = []
+    for dropout in (0.5, 0.5, 0.0):
+        pipe = copy.deepcopy(base_pipe)
+        result = train.train_lora(pipe, dataset, quick(lora_dropout=dropout, validation_every=2))
+        layers = [layer for _, layer in inject.lora_layers(pipe.unet)]
+        assert all(isinstance(layer.lora_dropout, torch.nn.Dropout) == (dropout > 0) for layer in layers)
+        runs.append((result, lora_weights(pipe)))
+    (first, a), (second, b), (plain, c) = runs
+    assert first.history == second.history and all(torch.equal(a[k], b[k]) for k in a)  # same seed, same masks
+    assert first.history != plain.history  # the masks change the steps
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's generator is left alone
+    # Training steps drop, validation losses (no gradient) do not: 4 steps and 3 validations a run.
+    assert set(modes) == {(True, True), (False, False)} and modes.count((False, False)) == 3 * 3
+
+
 def test_ema_returns_the_moving_average_of_the_steps(base_pipe, dataset):
     def weights_after(steps, **overrides):
         pipe = copy.deepcopy(base_pipe)
@@ -331,9 +356,10 @@ def test_for_mode():
     small, full = train.TrainConfig.for_mode("small"), train.TrainConfig.for_mode("full", r=8)
     assert small.resolution == 64 and small.mixed_precision == "no"
     # The small preset is the one measured on the outline style set (README "Style LoRA").
-    assert (small.r, small.min_snr_gamma, small.flip, small.caption_dropout, small.target_modules, small.steps) == (
-        8, 2.0, True, 0.3, "attn2", 300)
+    assert (small.r, small.min_snr_gamma, small.flip, small.caption_dropout, small.lora_dropout, small.target_modules,
+            small.steps) == (8, 2.0, True, 0.3, 0.1, "attn2", 300)
     assert not full.flip and full.caption_dropout == 0  # SD 1.5 subjects may not be symmetric
+    assert train.TrainConfig().lora_dropout == 0 and full.lora_dropout == 0
     assert full.resolution == 512 and full.mixed_precision == "bf16" and full.r == 8
 
 
@@ -345,6 +371,7 @@ def test_for_mode():
     ("shapes", {"lr_schedule": "linear"}, "lr_schedule must be one of"),
     ("shapes", {"save_format": "ckpt"}, "save_format must be one of"),
     ("shapes", {"caption_dropout": 1.0}, r"caption_dropout must be in \[0, 1\), got 1.0"),
+    ("shapes", {"lora_dropout": -0.1}, r"lora_dropout must be in \[0, 1\), got -0.1"),
     ("shapes", {"ema_decay": 1.0}, r"ema_decay must be in \(0, 1\) or None, got 1.0"),
     ("small_images", {}, r"shape \(3, 32, 32\).*resolution=64"),
 ])

@@ -1,5 +1,7 @@
 """lorakit.widgets driven headlessly: move the slider from code, read what the UI shows."""
 
+import shutil
+
 import ipywidgets
 import matplotlib
 import numpy as np
@@ -389,6 +391,13 @@ def test_train_or_load_trains_once_per_setting(pipe, tmp_path, monkeypatch):
     assert styles.train_or_load(pipe, 2, 1, tmp_path, batch_size=2, warmup_steps=0) == path and calls == [1]
     other = styles.train_or_load(pipe, 2, 2, tmp_path, batch_size=2, warmup_steps=0)  # more steps: not the same LoRA
     assert other != path and calls == [1, 2]
+    edited = tmp_path / "edited_set"  # the same settings on a set with one caption changed: not the same LoRA
+    shutil.copytree(styles.OUTLINE_DIR, edited)
+    metadata = edited / "metadata.jsonl"
+    metadata.write_text(metadata.read_text().replace("a red circle", "a blue circle", 1))
+    monkeypatch.setattr(styles, "OUTLINE_DIR", edited)
+    retrained = styles.train_or_load(pipe, 2, 1, tmp_path, batch_size=2, warmup_steps=0)
+    assert retrained not in (path, other) and calls == [1, 2, 1]
     inject.inject_lora(pipe.unet, r=1)
     try:
         with pytest.raises(RuntimeError, match="already has LoRA layers"):
