@@ -96,6 +96,16 @@ def pooled(results: list[metrics.GridResult]) -> metrics.GridResult:
                               images=[im for result in results for im in result.images])
 
 
+def standard_error(results: list[metrics.GridResult]) -> dict[str, float]:
+    """Standard error of the mean over the LoRAs (sample std / sqrt(n)) of style, colour and shape; 0 for one LoRA.
+
+    It holds both sources of spread: the training seed, and the sampling seeds each LoRA is scored on.
+    """
+    rates = np.array([[r.style_rate, r.colour_accuracy, r.shape_accuracy] for r in results])  # (LoRAs, 3)
+    err = rates.std(axis=0, ddof=1) / np.sqrt(len(rates)) if len(rates) > 1 else np.zeros(3)
+    return dict(zip(("style", "colour", "shape"), map(float, err), strict=True))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: TrainConfig's 300)")
@@ -170,8 +180,11 @@ def main(argv: list[str] | None = None) -> None:
         for seed, one in zip(train_seeds, lora[label], strict=True):
             print(row(f"LoRA seed {seed}, trigger prompts", one))
         mean, mean_leak = pooled(lora[label]), pooled(leak[label])
+        err = standard_error(lora[label])
         if len(train_seeds) > 1:
             print(row(f"LoRA, mean of {len(train_seeds)} seeds", mean))
+            print(f"{'  standard error of that mean':<34}" + "".join(f"{err[k]:>{w}.1%}" for k, w in
+                                                                   (("style", 8), ("colour", 9), ("shape", 9))))
         print(row("base, same trigger prompts", base[label, "trigger"]))
         print(row("base, plain prompts", base[label, "plain"]))
         for seed, one in zip(train_seeds, leak[label], strict=True):
@@ -188,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
         figures[label] = dict(style=mean.style_rate, colour=mean.colour_accuracy, shape=mean.shape_accuracy,
                               base_colour=base[label, "trigger"].colour_accuracy,
                               base_shape=base[label, "trigger"].shape_accuracy, leak=mean_leak.style_rate,
-                              scale0_diff=diff,
+                              scale0_diff=diff, stderr=err,
                               per_seed={seed: dict(style=one.style_rate, colour=one.colour_accuracy,
                                                    shape=one.shape_accuracy, leak=lk.style_rate, seconds=secs)
                                         for seed, one, lk, secs in zip(train_seeds, lora[label], leak[label],

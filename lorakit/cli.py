@@ -18,8 +18,8 @@ processes that train the same LoRA as one (``--batch-size`` is the batch of all 
 only the main process writes files and prints. Where no GPU is visible (``CUDA_VISIBLE_DEVICES=""``)
 they are CPU processes talking over gloo; accelerate's ``--cpu`` alone would start only one.
 
-Left out: everything the Python API already covers in more detail (target modules, learning-rate
-schedules, validation), config files, several LoRAs at once.
+Left out: everything the Python API already covers in more detail (learning-rate schedules,
+validation), config files, several LoRAs at once.
 """
 
 from __future__ import annotations
@@ -31,9 +31,20 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from lorakit import formats
+from lorakit import formats, inject
 
 GRID_FILE, CONFIG_FILE = "before_after.png", "train_config.json"
+
+
+def _targets(text: str) -> str | list[str]:
+    """``--targets``: a preset name as it is, anything else as comma-separated module name suffixes."""
+    if text in inject.PRESETS:
+        return text
+    suffixes = [part.strip() for part in text.split(",") if part.strip()]
+    if not suffixes:
+        raise argparse.ArgumentTypeError(f"give a preset ({', '.join(inject.PRESETS)}) or module name suffixes "
+                                         "such as attn2.to_k,attn2.to_v")
+    return suffixes
 
 
 def _mode(model: str) -> str:
@@ -81,13 +92,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     main = process.is_main_process
     pipe = _load(args.model, device=process.device if several else None)  # several GPUs: this process's own
     resolution = args.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor  # the model's own
-    settings = {"r": args.rank, "alpha": args.alpha, "steps": args.steps, "lr": args.lr,
+    settings = {"r": args.rank, "alpha": args.alpha, "target_modules": args.targets, "steps": args.steps, "lr": args.lr,
                 "batch_size": args.batch_size, "seed": args.seed, "save_format": args.format,
                 "mixed_precision": args.mixed_precision, "gradient_checkpointing": args.gradient_checkpointing or None,
                 "flip": args.flip, "caption_dropout": args.caption_dropout, "lora_dropout": args.lora_dropout}
     cfg = train.TrainConfig.for_mode(_mode(args.model), **{k: v for k, v in settings.items() if v is not None},
                                      resolution=resolution, output_dir=str(out), resume=args.resume,
                                      progress=not args.quiet)
+    inject.find_targets(pipe.unet, cfg.target_modules)  # a --targets that matches nothing fails here, before any work
     dataset = data.ImageFolderDataset(args.data, resolution=resolution)
     if main:
         processes = f", {process.num_processes} processes" if several else ""
@@ -166,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="tiny", help="'tiny' (default), a hub id or a local SD 1.5 folder")
     p.add_argument("--rank", type=int, help="LoRA rank r")
     p.add_argument("--alpha", type=float, help="LoRA alpha (default: alpha = r)")
+    p.add_argument("--targets", type=_targets, metavar="PRESET|SUFFIXES",
+                   help=f"layers to wrap: a preset ({', '.join(inject.PRESETS)}) or comma-separated name suffixes such "
+                        "as attn2.to_k,attn2.to_v (default: attn2+ff in small mode, attn2 in full)")
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--lr", type=float, help="learning rate")
     p.add_argument("--batch-size", type=int, help="images per step (of all processes together under accelerate launch)")

@@ -27,11 +27,14 @@ from torch import nn
 
 from lorakit.lora import LoRALinear
 
-# Name suffixes of the presets. "attn2" is cross-attention (text -> image), "attn1" self-attention.
+# Name suffixes of the presets. "attn2" is cross-attention (text -> image), "attn1" self-attention,
+# "ff" the feed-forward network after them in each transformer block (GEGLU in, linear out).
 PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
+FEED_FORWARD = ("ff.net.0.proj", "ff.net.2")
 PRESETS = {
     "attn2": tuple(f"attn2.{p}" for p in PROJECTIONS),
     "attn": tuple(f"{a}.{p}" for a in ("attn1", "attn2") for p in PROJECTIONS),
+    "attn2+ff": (*(f"attn2.{p}" for p in PROJECTIONS), *FEED_FORWARD),
 }
 
 

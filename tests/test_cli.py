@@ -5,6 +5,7 @@ References: files the commands write are read back with ``lorakit.formats`` and 
 weights the test made; ``sample --scale 0`` must draw exactly what the base model draws.
 """
 
+import argparse
 import json
 import os
 import socket
@@ -96,10 +97,11 @@ def test_train_end_to_end(capsys, tmp_path):
     out = tmp_path / "run"
     code, stdout, err = run(capsys, "train", "--data", OUTLINE, "--out", out, "--steps", 3, "--batch-size", 2,
                             "--rank", 2, "--alpha", 1, "--format", "diffusers", "--sample-steps", 2, "--quiet",
-                            "--flip", "--caption-dropout", 0.25, "--lora-dropout", 0.2)
+                            "--flip", "--caption-dropout", 0.25, "--lora-dropout", 0.2, "--targets", "attn2.to_k,attn2.to_v")
     assert code == 0, err
     weights = formats.load_lora(out / "lora.safetensors")
     assert (weights.format, weights.r, weights.alpha) == ("diffusers", 2, 1.0)
+    assert len(weights.modules) == 32 and all(m.endswith(("attn2.to_k", "attn2.to_v")) for m in weights.modules)
     assert max(b.abs().max().item() for b in weights.B.values()) > 0  # B starts at zero: it trained
     with Image.open(out / "loss.png") as loss, Image.open(out / cli.GRID_FILE) as grid:
         assert loss.format == grid.format == "PNG"
@@ -107,10 +109,11 @@ def test_train_end_to_end(capsys, tmp_path):
     saved = json.loads((out / cli.CONFIG_FILE).read_text())
     assert (saved["model"], saved["steps"], saved["batch_size"], saved["resolution"]) == ("tiny", 3, 2, 64)
     assert (saved["flip"], saved["caption_dropout"], saved["lora_dropout"]) == (True, 0.25, 0.2)
+    assert saved["target_modules"] == ["attn2.to_k", "attn2.to_v"]
     assert str(out / "lora.safetensors") in stdout
     code, _, err = run(capsys, "train", "--data", OUTLINE, "--out", out, "--steps", 4, "--batch-size", 2,
                        "--rank", 2, "--alpha", 1, "--format", "diffusers", "--sample-steps", 1, "--quiet", "--resume",
-                       "--flip", "--caption-dropout", 0.25, "--lora-dropout", 0.2)
+                       "--flip", "--caption-dropout", 0.25, "--lora-dropout", 0.2, "--targets", "attn2.to_k,attn2.to_v")
     assert code == 0, err  # one more step from the checkpoint of step 3
     resumed = formats.load_lora(out / "lora.safetensors")
     assert any(not torch.equal(resumed.B[m], weights.B[m]) for m in weights.modules)
@@ -123,6 +126,8 @@ def test_errors_exit_2_with_one_line_and_no_traceback(capsys, tmp_path):
     cases = [
         (["train", "--data", tmp_path / "missing", "--out", tmp_path / "run"], "does not exist"),
         (["train", "--data", OUTLINE, "--out", tmp_path / "run", "--resume"], "no checkpoint.pt"),
+        (["train", "--data", OUTLINE, "--out", tmp_path / "run", "--targets", "attn9.to_q", "--steps", 1],
+         "'attn9.to_q' matches no module"),
         (["info", bad], "not a valid safetensors file"),
         (["info", tmp_path / "model.ckpt"], "pickle"),
         (["convert", tmp_path / "missing.safetensors", "--to", "peft", "--out", tmp_path / "p"], "no LoRA file"),
@@ -195,3 +200,10 @@ def test_two_processes_train_the_same_lora_as_one(capsys, tmp_path):
         code, _, err = run(capsys, *train_args(out, 4, "--resume"))
         assert code == 0, err
     assert_same(4)
+
+
+def test_targets_option():
+    assert cli._targets("attn2+ff") == "attn2+ff" and cli._targets("attn") == "attn"
+    assert cli._targets("attn2.to_k, attn2.to_v") == ["attn2.to_k", "attn2.to_v"]
+    with pytest.raises(argparse.ArgumentTypeError, match="preset"):
+        cli._targets(" , ")

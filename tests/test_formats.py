@@ -74,6 +74,30 @@ def test_diffusers_load_lora_weights_gives_the_same_pictures(ours, tmp_path, fmt
     assert np.abs(pictures(fresh) - ours["pictures"]).max() <= 1e-4
 
 
+@pytest.mark.parametrize("fmt", ["kohya", "diffusers"])
+def test_feed_forward_layers_load_in_diffusers_too(tmp_path, fmt):
+    """The small preset's ``attn2+ff``: diffusers maps kohya's ``ff_net_0_proj`` names and draws the same pictures."""
+    pipe = models.load_pipeline("tiny")
+    inject.inject_lora(pipe.unet, r=R, alpha=ALPHA, target_modules="attn2+ff")
+    randomize_lora(pipe.unet)
+    want = pictures(pipe)
+    ff = [layer for name, layer in inject.lora_layers(pipe.unet) if ".ff." in name]
+    saved_b = [layer.lora_B.weight.detach().clone() for layer in ff]
+    with torch.no_grad():
+        for layer in ff:
+            layer.lora_B.weight.zero_()
+        without_ff = pictures(pipe)
+        for layer, b in zip(ff, saved_b, strict=True):
+            layer.lora_B.weight.copy_(b)
+    assert len(ff) == 32 and np.abs(want - without_ff).max() > 1e-2  # the ff part shows in the pictures
+    path = formats.save_lora(pipe.unet, tmp_path / "ff.safetensors", format=fmt)
+    fresh = models.load_pipeline("tiny")
+    fresh.load_lora_weights(str(path))
+    assert np.abs(pictures(fresh) - want).max() <= 1e-4
+    text = formats.describe(path)
+    assert "modules: 96 (" in text and all(f"{kind} x16" in text for kind in inject.PRESETS["attn2+ff"]), text
+
+
 def test_kohya_file_layout_and_metadata(ours, tmp_path):
     path = formats.save_lora(ours["pipe"].unet, tmp_path / "style.safetensors", format="kohya")
     tensors = safetensors.torch.load_file(path)

@@ -12,6 +12,7 @@ from lorakit import config, inject, lora, models
 
 ATTN2 = re.compile(r"\.attn2\.(to_q|to_k|to_v|to_out\.0)$")
 ATTN = re.compile(r"\.attn[12]\.(to_q|to_k|to_v|to_out\.0)$")
+ATTN2_FF = re.compile(r"\.(attn2\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.(0\.proj|2))$")
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +66,14 @@ def test_attn_preset_wraps_self_and_cross_attention(unet):
     expected = linear_paths(unet, ATTN)
     assert len(expected) == 128
     assert inject.inject_lora(unet, r=2, target_modules="attn") == expected
+
+
+def test_attn2_ff_preset_adds_the_feed_forward_layers(unet):
+    expected = linear_paths(unet, ATTN2_FF)
+    assert len(expected) == 96  # 16 transformer blocks x (4 attn2 projections + 2 feed-forward layers)
+    names = inject.inject_lora(unet, r=2, target_modules="attn2+ff")
+    assert names == expected
+    assert sum(n.endswith("ff.net.0.proj") for n in names) == sum(n.endswith("ff.net.2") for n in names) == 16
 
 
 def test_explicit_suffixes_and_the_same_modules_as_peft(unet, pretrained_unet):

@@ -357,7 +357,8 @@ def test_for_mode():
     assert small.resolution == 64 and small.mixed_precision == "no"
     # The small preset is the one measured on the outline style set (README "Style LoRA").
     assert (small.r, small.min_snr_gamma, small.flip, small.caption_dropout, small.lora_dropout, small.target_modules,
-            small.steps) == (8, 2.0, True, 0.3, 0.1, "attn2", 300)
+            small.steps) == (8, 2.0, True, 0.3, 0.1, "attn2+ff", 300)
+    assert full.target_modules == "attn2"  # SD 1.5: cross-attention only (the small preset's ff measured on the tiny SD)
     assert not full.flip and full.caption_dropout == 0  # SD 1.5 subjects may not be symmetric
     assert train.TrainConfig().lora_dropout == 0 and full.lora_dropout == 0
     assert full.resolution == 512 and full.mixed_precision == "bf16" and full.r == 8
