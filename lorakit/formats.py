@@ -339,11 +339,7 @@ def describe(path: str | Path) -> str:
     w = load_lora(path)
     kinds: dict[str, int] = {}
     for m in w.modules:
-        parts = m.split(".")
-        if "transformer_blocks" in parts:  # attn2.to_q, attn2.to_out.0, ff.net.0.proj
-            kind = ".".join(parts[parts.index("transformer_blocks") + 2:])
-        else:
-            kind = ".".join(parts[-3:] if parts[-1].isdigit() else parts[-2:])
+        kind = inject.module_kind(m)  # attn2.to_q, attn2.to_out.0, ff.net.0.proj
         kinds[kind] = kinds.get(kind, 0) + 1
     params = sum(w.A[m].numel() + w.B[m].numel() for m in w.modules)
     lines = [f"file: {path}", f"format: {w.format}",

@@ -56,11 +56,20 @@ def _matches(name: str, suffix: str) -> bool:
     return name == suffix or name.endswith("." + suffix)
 
 
+def module_kind(path: str) -> str:
+    """The short name of a module path, itself a suffix that matches it: ``attn2.to_q``, ``attn2.to_out.0`` and
+    ``ff.net.0.proj`` inside a transformer block, else the last two name parts (three when the last is a number)."""
+    parts = path.split(".")
+    if "transformer_blocks" in parts[:-2]:
+        return ".".join(parts[parts.index("transformer_blocks") + 2:])
+    return ".".join(parts[-3:] if parts[-1].isdigit() else parts[-2:])
+
+
 def _linear_suffixes(model: nn.Module, limit: int = 12) -> list[str]:
-    """A few suffixes (the last two name parts) of the model's linear layers, for error messages."""
+    """A few suffixes (:func:`module_kind`) of the model's linear layers, for error messages."""
     found: list[str] = []
     for name, module in model.named_modules():
-        suffix = ".".join(name.split(".")[-2:])
+        suffix = module_kind(name)
         if isinstance(module, nn.Linear) and suffix not in found:
             found.append(suffix)
     return found[:limit]

@@ -76,6 +76,21 @@ def test_attn2_ff_preset_adds_the_feed_forward_layers(unet):
     assert sum(n.endswith("ff.net.0.proj") for n in names) == sum(n.endswith("ff.net.2") for n in names) == 16
 
 
+def test_module_kind_is_a_suffix_that_names_the_layer():
+    block = "down_blocks.0.attentions.0.transformer_blocks.0"
+    assert [inject.module_kind(f"{block}.{s}") for s in inject.PRESETS["attn2+ff"]] == list(inject.PRESETS["attn2+ff"])
+    assert inject.module_kind("down_blocks.0.resnets.1.time_emb_proj") == "1.time_emb_proj"
+    assert inject.module_kind("time_embedding.linear_1") == "time_embedding.linear_1"
+
+
+def test_a_target_that_matches_nothing_lists_suffixes_that_do(unet):
+    with pytest.raises(ValueError, match="matches no module") as error:
+        inject.inject_lora(unet, r=2, target_modules=["attn9.to_q"])
+    listed = str(error.value).split("include: ")[1].rstrip(".").split(", ")
+    assert "attn2.to_out.0" in listed and "ff.net.0.proj" in listed
+    assert all(inject.find_targets(unet, [suffix]) for suffix in listed)  # each one is a target that works
+
+
 def test_explicit_suffixes_and_the_same_modules_as_peft(unet, pretrained_unet):
     names = inject.inject_lora(unet, r=2, target_modules=["attn2.to_k", "attn2.to_v"])
     assert len(names) == 32 and all(n.endswith(("attn2.to_k", "attn2.to_v")) for n in names)
