@@ -1,7 +1,7 @@
 # The course's two commands: `make lab` (set-up, then JupyterLab) and `make test`
 # (set-up, then ruff, pytest and every notebook on the CPU in small mode, offline).
-# The set-up installs torch==2.13.0 first through constraints.txt: an unpinned torch
-# in a fresh venv would pull a CUDA build of several GB onto a CPU-only machine.
+# The set-up installs torch==2.13.0 first through constraints.txt: the version the course is
+# tested with (constraints.txt says how to get PyTorch's small CPU build on Linux).
 
 PYTHON ?= python3
 VENV := .venv
@@ -9,17 +9,24 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.lorakit-installed
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 LORAKIT_MODE=small LORAKIT_TEST=1 MPLBACKEND=Agg
 
-.PHONY: setup lab test lint pytest notebooks test-ipywidgets7 clean
+.PHONY: setup lab test lint pytest notebooks test-ipywidgets7 test-browser clean
 
 setup: $(STAMP)
 
+# Set-up prints a line for each of its four steps and pip's own progress: the first run downloads
+# the Hugging Face libraries and JupyterLab (a few minutes); later runs find them in pip's cache.
 $(STAMP): pyproject.toml constraints.txt
+	@echo "==> [1/4] a virtual environment in $(VENV)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@echo "==> [2/4] torch 2.13.0 (CPU build, see constraints.txt)"
+	$(BIN)/python -m pip install --progress-bar on -c constraints.txt torch==2.13.0
+	@echo "==> [3/4] lorakit and the libraries of the course (diffusers, transformers, PEFT, JupyterLab, ...)"
+	$(BIN)/python -m pip install --progress-bar on -c constraints.txt -e '.[dev]'
+	@echo "==> [4/4] the Jupyter kernel \"Python 3 (lorakit)\""
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lorakit)" >/dev/null
 	touch $@
+	@echo "==> set-up done"
 
 # Jupyter refuses to run as root (Docker, Colab-like boxes) without --allow-root.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -28,7 +35,7 @@ lab: setup
 	$(BIN)/jupyter lab $(ROOT_FLAG) notebooks/
 
 lint: setup
-	$(BIN)/ruff check lorakit tests benchmarks
+	$(BIN)/ruff check lorakit tests benchmarks browser_tests
 
 pytest: setup
 	$(TEST_ENV) $(BIN)/python -m pytest tests
@@ -44,6 +51,15 @@ test-ipywidgets7: setup
 	test -d $(IPYW7) || $(BIN)/python -m pip install --quiet --no-deps --target $(IPYW7) \
 		ipywidgets==7.7.5 widgetsnbextension==3.6.10 jupyterlab_widgets==1.1.11 ipython_genutils==0.2.0
 	PYTHONPATH=$(IPYW7) $(TEST_ENV) $(BIN)/python -m pytest -p no:cacheprovider tests/test_widgets.py
+
+# JupyterLab in a real browser (not part of `make test`): lessons 01 and 07 run in headless Chromium,
+# their widgets render and their sliders redraw. Needs the system's Chromium (Debian: apt-get install
+# chromium; the test skips without it); Playwright comes from the `browser` extra, and its own browser
+# download (`playwright install`) is never used.
+test-browser: setup
+	$(BIN)/python -c "import playwright" 2>/dev/null || \
+		$(BIN)/python -m pip install -c constraints.txt -e '.[browser]'
+	$(BIN)/python -m pytest -p no:cacheprovider browser_tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -23,7 +23,7 @@ import itertools
 import numpy as np
 import torch
 
-from lorakit import attention, data, metrics, models, sample
+from lorakit import attention, metrics, models, sample, shapes
 
 PAIRS = [("red", "circle", "blue", "square"), ("green", "triangle", "yellow", "circle"),
          ("purple", "square", "red", "triangle"), ("blue", "circle", "green", "triangle"),
@@ -33,16 +33,16 @@ PAIRS = [("red", "circle", "blue", "square"), ("green", "triangle", "yellow", "c
 def _colour_mask(image, colour: str, other: str) -> np.ndarray:
     """Ink pixels nearer to ``colour``'s RGB than to ``other``'s."""
     rgb = np.asarray(image, dtype=np.float32)
-    d_own = np.linalg.norm(rgb - np.array(data.COLOURS[colour]), axis=-1)
-    d_other = np.linalg.norm(rgb - np.array(data.COLOURS[other]), axis=-1)
+    d_own = np.linalg.norm(rgb - np.array(shapes.COLOURS[colour]), axis=-1)
+    d_other = np.linalg.norm(rgb - np.array(shapes.COLOURS[other]), axis=-1)
     return metrics.ink_mask(image) & (d_own < d_other) & (d_own < 90)
 
 
 def single_shape(pipe, seeds: list[int], steps: int) -> dict:
     """Correlation of each token's map with the shape, over every colour x shape prompt and seed."""
-    combos = [(c, s) for c, s in itertools.product(data.COLOURS, data.SHAPES) for _ in seeds]
+    combos = [(c, s) for c, s in itertools.product(shapes.COLOURS, shapes.SHAPES) for _ in seeds]
     prompts = [f"a {c} {s}" for c, s in combos]
-    seed_list = [seed for _ in itertools.product(data.COLOURS, data.SHAPES) for seed in seeds]
+    seed_list = [seed for _ in itertools.product(shapes.COLOURS, shapes.SHAPES) for seed in seeds]
     corr = {"colour word": [], "shape word": [], "end token": [], "padding (pos 20)": []}
     for start in range(0, len(prompts), 15):
         chunk = prompts[start:start + 15]

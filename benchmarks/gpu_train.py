@@ -39,10 +39,10 @@ import torch
 import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from peft import LoraConfig
-from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.lora_speed import saved_bytes, sync
 from lorakit import inject, models
+from lorakit.memory import flops_per_sample
 
 CONFIGS = {
     "sd15": dict(unet=models.SD15_UNET_CONFIG, resolution=512),
@@ -50,20 +50,6 @@ CONFIGS = {
 }
 VARIANTS = ("lorakit", "peft", "full")
 EXTRAS = ("lorakit+channels_last", "lorakit+compile")
-
-
-def flops_per_sample(unet_config: dict, latent: int, tokens: int = 77) -> dict[str, float]:
-    """Forward and input-gradient backward FLOPs of one sample, counted on the ``meta`` device."""
-    with torch.device("meta"):
-        unet = UNet2DConditionModel(**unet_config).requires_grad_(False)
-        x = torch.randn(1, 4, latent, latent, requires_grad=True)  # (1, 4, h, w)
-        ctx = torch.randn(1, tokens, unet_config["cross_attention_dim"])  # (1, 77, D)
-        t = torch.tensor([500])
-    with FlopCounterMode(display=False) as forward:
-        out = unet(x, t, ctx).sample
-    with FlopCounterMode(display=False) as backward:
-        out.sum().backward()
-    return {"forward": forward.get_total_flops(), "backward_input": backward.get_total_flops()}
 
 
 def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, repeats: int = 10) -> float:

@@ -9,7 +9,7 @@ Trains a LoRA with the default small-world settings (``train.TrainConfig.for_mod
 * the LoRA at scale 0, which must give the base model's pictures (max pixel difference, 0..255).
 
 First on the held-out combinations (``styles.OUTLINE_HELD_OUT``, never in the set), then on all
-15 colour x shape combinations, 8 sampling seeds each (``--seeds``). Goals (issue 4): style rate
+15 colour x shape combinations, 8 sampling seeds each (``--seeds``). The course's goals: style rate
 >= 80% on held-out trigger prompts, colour and shape accuracy at most 10 points below the base model
 on the same prompts.
 
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lorakit import data, inject, metrics, models, sample, styles, train
+from lorakit import imagefolder, inject, metrics, models, sample, shapes, styles, train
 
 
 def evaluate(pipe, combos, seeds, template: str) -> metrics.GridResult:
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = train.TrainConfig.for_mode("small", progress=False, **overrides)
     train_seeds = args.train_seeds or [cfg.seed]
     seeds = list(range(args.seeds))
-    every = [(c, s) for c in data.COLOURS for s in data.SHAPES]
+    every = [(c, s) for c in shapes.COLOURS for s in shapes.SHAPES]
     sets = {"held-out": list(styles.OUTLINE_HELD_OUT), "all 15": every}
     if args.held_out_only:
         del sets["all 15"]
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         base[label, "trigger"] = evaluate(pipe, combos, seeds, styles.TEMPLATE)
         base[label, "plain"] = evaluate(pipe, combos, seeds, styles.PLAIN_TEMPLATE)
 
-    dataset = data.ImageFolderDataset(styles.OUTLINE_DIR, resolution=pipe.unet.config.sample_size * pipe.vae_scale_factor)
+    dataset = imagefolder.ImageFolderDataset(styles.OUTLINE_DIR, resolution=pipe.unet.config.sample_size * pipe.vae_scale_factor)
     lora = {label: [] for label in sets}
     leak = {label: [] for label in sets}
     off_diff = {label: [] for label in sets}

@@ -111,7 +111,7 @@ class CrossAttentionRecorder:
     appends its maps to ``records[name]``: (B, N, T) averaged over heads, or (B, heads, N, T).
 
     With ``keep_graph`` the maps stay on their device and in the autograd graph, so that a loss
-    on them trains the model (``lorakit.pretrain``'s token loss); otherwise they are detached
+    on them trains the model (``lorakit.maintainer.pretrain``'s token loss); otherwise they are detached
     float32 copies on the CPU."""
 
     def __init__(self, name: str, records: dict[str, list[torch.Tensor]], keep_heads: bool = False,

@@ -48,7 +48,8 @@ def _targets(text: str) -> str | list[str]:
 
 
 def _mode(model: str) -> str:
-    return "small" if model == "tiny" else "full"
+    from lorakit import config
+    return config.preset_for(model).mode  # the tiny SD's defaults for the tiny SD, SD 1.5's for any other
 
 
 def _load(model: str, device=None):
@@ -69,11 +70,9 @@ def _process():
     return PartialState(cpu=config.get_device().type == "cpu")  # joins the other processes, if any
 
 
-def _generate(pipe, prompts: list[str], seeds: list[int], model: str, steps: int | None):
-    from lorakit import config, sample
-    preset = config.get_preset(_mode(model))
-    return sample.generate(pipe, prompts, seeds, num_inference_steps=steps or preset.num_inference_steps,
-                           guidance_scale=preset.guidance_scale)
+def _generate(pipe, prompts: list[str], seeds: list[int], steps: int | None):
+    from lorakit import sample
+    return sample.generate(pipe, prompts, seeds, num_inference_steps=steps)  # the model's own settings by default
 
 
 def _scale(images) -> int:
@@ -81,8 +80,8 @@ def _scale(images) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from lorakit import data, inject, sample, train
-    data.read_imagefolder(args.data)  # check the folder before the slow model load
+    from lorakit import imagefolder, inject, sample, train
+    imagefolder.read_imagefolder(args.data)  # check the folder before the slow model load
     out = Path(args.out)
     if args.resume and not (out / train.CHECKPOINT).is_file():
         raise ValueError(f"--resume: there is no {train.CHECKPOINT} in {out} to resume from; "
@@ -100,7 +99,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                                      resolution=resolution, output_dir=str(out), resume=args.resume,
                                      progress=not args.quiet)
     inject.find_targets(pipe.unet, cfg.target_modules)  # a --targets that matches nothing fails here, before any work
-    dataset = data.ImageFolderDataset(args.data, resolution=resolution)
+    dataset = imagefolder.ImageFolderDataset(args.data, resolution=resolution)
     if main:
         processes = f", {process.num_processes} processes" if several else ""
         print(f"training a rank-{cfg.r} LoRA on {len(dataset)} images of {args.data} for {cfg.steps} steps "
@@ -121,7 +120,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     pictures = {}
     for scale in (0.0, 1.0):  # the same prompts and seeds without, then with, the LoRA
         inject.set_lora_scale(pipe.unet, scale)
-        pictures[scale] = _generate(pipe, prompts, seeds, args.model, args.sample_steps)
+        pictures[scale] = _generate(pipe, prompts, seeds, args.sample_steps)
     inject.set_lora_scale(pipe.unet, 1.0)
     labels = prompts + [f"with the LoRA (seed {s})" for s in seeds]
     images = pictures[0.0] + pictures[1.0]
@@ -144,7 +143,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if weights is not None:
         formats.apply_lora(pipe.unet, weights, scale=args.scale)
     prompts = [p for p in args.prompt for _ in args.seeds]  # rows: prompts, columns: seeds
-    images = _generate(pipe, prompts, list(args.seeds) * len(args.prompt), args.model, args.steps)
+    images = _generate(pipe, prompts, list(args.seeds) * len(args.prompt), args.steps)
     labels = [f"seed {s}: {p}" for p in args.prompt for s in args.seeds]
     out.parent.mkdir(parents=True, exist_ok=True)
     sample.image_grid(images, cols=len(args.seeds), labels=labels, scale=_scale(images)).save(out)

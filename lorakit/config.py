@@ -1,16 +1,25 @@
-"""Modes, devices and presets: the one place that reads lorakit's environment variables.
+"""Which model and sizes, which device, and the test switch: the one place that reads lorakit's environment variables.
 
 Introduced in notebooks/01_low_rank_intuition.ipynb.
 
-Two worlds share one API:
+Two worlds share one API. A world is a *model* and the settings that follow from it, never a device:
 
-* ``small``: the tiny Stable Diffusion shipped in ``data/models/tiny-sd``, 64x64 images,
-  a laptop CPU or CI. The default when no CUDA GPU is present.
-* ``full``: Stable Diffusion 1.5 at 512x512 on a CUDA GPU. The default with CUDA.
+* ``small``: the tiny Stable Diffusion shipped in ``data/models/tiny-sd``, 64x64 images, 10 sampler
+  steps. Lessons 01-07 are written around it and use it, with its own settings, on any device: a
+  laptop CPU, CI, or Colab's GPU (where it only runs faster).
+* ``full``: Stable Diffusion 1.5 at 512x512, 30 sampler steps. Lesson 08 moves to it when a CUDA
+  GPU is there; so does ``train.TrainConfig.for_mode()`` called without a mode.
+
+:func:`preset_for` gives the settings of a model (a name, a folder or a loaded pipeline): the
+tiny SD's for the tiny SD, SD 1.5's for any other. Sampling and training take resolution, sampler
+steps and dtype from the model they are given, so a GPU changes where the tiny SD runs, not what it
+draws. :func:`get_mode` answers the other question: which model lesson 08 loads.
 
 Environment variables (read here and nowhere else):
 
-* ``LORAKIT_MODE=small|full`` overrides the default mode.
+* ``LORAKIT_MODE=small|full`` overrides the default mode (``full`` with a CUDA GPU, else ``small``).
+* ``LORAKIT_SD15`` is where full mode loads SD 1.5 from: a hub id or a local folder saved with
+  ``save_pretrained`` (default: the hub's ``stable-diffusion-v1-5/stable-diffusion-v1-5``).
 * ``LORAKIT_TEST=1`` is set by ``make test``: lessons whose real run takes minutes shorten
   it (fewer steps) so every notebook executes in about a minute. Students never set it.
 
@@ -20,7 +29,7 @@ Left out: multi-GPU placement (``accelerate`` handles it) and per-user config fi
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -34,37 +43,78 @@ SD15_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 @dataclass(frozen=True)
 class Preset:
-    """Sizes that differ between the two worlds; everything else is shared."""
+    """A world's model and the settings that follow from that model."""
 
     mode: str
     model: str  # "tiny", a hub id or a local directory
     resolution: int  # image side in pixels
     num_inference_steps: int
     guidance_scale: float
+    dtype: str | None  # the weights' dtype on every device; None: get_dtype's choice for the device
 
 
 PRESETS = {
-    "small": Preset(mode="small", model="tiny", resolution=64, num_inference_steps=10, guidance_scale=5.0),
-    "full": Preset(mode="full", model=SD15_HUB_ID, resolution=512, num_inference_steps=30, guidance_scale=7.5),
+    # float32 everywhere: the tiny SD is small, and its figures (and the lessons' tolerances) are float32's.
+    "small": Preset(mode="small", model="tiny", resolution=64, num_inference_steps=10, guidance_scale=5.0,
+                    dtype="float32"),
+    "full": Preset(mode="full", model=SD15_HUB_ID, resolution=512, num_inference_steps=30, guidance_scale=7.5,
+                   dtype=None),
 }
 
 
+def gpu_present() -> bool:
+    """Whether a CUDA GPU is there: what picks the default mode (tests patch it to play a GPU runtime on the CPU)."""
+    return torch.cuda.is_available()
+
+
 def get_mode() -> str:
-    """``LORAKIT_MODE`` if set, else ``full`` with a CUDA GPU and ``small`` without."""
+    """``LORAKIT_MODE`` if set, else ``full`` with a CUDA GPU and ``small`` without.
+
+    The mode picks the model of lesson 08 (and of ``TrainConfig.for_mode()`` without a mode); the
+    lessons written around the tiny SD use it in both modes.
+    """
     mode = os.environ.get("LORAKIT_MODE", "").strip().lower()
     if not mode:
-        return "full" if torch.cuda.is_available() else "small"
+        return "full" if gpu_present() else "small"
     if mode not in MODES:
         raise ValueError(f"LORAKIT_MODE={mode!r} is not a mode: use one of {', '.join(MODES)}.")
     return mode
 
 
+def sd15_source() -> str:
+    """Where full mode loads SD 1.5 from: ``LORAKIT_SD15`` (a hub id or a local folder), else the hub id."""
+    return os.environ.get("LORAKIT_SD15", "").strip() or SD15_HUB_ID
+
+
 def get_preset(mode: str | None = None) -> Preset:
-    """The preset of ``mode`` (default: :func:`get_mode`)."""
+    """The preset of ``mode`` (default: :func:`get_mode`); full mode's model is :func:`sd15_source`."""
     mode = mode or get_mode()
     if mode not in PRESETS:
         raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}.")
-    return PRESETS[mode]
+    preset = PRESETS[mode]
+    return replace(preset, model=sd15_source()) if mode == "full" else preset
+
+
+def is_tiny_sd(model) -> bool:
+    """Whether ``model`` (``"tiny"``, a folder, a hub id, or a pipeline loaded from one) is the committed tiny SD."""
+    name = getattr(model, "name_or_path", model)  # a diffusers pipeline remembers where it was loaded from
+    if name is None:
+        return False
+    if str(name) == "tiny":
+        return True
+    try:
+        return Path(name).expanduser().resolve() == TINY_SD_DIR.resolve()
+    except (OSError, ValueError):
+        return False
+
+
+def preset_for(model) -> Preset:
+    """The settings that follow from ``model``: the tiny SD's (small) for the tiny SD, SD 1.5's (full) for any other.
+
+    ``model`` is ``"tiny"``, a hub id, a folder or a loaded pipeline. Resolution, sampler steps,
+    guidance and dtype come from here, never from the presence of a GPU.
+    """
+    return PRESETS["small"] if is_tiny_sd(model) else PRESETS["full"]
 
 
 def is_test_run() -> bool:
@@ -78,7 +128,7 @@ def steps_for(real_steps: int, test_steps: int) -> int:
 
 
 def get_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else CUDA, then Apple's MPS, then the CPU."""
+    """``device`` if given, else CUDA, then Apple's MPS, then the CPU: where the work runs, whatever the mode."""
     if device is not None:
         return torch.device(device)
     if torch.cuda.is_available():

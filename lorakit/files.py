@@ -1,6 +1,7 @@
 """Writing files atomically: a crash or a full disk never leaves half a file behind.
 
-Introduced in notebooks/06_train_style_lora.ipynb (checkpoints and LoRA files).
+Plumbing, not a lesson's concept: no lesson calls it, but every file a lesson's training writes
+(lesson 06's checkpoints and LoRA files) goes through it.
 
 Every file lorakit writes (LoRA files, checkpoints, image folders) goes through
 :func:`write_atomically`: the content is written to a temporary file beside the target, then

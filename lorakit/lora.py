@@ -16,6 +16,11 @@ is float16/bfloat16; the LoRA path runs in their dtype and its result is cast ba
 Names follow PEFT (``base_layer``, ``lora_A``, ``lora_B``, ``r``, ``alpha``, ``scaling``,
 ``get_delta_weight``, ``merge``, ``unmerge``), and the output matches PEFT's ``lora.Linear``.
 
+The same ``r`` and ``alpha`` mean different strengths in different tools: :func:`alpha_ledger`
+gives the scaling of one ``(r, alpha)`` under PEFT (``alpha / r``, default alpha 8), rsLoRA
+(``alpha / sqrt(r)``), kohya (the alpha stored in the file, default 1) and lorakit (alpha = r);
+lesson 07 explores it with sliders.
+
 Left out: multiple adapters per layer, convolutions and embeddings, DoRA and other variants,
 a bias on ``lora_B``, ``fan_in_fan_out`` (GPT-2's Conv1D). Putting LoRA into a whole model
 is ``lorakit.inject``; saving it in kohya/diffusers/PEFT files is ``lorakit.formats``.
@@ -24,6 +29,7 @@ is ``lorakit.inject``; saving it in kohya/diffusers/PEFT files is ``lorakit.form
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -141,3 +147,50 @@ class LoRALinear(nn.Module):
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
     """Number of parameters of ``module`` (only those with ``requires_grad`` by default)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+# --------------------------------------------------------------------------- the alpha conventions
+
+PEFT_DEFAULT_ALPHA = 8.0  # peft.LoraConfig(lora_alpha=8)
+KOHYA_DEFAULT_ALPHA = 1.0  # kohya sd-scripts, train_network.py --network_alpha (default 1)
+
+
+@dataclass(frozen=True)
+class AlphaLedger:
+    """What multiplies B @ A for one (r, alpha) under each convention; ``alpha=None``: each tool's default."""
+
+    r: int
+    alpha: float | None
+    peft: float  # alpha / r; PEFT's LoraConfig leaves alpha at 8
+    rslora: float  # alpha / sqrt(r) (PEFT with use_rslora=True), alpha at 8 by default
+    kohya: float  # stored alpha / r; kohya's trainer stores alpha = 1 unless told otherwise
+    lorakit: float  # alpha / r with alpha = r by default (lorakit, diffusers' training scripts): 1
+
+    def rows(self) -> list[tuple[str, float, str, float]]:
+        """(convention, alpha used, formula, scaling) for a table."""
+        given = self.alpha
+        return [
+            ("PEFT LoraConfig", PEFT_DEFAULT_ALPHA if given is None else given, "alpha / r", self.peft),
+            ("rsLoRA (PEFT use_rslora=True)", PEFT_DEFAULT_ALPHA if given is None else given,
+             "alpha / sqrt(r)", self.rslora),
+            ("kohya sd-scripts (alpha in the file)", KOHYA_DEFAULT_ALPHA if given is None else given,
+             "alpha / r", self.kohya),
+            ("lorakit, diffusers' scripts", float(self.r) if given is None else given, "alpha / r", self.lorakit),
+        ]
+
+
+def alpha_ledger(r: int, alpha: float | None = None) -> AlphaLedger:
+    """The scaling of B @ A for rank ``r`` and ``alpha`` in PEFT, rsLoRA, kohya and lorakit.
+
+    With ``alpha`` given, PEFT, kohya and lorakit agree (alpha / r) and rsLoRA differs
+    (alpha / sqrt(r)); with ``alpha=None`` each tool uses its own default alpha (PEFT 8,
+    kohya 1, lorakit r), and the same r gives different strengths.
+    """
+    if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
+        raise ValueError(f"r must be a positive integer, got {r!r}.")
+    if alpha is not None and not alpha > 0:
+        raise ValueError(f"alpha must be positive (or None for each tool's default), got {alpha!r}.")
+    peft_alpha = PEFT_DEFAULT_ALPHA if alpha is None else float(alpha)
+    return AlphaLedger(r=r, alpha=alpha, peft=peft_alpha / r, rslora=peft_alpha / math.sqrt(r),
+                       kohya=(KOHYA_DEFAULT_ALPHA if alpha is None else float(alpha)) / r,
+                       lorakit=1.0 if alpha is None else float(alpha) / r)

@@ -14,7 +14,7 @@ Every function takes torch tensors or numpy arrays and returns torch tensors (or
 Integer inputs (an 8-bit image, say) are converted to the default float dtype.
 
 Left out: randomized and streaming SVD (``torch.svd_lowrank``), batched matrices, and extracting
-a LoRA from a fine-tuned model (a later lesson builds that on these functions).
+a LoRA from a fine-tuned model.
 """
 
 from __future__ import annotations

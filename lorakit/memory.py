@@ -1,4 +1,4 @@
-"""How much memory a LoRA training run needs, estimated before it starts.
+"""How much memory (and arithmetic) a LoRA training run needs, estimated before it starts.
 
 Introduced in notebooks/08_stable_diffusion_gpu.ipynb.
 
@@ -32,6 +32,11 @@ exceeds the device's memory, naming settings that would fit (gradient checkpoint
 precision, a smaller batch with gradient accumulation, a lower resolution), each found by
 estimating it again, not by a rule of thumb.
 
+:func:`flops_per_sample` counts the arithmetic of one picture's step, also on the ``meta`` device
+(``torch.utils.flop_counter``): the forward and the backward to the UNet's input, which is what a
+LoRA step runs (the frozen weights get no gradient). Gradient checkpointing adds one more forward
+(:func:`checkpointing_factor`).
+
 Left out: the allocator's caching and fragmentation, the CUDA context (a few hundred MB that
 ``torch.cuda.max_memory_allocated`` does not see either; :func:`check_fits` keeps
 ``HEADROOM`` of the card free for them), cuBLAS/cuDNN workspaces, transient buffers of the
@@ -50,6 +55,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
+from diffusers import UNet2DConditionModel
+from torch.utils.flop_counter import FlopCounterMode
 
 from lorakit import config, inject, models
 
@@ -368,3 +375,33 @@ def _device_name(device: torch.device) -> str:
         return f"{device} ({torch.cuda.get_device_name(device)})"
     return str(device)
 
+
+@functools.lru_cache(maxsize=8)
+def _flops(config_json: str, latent: int, tokens: int) -> tuple[float, float]:
+    unet_config = json.loads(config_json)
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**unet_config).requires_grad_(False)
+        x = torch.randn(1, unet_config["in_channels"], latent, latent, requires_grad=True)  # (1, 4, h, w)
+        ctx = torch.randn(1, tokens, unet_config["cross_attention_dim"])  # (1, 77, D)
+        t = torch.tensor([500])
+    with FlopCounterMode(display=False) as forward:
+        out = unet(x, t, ctx).sample
+    with FlopCounterMode(display=False) as backward:
+        out.sum().backward()
+    return float(forward.get_total_flops()), float(backward.get_total_flops())
+
+
+def flops_per_sample(unet_config: dict, latent: int, tokens: int = TEXT_TOKENS) -> dict[str, float]:
+    """Forward and input-gradient backward FLOPs of one picture through the UNet, counted on the ``meta`` device.
+
+    ``latent`` is the latent side (64 for SD 1.5 at 512x512). A LoRA step runs both: the frozen
+    weights need no gradient, the activations (and so the LoRA, which sits among them) do.
+    """
+    forward, backward = _flops(json.dumps(unet_config, sort_keys=True), latent, tokens)
+    return {"forward": forward, "backward_input": backward}
+
+
+def checkpointing_factor(flops: dict[str, float]) -> float:
+    """How much more arithmetic a step costs with gradient checkpointing: the forward runs twice."""
+    step = flops["forward"] + flops["backward_input"]
+    return (step + flops["forward"]) / step

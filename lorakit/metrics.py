@@ -3,7 +3,7 @@
 Introduced in notebooks/03_stable_diffusion_anatomy.ipynb (does the tiny SD draw what it is
 asked?) and used again to measure what a style LoRA changed.
 
-A detector looks at one picture of one shape on a plain background (``data.render`` draws them):
+A detector looks at one picture of one shape on a plain background (``shapes.render`` draws them):
 
 1. the background is the median colour of the border; the *foreground* is every pixel whose
    largest channel difference from it exceeds ``INK_THRESHOLD`` (far above mild noise), and of
@@ -16,7 +16,7 @@ A detector looks at one picture of one shape on a plain background (``data.rende
    centred on its centroid. Area and centroid barely move when a drawn boundary wobbles or a
    square's corners round off, unlike the extreme pixels a bounding box rests on. A region that
    overlaps no template by ``MIN_SHAPE_IOU`` (a broken stroke, a blob) is no shape: "none";
-4. the colour is the named colour (``data.COLOURS``) nearest in hue to the median of the most
+4. the colour is the named colour (``shapes.COLOURS``) nearest in hue to the median of the most
    saturated foreground pixels (hue ignores how much white an anti-aliased edge blends in).
 
 Left out: several shapes a picture, rotated shapes, textured backgrounds, any learned model.
@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lorakit import data
+from lorakit import imagefolder
+from lorakit import shapes as world  # the shapes world (evaluate_grid has a parameter named shapes)
 
 NONE = "none"  # what the detectors say when there is no shape
 INK_THRESHOLD = 80.0  # channel difference (0..255) from the background that counts as foreground
@@ -42,14 +43,14 @@ MIN_SHAPE_IOU = 0.5  # best template overlap below which the shape is "none" (cl
 OUTLINE_HOLLOWNESS = 0.12  # above: "outline"
 GREY_CHROMA = 30.0  # max minus min channel below which a colour has no meaningful hue
 MAX_SIDE = 128  # larger pictures are shrunk first: the detectors need no more pixels
-COLOUR_HUES = {name: colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0] for name, rgb in data.COLOURS.items()}
+COLOUR_HUES = {name: colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0] for name, rgb in world.COLOURS.items()}
 
 
 def as_array(image: Image.Image | torch.Tensor | np.ndarray) -> np.ndarray:
-    """A PIL image, a (3, H, W) tensor in [-1, 1] (``data.to_tensor``'s range) or an (H, W, 3)
+    """A PIL image, a (3, H, W) tensor in [-1, 1] (``imagefolder.to_tensor``'s range) or an (H, W, 3)
     uint8 array as an (H, W, 3) float32 array in 0..255, at most ``MAX_SIDE`` pixels a side."""
     if isinstance(image, torch.Tensor):
-        image = data.to_image(image.squeeze(0) if image.dim() == 4 else image)
+        image = imagefolder.to_image(image.squeeze(0) if image.dim() == 4 else image)
     elif isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
             raise TypeError(f"expected an (H, W, 3) uint8 array in 0..255, got dtype {image.dtype}: "
@@ -57,7 +58,7 @@ def as_array(image: Image.Image | torch.Tensor | np.ndarray) -> np.ndarray:
         image = Image.fromarray(image)
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a PIL image, a tensor or an array, got {type(image).__name__}.")
-    image = data.to_rgb(image)
+    image = imagefolder.to_rgb(image)
     if max(image.size) > MAX_SIDE:
         scale = MAX_SIDE / max(image.size)
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
@@ -128,7 +129,7 @@ def _median(values: np.ndarray) -> np.ndarray:
 
 def ink_mask(image: Image.Image | torch.Tensor | np.ndarray) -> np.ndarray:
     """(H, W) bool: pixels whose largest channel difference from the white background exceeds ``INK_THRESHOLD``."""
-    return _channel_spread(as_array(image), np.array(data.BACKGROUND, dtype=np.float32)) > INK_THRESHOLD
+    return _channel_spread(as_array(image), np.array(world.BACKGROUND, dtype=np.float32)) > INK_THRESHOLD
 
 
 def measure(image: Image.Image | torch.Tensor | np.ndarray) -> dict | None:
@@ -176,8 +177,8 @@ def template_iou(solid: np.ndarray) -> dict[str, float]:
 
 def _nearest_colour(rgb: tuple[float, float, float]) -> str:
     if max(rgb) - min(rgb) < GREY_CHROMA:  # hue means nothing for greys: fall back on RGB distance
-        distances = ((np.array(list(data.COLOURS.values())) - np.array(rgb)) ** 2).sum(axis=1)  # (colours,)
-        return list(data.COLOURS)[int(np.argmin(distances))]
+        distances = ((np.array(list(world.COLOURS.values())) - np.array(rgb)) ** 2).sum(axis=1)  # (colours,)
+        return list(world.COLOURS)[int(np.argmin(distances))]
     hue = colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0]
     distance = {name: min(abs(hue - h), 1 - abs(hue - h)) for name, h in COLOUR_HUES.items()}  # circular
     return min(distance, key=distance.get)
@@ -255,12 +256,12 @@ class GridResult:
     def table(self) -> str:
         """Colour x shape table of pictures with both right, then the four scores."""
         colours = list(dict.fromkeys(record["colour"] for record in self.records))
-        shapes = list(dict.fromkeys(record["shape"] for record in self.records))
-        width = max(8, *(len(s) + 2 for s in shapes))
-        lines = [f"{'':<8}" + "".join(f"{s:>{width}}" for s in shapes)]
+        shape_names = list(dict.fromkeys(record["shape"] for record in self.records))
+        width = max(8, *(len(s) + 2 for s in shape_names))
+        lines = [f"{'':<8}" + "".join(f"{s:>{width}}" for s in shape_names)]
         for colour in colours:
             cells = []
-            for shape in shapes:
+            for shape in shape_names:
                 cell = [r["both_ok"] for r in self.records if r["colour"] == colour and r["shape"] == shape]
                 cells.append(f"{sum(cell)}/{len(cell)}".rjust(width))
             lines.append(f"{colour:<8}" + "".join(cells))
@@ -273,8 +274,8 @@ class GridResult:
         return self.table()
 
 
-def evaluate_grid(generate_fn: GenerateFn, colours: Sequence[str] = tuple(data.COLOURS),
-                  shapes: Sequence[str] = data.SHAPES, seeds: Sequence[int] = (0, 1, 2, 3),
+def evaluate_grid(generate_fn: GenerateFn, colours: Sequence[str] = tuple(world.COLOURS),
+                  shapes: Sequence[str] = world.SHAPES, seeds: Sequence[int] = (0, 1, 2, 3),
                   template: str = "a {colour} {shape}", style: str = "outline",
                   batch_size: int | None = None) -> GridResult:
     """Ask ``generate_fn`` for every colour x shape x seed and score the pictures with :func:`detect`.
@@ -284,13 +285,13 @@ def evaluate_grid(generate_fn: GenerateFn, colours: Sequence[str] = tuple(data.C
     ``style_rate`` is the fraction of pictures detected in ``style``.
     """
     for name in colours:
-        if name not in data.COLOURS:
-            raise ValueError(f"unknown colour {name!r}: the detectors know {', '.join(data.COLOURS)}.")
+        if name not in world.COLOURS:
+            raise ValueError(f"unknown colour {name!r}: the detectors know {', '.join(world.COLOURS)}.")
     for name in shapes:
-        if name not in data.SHAPES:
-            raise ValueError(f"unknown shape {name!r}: the detectors know {', '.join(data.SHAPES)}.")
-    if style not in data.STYLES:
-        raise ValueError(f"unknown style {style!r}: use one of {', '.join(data.STYLES)}.")
+        if name not in world.SHAPES:
+            raise ValueError(f"unknown shape {name!r}: the detectors know {', '.join(world.SHAPES)}.")
+    if style not in world.STYLES:
+        raise ValueError(f"unknown style {style!r}: use one of {', '.join(world.STYLES)}.")
     cells = [(c, s, seed) for c in colours for s in shapes for seed in seeds]
     if not cells:
         raise ValueError("the grid is empty: give at least one colour, one shape and one seed.")

@@ -5,7 +5,7 @@ Introduced in notebooks/03_stable_diffusion_anatomy.ipynb.
 * :func:`load_pipeline` loads ``"tiny"`` (the tiny SD committed in ``data/models/tiny-sd``,
   offline), a local directory saved with ``save_pretrained``, or a hub id such as
   ``stable-diffusion-v1-5/stable-diffusion-v1-5``.
-* :func:`build_tiny_sd` makes the tiny SD's parts with fresh weights (``lorakit.pretrain``
+* :func:`build_tiny_sd` makes the tiny SD's parts with fresh weights (``lorakit.maintainer.pretrain``
   trains them). Its UNet has SD 1.5's block layout and ``layers_per_block=2``, so every
   module path (``down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_q``) and every
   kohya key is the same as in SD 1.5; only the widths are smaller.
@@ -17,6 +17,7 @@ Left out: SDXL and SD 2.x layouts, safety checkers (the shapes world needs none)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 from collections import Counter
@@ -27,13 +28,45 @@ from diffusers import (
     AutoencoderKL,
     DPMSolverMultistepScheduler,
     PNDMScheduler,
-    StableDiffusionPipeline,
     UNet2DConditionModel,
 )
 from diffusers.utils import deprecation_utils
+from diffusers.utils import logging as diffusers_logging
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers.utils import logging as transformers_logging
 
-from lorakit import config, data, lora
+from lorakit import config, lora, shapes
+
+
+@contextlib.contextmanager
+def quiet():
+    """Inside the block, diffusers and transformers print no notes, warnings or progress bars; errors still raise.
+
+    For the notes a lesson expects and a student would take for errors (they print in red): the
+    loading bars of every part, "No LoRA keys associated to CLIPTextModel" for a LoRA that has no
+    text-encoder part, "truncated because CLIP can only handle sequences up to 77 tokens", and
+    transformers' note about torchvision, which lorakit never needs (``feature_extractor=None``).
+    """
+    levels = (transformers_logging.get_verbosity(), diffusers_logging.get_verbosity())
+    bars = (transformers_logging.is_progress_bar_enabled(), diffusers_logging.is_progress_bar_enabled())
+    transformers_logging.set_verbosity_error()
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(levels[0])
+        diffusers_logging.set_verbosity(levels[1])
+        if bars[0]:
+            transformers_logging.enable_progress_bar()
+        if bars[1]:
+            diffusers_logging.enable_progress_bar()
+
+
+with quiet():
+    from diffusers import StableDiffusionPipeline
+
 
 # SD 1.5's real configs (the hub's unet/, text_encoder/, vae/ and scheduler/ config.json).
 SD15_UNET_CONFIG = dict(
@@ -74,7 +107,7 @@ TINY_VAE_CONFIG = dict(
 )
 # Words of the pretraining captions, then words the tiny SD never saw: reserved trigger
 # words for "new concept" lessons, and everyday words a student may type.
-CAPTION_WORDS = ["a", *data.SIZES, *data.COLOURS, *data.SHAPES]
+CAPTION_WORDS = ["a", *shapes.SIZES, *shapes.COLOURS, *shapes.SHAPES]
 RESERVED_WORDS = ["sks", "ohwx", "zorb", "quill", "vex", "plim"]
 EXTRA_WORDS = ["an", "the", "of", "in", "on", "with", "and", "style", "outline", "outlined",
                "hollow", "filled", "drawing", "picture", "photo", "shape", "big", "tiny"]
@@ -190,7 +223,7 @@ def resolve(name_or_path: str | Path) -> str:
         if not (Path(name_or_path) / "model_index.json").is_file():
             raise FileNotFoundError(
                 f"the tiny SD is missing from {name_or_path}: restore data/models/tiny-sd from the "
-                "repository (git checkout -- data/models) or retrain it with `python -m lorakit.pretrain`.")
+                "repository (git checkout -- data/models) or retrain it with `python -m lorakit.maintainer.pretrain`.")
     path = Path(name_or_path).expanduser()
     looks_local = path.exists() or str(name_or_path).startswith((".", "/", "~")) or str(name_or_path).count("/") > 1
     if looks_local:
@@ -208,16 +241,19 @@ def load_pipeline(name_or_path: str | Path = "tiny", device: str | torch.device 
                   dtype: str | torch.dtype | None = None) -> StableDiffusionPipeline:
     """Load a Stable Diffusion pipeline: ``"tiny"``, a local directory, or a hub id.
 
-    ``device`` defaults to CUDA when present; ``dtype`` to float32 on the CPU and to
-    bfloat16/float16 on a GPU (see ``config.get_dtype``). The tiny SD loads offline.
+    ``device`` defaults to CUDA when present. ``dtype`` defaults to the model's own
+    (``config.preset_for``): float32 for the tiny SD on every device, so that a GPU draws what the
+    lessons' CPU draws; for SD 1.5, float32 on the CPU and bfloat16/float16 on a GPU
+    (``config.get_dtype``). The tiny SD loads offline.
     """
     source = resolve(name_or_path)
     device = config.get_device(device)
-    dtype = config.get_dtype(device, dtype)
+    dtype = config.get_dtype(device, dtype or config.preset_for(source).dtype)
     local = Path(source).is_dir()
-    pipe = StableDiffusionPipeline.from_pretrained(
-        source, **{DTYPE_KWARG: dtype}, safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False, local_files_only=local,
-    )
+    with quiet():
+        pipe = StableDiffusionPipeline.from_pretrained(
+            source, **{DTYPE_KWARG: dtype}, safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False, local_files_only=local,
+        )
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

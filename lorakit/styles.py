@@ -23,10 +23,14 @@ and caption), so a teacher can regenerate it, and students can open it as the ex
 ``imagefolder`` layout their own photos would use.
 
 :func:`train_or_load` trains the outline LoRA once per setting and keeps it on disk (lesson 07
-sweeps ranks): "load if present, otherwise train".
+sweeps ranks): "load if present, otherwise train". The LoRAs of lesson 07's sweep (``LAB_RANKS``
+at ``LAB_STEPS`` steps, the small preset) are committed in ``data/loras/outline``, trained by
+``python -m lorakit.styles --loras`` with exactly these settings: four runs of three minutes each
+would not fit a class period on a laptop, and loading them does. A test keeps them in step with
+the preset: change a setting, and the files must be trained again.
 
 Left out: other styles (the detectors in ``metrics.py`` know filled and outline only), a
-user's own photos (any folder that ``data.ImageFolderDataset`` reads works), augmentation beyond mirroring (``TrainConfig.flip``).
+user's own photos (any folder that ``imagefolder.ImageFolderDataset`` reads works), augmentation beyond mirroring (``TrainConfig.flip``).
 """
 
 from __future__ import annotations
@@ -38,22 +42,25 @@ from pathlib import Path
 
 from PIL import Image
 
-from lorakit import config, data, inject
+from lorakit import config, imagefolder, inject, shapes
 
 TRIGGER = "sks"  # in models.RESERVED_WORDS: a word the tiny SD never saw in pretraining
 TEMPLATE = "a {colour} {shape} in " + TRIGGER + " style"  # evaluate_grid(template=...) takes it as is
 PLAIN_TEMPLATE = "a {colour} {shape}"  # the pretraining captions: the same prompt without the trigger
 
 OUTLINE_DIR = config.DATA_DIR / "styles" / "outline"
+TRAINED_DIR = config.DATA_DIR / "loras" / "outline"  # committed outline LoRAs, as train_or_load names them
+LAB_RANKS = (1, 2, 4, 8)  # lesson 07's rank sweep
+LAB_STEPS = 300  # the small preset's steps
 OUTLINE_SIZE = 16  # pictures in the set
-OUTLINE_SEED = 7  # the data.sample_spec stream the set draws sizes and positions from
+OUTLINE_SEED = 7  # the shapes.sample_spec stream the set draws sizes and positions from
 OUTLINE_RESOLUTION = 64
 # Combinations never shown in the set: every colour and every shape still appears in training.
 OUTLINE_HELD_OUT: tuple[tuple[str, str], ...] = (
     ("red", "square"), ("green", "triangle"), ("blue", "circle"), ("yellow", "square"),
 )
 OUTLINE_TRAIN: tuple[tuple[str, str], ...] = tuple(
-    (colour, shape) for colour in data.COLOURS for shape in data.SHAPES
+    (colour, shape) for colour in shapes.COLOURS for shape in shapes.SHAPES
     if (colour, shape) not in OUTLINE_HELD_OUT
 )
 
@@ -64,7 +71,7 @@ def caption(colour: str, shape: str, trigger: bool = True) -> str:
 
 
 def outline_examples(count: int = OUTLINE_SIZE, seed: int = OUTLINE_SEED,
-                     style: str = "outline") -> list[tuple[data.ShapeSpec, str]]:
+                     style: str = "outline") -> list[tuple[shapes.ShapeSpec, str]]:
     """The (spec, caption) pairs of the set: picture ``i`` is ``OUTLINE_TRAIN[i % 11]``.
 
     ``style="filled"`` gives the same shapes filled, at the same sizes and places: ground truth
@@ -73,7 +80,7 @@ def outline_examples(count: int = OUTLINE_SIZE, seed: int = OUTLINE_SEED,
     pairs = []
     for index in range(count):
         colour, shape = OUTLINE_TRAIN[index % len(OUTLINE_TRAIN)]
-        spec = data.sample_spec(index, seed, shape=shape, colour=colour, style=style)
+        spec = shapes.sample_spec(index, seed, shape=shape, colour=colour, style=style)
         pairs.append((spec, caption(colour, shape)))
     return pairs
 
@@ -84,8 +91,8 @@ def make_outline_set(folder: str | os.PathLike = OUTLINE_DIR) -> Path:
     Deterministic: the same pixels and captions on every machine, equal to ``data/styles/outline``.
     """
     pairs = outline_examples()
-    images: list[Image.Image] = [data.render(spec, OUTLINE_RESOLUTION) for spec, _ in pairs]
-    return data.write_imagefolder(folder, images, [text for _, text in pairs])
+    images: list[Image.Image] = [shapes.render(spec, OUTLINE_RESOLUTION) for spec, _ in pairs]
+    return imagefolder.write_imagefolder(folder, images, [text for _, text in pairs])
 
 
 def style_prompts(held_out: bool = True, trigger: bool = True) -> list[str]:
@@ -106,43 +113,84 @@ def folder_fingerprint(folder: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def train_or_load(pipe, r: int, steps: int, cache_dir: str | os.PathLike, alpha: float | None = None,
-                  **overrides) -> Path:
-    """The outline LoRA file of rank ``r`` trained for ``steps``: from ``cache_dir`` if there, else trained now.
+def lora_folder_name(r: int, steps: int, alpha: float | None = None, **overrides) -> str:
+    """The folder :func:`train_or_load` keeps a LoRA in: rank, alpha, steps and a hash of every setting.
 
-    The file is ``cache_dir/outline_r{r}_alpha{alpha}_steps{steps}_{hash}/lora.safetensors`` (kohya
-    format), the hash being that of every training setting, so LoRAs trained with fewer steps (a
-    ``make test`` run) or other defaults are never taken for these. ``overrides`` go to
-    ``train.TrainConfig.for_mode``. The hash also covers the set's files (:func:`folder_fingerprint`):
-    a LoRA trained on an earlier version of the set is never reused either.
-    ``pipe.unet`` is left without LoRA layers.
+    The hash is that of every training setting (``train.TrainConfig.for_mode("small")`` with
+    ``overrides``) and of the set's files (:func:`folder_fingerprint`), so a LoRA trained with fewer
+    steps (a ``make test`` run), other defaults or an earlier version of the set is never taken for this one.
     """
     # Imported here, not at the top: train imports diffusers, which the prompts above do not need.
     from lorakit import train
 
-    cfg = train.TrainConfig.for_mode(**{"r": r, "alpha": alpha, "steps": steps, "progress": False, **overrides})
-    # Every setting but where it goes joins the name: a LoRA trained with other defaults is never reused.
+    # The small preset: the outline set is the tiny SD's, and its settings were measured on it, on any device.
+    cfg = train.TrainConfig.for_mode("small", **{"r": r, "alpha": alpha, "steps": steps, "progress": False, **overrides})
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "progress", "resume")}
     settings["data"] = folder_fingerprint(OUTLINE_DIR)
     tag = hashlib.sha1(repr(sorted(settings.items())).encode()).hexdigest()[:8]
-    folder = Path(cache_dir) / f"outline_r{r}_alpha{'r' if alpha is None else f'{alpha:g}'}_steps{steps}_{tag}"
-    path = folder / "lora.safetensors"
-    if path.is_file():
-        return path
+    return f"outline_r{r}_alpha{'r' if alpha is None else f'{alpha:g}'}_steps{steps}_{tag}"
+
+
+def train_or_load(pipe, r: int, steps: int, cache_dir: str | os.PathLike, alpha: float | None = None,
+                  committed: bool = True, **overrides) -> Path:
+    """The outline LoRA file of rank ``r`` trained for ``steps``: from disk if there, else trained now.
+
+    Looks for ``<folder>/lora.safetensors`` (kohya format; :func:`lora_folder_name`) in ``cache_dir``,
+    then (with ``committed``) among the committed LoRAs (``TRAINED_DIR``); trains it into ``cache_dir``
+    otherwise.
+    ``overrides`` go to ``train.TrainConfig.for_mode("small")``. ``pipe.unet`` is left without LoRA layers.
+    """
+    from lorakit import train
+
+    name = lora_folder_name(r, steps, alpha, **overrides)
+    for base in (Path(cache_dir), TRAINED_DIR) if committed else (Path(cache_dir),):
+        if (base / name / "lora.safetensors").is_file():
+            return base / name / "lora.safetensors"
     if next(inject.lora_layers(pipe.unet), None) is not None:
         raise RuntimeError("pipe.unet already has LoRA layers: call inject.remove_lora(pipe.unet) before "
                            "training another LoRA with train_or_load.")
+    cfg = train.TrainConfig.for_mode("small", **{"r": r, "alpha": alpha, "steps": steps, "progress": False,
+                                                 **overrides, "output_dir": str(Path(cache_dir) / name)})
     resolution = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    dataset = data.ImageFolderDataset(OUTLINE_DIR, resolution=resolution)
-    cfg.output_dir = str(folder)
+    dataset = imagefolder.ImageFolderDataset(OUTLINE_DIR, resolution=resolution)
     try:
         train.train_lora(pipe, dataset, cfg)
     finally:
         inject.remove_lora(pipe.unet)
-    return path
+    return Path(cfg.output_dir) / "lora.safetensors"
 
 
-if __name__ == "__main__":  # python -m lorakit.styles [FOLDER]: regenerate the committed set
-    import sys
+def train_lab_loras(pipe, ranks=LAB_RANKS, steps: int = LAB_STEPS) -> list[Path]:
+    """Train lesson 07's LoRAs and keep only their ``lora.safetensors`` in ``TRAINED_DIR`` (no checkpoint)."""
+    import shutil
+    import tempfile
 
-    print(make_outline_set(sys.argv[1] if len(sys.argv) > 1 else OUTLINE_DIR))
+    made = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for r in ranks:
+            trained = train_or_load(pipe, r, steps, scratch)
+            if trained.is_relative_to(TRAINED_DIR):
+                made.append(trained)  # already committed with these settings
+                continue
+            target = TRAINED_DIR / trained.parent.name / "lora.safetensors"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(trained, target)
+            made.append(target)
+    return made
+
+
+if __name__ == "__main__":  # python -m lorakit.styles [FOLDER] | --loras
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Regenerate the committed outline set, or lesson 07's LoRAs.")
+    parser.add_argument("folder", nargs="?", default=str(OUTLINE_DIR), help="where to write the set")
+    parser.add_argument("--loras", action="store_true",
+                        help=f"train lesson 07's LoRAs (ranks {LAB_RANKS}, {LAB_STEPS} steps) into {TRAINED_DIR.relative_to(config.REPO_ROOT)}")
+    args = parser.parse_args()
+    if args.loras:
+        from lorakit import models
+
+        for path in train_lab_loras(models.load_pipeline("tiny")):
+            print(path.relative_to(config.REPO_ROOT))
+    else:
+        print(make_outline_set(args.folder))

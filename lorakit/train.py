@@ -26,8 +26,13 @@ Augmentation is one thing, ``flip``: every image is also cached mirrored (kohya'
 ``caption_dropout_rate``, diffusers' ``--proportion_empty_prompts``): the LoRA then also learns the
 unconditional prediction, the other branch of classifier-free guidance, which it would otherwise
 change untrained. ``ema_decay`` returns an exponential moving average of the LoRA over the steps
-(diffusers' ``--use_ema``), less dependent on the last few noisy batches. None of the three is on
-by default: on the outline set none of them measured better over three seeds (README, "Style LoRA").
+(diffusers' ``--use_ema``), less dependent on the last few noisy batches. The small preset turns on
+``flip`` and caption dropout, which measured better on the outline set; EMA did not, and stays off
+(docs/style-lora.md).
+
+:func:`train_lora` reads as lesson 06 teaches it: one named function a step (prepare, cache the
+data set, add the LoRA, make the optimizer, resume, then a training step, validation, samples and
+checkpoints, and finish), sharing one :class:`TrainingRun`.
 
 Left out: training the text encoder, other augmentations (crops, colour), prior preservation
 (DreamBooth's class images), and sharding the model or the optimizer
@@ -94,10 +99,16 @@ class TrainConfig:
 
     @classmethod
     def for_mode(cls, mode: str | None = None, **overrides) -> TrainConfig:
-        """Defaults of ``mode`` ("small": tiny SD on a CPU; "full": SD 1.5 at 512 on a GPU), then ``overrides``.
+        """Training defaults of ``mode`` ("small": the tiny SD's; "full": SD 1.5's), then ``overrides``.
+
+        ``mode`` defaults to ``config.get_mode()``; pass it, or ``config.preset_for(pipe).mode``, to
+        train a given model with its own defaults. The resolution is left to the model
+        (``resolution=None``: the UNet's own, 64 px for the tiny SD, 512 for SD 1.5), so either preset
+        gives a valid run on either model; the full preset on the tiny SD is simply slower to learn
+        (lr 1e-4 for 1,500 steps).
 
         The small preset is the best of the settings measured on the outline style set
-        (``python -m benchmarks.style_lora --train-seeds 0 1 2 3 4 5``, README "Style LoRA"): LoRA on the
+        (``python -m benchmarks.style_lora --train-seeds 0 1 2 3 4 5``, docs/style-lora.md): LoRA on the
         cross-attention *and* the feed-forward layer after it in each transformer block (``"attn2+ff"``, as
         kohya trains them) learns the hollow drawing far more reliably than ``attn2`` alone, which kept
         breaking shapes; rank 8, min-SNR and mirrored pictures learn the style more often and keep more of
@@ -110,7 +121,7 @@ class TrainConfig:
         full = dict(r=16, steps=1500, batch_size=4, lr=1e-4, warmup_steps=100, lr_schedule="cosine",
                     mixed_precision="bf16", gradient_checkpointing=True, min_snr_gamma=5.0,
                     sample_prompts=["a photo of a sks dog"])
-        return cls(**{**(full if preset.mode == "full" else small), "resolution": preset.resolution, **overrides})
+        return cls(**{**(full if preset.mode == "full" else small), **overrides})
 
 
 @dataclass
@@ -296,6 +307,226 @@ def preflight(cfg: TrainConfig, pipe, device: torch.device) -> None:
         memory.check_fits(cfg, pipe, device=device)
 
 
+# --------------------------------------------------------------------------- the steps of a run, in order
+
+
+@dataclass
+class TrainingRun:
+    """What the steps of :func:`train_lora` share: the model, the cached data, the optimizer, the history."""
+
+    pipe: object
+    cfg: TrainConfig
+    accelerator: object
+    mine: slice  # this process's rows of every micro-batch
+    resolution: int
+    latents: torch.Tensor  # (N, 4, h, w)
+    embeddings: torch.Tensor  # (C, 77, D)
+    rows: torch.Tensor  # (N,) embedding row of each latent
+    names: list[str]  # the LoRA-wrapped module paths
+    params: list[torch.Tensor]  # every lora_A and lora_B weight, in module order
+    optimizer: object
+    lr_scheduler: object
+    noise_scheduler: DDPMScheduler
+    ema: list[torch.Tensor]  # the moving average of params (empty without ema_decay)
+    out: Path | None
+    history: list[float] = field(default_factory=list)
+    val_history: list[tuple[int, float]] = field(default_factory=list)
+    samples: list[tuple[int, list]] = field(default_factory=list)
+    start: int = 0  # the first step to train (after a resume, the checkpoint's)
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+
+def prepare(pipe, cfg: TrainConfig):
+    """Step 1: refuse bad settings and runs that won't fit, before any work; start accelerate.
+
+    Returns ``(accelerator, mine)``: accelerate's view of the processes and this process's rows.
+    """
+    device = pipe.device
+    check_config(cfg, device)
+    preflight(cfg, pipe, device)
+    accelerator = _make_accelerator(cfg, device)
+    world = accelerator.num_processes
+    mine = process_rows(cfg.batch_size, world, accelerator.process_index)  # (all rows with one process)
+    if world > 1 and device.type != "cpu" and device != accelerator.device:
+        raise ValueError(f"process {accelerator.process_index} of {world} has the pipeline on {device} but accelerate "
+                         f"gave it {accelerator.device}: load the pipeline on accelerate.PartialState().device.")
+    return accelerator, mine
+
+
+def add_lora(unet, cfg: TrainConfig) -> list[str]:
+    """Step 3: wrap ``cfg.target_modules`` in LoRA layers (A drawn from ``cfg.seed``), unless the UNet has them already.
+
+    Returns the wrapped module paths.
+    """
+    names = [n for n, _ in inject.lora_layers(unet)]
+    if names:
+        return names
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)  # the LoRA A init depends on the seed only
+        return inject.inject_lora(unet, r=cfg.r, alpha=cfg.alpha, target_modules=cfg.target_modules,
+                                  dropout=cfg.lora_dropout)
+
+
+def make_optimizer(params: list[torch.Tensor], cfg: TrainConfig, accelerator):
+    """Step 4: AdamW on the LoRA parameters alone, and its learning-rate schedule (:func:`lr_factor`)."""
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
+    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
+    return accelerator.prepare_optimizer(optimizer), lr_scheduler  # fp16: loss scaling via its GradScaler
+
+
+def resume(run: TrainingRun) -> None:
+    """Step 5: continue from ``output_dir/checkpoint.pt`` when there is one (and ``cfg.resume``).
+
+    The checkpoint must have been written with the same settings (``RESUME_KEYS``); then the
+    LoRA, the optimizer, the schedule, the random state and the history continue exactly.
+    """
+    cfg, out = run.cfg, run.out
+    if out is None or not cfg.resume or not (out / CHECKPOINT).exists():
+        return
+    state = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)  # our own file
+    changed = [f"{k}: {state['config'][k]!r} -> {v!r}" for k, v in asdict(cfg).items()
+               if k in RESUME_KEYS and _plain(state["config"][k]) != _plain(v)]
+    if changed:
+        raise ValueError(f"{out / CHECKPOINT} was trained with other settings ({'; '.join(changed)}): "
+                         "use another output_dir, or resume=False to start again (the checkpoint is overwritten).")
+    inject.load_lora_state_dict(run.pipe.unet, state["lora"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.lr_scheduler.load_state_dict(state["lr_scheduler"])
+    if run.accelerator.scaler is not None and "scaler" in state:
+        run.accelerator.scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng"])
+    run.history, run.start = state["history"], state["step"]
+    for e, saved in zip(run.ema, state.get("ema", []), strict=True):
+        e.copy_(saved)
+    run.val_history = [tuple(v) for v in state["val_history"]]
+
+
+def draw_batch(run: TrainingRun, step: int):
+    """The randomness of one step, all from ``(seed, step)``: which pictures, timesteps, noise and captions.
+
+    A resumed run, and every process of a several-process run, draws the same. Returns
+    ``(idx, t, noise, context)``: latent rows, timesteps, noise and embedding rows of the
+    ``batch_size * grad_accum`` pictures of the step.
+    """
+    cfg, device = run.cfg, run.pipe.device
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    total = cfg.batch_size * cfg.grad_accum
+    num_timesteps = run.noise_scheduler.config.num_train_timesteps
+    idx = torch.randint(len(run.latents), (total,), generator=gen).to(device)  # (B*A,)
+    t = torch.randint(0, num_timesteps, (total,), generator=gen).to(device)  # (B*A,)
+    noise = torch.randn((total, *run.latents.shape[1:]), generator=gen).to(device)  # (B*A, 4, h, w)
+    context = run.rows[idx]  # (B*A,) embedding row of each picture
+    if cfg.caption_dropout > 0:  # some pictures get the empty prompt (last row), as guidance's other branch
+        dropped = (torch.rand(total, generator=gen) < cfg.caption_dropout).to(device)  # (B*A,)
+        context = torch.where(dropped, len(run.embeddings) - 1, context)
+    return idx, t, noise, context
+
+
+def training_step(run: TrainingRun, step: int) -> float:
+    """Step 6: one optimizer step on the LoRA: noise, predict, loss, backward (all processes), clip, AdamW, EMA.
+
+    Returns the step's loss (the mean over its micro-batches and processes).
+    """
+    cfg, accelerator, unet, device = run.cfg, run.accelerator, run.pipe.unet, run.pipe.device
+    idx, t, noise, context = draw_batch(run, step)
+    micro, mine, step_loss = cfg.batch_size, run.mine, 0.0
+    # LoRA dropout draws from torch's global generator: seed it from (seed, step, process) as well,
+    # and give it back as it was.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed * 1_000_003 + step + 7_919 * accelerator.process_index)
+        for k in range(cfg.grad_accum):
+            part = slice(k * micro + mine.start, k * micro + mine.stop)  # this process's rows of micro-batch k
+            with accelerator.accumulate(unet), accelerator.autocast():
+                loss = epsilon_loss(unet, run.noise_scheduler, run.latents[idx[part]], run.embeddings[context[part]],
+                                    t[part], noise[part], cfg.min_snr_gamma)
+                loss = loss * ((mine.stop - mine.start) / micro)  # its share of the batch's mean (x 1.0 alone)
+                accelerator.backward(loss)  # divides by grad_accum
+            step_loss += loss.item() / cfg.grad_accum
+    step_loss = all_reduce_grads(accelerator, run.params, step_loss)  # the whole batch's gradient and loss
+    if not math.isfinite(step_loss):  # checked after the all-reduce, so that every process stops
+        lr = run.lr_scheduler.get_last_lr()[0]
+        raise RuntimeError(f"the loss became {step_loss} at step {step + 1} of {cfg.steps} (lr {lr:.3g}): "
+                           "training diverged. Lower the learning rate, or train in float32 "
+                           "(mixed_precision='no').")
+    if cfg.max_grad_norm > 0:
+        accelerator.clip_grad_norm_(run.params, cfg.max_grad_norm)
+    run.optimizer.step()
+    if run.ema:  # diffusers' EMAModel warm-up: the average forgets its start quickly
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(run.ema, [p.detach() for p in run.params], 1 - decay)
+    run.lr_scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return step_loss
+
+
+def validation_indices(run: TrainingRun):
+    """The fixed (pictures, timesteps, noise) of the validation loss: the same every time, so its curve is smooth."""
+    cfg, device = run.cfg, run.pipe.device
+    num_timesteps = run.noise_scheduler.config.num_train_timesteps
+    gen = torch.Generator().manual_seed(cfg.seed + 12345)
+    idx = torch.arange(cfg.num_validation) % len(run.latents)  # (V,)
+    t = torch.linspace(0, num_timesteps - 1, cfg.num_validation).long().to(device)  # (V,)
+    noise = torch.randn((cfg.num_validation, *run.latents.shape[1:]), generator=gen).to(device)  # (V, 4, h, w)
+    return idx, t, noise
+
+
+@torch.no_grad()
+def validation_loss(run: TrainingRun, fixed) -> float:
+    """Step 7a: the loss on the fixed validation triples, without LoRA dropout."""
+    unet = run.pipe.unet
+    idx, t, noise = fixed
+    unet.eval()  # no LoRA dropout: the same number for the same weights
+    try:
+        with run.accelerator.autocast():
+            return epsilon_loss(unet, run.noise_scheduler, run.latents[idx], run.embeddings[run.rows[idx]],
+                                t, noise, run.cfg.min_snr_gamma).item()
+    finally:
+        unet.train()
+
+
+def sample_during_training(run: TrainingRun, done: int) -> None:
+    """Step 7b: pictures of ``cfg.sample_prompts`` after ``done`` steps (main process; saved with ``output_dir``)."""
+    cfg, unet = run.cfg, run.pipe.unet
+    unet.eval()
+    images = sample.generate(run.pipe, list(cfg.sample_prompts), seeds=list(range(len(cfg.sample_prompts))),
+                             resolution=run.resolution)
+    unet.train()
+    run.samples.append((done, images))
+    if run.out is not None:
+        sample.image_grid(images, labels=cfg.sample_prompts).save(run.out / f"samples_{done:06d}.png")
+
+
+def checkpoint(run: TrainingRun, step: int) -> None:
+    """Step 8: everything :func:`resume` needs, written atomically to ``output_dir/checkpoint.pt``."""
+    state = {"lora": {k: v.cpu().clone() for k, v in inject.lora_state_dict(run.pipe.unet).items()},
+             "optimizer": run.optimizer.state_dict(), "lr_scheduler": run.lr_scheduler.state_dict(),
+             "step": step, "history": run.history, "val_history": [list(v) for v in run.val_history],
+             "rng": torch.get_rng_state(), "config": {k: _plain(v) for k, v in asdict(run.cfg).items()}}
+    if run.accelerator.scaler is not None:
+        state["scaler"] = run.accelerator.scaler.state_dict()
+    if run.ema:
+        state["ema"] = [e.cpu().clone() for e in run.ema]
+    save_checkpoint(state, run.out / CHECKPOINT)
+
+
+def finish(run: TrainingRun) -> TrainResult:
+    """Step 9: the EMA into the LoRA (if any), and the LoRA file and loss plot (main process, with ``output_dir``)."""
+    cfg, unet = run.cfg, run.pipe.unet
+    if run.ema:
+        with torch.no_grad():
+            torch._foreach_copy_(run.params, run.ema)  # the LoRA left in the UNet and saved is the average
+    result = TrainResult(history=run.history, val_history=run.val_history, samples=run.samples, lora_names=run.names)
+    if run.out is not None and run.main:
+        formats.save_lora(unet, run.out / ("lora" if cfg.save_format == "peft" else "lora.safetensors"), cfg.save_format)
+        save_loss_plot(result, run.out / "loss.png")
+    run.accelerator.wait_for_everyone()  # every process returns once the files are there
+    return result
+
+
 def train_lora(pipe, dataset, config: TrainConfig | None = None) -> TrainResult:
     """Inject LoRA into ``pipe.unet`` (unless it already has LoRA layers) and train it on ``dataset``.
 
@@ -303,158 +534,55 @@ def train_lora(pipe, dataset, config: TrainConfig | None = None) -> TrainResult:
     ``pipe.unet``; with ``cfg.output_dir`` it is also saved (``lora.safetensors``, or ``lora/``
     for PEFT), with ``loss.png`` and a checkpoint to resume from. Under ``accelerate launch`` with
     several processes, every process calls it, with the pipeline on ``accelerate.PartialState().device``.
+
+    The steps, as lesson 06 teaches them: :func:`prepare`, :func:`cache_dataset`, :func:`add_lora`,
+    :func:`make_optimizer`, :func:`resume`, then :func:`training_step` for every step with
+    :func:`validation_loss`, :func:`sample_during_training` and :func:`checkpoint` when they are due,
+    and :func:`finish`.
     """
     cfg = config or TrainConfig()  # (the parameter hides the lorakit.config module, unused in here)
     unet, device = pipe.unet, pipe.device
-    check_config(cfg, device)
-    preflight(cfg, pipe, device)
-    accelerator = _make_accelerator(cfg, device)
-    world, main = accelerator.num_processes, accelerator.is_main_process
-    mine = process_rows(cfg.batch_size, world, accelerator.process_index)  # (all rows with one process)
-    if world > 1 and device.type != "cpu" and device != accelerator.device:
-        raise ValueError(f"process {accelerator.process_index} of {world} has the pipeline on {device} but accelerate "
-                         f"gave it {accelerator.device}: load the pipeline on accelerate.PartialState().device.")
+    accelerator, mine = prepare(pipe, cfg)  # 1
     resolution = cfg.resolution or unet.config.sample_size * pipe.vae_scale_factor
-    latents, embeddings, rows = cache_dataset(pipe, dataset, resolution, flip=cfg.flip,
+    latents, embeddings, rows = cache_dataset(pipe, dataset, resolution, flip=cfg.flip,  # 2
                                               empty_prompt=cfg.caption_dropout > 0)
-    names = [n for n, _ in inject.lora_layers(unet)]
-    if not names:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)  # the LoRA A init depends on the seed only
-            names = inject.inject_lora(unet, r=cfg.r, alpha=cfg.alpha, target_modules=cfg.target_modules,
-                                       dropout=cfg.lora_dropout)
+    names = add_lora(unet, cfg)  # 3
     params = [p for _, layer in inject.lora_layers(unet) for p in (layer.lora_A.weight, layer.lora_B.weight)]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
-    ema = [p.detach().clone() for p in params] if cfg.ema_decay else []  # the average, float32 like the LoRA
-    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
-    optimizer = accelerator.prepare_optimizer(optimizer)  # fp16: loss scaling via its GradScaler
+    optimizer, lr_scheduler = make_optimizer(params, cfg, accelerator)  # 4
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     noise_scheduler.alphas_cumprod = noise_scheduler.alphas_cumprod.to(device)
-    num_timesteps = noise_scheduler.config.num_train_timesteps
     out = Path(cfg.output_dir) if cfg.output_dir else None
-    history, val_history, samples, start = [], [], [], 0
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        if cfg.resume and (out / CHECKPOINT).exists():
-            state = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)  # our own file
-            changed = [f"{k}: {state['config'][k]!r} -> {v!r}" for k, v in asdict(cfg).items()
-                       if k in RESUME_KEYS and _plain(state["config"][k]) != _plain(v)]
-            if changed:
-                raise ValueError(f"{out / CHECKPOINT} was trained with other settings ({'; '.join(changed)}): "
-                                 "use another output_dir, or resume=False to start again (the checkpoint is overwritten).")
-            inject.load_lora_state_dict(unet, state["lora"])
-            optimizer.load_state_dict(state["optimizer"])
-            lr_scheduler.load_state_dict(state["lr_scheduler"])
-            if accelerator.scaler is not None and "scaler" in state:
-                accelerator.scaler.load_state_dict(state["scaler"])
-            torch.set_rng_state(state["rng"])
-            history, start = state["history"], state["step"]
-            for e, saved in zip(ema, state.get("ema", []), strict=True):
-                e.copy_(saved)
-            val_history = [tuple(v) for v in state["val_history"]]
-
-    # Validation: the same images, timesteps and noise every time, so its curve is smooth.
-    val_gen = torch.Generator().manual_seed(cfg.seed + 12345)
-    val_idx = torch.arange(cfg.num_validation) % len(latents)  # (V,)
-    val_t = torch.linspace(0, num_timesteps - 1, cfg.num_validation).long().to(device)  # (V,)
-    val_noise = torch.randn((cfg.num_validation, *latents.shape[1:]), generator=val_gen).to(device)  # (V, 4, h, w)
-
-    @torch.no_grad()
-    def validation_loss() -> float:
-        unet.eval()  # no LoRA dropout: the same number for the same weights
-        try:
-            with accelerator.autocast():
-                return epsilon_loss(unet, noise_scheduler, latents[val_idx], embeddings[rows[val_idx]],
-                                    val_t, val_noise, cfg.min_snr_gamma).item()
-        finally:
-            unet.train()
-
-    def checkpoint(step: int) -> None:
-        state = {"lora": {k: v.cpu().clone() for k, v in inject.lora_state_dict(unet).items()},
-                 "optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(),
-                 "step": step, "history": history, "val_history": [list(v) for v in val_history],
-                 "rng": torch.get_rng_state(), "config": {k: _plain(v) for k, v in asdict(cfg).items()}}
-        if accelerator.scaler is not None:
-            state["scaler"] = accelerator.scaler.state_dict()
-        if ema:
-            state["ema"] = [e.cpu().clone() for e in ema]
-        save_checkpoint(state, out / CHECKPOINT)
+    run = TrainingRun(pipe=pipe, cfg=cfg, accelerator=accelerator, mine=mine, resolution=resolution,
+                      latents=latents, embeddings=embeddings, rows=rows, names=names, params=params,
+                      optimizer=optimizer, lr_scheduler=lr_scheduler, noise_scheduler=noise_scheduler,
+                      ema=[p.detach().clone() for p in params] if cfg.ema_decay else [], out=out)
+    resume(run)  # 5
+    fixed = validation_indices(run)
 
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     was_training = unet.training
     unet.train()  # diffusers' checkpointing and LoRA dropout act in train mode only
     try:
-        if cfg.validation_every and start == 0:
-            val_history.append((0, validation_loss()))
-        micro = cfg.batch_size
-        bar = tqdm(range(start, cfg.steps), desc="LoRA", initial=start, total=cfg.steps,
-                   disable=not (cfg.progress and main))
+        if cfg.validation_every and run.start == 0:
+            run.val_history.append((0, validation_loss(run, fixed)))
+        bar = tqdm(range(run.start, cfg.steps), desc="LoRA", initial=run.start, total=cfg.steps,
+                   disable=not (cfg.progress and run.main))
         for step in bar:
-            # Everything random in a step comes from (seed, step): a resumed run draws the same batches.
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-            total = micro * cfg.grad_accum
-            idx = torch.randint(len(latents), (total,), generator=gen).to(device)  # (B*A,)
-            t = torch.randint(0, num_timesteps, (total,), generator=gen).to(device)  # (B*A,)
-            noise = torch.randn((total, *latents.shape[1:]), generator=gen).to(device)  # (B*A, 4, h, w)
-            context = rows[idx]  # (B*A,) embedding row of each picture
-            if cfg.caption_dropout > 0:  # some pictures get the empty prompt (last row), as guidance's other branch
-                dropped = (torch.rand(total, generator=gen) < cfg.caption_dropout).to(device)  # (B*A,)
-                context = torch.where(dropped, len(embeddings) - 1, context)
-            step_loss = 0.0
-            # LoRA dropout draws from torch's global generator: seed it from (seed, step, process) as well,
-            # and give it back as it was.
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(cfg.seed * 1_000_003 + step + 7_919 * accelerator.process_index)
-                for k in range(cfg.grad_accum):
-                    part = slice(k * micro + mine.start, k * micro + mine.stop)  # this process's rows of micro-batch k
-                    with accelerator.accumulate(unet), accelerator.autocast():
-                        loss = epsilon_loss(unet, noise_scheduler, latents[idx[part]], embeddings[context[part]],
-                                            t[part], noise[part], cfg.min_snr_gamma)
-                        loss = loss * ((mine.stop - mine.start) / micro)  # its share of the batch's mean (x 1.0 alone)
-                        accelerator.backward(loss)  # divides by grad_accum
-                    step_loss += loss.item() / cfg.grad_accum
-            step_loss = all_reduce_grads(accelerator, params, step_loss)  # the whole batch's gradient and loss
-            if not math.isfinite(step_loss):  # checked after the all-reduce, so that every process stops
-                lr = lr_scheduler.get_last_lr()[0]
-                raise RuntimeError(f"the loss became {step_loss} at step {step + 1} of {cfg.steps} (lr {lr:.3g}): "
-                                   "training diverged. Lower the learning rate, or train in float32 "
-                                   "(mixed_precision='no').")
-            if cfg.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-            optimizer.step()
-            if ema:  # diffusers' EMAModel warm-up: the average forgets its start quickly
-                decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-                with torch.no_grad():
-                    torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
-            lr_scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            history.append(step_loss)
+            run.history.append(training_step(run, step))  # 6
             done = step + 1
-            bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2g}")
-            if cfg.validation_every and done % cfg.validation_every == 0:
-                val_history.append((done, validation_loss()))
-            if cfg.sample_every and done % cfg.sample_every == 0 and main:
-                unet.eval()
-                images = sample.generate(pipe, list(cfg.sample_prompts), seeds=list(range(len(cfg.sample_prompts))),
-                                         resolution=resolution)
-                unet.train()
-                samples.append((done, images))
-                if out is not None:
-                    sample.image_grid(images, labels=cfg.sample_prompts).save(out / f"samples_{done:06d}.png")
-            if out is not None and main and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
-                                             or done == cfg.steps):
-                checkpoint(done)
+            bar.set_postfix(loss=f"{run.history[-1]:.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2g}")
+            if cfg.validation_every and done % cfg.validation_every == 0:  # 7
+                run.val_history.append((done, validation_loss(run, fixed)))
+            if cfg.sample_every and done % cfg.sample_every == 0 and run.main:
+                sample_during_training(run, done)
+            if out is not None and run.main and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
+                                                 or done == cfg.steps):
+                checkpoint(run, done)  # 8
     finally:
         unet.train(was_training)
         if cfg.gradient_checkpointing:
             unet.disable_gradient_checkpointing()
-    if ema:
-        with torch.no_grad():
-            torch._foreach_copy_(params, ema)  # the LoRA left in the UNet and saved is the average
-    result = TrainResult(history=history, val_history=val_history, samples=samples, lora_names=names)
-    if out is not None and main:
-        formats.save_lora(unet, out / ("lora" if cfg.save_format == "peft" else "lora.safetensors"), cfg.save_format)
-        save_loss_plot(result, out / "loss.png")
-    accelerator.wait_for_everyone()  # every process returns once the files are there
-    return result
+    return finish(run)  # 9

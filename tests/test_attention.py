@@ -5,7 +5,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
 
-from lorakit import attention, config, data, models, sample
+from lorakit import attention, config, imagefolder, models, sample
 
 TOL = 1e-5
 
@@ -206,7 +206,7 @@ def test_capture_on_a_real_run_changes_no_pixel_and_seeds_repeat(pipe):
     assert [i.tobytes() for i in first] == [i.tobytes() for i in again]
     assert first[0].tobytes() != other_seed[0].tobytes()
     for a, b in zip(first, captured, strict=True):
-        assert (data.to_tensor(a) - data.to_tensor(b)).abs().max() <= 2 / 127.5  # at most one 8-bit level
+        assert (imagefolder.to_tensor(a) - imagefolder.to_tensor(b)).abs().max() <= 2 / 127.5  # at most one 8-bit level
     steps = len(next(iter(records.values())))
     assert steps == len(pipe.scheduler.timesteps)  # one record per denoising step
     assert attention.token_maps(records, 3).shape == (2, 64, 64)
@@ -225,7 +225,7 @@ def test_plain_diffusers_loads_the_tiny_sd_and_capture_works_on_it():
 
 
 def test_the_committed_tiny_sds_words_look_at_their_shape(pipe):
-    """Issue 3's "circle lights up the shape": the colour and shape words' maps correlate with the drawn shape."""
+    """Lesson 04's "circle lights up the shape": the colour and shape words' maps correlate with the drawn shape."""
     import numpy as np
 
     from lorakit import metrics

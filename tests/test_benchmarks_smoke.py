@@ -47,7 +47,7 @@ def test_gpu_train_runs_on_the_cpu_with_an_sd_shaped_unet(capsys, tmp_path):
 
 
 def test_flops_per_sample_is_sd15s_1_73_tflop():
-    """The issue's 1.73 TFLOP a sample: forward + input-gradient backward of SD 1.5's UNet at 512x512."""
+    """SD 1.5's 1.73 TFLOP a sample: forward + input-gradient backward of SD 1.5's UNet at 512x512."""
     flops = gpu_train.flops_per_sample(models.SD15_UNET_CONFIG, latent=64)
     assert (flops["forward"] + flops["backward_input"]) / 1e12 == pytest.approx(1.73, abs=0.01)
     assert flops["backward_input"] > flops["forward"]
@@ -115,3 +115,18 @@ def test_style_lora_standard_error():
     assert err["colour"] == 0
     assert err["shape"] == pytest.approx(0.25 / 3 ** 0.5)
     assert style_lora.standard_error([result(4, 2, 1)]) == dict(style=0, colour=0, shape=0)
+
+
+def test_notebook_times_runs_both_modes_and_the_switch_reaches_the_kernel(tmp_path, capsys):
+    import nbformat
+
+    from benchmarks import notebook_times
+
+    path, seen = tmp_path / "00_probe.ipynb", tmp_path / "seen.txt"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        f"from lorakit import config\nopen({str(seen)!r}, 'a').write(str(config.is_test_run()) + ' ')")]), path)
+    result = notebook_times.main([str(path), "--repeats", "1", "--out", str(tmp_path / "times.json")])
+    assert seen.read_text().split() == ["True", "False"]  # test mode, then the student's
+    assert set(result[path.name]) == {"test", "student"} and all(t[0] > 0 for t in result[path.name].values())
+    assert "00_probe.ipynb" in capsys.readouterr().out
+    assert json.loads((tmp_path / "times.json").read_text())["runs"] == result

@@ -149,7 +149,7 @@ def test_python_m_lorakit_cli(tmp_path):
 
 
 def free_port() -> int:
-    with socket.socket() as probe:  # other test runs on this machine may hold accelerate's default 29500
+    with socket.socket() as probe:  # another test run may hold accelerate's default 29500
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
-from lorakit import config, data, formats, inject, memory, models, train
+from lorakit import config, formats, imagefolder, inject, memory, models, shapes, train
 
 
 @pytest.fixture(scope="module")
@@ -26,19 +26,19 @@ def trained(sd_dir, tmp_path_factory):
     base = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
     cfg = train.TrainConfig.for_mode("full", steps=3, batch_size=2, resolution=64, warmup_steps=1,
                                      lr=1e-2, progress=False, output_dir=str(tmp_path_factory.mktemp("run")))
-    dataset = data.ImageFolderDataset(config.DATA_DIR / "styles" / "outline", resolution=64)
+    dataset = imagefolder.ImageFolderDataset(config.DATA_DIR / "styles" / "outline", resolution=64)
     result = train.train_lora(pipe, dataset, cfg)
     return pipe, base, cfg, result
 
 
 def test_full_mode_defaults():
     cfg = train.TrainConfig.for_mode("full")
-    assert (cfg.resolution, cfg.mixed_precision, cfg.gradient_checkpointing) == (512, "bf16", True)
+    assert (cfg.resolution, cfg.mixed_precision, cfg.gradient_checkpointing) == (None, "bf16", True)  # the model's own
     assert (cfg.r, cfg.target_modules, cfg.lr_schedule, cfg.min_snr_gamma) == (16, "attn2", "cosine", 5.0)
     assert train.TrainConfig.for_mode("full", r=4).r == 4  # overrides win
     assert config.get_preset("full").model == config.SD15_HUB_ID
     small = train.TrainConfig.for_mode("small")
-    assert (small.resolution, small.mixed_precision, small.gradient_checkpointing) == (64, "no", False)
+    assert (small.resolution, small.mixed_precision, small.gradient_checkpointing) == (None, "no", False)
 
 
 def test_a_local_directory_loads_in_half_precision(sd_dir):
@@ -67,7 +67,7 @@ def test_bf16_training_with_checkpointing_trains_only_the_float32_lora(trained):
 
 def test_checkpointing_gives_the_same_first_step(sd_dir):
     """Checkpointing trades time for memory; it must not change what is computed."""
-    dataset = data.ShapesDataset(4, seed=3, style="outline")
+    dataset = shapes.ShapesDataset(4, seed=3, style="outline")
     histories = []
     for checkpointing in (False, True):
         pipe = models.load_pipeline(sd_dir, device="cpu", dtype="float32")

@@ -29,7 +29,7 @@ def unet(pretrained_unet):
 def unet_inputs(pretrained_unet):
     gen = torch.Generator().manual_seed(0)
     cfg = pretrained_unet.config
-    # Small on purpose (8x8 latents, 8 text tokens): every forward below runs on a busy 2-core CPU.
+    # Small on purpose (8x8 latents, 8 text tokens): every forward below runs on a 2-core CPU.
     sample = torch.randn(1, cfg.in_channels, 8, 8, generator=gen)  # (1, 4, 8, 8)
     text = torch.randn(1, 8, cfg.cross_attention_dim, generator=gen)  # (1, 8, 64)
     return sample, torch.tensor([500]), text

@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
-from lorakit import config, data, metrics, models, sample
+from lorakit import config, imagefolder, metrics, models, sample, shapes
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_tokenizer_has_one_token_per_word_and_reserved_words(pipe):
     tokenizer = pipe.tokenizer
     for word in models.CAPTION_WORDS + models.RESERVED_WORDS:
         assert len(tokenizer(word, add_special_tokens=False).input_ids) == 1, word
-    captions = {data.ShapesDataset(500, empty_caption_prob=0.1).caption(i) for i in range(500)}
+    captions = {shapes.ShapesDataset(500, empty_caption_prob=0.1).caption(i) for i in range(500)}
     used = {word for caption in captions for word in caption.split()}
     assert used <= set(models.CAPTION_WORDS)
     assert not used & set(models.RESERVED_WORDS), "reserved words must never appear in pretraining"
@@ -76,7 +76,7 @@ def test_seeded_generation_is_repeatable_and_batch_independent(pipe):
     again = sample.generate(pipe, ["a red circle", "a blue square"], seeds=[3, 4], num_inference_steps=3)
     alone = sample.generate(pipe, "a blue square", seeds=4, num_inference_steps=3)
     assert [i.tobytes() for i in first] == [i.tobytes() for i in again]
-    assert torch.allclose(data.to_tensor(first[1]), data.to_tensor(alone[0]), atol=2 / 127.5)
+    assert torch.allclose(imagefolder.to_tensor(first[1]), imagefolder.to_tensor(alone[0]), atol=2 / 127.5)
 
 
 def test_load_pipeline_from_a_local_directory(tmp_path, pipe):
@@ -98,6 +98,22 @@ def test_hub_ids_go_to_from_pretrained(monkeypatch):
         models.load_pipeline(config.SD15_HUB_ID, device="cpu")
     assert seen["source"] == config.SD15_HUB_ID and seen["local_files_only"] is False
     assert seen["safety_checker"] is None
+
+
+@pytest.mark.parametrize("model, want", [("tiny", torch.float32), (config.SD15_HUB_ID, torch.bfloat16)])
+def test_on_a_gpu_the_tiny_sd_stays_float32_and_sd15_goes_half(monkeypatch, model, want):
+    """The weights' dtype follows the model: a GPU runtime draws the tiny SD as the lessons' CPU does."""
+    seen = {}
+
+    def fake_from_pretrained(source, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(StableDiffusionPipeline, "from_pretrained", fake_from_pretrained)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    with pytest.raises(RuntimeError, match="stop here"):
+        models.load_pipeline(model, device="cuda")  # the device is only named: nothing reaches it
+    assert seen[models.DTYPE_KWARG] == want
 
 
 def test_clear_errors_for_bad_model_paths(tmp_path):

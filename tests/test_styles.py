@@ -10,11 +10,11 @@ import torch
 from PIL import Image
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from lorakit import config, data, metrics, models, styles
+from lorakit import config, imagefolder, metrics, models, shapes, styles
 
 
 def _rows(folder):
-    lines = (folder / data.METADATA).read_text(encoding="utf-8").splitlines()
+    lines = (folder / imagefolder.METADATA).read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines if line.strip()]
 
 
@@ -27,12 +27,12 @@ def test_committed_set_equals_what_make_outline_set_writes(tmp_path):
         with Image.open(styles.OUTLINE_DIR / row["file_name"]) as a, Image.open(made / row["file_name"]) as b:
             assert a.format == "PNG" and a.mode == "RGB" and a.size == (64, 64)
             assert np.array_equal(np.asarray(a), np.asarray(b)), row["file_name"]
-    extra = {p.name for p in styles.OUTLINE_DIR.iterdir()} - {r["file_name"] for r in committed_rows} - {data.METADATA}
+    extra = {p.name for p in styles.OUTLINE_DIR.iterdir()} - {r["file_name"] for r in committed_rows} - {imagefolder.METADATA}
     assert not extra, f"files in {styles.OUTLINE_DIR} that metadata.jsonl does not list: {extra}"
 
 
 def test_the_set_reads_as_an_image_folder():
-    dataset = data.ImageFolderDataset(styles.OUTLINE_DIR)
+    dataset = imagefolder.ImageFolderDataset(styles.OUTLINE_DIR)
     image, caption = dataset[0]
     assert len(dataset) == styles.OUTLINE_SIZE
     assert image.shape == (3, 64, 64) and image.min() >= -1 and image.max() <= 1
@@ -40,8 +40,8 @@ def test_the_set_reads_as_an_image_folder():
 
 
 def test_detectors_read_every_picture_of_the_set_as_its_caption_says():
-    dataset = data.ImageFolderDataset(styles.OUTLINE_DIR)
-    parsed = {styles.caption(c, s): (c, s) for c in data.COLOURS for s in data.SHAPES}
+    dataset = imagefolder.ImageFolderDataset(styles.OUTLINE_DIR)
+    parsed = {styles.caption(c, s): (c, s) for c in shapes.COLOURS for s in shapes.SHAPES}
     for i in range(len(dataset)):
         colour, shape = parsed[dataset.caption(i)]
         assert metrics.detect(dataset.image(i)) == {"colour": colour, "shape": shape, "style": "outline"}
@@ -52,7 +52,7 @@ def test_detector_tells_outline_from_filled_on_pictures_like_the_set():
     right = 0
     for style in ("outline", "filled"):
         for spec, _ in styles.outline_examples(count=n, seed=1000, style=style):
-            right += metrics.detect_style(data.render(spec)) == style
+            right += metrics.detect_style(shapes.render(spec)) == style
     assert right / (2 * n) >= 0.99, right
 
 
@@ -62,9 +62,9 @@ def test_held_out_combinations_are_absent_and_every_colour_and_shape_is_present(
     assert held_out and not held_out & captions
     assert set(styles.style_prompts(held_out=False)) == captions
     seen = set(styles.OUTLINE_TRAIN)
-    assert {c for c, _ in seen} == set(data.COLOURS) and {s for _, s in seen} == set(data.SHAPES)
+    assert {c for c, _ in seen} == set(shapes.COLOURS) and {s for _, s in seen} == set(shapes.SHAPES)
     assert seen.isdisjoint(styles.OUTLINE_HELD_OUT)
-    assert len(seen) + len(styles.OUTLINE_HELD_OUT) == len(data.COLOURS) * len(data.SHAPES)
+    assert len(seen) + len(styles.OUTLINE_HELD_OUT) == len(shapes.COLOURS) * len(shapes.SHAPES)
 
 
 def test_style_prompts_with_and_without_trigger():
@@ -102,3 +102,22 @@ def test_trigger_after_the_prompt_leaves_the_prompt_tokens_unchanged(tiny_sd):
         full = encoder(styled).last_hidden_state[0]  # (n + 4, width): + in sks style <end>
     torch.testing.assert_close(a, full[:n])
     assert full.shape[0] == n + 4 and (full[n:] - a[-1]).abs().max() > 0.1  # the trigger adds new tokens
+
+
+def test_lesson_07s_loras_are_committed_for_the_current_settings():
+    """Lesson 07 loads these instead of training four LoRAs in class: they must be the preset's, at every rank."""
+    from lorakit import formats
+    want = {styles.lora_folder_name(r, styles.LAB_STEPS): r for r in styles.LAB_RANKS}
+    committed = {p.parent.name for p in styles.TRAINED_DIR.glob("*/lora.safetensors")}
+    assert committed == set(want), ("data/loras/outline does not hold lesson 07's LoRAs for the current settings "
+                                    f"(missing {set(want) - committed}, stale {committed - set(want)}): retrain them "
+                                    "with `python -m lorakit.styles --loras` and delete the stale folders.")
+    for name, r in want.items():
+        weights = formats.load_lora(styles.TRAINED_DIR / name / "lora.safetensors")
+        assert (weights.format, weights.r, weights.alpha, len(weights.modules)) == ("kohya", r, float(r), 96)
+        assert not any(p.name != "lora.safetensors" for p in (styles.TRAINED_DIR / name).iterdir()), "no checkpoints"
+
+
+def test_train_or_load_takes_a_committed_lora_without_training(tmp_path):
+    path = styles.train_or_load(object(), styles.LAB_RANKS[0], styles.LAB_STEPS, tmp_path)  # no pipeline needed
+    assert path.is_relative_to(styles.TRAINED_DIR) and not any(tmp_path.iterdir())

@@ -8,7 +8,7 @@ import torch
 from diffusers import DDPMScheduler
 from diffusers.training_utils import compute_snr
 
-from lorakit import data, formats, inject, memory, models, train
+from lorakit import formats, inject, memory, models, shapes, train
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def pipe(base_pipe):
 
 @pytest.fixture(scope="module")
 def dataset():
-    return data.ShapesDataset(8, seed=3, style="outline")  # a style the tiny SD never saw
+    return shapes.ShapesDataset(8, seed=3, style="outline")  # a style the tiny SD never saw
 
 
 def quick(**overrides) -> train.TrainConfig:
@@ -354,14 +354,30 @@ def test_learning_rate_schedule():
 
 def test_for_mode():
     small, full = train.TrainConfig.for_mode("small"), train.TrainConfig.for_mode("full", r=8)
-    assert small.resolution == 64 and small.mixed_precision == "no"
-    # The small preset is the one measured on the outline style set (README "Style LoRA").
+    assert small.resolution is None and small.mixed_precision == "no"  # the resolution is the model's own
+    # The small preset is the one measured on the outline style set (docs/style-lora.md).
     assert (small.r, small.min_snr_gamma, small.flip, small.caption_dropout, small.lora_dropout, small.target_modules,
             small.steps) == (8, 2.0, True, 0.3, 0.1, "attn2+ff", 300)
     assert full.target_modules == "attn2"  # SD 1.5: cross-attention only (the small preset's ff measured on the tiny SD)
     assert not full.flip and full.caption_dropout == 0  # SD 1.5 subjects may not be symmetric
     assert train.TrainConfig().lora_dropout == 0 and full.lora_dropout == 0
-    assert full.resolution == 512 and full.mixed_precision == "bf16" and full.r == 8
+    assert full.resolution is None and full.mixed_precision == "bf16" and full.r == 8
+
+
+def test_the_full_preset_trains_the_tiny_sd_at_its_own_resolution(pipe, dataset):
+    """On a GPU runtime for_mode() gives the full preset: on the tiny SD it is a valid run at 64 px, not 512."""
+    cfg = train.TrainConfig.for_mode("full", steps=2, batch_size=2, warmup_steps=1, mixed_precision="no",
+                                     gradient_checkpointing=False, progress=False)
+    result = train.train_lora(pipe, dataset, cfg)
+    assert len(result.history) == 2 and all(math.isfinite(v) for v in result.history)
+    assert len(result.lora_names) == 64 and all(".attn2." in n for n in result.lora_names)
+
+
+def test_a_resolution_the_model_does_not_draw_says_what_to_set(pipe, dataset):
+    with pytest.raises(ValueError, match=r"training expects \(3, 512, 512\): build the dataset with resolution=512 "
+                                         r"or set TrainConfig.resolution"):
+        train.train_lora(pipe, dataset, quick(resolution=512))
+    assert next(inject.lora_layers(pipe.unet), None) is None, "nothing was injected"
 
 
 @pytest.mark.parametrize("data_kind, overrides, message", [
@@ -377,7 +393,7 @@ def test_for_mode():
     ("small_images", {}, r"shape \(3, 32, 32\).*resolution=64"),
 ])
 def test_bad_input_is_refused_clearly(pipe, data_kind, overrides, message):
-    dataset = {"empty": [], "shapes": data.ShapesDataset(2), "small_images": data.ShapesDataset(2, resolution=32)}[data_kind]
+    dataset = {"empty": [], "shapes": shapes.ShapesDataset(2), "small_images": shapes.ShapesDataset(2, resolution=32)}[data_kind]
     with pytest.raises(ValueError, match=message):
         train.train_lora(pipe, dataset, quick(**overrides))
     assert not list(inject.lora_layers(pipe.unet))  # nothing was injected

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lorakit import lowrank, widgets
+from lorakit import lora, lowrank, sample, widgets
 
 matplotlib.use("Agg")
 
@@ -165,8 +165,8 @@ def reference_images(pipe, weights, prompts, seeds, scale=1.0):
 
 def count_generations(monkeypatch):
     calls = []
-    real = widgets.sample.generate
-    monkeypatch.setattr(widgets.sample, "generate", lambda *a, **k: calls.append(a[1:3]) or real(*a, **k))
+    real = sample.generate
+    monkeypatch.setattr(sample, "generate", lambda *a, **k: calls.append(a[1:3]) or real(*a, **k))
     return calls
 
 
@@ -273,7 +273,7 @@ def test_rank_alpha_explorer_never_recomputes_a_seen_setting(pipe, monkeypatch):
 def test_errors_in_the_lora_callbacks_surface_and_are_kept(pipe, monkeypatch, build):
     if build == "ledger":
         ui, control, value = widgets.alpha_ledger_explorer(), "r_slider", 9
-        monkeypatch.setattr(widgets, "alpha_ledger", lambda r, alpha: (_ for _ in ()).throw(RuntimeError("boom")))
+        monkeypatch.setattr(lora, "alpha_ledger", lambda r, alpha: (_ for _ in ()).throw(RuntimeError("boom")))
     else:
         weights = random_lora(pipe, 1)
         if build == "scale":
@@ -404,3 +404,15 @@ def test_train_or_load_trains_once_per_setting(pipe, tmp_path, monkeypatch):
             styles.train_or_load(pipe, 4, 1, tmp_path, batch_size=2)
     finally:
         inject.remove_lora(pipe.unet)
+
+
+def test_sliders_are_wide_enough_to_aim_and_labels_are_not_cut():
+    """ipywidgets' default slider is ~120 px of track for 1-200 ranks; the ledger's checkbox label was cut short."""
+    from lorakit.widgets import _base
+    svd, ledger = widgets.svd_explorer(smooth_image(), max_rank=40), widgets.alpha_ledger_explorer(r=16)
+    for control in (svd.slider, ledger.r_slider, ledger.slider):
+        assert control.layout.width == _base.SLIDER_LAYOUT["width"] and control.layout.max_width == "640px"
+        assert control.style.description_width == _base.LABEL_STYLE["description_width"]
+        assert not control.continuous_update
+    assert ledger.defaults.indent is False and ledger.defaults.layout.width == "auto"
+    assert ledger.defaults in ledger.children, "the checkbox has a row of its own, not squeezed beside two sliders"

@@ -1,7 +1,8 @@
-"""Pretraining the tiny Stable Diffusion on the shapes world: ``python -m lorakit.pretrain``.
+"""Pretraining the tiny Stable Diffusion on the shapes world: ``python -m lorakit.maintainer.pretrain``.
 
-Introduced in notebooks/03_stable_diffusion_anatomy.ipynb (the model it makes is used by every
-later lesson; the committed weights in ``data/models/tiny-sd`` came from this file).
+A maintainer's tool, not a lesson's concept: it made the weights committed in ``data/models/tiny-sd``
+that every lesson from 03 on loads (docs/tiny-sd.md tells the three runs and their commands). A
+student never needs to run it; a teacher may, to see that the model is reproducible.
 
 Two stages, both seeded and resumable from the last checkpoint in ``--work-dir``:
 
@@ -37,7 +38,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from tqdm.auto import tqdm
 
-from lorakit import attention, config, data, files, metrics, models
+from lorakit import attention, config, files, metrics, models, shapes
 from lorakit.train import warmup_cosine
 
 
@@ -58,7 +59,7 @@ class PretrainConfig:
     empty_caption_prob: float = 0.1
     checkpoint_every: int = 500
     stop_at: int = 0  # >0: stop after this many steps of the `steps`-long schedule (same weights as a run cut there)
-    max_seconds: float = 0.0  # >0: a safety valve on a lent GPU; the UNet stage stops and saves there
+    max_seconds: float = 0.0  # >0: a time limit; the UNet stage stops and saves there (resume from the checkpoint)
     device: str = ""  # "" picks CUDA when present (config.get_device)
     pair_fraction: float = 0.0  # share of pictures with two shapes, "a red circle and a blue square"
     init_from: str = ""  # a saved tiny SD to continue from: its VAE is kept, the UNet and text encoder go on
@@ -67,15 +68,15 @@ class PretrainConfig:
 
 
 def is_pair(index: int, seed: int, pair_fraction: float) -> bool:
-    """Whether picture ``index`` of the pretraining stream holds two shapes (``data.sample_pair``)."""
+    """Whether picture ``index`` of the pretraining stream holds two shapes (``shapes.sample_pair``)."""
     return pair_fraction > 0 and np.random.default_rng([seed, index, 3]).random() < pair_fraction
 
 
-def specs_of(index: int, seed: int, pair_fraction: float = 0.0) -> list[data.ShapeSpec]:
-    """The shapes of picture ``index``: one (``data.sample_spec``) or two (``data.sample_pair``)."""
+def specs_of(index: int, seed: int, pair_fraction: float = 0.0) -> list[shapes.ShapeSpec]:
+    """The shapes of picture ``index``: one (``shapes.sample_spec``) or two (``shapes.sample_pair``)."""
     if is_pair(index, seed, pair_fraction):
-        return list(data.sample_pair(index, seed))
-    return [data.sample_spec(index, seed)]
+        return list(shapes.sample_pair(index, seed))
+    return [shapes.sample_spec(index, seed)]
 
 
 def render_all(num_images: int, seed: int, resolution: int = 64, pair_fraction: float = 0.0) -> torch.Tensor:
@@ -92,7 +93,7 @@ def _in_chunks(fn, num_images: int, *args) -> torch.Tensor:
 
 def _render_chunk(args: tuple[int, int, int, int, float]) -> np.ndarray:
     start, stop, seed, resolution, pair_fraction = args
-    return np.stack([np.asarray(data.render_scene(specs_of(i, seed, pair_fraction), resolution))
+    return np.stack([np.asarray(shapes.render_scene(specs_of(i, seed, pair_fraction), resolution))
                      for i in range(start, stop)])
 
 
@@ -111,7 +112,7 @@ def _mask_chunk(args: tuple[int, int, int, float, int, int]) -> np.ndarray:
     cell = resolution // latent
     for row, i in enumerate(range(start, stop)):
         for k, spec in enumerate(specs_of(i, seed, pair_fraction)):
-            ink = metrics.ink_mask(data.render(spec, resolution))  # (resolution, resolution)
+            ink = metrics.ink_mask(shapes.render(spec, resolution))  # (resolution, resolution)
             out[row, k] = ink.reshape(latent, cell, latent, cell).mean((1, 3))
     return out
 
@@ -173,7 +174,7 @@ def caption_table(num_images: int, seed: int, tokenizer,
     for i in range(num_images):
         specs = specs_of(i, seed, pair_fraction)
         if len(specs) == 2:
-            texts = (data.pair_caption(specs),) * 2
+            texts = (shapes.pair_caption(specs),) * 2
         else:
             texts = (specs[0].caption(with_size=False), specs[0].caption(with_size=True))
         pair = []
@@ -230,7 +231,7 @@ def tune_decoder(vae, images: torch.Tensor, cfg: PretrainConfig, device) -> list
     latent space the UNet learned stays exactly the same. Returns the loss every 10 steps.
     """
     outlines = torch.from_numpy(np.stack([
-        np.asarray(data.render(data.sample_spec(i, cfg.seed + 7, style="outline"), images.shape[-1]))
+        np.asarray(shapes.render(shapes.sample_spec(i, cfg.seed + 7, style="outline"), images.shape[-1]))
         for i in range(len(images))])).permute(0, 3, 1, 2)  # (N, 3, H, W)
     pictures = torch.cat([images, outlines])
     vae.to(device).requires_grad_(False).decoder.requires_grad_(True)
@@ -397,7 +398,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
     pipe = models.make_pipeline(parts)
     tmp = out.with_name(out.name + ".tmp")
     pipe.save_pretrained(tmp, safe_serialization=True)
-    log = {"config": asdict(cfg), "vae_scaling_factor": scaling, "device": str(device),
+    log = {"config": _portable_paths(asdict(cfg)), "vae_scaling_factor": scaling, "device": str(device),
            "steps_done": result["steps_done"], "torch": torch.__version__, "seconds": round(time.time() - started, 1),
            "loss_every_10_steps": [round(v, 5) for v in result["history"]],
            **({"decoder_loss_every_10_steps": [round(v, 5) for v in decoder_history]} if decoder_history else {})}
@@ -411,6 +412,19 @@ def pretrain(cfg: PretrainConfig) -> Path:
     os.replace(tmp, out)
     print(f"saved the tiny SD to {out} in {log['seconds']} s")
     return out
+
+
+def _portable_paths(settings: dict) -> dict:
+    """The settings with their folders relative to the repository (or as ``<elsewhere>/name``): no machine's paths in the log."""
+    portable = dict(settings)
+    for key in ("out", "work_dir", "init_from"):
+        if portable.get(key):
+            path = Path(portable[key]).resolve()
+            try:
+                portable[key] = str(path.relative_to(config.REPO_ROOT))
+            except ValueError:
+                portable[key] = f"<elsewhere>/{path.name}"
+    return portable
 
 
 def main(argv: list[str] | None = None) -> None:
