@@ -25,7 +25,7 @@ and caption), so a teacher can regenerate it, and students can open it as the ex
 :func:`train_or_load` trains the outline LoRA once per setting and keeps it on disk (lesson 07
 sweeps ranks): "load if present, otherwise train". The LoRAs of lesson 07's sweep (``LAB_RANKS``
 at ``LAB_STEPS`` steps, the small preset) are committed in ``data/loras/outline``, trained by
-``python -m lorakit.styles --loras`` with exactly these settings: four runs of three minutes each
+``python -m lorakit.styles --loras`` with exactly these settings: four runs of about two minutes each
 would not fit a class period on a laptop, and loading them does. A test keeps them in step with
 the preset: change a setting, and the files must be trained again.
 
