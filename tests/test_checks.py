@@ -50,3 +50,27 @@ def test_equal_and_true(capsys):
 def test_tensors_on_any_dtype_are_compared_in_float64():
     half = torch.tensor([1.0, 2.0], dtype=torch.bfloat16)
     assert checks.close("bf16", half, [1.0, 2.0]) == 0.0
+
+
+def _nbval(tmp_path, check_cell: str):
+    """Run a two-cell notebook (import, then ``check_cell``) as ``make notebooks`` does; pytest's exit code."""
+    import os
+    import subprocess
+    import sys
+
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("from lorakit import checks"), nbformat.v4.new_code_cell(check_cell)]
+    path = tmp_path / "lesson.ipynb"
+    nbformat.write(nb, path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "--nbval-lax", "-p", "no:cacheprovider",
+                           "-p", "no:xdist", str(path)], cwd=tmp_path, env=env, capture_output=True, text=True)
+
+
+def test_a_failing_check_cell_fails_the_notebook_run_and_a_passing_one_does_not(tmp_path):
+    failed = _nbval(tmp_path, 'checks.close("off by one", [1, 2, 3], [1, 2, 4])')
+    assert failed.returncode == 1 and "FAIL  off by one" in failed.stdout, failed.stdout[-2000:]
+    passed = _nbval(tmp_path, 'checks.close("the same", [1, 2, 3], [1, 2, 3])')
+    assert passed.returncode == 0, passed.stdout[-2000:]
