@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.lorakit-installed
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 LORAKIT_MODE=small LORAKIT_TEST=1 MPLBACKEND=Agg
 
-.PHONY: setup lab test lint pytest notebooks test-ipywidgets7 test-browser clean
+.PHONY: setup lab test lint pytest notebooks assignments release test-ipywidgets7 test-browser clean
 
 setup: $(STAMP)
 
@@ -35,7 +35,7 @@ lab: setup
 	$(BIN)/jupyter lab $(ROOT_FLAG) notebooks/
 
 lint: setup
-	$(BIN)/ruff check lorakit tests benchmarks browser_tests
+	$(BIN)/ruff check lorakit tests benchmarks browser_tests classroom/*.py docs
 
 # Two processes (pytest-xdist), one thread each: on a 2-core laptop this halves the wall time, where two
 # processes of several threads each would slow each other down. `--dist loadfile` keeps a notebook's
@@ -48,7 +48,17 @@ pytest: setup
 
 notebooks: setup
 	$(TEST_ENV) $(PARALLEL) $(BIN)/python -m pytest -n $(JOBS) --dist loadfile --nbval-lax \
-		--nbval-cell-timeout=600 -p no:cacheprovider notebooks
+		--nbval-cell-timeout=600 -p no:cacheprovider notebooks classroom/source
+
+# The teacher's loop on the sample submissions (part of `make test` too): nbgrader generate_assignment,
+# autograde and export in a scratch copy of classroom/, every score asserted (tests/test_classroom.py).
+assignments: setup
+	$(TEST_ENV) $(BIN)/python -m pytest -p no:cacheprovider tests/test_classroom.py
+
+# The student versions, made from classroom/source by nbgrader (commit them after editing a source).
+release: setup
+	cd classroom && for a in source/*/; do PATH="$(CURDIR)/$(BIN):$$PATH" ../$(BIN)/nbgrader generate_assignment \
+		"$$(basename $$a)" --force --log-level=WARN || exit 1; done; rm -f gradebook.db
 
 test: lint pytest notebooks
 

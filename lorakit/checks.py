@@ -14,6 +14,9 @@ the error shows as its one FAIL line, without a traceback.
 * :func:`equal`: two values are equal (lists of names, counts, shapes);
 * :func:`true`: a condition holds, with a line that says what was measured.
 
+A check returns nothing: a check on a cell's last line shows no ``Out[]``, and nbgrader, which reads a
+number in a graded cell's result as partial credit, sees none. :func:`max_difference` gives the figure.
+
 Left out: the answers. A check never re-implements the exercise it checks; the reference is
 passed in by the cell that calls it.
 """
@@ -30,11 +33,10 @@ class CheckFailed(AssertionError):
         return [f"\x1b[31m{self}\x1b[0m"]
 
 
-def _report(ok: bool, line: str) -> bool:
+def _report(ok: bool, line: str) -> None:
     print(f"{'PASS' if ok else 'FAIL'}  {line}")
     if not ok:
         raise CheckFailed(f"FAIL  {line}")
-    return True
 
 
 def max_difference(got, want) -> float:
@@ -60,14 +62,13 @@ def _as_array(value) -> np.ndarray:
     return np.asarray(value, dtype=np.float64)
 
 
-def close(name: str, got, want, tol: float = 0.0) -> float:
-    """PASS when no value of ``got`` differs from ``want`` by more than ``tol``; returns the difference."""
+def close(name: str, got, want, tol: float = 0.0) -> None:
+    """PASS when no value of ``got`` differs from ``want`` by more than ``tol``."""
     diff = max_difference(got, want)
     _report(diff <= tol, f"{name}: max |diff| = {diff:.2e} (tolerance {tol:.0e})")
-    return diff
 
 
-def same_pixels(name: str, got, want, tol: float = 0) -> float:
+def same_pixels(name: str, got, want, tol: float = 0) -> None:
     """PASS when no pixel channel of ``got`` differs from ``want`` by more than ``tol``.
 
     Pictures are PIL images or arrays (uint8 levels 0-255, or floats in [0, 1] from
@@ -75,18 +76,17 @@ def same_pixels(name: str, got, want, tol: float = 0) -> float:
     """
     diff = max_difference(got, want)
     _report(diff <= tol, f"{name}: max |pixel diff| = {diff:.3g} (tolerance {tol:g})")
-    return diff
 
 
-def equal(name: str, got, want) -> bool:
+def equal(name: str, got, want) -> None:
     """PASS when ``got == want`` (for lists, shapes, counts); the line shows both when they differ."""
     ok = bool(got == want)
     shown = f"{got!r}" if ok else f"got {got!r}, want {want!r}"
     if len(shown) > 200:
         shown = shown[:197] + "..."
-    return _report(ok, f"{name}: {shown}")
+    _report(ok, f"{name}: {shown}")
 
 
-def true(name: str, ok: bool, detail: str = "") -> bool:
+def true(name: str, ok: bool, detail: str = "") -> None:
     """PASS when ``ok``; ``detail`` says what was measured (``"rank 3 of 128"``)."""
-    return _report(bool(ok), f"{name}{': ' + detail if detail else ''}")
+    _report(bool(ok), f"{name}{': ' + detail if detail else ''}")

@@ -1,0 +1,127 @@
+"""The teacher's loop, end to end, on the sample submissions: ``python classroom/grade_samples.py``.
+
+In a scratch copy of this course directory it runs what a teacher runs (``nbgrader generate_assignment``,
+``nbgrader db student add``, ``nbgrader autograde``, ``nbgrader export``) on the submissions under
+``tests/submissions/<assignment>/<student>.ipynb``, plus the untouched student version (the student
+``untouched``), and prints every student's score per graded cell and the CSV's total. It also checks that
+``release/`` is what ``generate_assignment`` makes from ``source/`` today. ``tests/test_classroom.py``
+asserts the scores; ``make assignments`` runs that test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import nbformat
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SUBMISSIONS = ROOT / "tests" / "submissions"
+
+
+def assignments() -> list[str]:
+    """The assignments in ``source/``, in order."""
+    return sorted(p.name for p in (HERE / "source").iterdir() if p.is_dir())
+
+
+def nbgrader(course: Path, *args: str, timeout_s: float | None = None) -> subprocess.CompletedProcess:
+    """``nbgrader ARGS`` in ``course``, with this Python's scripts first on PATH (nbgrader runs ``alembic``)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    extra = [f"--ExecutePreprocessor.timeout={timeout_s:g}"] if timeout_s is not None else []
+    done = subprocess.run([sys.executable, "-m", "nbgrader", *args, *extra], cwd=course, env=env,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"nbgrader {' '.join(args)} failed (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def student_view(path: Path) -> list[tuple[str, str, dict]]:
+    """What a student sees of a notebook: each cell's type, source and nbgrader metadata (no ids, no outputs)."""
+    nb = nbformat.read(path, as_version=4)
+    return [(c.cell_type, c.source, c.metadata.get("nbgrader", {})) for c in nb.cells]
+
+
+def stale_releases(course: Path) -> list[str]:
+    """Student versions in the repository's ``release/`` that differ from the ones just generated in ``course``."""
+    stale = []
+    for made in sorted((course / "release").rglob("*.ipynb")):
+        committed = HERE / made.relative_to(course)
+        if not committed.is_file() or student_view(committed) != student_view(made):
+            stale.append(str(committed.relative_to(ROOT)))
+    return stale
+
+
+def grade(timeout_s: float = 120, only: list[str] | None = None, keep: Path | None = None) -> dict:
+    """Run the loop: ``scores`` ({assignment: {student: {grade_id: (score, max)}}}), ``totals`` (the CSV's,
+    by ``assignment/student``), ``stale`` (see :func:`stale_releases`) and ``logs`` (autograde's output)."""
+    from nbgrader.api import Gradebook
+
+    with tempfile.TemporaryDirectory() as scratch:
+        course = Path(keep or scratch) / "course"
+        shutil.rmtree(course, ignore_errors=True)
+        course.mkdir(parents=True)
+        shutil.copy(HERE / "nbgrader_config.py", course)
+        shutil.copytree(HERE / "source", course / "source")
+        names = only or assignments()
+        for name in names:
+            nbgrader(course, "generate_assignment", name, "--force")
+        stale = stale_releases(course)
+        students, logs = set(), {}
+        for name in names:
+            released = next((course / "release" / name).glob("*.ipynb"))
+            submitted = {"untouched": released, **{p.stem: p for p in sorted((SUBMISSIONS / name).glob("*.ipynb"))}}
+            for student, path in submitted.items():
+                if student not in students:
+                    nbgrader(course, "db", "student", "add", student)
+                    students.add(student)
+                target = course / "submitted" / student / name
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, target / released.name)
+            done = nbgrader(course, "autograde", name, "--force", timeout_s=timeout_s)
+            logs[name] = done.stdout + done.stderr
+        nbgrader(course, "export")
+        with open(course / "grades.csv", newline="") as f:
+            totals = {(row["assignment"], row["student_id"]): float(row["score"]) for row in csv.DictReader(f)}
+        scores: dict = {}
+        with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+            for name in names:
+                for submission in gb.assignment_submissions(name):
+                    cells = scores.setdefault(name, {}).setdefault(submission.student_id, {})
+                    for notebook in submission.notebooks:
+                        for g in notebook.grades:
+                            cells[g.name] = (g.score, g.max_score)
+        return {"scores": scores, "totals": {f"{a}/{s}": t for (a, s), t in totals.items()}, "stale": stale,
+                "logs": logs}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("assignments", nargs="*", help="default: every assignment in classroom/source")
+    parser.add_argument("--timeout", type=float, default=120, help="seconds a cell may run when graded")
+    parser.add_argument("--json", help="also write the scores here")
+    args = parser.parse_args(argv)
+    result = grade(args.timeout, args.assignments or None)
+    for name, students in result["scores"].items():
+        ids = sorted({g for cells in students.values() for g in cells})
+        print(f"\n{name}: points per graded cell (CSV total last)")
+        print(f"{'student':<14}" + "".join(f" {g[:18]:>18}" for g in ids) + f" {'total':>8}")
+        for student, cells in sorted(students.items()):
+            row = "".join(f" {cells[g][0]:>8g} of {cells[g][1]:<6g}" if g in cells else f" {'-':>18}" for g in ids)
+            print(f"{student:<14}{row} {result['totals'][f'{name}/{student}']:>8g}")
+    if result["stale"]:
+        print("\nrelease/ is out of date; regenerate it (docs/teaching.md):", ", ".join(result["stale"]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()

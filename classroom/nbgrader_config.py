@@ -1,0 +1,16 @@
+"""nbgrader's settings for the course's assignments (https://nbgrader.readthedocs.io).
+
+Run nbgrader from this folder: `nbgrader generate_assignment 01_low_rank`, `nbgrader autograde 01_low_rank`,
+`nbgrader export`. The teacher's guide (docs/teaching.md) walks through them.
+"""
+
+c = get_config()  # noqa: F821 (nbgrader defines it)
+
+c.CourseDirectory.course_id = "lorakit"
+# Every cell of a student's notebook may run this long when graded; a cell that runs longer is stopped,
+# marked as an error, and the grader goes on with the next cell.
+c.ExecutePreprocessor.timeout = 120
+c.ExecutePreprocessor.interrupt_on_timeout = True
+# What a student sees in place of a solution.
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
