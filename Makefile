@@ -38,13 +38,13 @@ lint: setup
 	$(BIN)/ruff check lorakit tests benchmarks browser_tests classroom/*.py docs
 
 # Two processes (pytest-xdist), one thread each: on a 2-core laptop this halves the wall time, where two
-# processes of several threads each would slow each other down. `--dist loadfile` keeps a notebook's
-# cells in order on one kernel.
+# processes of several threads each would slow each other down. `--dist loadgroup` keeps the tests of
+# an xdist_group (the classroom loop) on one worker; `--dist loadfile`, a notebook's cells in order on one kernel.
 PARALLEL := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 JOBS ?= 2
 
 pytest: setup
-	$(TEST_ENV) $(PARALLEL) $(BIN)/python -m pytest -n $(JOBS) tests
+	$(TEST_ENV) $(PARALLEL) $(BIN)/python -m pytest -n $(JOBS) --dist loadgroup tests
 
 notebooks: setup
 	$(TEST_ENV) $(PARALLEL) $(BIN)/python -m pytest -n $(JOBS) --dist loadfile --nbval-lax \

@@ -10,6 +10,9 @@ import pytest
 
 from lorakit import config
 
+# One worker runs this whole file under `make test` (pytest-xdist's loadgroup), so the loop runs once.
+pytestmark = pytest.mark.xdist_group("classroom")
+
 HERE = config.REPO_ROOT / "classroom"
 SOURCES = sorted((HERE / "source").glob("*/*.ipynb"))
 spec = importlib.util.spec_from_file_location("grade_samples", HERE / "grade_samples.py")
@@ -27,6 +30,11 @@ EXPECTED = {
         # scaling = alpha (caught by the hidden tests of the cell it deleted, which nbgrader grades 0), and an edited
         # setup cell that replaced every check by a no-op: nbgrader puts the locked cell back, so the checks still run.
         "tampered": {"lora_scaling_test": 0},
+    },
+    "02_cross_attention": {
+        "solved": {"my_cross_attention_test": 4, "attn2_table_test": 3, "token_map_test": 3},
+        "no_scale": {"my_cross_attention_test": 0},  # softmax(Q K^T) without 1 / sqrt(d)
+        "square_only": {"token_map_test": 0},  # no ValueError for a grid that is not square (a hidden test)
     },
 }
 
