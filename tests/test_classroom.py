@@ -36,6 +36,11 @@ EXPECTED = {
         "no_scale": {"my_cross_attention_test": 0},  # softmax(Q K^T) without 1 / sqrt(d)
         "square_only": {"token_map_test": 0},  # no ValueError for a grid that is not square (a hidden test)
     },
+    "03_inject_and_files": {
+        "solved": {"wrap_test": 4, "count_test": 3, "kohya_test": 3},
+        "up_down_swapped": {"kohya_test": 0},  # lora_down holds B: diffusers cannot load the file
+        "self_attention_too": {"wrap_test": 0, "count_test": 0},  # attn1 wrapped as well: 128 layers
+    },
 }
 
 
