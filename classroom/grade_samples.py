@@ -59,15 +59,17 @@ def stale_releases(course: Path) -> list[str]:
     return stale
 
 
-def grade(timeout_s: float = 120, only: list[str] | None = None, keep: Path | None = None) -> dict:
+def grade(timeout_s: float | None = None, only: list[str] | None = None) -> dict:
     """Run the loop: ``scores`` ({assignment: {student: {grade_id: (score, max)}}}), ``totals`` (the CSV's,
-    by ``assignment/student``), ``stale`` (see :func:`stale_releases`) and ``logs`` (autograde's output)."""
+    by ``assignment/student``), ``stale`` (see :func:`stale_releases`) and ``logs`` (autograde's output).
+
+    ``timeout_s``: seconds a cell may run when graded (default: ``nbgrader_config.py``'s).
+    """
     from nbgrader.api import Gradebook
 
     with tempfile.TemporaryDirectory() as scratch:
-        course = Path(keep or scratch) / "course"
-        shutil.rmtree(course, ignore_errors=True)
-        course.mkdir(parents=True)
+        course = Path(scratch) / "course"
+        course.mkdir()
         shutil.copy(HERE / "nbgrader_config.py", course)
         shutil.copytree(HERE / "source", course / "source")
         names = only or assignments()
@@ -105,7 +107,8 @@ def grade(timeout_s: float = 120, only: list[str] | None = None, keep: Path | No
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("assignments", nargs="*", help="default: every assignment in classroom/source")
-    parser.add_argument("--timeout", type=float, default=120, help="seconds a cell may run when graded")
+    parser.add_argument("--timeout", type=float, help="seconds a cell may run when graded "
+                        "(default: nbgrader_config.py's)")
     parser.add_argument("--json", help="also write the scores here")
     args = parser.parse_args(argv)
     result = grade(args.timeout, args.assignments or None)

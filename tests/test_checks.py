@@ -55,7 +55,7 @@ def test_tensors_on_any_dtype_are_compared_in_float64():
 
 
 def _nbval(tmp_path, check_cell: str):
-    """Run a two-cell notebook (import, then ``check_cell``) as ``make notebooks`` does; pytest's exit code."""
+    """Run a two-cell notebook (import, then ``check_cell``) through nbval as ``make notebooks`` does."""
     import os
     import subprocess
     import sys
