@@ -3,7 +3,8 @@
 In a scratch copy of this course directory it runs what a teacher runs (``nbgrader generate_assignment``,
 ``nbgrader db student add``, ``nbgrader autograde``, ``nbgrader export``) on the submissions under
 ``tests/submissions/<assignment>/<student>.ipynb``, plus the untouched student version (the student
-``untouched``), and prints every student's score per graded cell and the CSV's total. It also checks that
+``untouched``), and prints every student's score per graded cell and the CSV's total; a ``?`` marks a
+manually graded cell that waits for the teacher. It also checks that
 ``release/`` is what ``generate_assignment`` makes from ``source/`` today. ``tests/test_classroom.py``
 asserts the scores; ``make assignments`` runs that test.
 """
@@ -59,11 +60,44 @@ def stale_releases(course: Path) -> list[str]:
     return stale
 
 
-def grade(timeout_s: float | None = None, only: list[str] | None = None) -> dict:
-    """Run the loop: ``scores`` ({assignment: {student: {grade_id: (score, max)}}}), ``totals`` (the CSV's,
-    by ``assignment/student``), ``stale`` (see :func:`stale_releases`) and ``logs`` (autograde's output).
+def left_to_the_teacher(course: Path, names: list[str]) -> dict:
+    """The cells that still need a teacher's points after autograde, by assignment and student."""
+    from nbgrader.api import Gradebook
 
-    ``timeout_s``: seconds a cell may run when graded (default: ``nbgrader_config.py``'s).
+    manual: dict = {}
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        for name in names:
+            for submission in gb.assignment_submissions(name):
+                manual.setdefault(name, {})[submission.student_id] = sorted(
+                    g.name for notebook in submission.notebooks for g in notebook.grades if g.needs_manual_grade)
+    return manual
+
+
+def give_marks(course: Path, marks: dict) -> None:
+    """Record a teacher's points for manually graded cells, as the formgrader does (``manual_score``)."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        for name, students in marks.items():
+            for student, cells in students.items():
+                notebook = next(iter(gb.find_submission(name, student).notebooks)).name
+                for grade_id, points in cells.items():
+                    cell = gb.find_grade(grade_id, notebook, name, student)
+                    if not 0 <= points <= cell.max_score:
+                        raise ValueError(f"{name}/{student}/{grade_id}: {points} points, the cell has {cell.max_score:g}")
+                    cell.manual_score, cell.needs_manual_grade = points, False
+        gb.db.commit()
+
+
+def grade(timeout_s: float | dict[str, float] | None = None, only: list[str] | None = None,
+          marks: dict | None = None) -> dict:
+    """Run the loop: ``scores`` ({assignment: {student: {grade_id: (score, max)}}}), ``manual`` (the cells
+    autograde left to the teacher: {assignment: {student: [grade_id, ...]}}), ``totals`` (the CSV's, by
+    ``assignment/student``), ``stale`` (see :func:`stale_releases`) and ``logs`` (autograde's output).
+
+    ``timeout_s``: seconds a cell may run when graded, for every assignment or by assignment (default:
+    ``nbgrader_config.py``'s). ``marks`` ({assignment: {student: {grade_id: points}}}): the teacher's points for
+    manually graded cells, given after autograde and before export, as the formgrader gives them.
     """
     from nbgrader.api import Gradebook
 
@@ -87,8 +121,11 @@ def grade(timeout_s: float | None = None, only: list[str] | None = None) -> dict
                 target = course / "submitted" / student / name
                 target.mkdir(parents=True, exist_ok=True)
                 shutil.copy(path, target / released.name)
-            done = nbgrader(course, "autograde", name, "--force", timeout_s=timeout_s)
+            limit = timeout_s.get(name) if isinstance(timeout_s, dict) else timeout_s
+            done = nbgrader(course, "autograde", name, "--force", timeout_s=limit)
             logs[name] = done.stdout + done.stderr
+        manual = left_to_the_teacher(course, names)
+        give_marks(course, marks or {})
         nbgrader(course, "export")
         with open(course / "grades.csv", newline="") as f:
             totals = {(row["assignment"], row["student_id"]): float(row["score"]) for row in csv.DictReader(f)}
@@ -100,8 +137,8 @@ def grade(timeout_s: float | None = None, only: list[str] | None = None) -> dict
                     for notebook in submission.notebooks:
                         for g in notebook.grades:
                             cells[g.name] = (g.score, g.max_score)
-        return {"scores": scores, "totals": {f"{a}/{s}": t for (a, s), t in totals.items()}, "stale": stale,
-                "logs": logs}
+        return {"scores": scores, "manual": manual, "totals": {f"{a}/{s}": t for (a, s), t in totals.items()},
+                "stale": stale, "logs": logs}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -117,8 +154,12 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"\n{name}: points per graded cell (CSV total last)")
         print(f"{'student':<14}" + "".join(f" {g[:18]:>18}" for g in ids) + f" {'total':>8}")
         for student, cells in sorted(students.items()):
-            row = "".join(f" {cells[g][0]:>8g} of {cells[g][1]:<6g}" if g in cells else f" {'-':>18}" for g in ids)
+            open_cells = result["manual"].get(name, {}).get(student, [])
+            row = "".join(f" {'?' if g in open_cells else f'{cells[g][0]:g}':>8} of {cells[g][1]:<6g}" if g in cells
+                          else f" {'-':>18}" for g in ids)
             print(f"{student:<14}{row} {result['totals'][f'{name}/{student}']:>8g}")
+    if any(cells for students in result["manual"].values() for cells in students.values()):
+        print("\n?: a manually graded cell, for the teacher to grade (nbgrader formgrader); 0 in the CSV until then")
     if result["stale"]:
         print("\nrelease/ is out of date; regenerate it (docs/teaching.md):", ", ".join(result["stale"]))
     if args.json:

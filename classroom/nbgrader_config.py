@@ -8,8 +8,9 @@ c = get_config()  # noqa: F821 (nbgrader defines it)
 
 c.CourseDirectory.course_id = "lorakit"
 # Every cell of a student's notebook may run this long when graded; a cell that runs longer is stopped,
-# marked as an error, and the grader goes on with the next cell.
-c.ExecutePreprocessor.timeout = 120
+# marked as an error, and the grader goes on with the next cell. Assignment 4's training cell is the longest:
+# about two minutes on a 2-core laptop, so five minutes leave room for a slower machine.
+c.ExecutePreprocessor.timeout = 300
 c.ExecutePreprocessor.interrupt_on_timeout = True
 # What a student sees in place of a solution.
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}

@@ -305,15 +305,40 @@ def evaluate_grid(generate_fn: GenerateFn, colours: Sequence[str] = tuple(world.
             raise ValueError(f"generate_fn returned {len(pictures)} pictures for {len(batch)} prompts: "
                              "it must return one picture per (prompt, seed) pair.")
         images.extend(pictures)
-    records = []
-    for (colour, shape, seed), image in zip(cells, images, strict=True):
-        found = detect(image)
-        records.append({
-            "prompt": template.format(colour=colour, shape=shape), "colour": colour, "shape": shape,
-            "seed": seed, "detected_colour": found["colour"], "detected_shape": found["shape"],
-            "detected_style": found["style"], "colour_ok": found["colour"] == colour,
-            "shape_ok": found["shape"] == shape,
-            "both_ok": found["colour"] == colour and found["shape"] == shape,
-            "style_ok": found["style"] == style,
-        })
+    records = [_record(image, template.format(colour=colour, shape=shape), colour, shape, seed, style)
+               for (colour, shape, seed), image in zip(cells, images, strict=True)]
     return GridResult(records=records, style=style, images=images)
+
+
+def _record(image, prompt: str, colour: str, shape: str, seed: int | None, style: str) -> dict:
+    """One picture's row of a :class:`GridResult`: what was asked, what :func:`detect` found, and whether they agree."""
+    found = detect(image)
+    return {
+        "prompt": prompt, "colour": colour, "shape": shape, "seed": seed,
+        "detected_colour": found["colour"], "detected_shape": found["shape"], "detected_style": found["style"],
+        "colour_ok": found["colour"] == colour, "shape_ok": found["shape"] == shape,
+        "both_ok": found["colour"] == colour and found["shape"] == shape, "style_ok": found["style"] == style,
+    }
+
+
+def score_pictures(images: Sequence, prompts: Sequence[str], style: str = "outline",
+                   seeds: Sequence[int] | None = None) -> GridResult:
+    """Score pictures already drawn: ``images[i]`` from ``prompts[i]``, a prompt that starts "a <colour> <shape>".
+
+    The same rows as :func:`evaluate_grid`, for pictures that are not a full colour x shape grid (held-out
+    combinations, say), or that were drawn once and are scored several ways.
+    """
+    if len(images) != len(prompts):
+        raise ValueError(f"{len(images)} pictures for {len(prompts)} prompts: give one prompt per picture.")
+    if not prompts:
+        raise ValueError("no pictures to score.")
+    if style not in world.STYLES:
+        raise ValueError(f"unknown style {style!r}: use one of {', '.join(world.STYLES)}.")
+    records = []
+    for index, (image, prompt) in enumerate(zip(images, prompts, strict=True)):
+        words = prompt.split()
+        if len(words) < 3 or words[0] != "a" or words[1] not in world.COLOURS or words[2] not in world.SHAPES:
+            raise ValueError(f"prompt {index} ({prompt!r}) does not start 'a <colour> <shape>' with a colour of "
+                             f"{', '.join(world.COLOURS)} and a shape of {', '.join(world.SHAPES)}.")
+        records.append(_record(image, prompt, words[1], words[2], None if seeds is None else seeds[index], style))
+    return GridResult(records=records, style=style, images=list(images))

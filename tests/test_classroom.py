@@ -3,15 +3,13 @@
 
 import ast
 import importlib.util
+import os
 import re
 
 import nbformat
 import pytest
 
 from lorakit import config
-
-# One worker runs this whole file under `make test` (pytest-xdist's loadgroup), so the loop runs once.
-pytestmark = pytest.mark.xdist_group("classroom")
 
 spec = importlib.util.spec_from_file_location("grade_samples", config.REPO_ROOT / "classroom" / "grade_samples.py")
 grade_samples = importlib.util.module_from_spec(spec)
@@ -40,6 +38,22 @@ EXPECTED = {
         "up_down_swapped": {"kohya_test": 0},  # lora_down holds B: diffusers cannot load the file
         "self_attention_too": {"wrap_test": 0, "count_test": 0},  # attn1 wrapped as well: 128 layers
     },
+    "04_train_and_judge": {
+        "solved": {"judge_test": 3, "style_test": 3, "content_test": 3, "rank_alpha_answer": 3},
+        "too_weak": {"style_test": 0, "rank_alpha_answer": 0},  # alpha 0.5 at rank 8: too faint to draw the style
+        "over_budget": {"style_test": 0, "content_test": 0},  # 600 steps: the locked train cell refuses to train
+    },
+    "05_small_study": {
+        "solved": {"question": 2, "experiment": 3, "report_test": 1, "findings": 4},
+        "typed_figures": {"experiment": 0, "report_test": 0, "findings": 1},  # figures typed in, not measured
+    },
+}
+# The points a teacher gives the written answers (the formgrader's manual grades), before the CSV is exported.
+MARKS = {
+    name: {student: {g: cells.get(g, EXPECTED[name]["solved"][g]) for g in by_hand}
+           for student, cells in EXPECTED[name].items()}
+    for name, by_hand in {"04_train_and_judge": ["rank_alpha_answer"],
+                         "05_small_study": ["question", "experiment", "findings"]}.items()
 }
 
 
@@ -67,6 +81,10 @@ def test_source_follows_nbgrader_conventions(path):
         if m["solution"] and cell.cell_type == "code":
             assert cell.source.count("### BEGIN SOLUTION") == cell.source.count("### END SOLUTION") >= 1, where
             assert not m["locked"], where
+            assert not m["grade"] or m["points"] > 0, f"{where}: a manually graded code cell has points"
+        elif m["solution"]:  # a written answer, graded by the teacher
+            assert cell.cell_type == "markdown" and m["grade"] and m["points"] > 0 and not m["locked"], where
+            assert "### BEGIN" not in cell.source, where
         elif m["grade"]:  # an autograded test cell
             assert m["locked"] and m["points"] > 0, where
             assert cell.source.count("### BEGIN HIDDEN TESTS") == cell.source.count("### END HIDDEN TESTS") == 1, where
@@ -82,52 +100,92 @@ def test_source_follows_nbgrader_conventions(path):
     assert sum(m.get("points", 0) for _, m in cells if m["grade"]) > 0
 
 
-# A graded cell's time limit in the test: the sample that loops forever waits it out, and the slowest honest
-# cell (assignment 3 loads the tiny SD and runs its UNet) stays well inside it on a busy 2-core CPU.
-TIMEOUT_S = 30
+# A graded cell's time limit in the test, by assignment: the sample that loops forever (assignment 1) waits it
+# out, and the slowest honest cell stays well inside it on a busy 2-core CPU (assignment 3 loads the tiny SD and
+# runs its UNet; assignment 4 trains 30 steps under make test; assignment 5 draws 75 pictures).
+TIMEOUT_S = {"01_low_rank": 30, "02_cross_attention": 30, "03_inject_and_files": 30,
+             "04_train_and_judge": 150, "05_small_study": 150}
 
 
 @pytest.fixture(scope="module")
-def loop():
-    """The teacher's loop on every assignment, with a ``TIMEOUT_S`` cell timeout."""
-    return grade_samples.grade(timeout_s=TIMEOUT_S)
+def loop(request):
+    """The teacher's loop on one assignment, the written answers marked as in ``MARKS``. Under `make test` each
+    assignment is an xdist group, so the two workers share the five loops and each loop runs once."""
+    name = request.param
+    with pytest.MonkeyPatch.context() as env:
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            # Beside another worker, each kernel gets one thread (as `make test` sets): two torch processes
+            # with a thread per core each slow each other down many times over, past the cells' timeouts.
+            env.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+        return name, grade_samples.grade(timeout_s=TIMEOUT_S[name], only=[name], marks={name: MARKS.get(name, {})})
 
 
+# Each test of the loop, once per assignment (an xdist group: the assignment's tests and its loop on one worker).
+by_assignment = pytest.mark.parametrize(
+    "loop", [pytest.param(name, marks=pytest.mark.xdist_group(f"classroom-{name}")) for name in sorted(EXPECTED)],
+    indirect=True, scope="module")
+
+
+@by_assignment
 def test_release_is_what_generate_assignment_makes_today(loop):
-    assert not loop["stale"], (f"classroom/release is out of date: {loop['stale']}; run `make release` "
-                               "(nbgrader generate_assignment) and commit it")
+    _, result = loop
+    assert not result["stale"], (f"classroom/release is out of date: {result['stale']}; run `make release` "
+                                 "(nbgrader generate_assignment) and commit it")
 
 
+@by_assignment
 def test_every_submission_is_graded_and_the_grade_csv_has_it(loop):
-    for name, students in EXPECTED.items():
-        assert set(loop["scores"][name]) == {*students, "untouched"}
-        for student in loop["scores"][name]:
-            cells = loop["scores"][name][student]
-            assert loop["totals"][f"{name}/{student}"] == pytest.approx(sum(score for score, _ in cells.values()))
+    name, result = loop
+    assert set(result["scores"][name]) == {*EXPECTED[name], "untouched"}
+    for student, cells in result["scores"][name].items():
+        assert result["totals"][f"{name}/{student}"] == pytest.approx(sum(score for score, _ in cells.values()))
 
 
+@by_assignment
 def test_the_solution_scores_full_points_and_the_untouched_version_zero(loop):
-    for name, students in EXPECTED.items():
-        solved, untouched = loop["scores"][name]["solved"], loop["scores"][name]["untouched"]
-        assert {g: score for g, (score, _) in solved.items()} == students["solved"]
-        assert all(score == most for score, most in solved.values())
-        assert untouched.keys() == solved.keys() and all(score == 0 for score, _ in untouched.values())
+    name, result = loop
+    solved, untouched = result["scores"][name]["solved"], result["scores"][name]["untouched"]
+    assert {g: score for g, (score, _) in solved.items()} == EXPECTED[name]["solved"]
+    assert all(score == most for score, most in solved.values())
+    assert untouched.keys() == solved.keys() and all(score == 0 for score, _ in untouched.values())
 
 
+@by_assignment
 def test_wrong_submissions_score_partial_points_cell_by_cell(loop):
-    for name, students in EXPECTED.items():
-        full = students["solved"]
-        for student, wrong in students.items():
-            if student == "solved":
-                continue
-            got = {g: score for g, (score, _) in loop["scores"][name][student].items()}
-            assert got == {**full, **wrong}, student
-            assert 0 < sum(got.values()) < sum(full.values()), student
+    name, result = loop
+    full = EXPECTED[name]["solved"]
+    for student, wrong in EXPECTED[name].items():
+        if student == "solved":
+            continue
+        got = {g: score for g, (score, _) in result["scores"][name][student].items()}
+        assert got == {**full, **wrong}, student
+        assert 0 < sum(got.values()) < sum(full.values()), student
 
 
+@by_assignment
+def test_written_answers_wait_for_the_teacher_unless_left_empty(loop):
+    name, result = loop
+    source = nbformat.read(next((grade_samples.HERE / "source" / name).glob("*.ipynb")), as_version=4)
+    manual = sorted(m["grade_id"] for _, m in nbgrader_cells(source) if m["grade"] and m["solution"])
+    assert sorted(MARKS.get(name, {}).get("solved", {})) == manual  # the test marks every manually graded cell
+    for student, waiting in result["manual"][name].items():
+        # nbgrader gives an answer cell left as handed out 0 points itself; an answer written waits for the teacher.
+        answers = [g for g in waiting if g in manual]
+        assert answers == ([] if student == "untouched" else manual), student
+        # Beyond the answers, only a test cell the student deleted waits for the teacher: nbgrader puts it
+        # back and flags it, so that a teacher sees it.
+        flagged = [g for g in waiting if g not in manual]
+        assert flagged == (["lora_scaling_test"] if (name, student) == ("01_low_rank", "tampered") else []), student
+
+
+@by_assignment
 def test_the_grader_says_what_it_did(loop):
-    log = loop["logs"]["01_low_rank"]
+    name, result = loop
+    log = result["logs"][name]
+    assert all(f"student with ID '{student}'" in log for student in result["scores"][name])
+    if name != "01_low_rank":
+        return
     tampered = log.split("student with ID 'tampered'")[1].split("student with ID")[0]
     assert "Attribute 'checksum' for cell setup has changed" in tampered  # the edited locked cell, put back
     forever = log.split("student with ID 'runs_forever'")[1].split("student with ID")[0]
-    assert f"Timeout waiting for execute reply ({TIMEOUT_S}s)" in forever and "Interrupting kernel" in forever
+    assert f"Timeout waiting for execute reply ({TIMEOUT_S[name]}s)" in forever and "Interrupting kernel" in forever

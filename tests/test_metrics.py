@@ -173,7 +173,7 @@ def _renderer(style="filled", colour_shift=0, shape_shift=0):
         calls.append(len(prompts))
         pictures = []
         for prompt, seed in zip(prompts, seeds, strict=True):
-            _, colour, shape = prompt.split()
+            _, colour, shape = prompt.split()[:3]  # "a <colour> <shape>", then maybe more words
             colour = colours[(colours.index(colour) + colour_shift) % len(colours)]
             shape = shape_names[(shape_names.index(shape) + shape_shift) % len(shape_names)]
             pictures.append(shapes.render(shapes.sample_spec(seed, seed=7, shape=shape, colour=colour, style=style)))
@@ -216,6 +216,29 @@ def test_grid_refuses_bad_arguments():
         metrics.evaluate_grid(_renderer(), shapes=["star"])
     with pytest.raises(ValueError, match="returned 1 pictures for 60 prompts"):
         metrics.evaluate_grid(lambda prompts, seeds: [Image.new("RGB", (64, 64), "white")])
+
+
+def test_scoring_pictures_already_drawn_gives_the_rows_of_the_grid():
+    generate = _renderer(style="outline")
+    grid = metrics.evaluate_grid(generate, colours=["red", "blue"], shapes=["square", "circle"], seeds=(0, 1),
+                                 template="a {colour} {shape} in sks style")
+    prompts = [r["prompt"] for r in grid.records]
+    scored = metrics.score_pictures(grid.images, prompts, seeds=[r["seed"] for r in grid.records])
+    assert scored.records == grid.records and scored.style_rate == 1.0
+    swapped = metrics.score_pictures(grid.images, prompts[1:] + prompts[:1], style="filled")  # neighbour's prompt
+    assert swapped.style_rate == 0.0 and swapped.both_accuracy < 1.0
+    assert [r["seed"] for r in swapped.records] == [None] * len(prompts)
+
+
+@pytest.mark.parametrize(("images", "prompts", "message"), [
+    ([Image.new("RGB", (8, 8))], [], "1 pictures for 0 prompts"),
+    ([], [], "no pictures"),
+    ([Image.new("RGB", (8, 8))], ["a teal circle"], "prompt 0 .'a teal circle'. does not start"),
+    ([Image.new("RGB", (8, 8))], ["circle"], "prompt 0"),
+])
+def test_scoring_pictures_refuses_what_it_cannot_score(images, prompts, message):
+    with pytest.raises(ValueError, match=message):
+        metrics.score_pictures(images, prompts)
 
 
 def test_ink_mask_is_the_drawn_shape():

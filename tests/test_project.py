@@ -1,7 +1,10 @@
 """The project's own promises: set-up files agree, notebooks are committed clean and follow the lesson template."""
 
 import json
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -139,3 +142,25 @@ def test_each_module_names_a_lesson_that_really_uses_it():
         if not used:
             wrong.append(f"{path.relative_to(ROOT)}: {claim.group(1)} does not use it")
     assert not wrong, "\n".join(wrong)
+
+
+def test_xdist_groups_keep_their_tests_on_one_worker(tmp_path):
+    """`make test` relies on --dist loadgroup: each classroom assignment's loop runs once, on one worker."""
+    (tmp_path / "test_groups.py").write_text(
+        "import os, pytest\n"
+        "@pytest.mark.parametrize('n', [pytest.param(n, marks=pytest.mark.xdist_group(f'g{n}')) for n in range(2)])\n"
+        "@pytest.mark.parametrize('k', range(4))\n"
+        "def test_worker(n, k):\n"
+        "    with open(os.environ['WHERE'], 'a') as f:\n"
+        "        f.write(f\"{n} {os.environ['PYTEST_XDIST_WORKER']}\\n\")\n")
+    where = tmp_path / "where.txt"
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider",
+                           "-p", "no:randomly", str(tmp_path / "test_groups.py")], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "WHERE": str(where), "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    workers: dict[str, set[str]] = {}
+    for line in where.read_text().splitlines():
+        group, worker = line.split()
+        workers.setdefault(group, set()).add(worker)
+    assert sorted(workers) == ["0", "1"] and all(len(w) == 1 for w in workers.values()), (
+        f"xdist groups split over workers: {workers} (pytest-dev/pytest-xdist#1386 with pytest 9.2)")
