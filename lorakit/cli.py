@@ -25,15 +25,19 @@ validation), config files, several LoRAs at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from lorakit import formats, inject
 
 GRID_FILE, CONFIG_FILE = "before_after.png", "train_config.json"
+CHECKPOINTS = 4  # checkpoints a training run writes by default (--checkpoint-every steps // 4)
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 
 def _targets(text: str) -> str | list[str]:
@@ -45,6 +49,29 @@ def _targets(text: str) -> str | list[str]:
         raise argparse.ArgumentTypeError(f"give a preset ({', '.join(inject.PRESETS)}) or module name suffixes "
                                          "such as attn2.to_k,attn2.to_v")
     return suffixes
+
+
+def _number(kind, what: str, ok, low: float | None = None):
+    """An argparse type: ``kind(text)`` that ``ok`` accepts, else a message that says ``what`` it must be."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return value
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+POSITIVE_INT = _number(int, "a positive integer", lambda v: v > 0)
+POSITIVE = _number(float, "a positive finite number", lambda v: math.isfinite(v) and v > 0)
+FINITE = _number(float, "a finite number", math.isfinite)
+FRACTION = _number(float, "a fraction in [0, 1)", lambda v: 0 <= v < 1)
+SEED = _number(int, f"a seed from 0 to {2 ** 63 - 1}", lambda v: 0 <= v < 2 ** 63)
+RESOLUTION = _number(int, "a positive multiple of 64 (the UNet halves the latents three times)",
+                     lambda v: v > 0 and v % 64 == 0)
 
 
 def _mode(model: str) -> str:
@@ -80,7 +107,7 @@ def _scale(images) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from lorakit import imagefolder, inject, sample, train
+    from lorakit import files, imagefolder, inject, train
     imagefolder.read_imagefolder(args.data)  # check the folder before the slow model load
     out = Path(args.out)
     if args.resume and not (out / train.CHECKPOINT).is_file():
@@ -89,24 +116,37 @@ def cmd_train(args: argparse.Namespace) -> None:
     process = _process()
     several = process.num_processes > 1
     main = process.is_main_process
-    pipe = _load(args.model, device=process.device if several else None)  # several GPUs: this process's own
-    resolution = args.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor  # the model's own
     settings = {"r": args.rank, "alpha": args.alpha, "target_modules": args.targets, "steps": args.steps, "lr": args.lr,
                 "batch_size": args.batch_size, "seed": args.seed, "save_format": args.format,
                 "mixed_precision": args.mixed_precision, "gradient_checkpointing": args.gradient_checkpointing or None,
                 "flip": args.flip, "caption_dropout": args.caption_dropout, "lora_dropout": args.lora_dropout}
     cfg = train.TrainConfig.for_mode(_mode(args.model), **{k: v for k, v in settings.items() if v is not None},
-                                     resolution=resolution, output_dir=str(out), resume=args.resume,
+                                     resolution=args.resolution, output_dir=str(out), resume=args.resume,
                                      progress=not args.quiet)
-    inject.find_targets(pipe.unet, cfg.target_modules)  # a --targets that matches nothing fails here, before any work
+    every = max(1, cfg.steps // CHECKPOINTS) if args.checkpoint_every is None else args.checkpoint_every
+    cfg = replace(cfg, checkpoint_every=every)
+    train.check_config(cfg, process.device)  # every setting, before the slow model load
+    pipe = _load(args.model, device=process.device if several else None)  # several GPUs: this process's own
+    resolution = args.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor  # the model's own
+    cfg = replace(cfg, resolution=resolution)
+    inject.check_targets(pipe.unet, cfg.r, cfg.target_modules)  # --targets that match nothing, or a rank too large
     dataset = imagefolder.ImageFolderDataset(args.data, resolution=resolution)
-    if main:
-        processes = f", {process.num_processes} processes" if several else ""
-        print(f"training a rank-{cfg.r} LoRA on {len(dataset)} images of {args.data} for {cfg.steps} steps "
-              f"({args.model}, {resolution}x{resolution}{processes})", file=sys.stderr)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / CONFIG_FILE).write_text(json.dumps({"model": args.model, "data": str(args.data), **asdict(cfg),
-                                                   "num_processes": process.num_processes}, indent=2, default=str))
+    train.resume_state(cfg)  # a checkpoint of other settings
+    with contextlib.ExitStack() as held:
+        if main:
+            held.enter_context(files.lock_folder(out))  # a second run into this folder is refused
+            processes = f", {process.num_processes} processes" if several else ""
+            print(f"training a rank-{cfg.r} LoRA on {len(dataset)} images of {args.data} for {cfg.steps} steps "
+                  f"({args.model}, {resolution}x{resolution}{processes})", file=sys.stderr)
+            files.write_atomically(out / CONFIG_FILE, json.dumps(
+                {"model": args.model, "data": str(args.data), **asdict(cfg), "num_processes": process.num_processes},
+                indent=2, default=str))
+        _train_and_show(args, process, pipe, dataset, cfg, out)
+
+
+def _train_and_show(args, process, pipe, dataset, cfg, out: Path) -> None:
+    from lorakit import files, inject, sample, train
+    several, main = process.num_processes > 1, process.is_main_process
     start = time.perf_counter()
     result = train.train_lora(pipe, dataset, cfg)
     seconds = time.perf_counter() - start
@@ -124,7 +164,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     inject.set_lora_scale(pipe.unet, 1.0)
     labels = prompts + [f"with the LoRA (seed {s})" for s in seeds]
     images = pictures[0.0] + pictures[1.0]
-    sample.image_grid(images, cols=len(prompts), labels=labels, scale=_scale(images)).save(out / GRID_FILE)
+    grid = sample.image_grid(images, cols=len(prompts), labels=labels, scale=_scale(images))
+    files.write_atomically(out / GRID_FILE, lambda f: grid.save(f, format="PNG"))
 
     lora_file = out / ("lora" if cfg.save_format == "peft" else "lora.safetensors")
     print(f"done in {seconds:.0f} s, final loss {result.history[-1]:.4f}")
@@ -134,9 +175,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from lorakit import sample
+    from lorakit import files, sample
     out = Path(args.out)
-    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+    if out.suffix.lower() not in IMAGE_FORMATS:
         raise ValueError(f"--out {out} needs an image suffix such as .png.")
     weights = formats.load_lora(args.lora) if args.lora else None  # read the file before the slow model load
     pipe = _load(args.model)
@@ -145,8 +186,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
     prompts = [p for p in args.prompt for _ in args.seeds]  # rows: prompts, columns: seeds
     images = _generate(pipe, prompts, list(args.seeds) * len(args.prompt), args.steps)
     labels = [f"seed {s}: {p}" for p in args.prompt for s in args.seeds]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sample.image_grid(images, cols=len(args.seeds), labels=labels, scale=_scale(images)).save(out)
+    grid = sample.image_grid(images, cols=len(args.seeds), labels=labels, scale=_scale(images))
+    files.write_atomically(out, lambda f: grid.save(f, format=IMAGE_FORMATS[out.suffix.lower()]))
     print(out)
 
 
@@ -158,11 +199,18 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(formats.describe(args.file))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a mistake in the arguments reported in one line, as every other lorakit error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show the full traceback of an error")
-    parser = argparse.ArgumentParser(prog="lorakit", parents=[debug],
+    parser = _Parser(prog="lorakit", parents=[debug],
                                      description="Train, sample, convert and inspect LoRAs for Stable Diffusion.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -175,29 +223,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="image folder with metadata.jsonl (file_name, text)")
     p.add_argument("--out", required=True, help="output folder: LoRA file, loss.png, before_after.png, checkpoint")
     p.add_argument("--model", default="tiny", help="'tiny' (default), a hub id or a local SD 1.5 folder")
-    p.add_argument("--rank", type=int, help="LoRA rank r")
-    p.add_argument("--alpha", type=float, help="LoRA alpha (default: alpha = r)")
+    p.add_argument("--rank", type=POSITIVE_INT, help="LoRA rank r")
+    p.add_argument("--alpha", type=POSITIVE, help="LoRA alpha (default: alpha = r)")
     p.add_argument("--targets", type=_targets, metavar="PRESET|SUFFIXES",
                    help=f"layers to wrap: a preset ({', '.join(inject.PRESETS)}) or comma-separated name suffixes such "
                         "as attn2.to_k,attn2.to_v (default: attn2+ff in small mode, attn2 in full)")
-    p.add_argument("--steps", type=int, help="optimizer steps")
-    p.add_argument("--lr", type=float, help="learning rate")
-    p.add_argument("--batch-size", type=int, help="images per step (of all processes together under accelerate launch)")
-    p.add_argument("--resolution", type=int, help="training image side (default: the model's own)")
+    p.add_argument("--steps", type=POSITIVE_INT, help="optimizer steps")
+    p.add_argument("--lr", type=POSITIVE, help="learning rate")
+    p.add_argument("--batch-size", type=POSITIVE_INT, help="images per step (of all processes together under accelerate launch)")
+    p.add_argument("--resolution", type=RESOLUTION, help="training image side (default: the model's own)")
     p.add_argument("--format", choices=formats.FORMATS, help="LoRA file format (default: kohya)")
-    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--seed", type=SEED, help="random seed")
     p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), help="fp16 needs a CUDA GPU")
     p.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for memory")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="also train on every image mirrored (default: on in small mode, off in full; not for text or asymmetric subjects)")
-    p.add_argument("--caption-dropout", type=float,
+    p.add_argument("--caption-dropout", type=FRACTION,
                    help="fraction of pictures trained with the empty prompt, guidance's other branch (default: 0.3 in small mode, 0 in full)")
-    p.add_argument("--lora-dropout", type=float,
+    p.add_argument("--lora-dropout", type=FRACTION,
                    help="dropout on the LoRA layers' input while training (default: 0.1 in small mode, 0 in full)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--checkpoint-every", type=_number(int, "a whole number of steps, 0 or more", lambda v: v >= 0),
+                   metavar="STEPS", help=f"write a checkpoint to resume from every STEPS steps (default: "
+                                         f"{CHECKPOINTS} a run; 0: only at the end)")
     p.add_argument("--prompts", nargs="+", metavar="PROMPT",
                    help="prompts of the before/after grid (default: up to 4 captions of the data)")
-    p.add_argument("--sample-steps", type=int, help="denoising steps of the grid (default: the preset's)")
+    p.add_argument("--sample-steps", type=POSITIVE_INT, help="denoising steps of the grid (default: the preset's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
@@ -205,11 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
                             description="One row per prompt, one column per seed.")
     p.add_argument("--lora", help="LoRA file (kohya/diffusers .safetensors or a PEFT folder); omit for the base model")
     p.add_argument("--prompt", action="append", required=True, help="a prompt (repeat for several rows)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3], help="one picture per seed (default 0 1 2 3)")
+    p.add_argument("--seeds", type=SEED, nargs="+", default=[0, 1, 2, 3], help="one picture per seed (default 0 1 2 3)")
     p.add_argument("--out", default="grid.png", help="the grid image (default grid.png)")
-    p.add_argument("--scale", type=float, default=1.0, help="LoRA scale: 0 off, 1 as trained (default 1)")
+    p.add_argument("--scale", type=FINITE, default=1.0, help="LoRA scale: 0 off, 1 as trained (default 1)")
     p.add_argument("--model", default="tiny", help="'tiny' (default), a hub id or a local SD 1.5 folder")
-    p.add_argument("--steps", type=int, help="denoising steps (default: the preset's)")
+    p.add_argument("--steps", type=POSITIVE_INT, help="denoising steps (default: the preset's)")
     p.set_defaults(func=cmd_sample)
 
     p = commands.add_parser("convert", parents=[debug], help="rewrite a LoRA file in another format")

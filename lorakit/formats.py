@@ -15,7 +15,11 @@ One LoRA, three spellings (``P`` is a module path such as
 :func:`load_lora` detects the format and returns a :class:`LoRAWeights` (A and B per module
 path, one ``r`` and one ``alpha``); :func:`apply_lora` checks every module and shape against
 the model before it changes anything. Pickle files (``.ckpt``, ``.pt``, ``.bin``) are refused:
-unpickling runs code. Files are written atomically (a temporary file, then ``os.replace``).
+unpickling runs code. Every refusal of a file is a :class:`LoRAFileError` (a ``ValueError``) whose
+one-line message names the file and the key; the header is checked before any tensor is read, and
+every weight and setting after (floating point, finite, rank above 0, alpha positive and finite).
+Files are written atomically (a temporary file, then ``os.replace``), byte for byte the same for the
+same LoRA (:func:`safetensors_bytes`).
 
 Left out: text-encoder LoRAs (skipped with a warning), convolution LoRAs, LoHa/LoKr/DoRA,
 per-module ranks or alphas, SDXL's key layout. The wrapping itself is ``lorakit.inject``.
@@ -25,6 +29,8 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import numbers
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +50,14 @@ TEXT_PREFIXES = ("lora_te_", "lora_te1_", "lora_te2_", "text_encoder.", "text_en
 DIFFUSERS_PREFIX, DIFFUSERS_FILE = "unet.", "pytorch_lora_weights.safetensors"
 PEFT_PREFIX, PEFT_FILE, PEFT_CONFIG = "base_model.model.", "adapter_model.safetensors", "adapter_config.json"
 METADATA_KEY = "lora_adapter_metadata"  # diffusers' key for the LoraConfig JSON
+
+
+class LoRAFileError(ValueError):
+    """A LoRA file (or :class:`LoRAWeights`) that lorakit refuses; the message names the file and the key.
+
+    Every refusal of a file's content is this one type, a ``ValueError``; a file that is not there
+    is a ``FileNotFoundError``. A refused file changes nothing in the model it was meant for.
+    """
 
 
 @dataclass
@@ -93,9 +107,25 @@ def from_model(model: nn.Module) -> LoRAWeights:
 
 # --- writing ---------------------------------------------------------------------------
 
+def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """A safetensors file, byte for byte the same for the same tensors and metadata.
+
+    (safetensors itself writes the metadata in the order of a hash map, which changes from one process
+    to the next; the header is rewritten here with the metadata sorted, the tensors in file order.)
+    """
+    raw = safetensors.torch.save({k: v.contiguous().clone() for k, v in tensors.items()}, metadata=metadata)
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    entries = sorted(((k, v) for k, v in header.items() if k != "__metadata__"), key=lambda kv: kv[1]["data_offsets"])
+    ordered = ({"__metadata__": dict(sorted(header["__metadata__"].items()))} if "__metadata__" in header else {})
+    ordered |= dict(entries)
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # safetensors aligns the data to 8 bytes
+    return len(text).to_bytes(8, "little") + text + raw[8 + n:]
+
+
 def _save_safetensors(tensors: dict, path: Path, metadata: dict[str, str]) -> None:
-    tensors = {k: v.contiguous().clone() for k, v in tensors.items()}
-    files.write_atomically(path, lambda tmp: safetensors.torch.save_file(tensors, str(tmp), metadata=metadata))
+    files.write_atomically(path, safetensors_bytes(tensors, metadata))
 
 
 def save_weights(weights: LoRAWeights, path: str | Path, format: str = "kohya",
@@ -140,7 +170,7 @@ def save_weights(weights: LoRAWeights, path: str | Path, format: str = "kohya",
     tensors = {PEFT_PREFIX + k: v for k, v in weights.state_dict().items()}
     _save_safetensors(tensors, path / PEFT_FILE, {"format": "pt"} | own)
     text = json.dumps(config, indent=2, sort_keys=True)
-    files.write_atomically(path / PEFT_CONFIG, lambda tmp: tmp.write_text(text))
+    files.write_atomically(path / PEFT_CONFIG, text)
     return path
 
 
@@ -152,31 +182,90 @@ def save_lora(model: nn.Module, path: str | Path, format: str = "kohya",
 
 # --- reading ---------------------------------------------------------------------------
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a safetensors file, refusing pickles and broken files with a clear message."""
+MAX_HEADER_BYTES = 32 * 2 ** 20  # SD 1.5's largest LoRAs have headers of a few hundred KB, metadata included
+MAX_TENSORS = 20_000  # a full SDXL LoRA (UNet, both text encoders, convolutions) has under 10,000
+MAX_CONFIG_BYTES = 2 ** 20  # adapter_config.json
+FLOAT_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
+
+
+def _looks_like_pickle(path: Path, head: bytes, size: int) -> bool:
+    """A torch.save zip, or a raw pickle: the PROTO opcode (protocol 2-5), an opcode after it, the STOP opcode
+    ``.`` last. (A safetensors header of 640 bytes also begins 0x80 0x02, but zeros follow it.)"""
+    if head.startswith(b"PK\x03\x04"):
+        return True
+    if head[:1] != b"\x80" or head[1:2] not in (b"\x02", b"\x03", b"\x04", b"\x05") or head[2:3] in (b"", b"\x00"):
+        return False
+    with open(path, "rb") as f:
+        f.seek(size - 1)
+        return f.read(1) == b"."
+
+
+def _read_header(path: Path) -> tuple[dict[str, dict], dict[str, str]]:
+    """The tensor entries (name -> dtype, shape, offsets) and the metadata of a safetensors file, read from
+    its header alone: pickles, broken headers and oversized files are refused before any tensor is read."""
     if not path.is_file():
         raise FileNotFoundError(f"no LoRA file at {path}.")
     refuse = (f"{path} is a pickle-based checkpoint, which can run arbitrary code when loaded; lorakit "
               "reads .safetensors only. Ask for a .safetensors version of this LoRA, or convert it yourself "
               "in a sandbox with code you trust.")
     if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise ValueError(refuse)
+        raise LoRAFileError(refuse)
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(9)
     header_len = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
     if not (len(head) == 9 and header_len <= size - 8 and head[8:9] == b"{"):
-        if head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05"):
-            raise ValueError(refuse)  # a torch.save zip or a raw pickle, whatever its name
+        if _looks_like_pickle(path, head, size):
+            raise LoRAFileError(refuse)  # whatever its name
         why = (f"{size} bytes is too short for a header" if header_len < 0
                else f"its header claims {header_len} bytes but the file has {size} (truncated?)"
                if header_len > size - 8 else "its header is not JSON")
-        raise ValueError(f"{path} is not a valid safetensors file: {why}.")
+        raise LoRAFileError(f"{path} is not a valid safetensors file: {why}.")
+    if header_len > MAX_HEADER_BYTES:
+        raise LoRAFileError(f"{path} is not a LoRA lorakit reads: its header is {header_len / 2 ** 20:.0f} MB, "
+                            f"more than the {MAX_HEADER_BYTES // 2 ** 20} MB of any LoRA's (a full model, or a "
+                            "file made to exhaust memory?).")
+    with open(path, "rb") as f:
+        f.seek(8)
+        text = f.read(header_len)
+    try:
+        header = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise LoRAFileError(f"{path} is not a valid safetensors file: its header is not JSON ({error}).") from None
+    if not isinstance(header, dict):
+        raise LoRAFileError(f"{path} is not a valid safetensors file: its header is a JSON "
+                            f"{type(header).__name__}, not an object.")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise LoRAFileError(f"{path} is not a valid safetensors file: its __metadata__ is not an object of strings.")
+    if len(header) > MAX_TENSORS:
+        raise LoRAFileError(f"{path} is not a LoRA lorakit reads: it holds {len(header):,} tensors, more than the "
+                            f"{MAX_TENSORS:,} of any LoRA's.")
+    for key, entry in header.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("dtype"), str)
+                and isinstance(entry.get("shape"), list)):
+            raise LoRAFileError(f"{path} is not a valid safetensors file: the entry of {key!r} has no dtype and shape.")
+    return header, metadata
+
+
+def _read_tensors(path: Path, header: dict[str, dict], keys: list[str]) -> dict[str, torch.Tensor]:
+    """The tensors ``keys`` of the file, each checked: a floating-point dtype, every value finite."""
+    wrong = [f"{k} ({header[k]['dtype']})" for k in keys if header[k]["dtype"] not in FLOAT_DTYPES]
+    if wrong:
+        raise LoRAFileError(f"{path}: LoRA weights are floating point, but {len(wrong)} tensors are not: "
+                            f"{', '.join(wrong[:3])}. The file is broken, or not a LoRA.")
     try:
         with safetensors.safe_open(str(path), "pt") as handle:
-            return {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata() or {})
-    except (safetensors.SafetensorError, OSError, ValueError) as error:
-        raise ValueError(f"{path} is not a valid safetensors file: {error}.") from error
+            tensors = {k: handle.get_tensor(k) for k in keys}
+    except (safetensors.SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise LoRAFileError(f"{path} is not a valid safetensors file: {error}.") from None
+    for key, tensor in tensors.items():
+        bad = tensor.numel() - int(torch.isfinite(tensor).sum())
+        if bad:
+            raise LoRAFileError(f"{path}: {key} holds {bad} NaN or infinite values of {tensor.numel()}; the "
+                                "LoRA is broken (a training run that diverged?): use an earlier checkpoint, "
+                                "or retrain with a lower learning rate.")
+    return tensors
 
 
 def _kohya_names(model: nn.Module) -> dict[str, str]:
@@ -206,9 +295,45 @@ def _split(keys, suffixes: tuple[str, ...]) -> tuple[dict[str, dict[str, str]], 
     return groups, others
 
 
-def _unsupported(path: Path, keys: list[str], what: str) -> ValueError:
-    return ValueError(f"{path} has {len(keys)} keys that lorakit cannot read as {what} "
+def _unsupported(path: Path, keys: list[str], what: str) -> LoRAFileError:
+    return LoRAFileError(f"{path} has {len(keys)} keys that lorakit cannot read as {what} "
                       f"(e.g. {', '.join(keys[:5])}); it reads plain LoRA on linear layers only.")
+
+
+def _settings(path: Path, where: str, text: str, prefix: str = "") -> dict:
+    """The LoRA settings in a JSON object (diffusers' metadata entry, PEFT's adapter_config.json), checked:
+    ``r`` a positive integer, ``lora_alpha`` a positive finite number, ``use_rslora``/``use_dora`` booleans,
+    the patterns objects. Keys are returned without ``prefix``; the messages name them as the file has them."""
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise LoRAFileError(f"{path}: {where} is not valid JSON ({error}); rewrite the file with "
+                            "`lorakit convert` or the tool that made it.") from None
+    if not isinstance(value, dict):
+        raise LoRAFileError(f"{path}: {where} is a JSON {type(value).__name__}, not an object of LoRA settings "
+                            "(r, lora_alpha, ...).")
+    config = {k[len(prefix):]: v for k, v in value.items() if k.startswith(prefix)}
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    rules = {"r": (lambda v: number(v) and v == int(v) and v > 0, "a positive integer"),
+             "lora_alpha": (lambda v: number(v) and math.isfinite(v), "a finite number"),
+             "use_rslora": (lambda v: isinstance(v, bool), "true or false"),
+             "use_dora": (lambda v: isinstance(v, bool), "true or false"),
+             "peft_type": (lambda v: isinstance(v, str), "a string"),
+             "rank_pattern": (lambda v: isinstance(v, dict), "an object"),
+             "alpha_pattern": (lambda v: isinstance(v, dict), "an object")}
+    for key, (ok, what) in rules.items():
+        if config.get(key) is not None and not ok(config[key]):
+            raise LoRAFileError(f"{path}: {where} has {prefix}{key} = {json.dumps(config[key])[:60]}; it must be "
+                                f"{what}.")
+    return config
+
+
+def _alpha(path: Path, key: str, tensor: torch.Tensor) -> float:
+    """A kohya ``.alpha`` tensor as a number: one element, finite (checked when read)."""
+    if tensor.numel() != 1:
+        raise LoRAFileError(f"{path}: {key} holds {tensor.numel()} values of shape {tuple(tensor.shape)}; a kohya "
+                            "alpha is one number.")
+    return float(tensor.reshape(()))
 
 
 def load_lora(path: str | Path, model: nn.Module | None = None) -> LoRAWeights:
@@ -216,6 +341,8 @@ def load_lora(path: str | Path, model: nn.Module | None = None) -> LoRAWeights:
 
     kohya names (``lora_unet_down_blocks_0_...``) are mapped back to module paths through the
     module names of ``model``, or of SD 1.5's UNet (the tiny SD's are the same) by default.
+    The format is told from the header's key names before any tensor is read; every tensor and
+    setting is checked (:class:`LoRAFileError` names the file and the key).
     """
     path = Path(path)
     if path.is_dir():
@@ -223,16 +350,13 @@ def load_lora(path: str | Path, model: nn.Module | None = None) -> LoRAWeights:
             if (path / name).is_file():
                 return load_lora(path / name, model)
         raise FileNotFoundError(f"{path} holds neither {PEFT_FILE} (PEFT) nor {DIFFUSERS_FILE} (diffusers).")
-    tensors, metadata = _read_safetensors(path)
-    text = [k for k in tensors if k.startswith(TEXT_PREFIXES)]
-    keys = [k for k in tensors if k not in text]
+    header, metadata = _read_header(path)
+    text = [k for k in header if k.startswith(TEXT_PREFIXES)]
+    keys = [k for k in header if k not in text]
     if text and not keys:
-        raise ValueError(f"{path} holds only text-encoder LoRA weights; lorakit loads UNet LoRAs only.")
-    if text:
-        warnings.warn(f"{path.name}: skipping {len(text)} text-encoder tensors; lorakit loads UNet LoRAs only.",
-                      stacklevel=2)
+        raise LoRAFileError(f"{path} holds only text-encoder LoRA weights; lorakit loads UNet LoRAs only.")
     config: dict = {}
-    alphas: dict[str, float] = {}
+    alpha_keys: dict[str, str] = {}
     if any(k.startswith(KOHYA_PREFIX) for k in keys):
         fmt = "kohya"
         groups, others = _split(keys, ("lora_down.weight", "lora_up.weight", "alpha"))
@@ -240,7 +364,7 @@ def load_lora(path: str | Path, model: nn.Module | None = None) -> LoRAWeights:
             raise _unsupported(path, others, "kohya LoRA")
         known = _kohya_names(model) if model is not None else _sd_kohya_names()
         pairs = {known.get(m, m): (g.get("lora_down.weight"), g.get("lora_up.weight")) for m, g in groups.items()}
-        alphas = {known.get(m, m): float(tensors[g["alpha"]]) for m, g in groups.items() if "alpha" in g}
+        alpha_keys = {known.get(m, m): g["alpha"] for m, g in groups.items() if "alpha" in g}
     elif any(k.startswith((PEFT_PREFIX, DIFFUSERS_PREFIX)) for k in keys):
         peft = any(k.startswith(PEFT_PREFIX) for k in keys)
         fmt, prefix = ("peft", PEFT_PREFIX) if peft else ("diffusers", DIFFUSERS_PREFIX)
@@ -250,40 +374,83 @@ def load_lora(path: str | Path, model: nn.Module | None = None) -> LoRAWeights:
             raise _unsupported(path, others, f"{fmt} LoRA")
         pairs = {m[len(prefix):]: (g.get("lora_A.weight"), g.get("lora_B.weight")) for m, g in groups.items()}
         if fmt == "diffusers" and METADATA_KEY in metadata:
-            packed = json.loads(metadata[METADATA_KEY])
-            config = {k[len(prefix):]: v for k, v in packed.items() if k.startswith(prefix)}
+            config = _settings(path, f"the {METADATA_KEY} metadata", metadata[METADATA_KEY], prefix)
         elif fmt == "peft" and (path.parent / PEFT_CONFIG).is_file():
-            config = json.loads((path.parent / PEFT_CONFIG).read_text())
+            config_file = path.parent / PEFT_CONFIG
+            if config_file.stat().st_size > MAX_CONFIG_BYTES:
+                raise LoRAFileError(f"{config_file} is {config_file.stat().st_size:,} bytes; a PEFT adapter_config.json "
+                                    "is a few hundred.")
+            config = _settings(config_file, "the adapter config", config_file.read_bytes())
         elif fmt == "peft":
             warnings.warn(f"no {PEFT_CONFIG} next to {path.name}: assuming lora_alpha = r.", stacklevel=2)
     else:
-        raise ValueError(f"cannot tell the LoRA format of {path}: expected kohya keys ({KOHYA_PREFIX}..."
-                         f".lora_down.weight), diffusers keys ({DIFFUSERS_PREFIX}....lora_A.weight) or PEFT "
-                         f"keys ({PEFT_PREFIX}....lora_A.weight), found {', '.join(keys[:3]) or 'no tensors'}.")
+        raise LoRAFileError(f"cannot tell the LoRA format of {path}: expected kohya keys ({KOHYA_PREFIX}..."
+                            f".lora_down.weight), diffusers keys ({DIFFUSERS_PREFIX}....lora_A.weight) or PEFT "
+                            f"keys ({PEFT_PREFIX}....lora_A.weight), found {', '.join(keys[:3]) or 'no tensors'}.")
+    problems = [f"{m}: no {'A' if a is None else 'B'}" for m, (a, b) in pairs.items() if a is None or b is None]
+    if problems or not pairs:
+        raise LoRAFileError(f"{path} is not a LoRA lorakit can load: {'; '.join(problems[:5]) or 'no LoRA tensors'}.")
+    if text:
+        warnings.warn(f"{path.name}: skipping {len(text)} text-encoder tensors; lorakit loads UNet LoRAs only.",
+                      stacklevel=2)
+    tensors = _read_tensors(path, header, [k for pair in pairs.values() for k in pair] + list(alpha_keys.values()))
+    alphas = {m: _alpha(path, k, tensors[k]) for m, k in alpha_keys.items()}
     return _assemble(path, fmt, tensors, pairs, alphas, config, metadata)
 
 
 def _assemble(path, fmt, tensors, pairs, alphas, config, metadata) -> LoRAWeights:
     """Check that every module has a 2-D A and B of one shared rank, and one alpha; build the LoRAWeights."""
-    problems = [f"{m}: no {'A' if a is None else 'B'}" for m, (a, b) in pairs.items() if a is None or b is None]
-    problems += [f"{m}: A {tuple(tensors[a].shape)} and B {tuple(tensors[b].shape)} are not a 2-D pair "
-                 "(a convolution LoRA?)" for m, (a, b) in pairs.items() if a and b and
-                 (tensors[a].ndim != 2 or tensors[b].ndim != 2 or tensors[a].shape[0] != tensors[b].shape[1])]
-    if problems or not pairs:
-        raise ValueError(f"{path} is not a LoRA lorakit can load: {'; '.join(problems[:5]) or 'no LoRA tensors'}.")
+    problems = [f"{m}: A {tuple(tensors[a].shape)} and B {tuple(tensors[b].shape)} are not a 2-D pair "
+                "(a convolution LoRA?)" for m, (a, b) in pairs.items() if
+                tensors[a].ndim != 2 or tensors[b].ndim != 2 or tensors[a].shape[0] != tensors[b].shape[1]]
+    if problems:
+        raise LoRAFileError(f"{path} is not a LoRA lorakit can load: {'; '.join(problems[:5])}.")
     ranks = {tensors[a].shape[0] for a, _ in pairs.values()}
-    alpha_values = {alphas.get(m) or float(min(ranks)) for m in pairs} if alphas else set()  # kohya: none = r
+    alpha_values = {alphas.get(m, float(min(ranks))) for m in pairs} if alphas else set()  # kohya: none = r
     if len(ranks) > 1 or len(alpha_values) > 1 or config.get("rank_pattern") or config.get("alpha_pattern"):
-        raise ValueError(f"{path} has per-module ranks {sorted(ranks)} or alphas {sorted(alpha_values)}; "
-                         "lorakit (like diffusers) handles one r and one alpha for all modules.")
+        raise LoRAFileError(f"{path} has per-module ranks {sorted(ranks)} or alphas {sorted(alpha_values)}; "
+                            "lorakit (like diffusers) handles one r and one alpha for all modules.")
     if config.get("use_dora") or config.get("peft_type", "LORA") != "LORA":
-        raise ValueError(f"{path} is a {config.get('peft_type')} adapter (use_dora={config.get('use_dora')}); "
-                         "lorakit loads plain LoRA only.")
+        raise LoRAFileError(f"{path} is a {config.get('peft_type')} adapter (use_dora={config.get('use_dora')}); "
+                            "lorakit loads plain LoRA only.")
     r = ranks.pop()
-    alpha = next(iter(alpha_values), None) or config.get("lora_alpha") or r  # kohya, then config, then alpha = r
-    return LoRAWeights(fmt, r, float(alpha), {m: tensors[a].float() for m, (a, _) in pairs.items()},
-                       {m: tensors[b].float() for m, (_, b) in pairs.items()},
-                       bool(config.get("use_rslora", False)), metadata)
+    if r == 0:
+        raise LoRAFileError(f"{path} holds a LoRA of rank 0 (A of shape {tuple(tensors[pairs[next(iter(pairs))][0]].shape)}), "
+                            "which changes nothing: the file is broken; save it again from the trained model.")
+    # alpha: kohya's per-module tensor, else the config's lora_alpha, else alpha = r (kohya, diffusers and PEFT agree)
+    where = "its .alpha tensors" if alpha_values else f"{'the ' + METADATA_KEY + ' metadata' if fmt == 'diffusers' else PEFT_CONFIG} lora_alpha"
+    alpha = alpha_values.pop() if alpha_values else config.get("lora_alpha")
+    alpha = float(r if alpha is None else alpha)
+    if alpha == 0:
+        raise LoRAFileError(f"{path}: alpha is 0 in {where}. Tools disagree on what that means (kohya's scripts and "
+                            "AUTOMATIC1111 read it as alpha = r, diffusers and ComfyUI as a LoRA that does nothing), "
+                            f"so lorakit refuses to guess: set it to {r} (alpha = r) or to the alpha it was trained with.")
+    weights = LoRAWeights(fmt, r, alpha, {m: tensors[a].float() for m, (a, _) in pairs.items()},
+                          {m: tensors[b].float() for m, (_, b) in pairs.items()},
+                          bool(config.get("use_rslora", False)), metadata)
+    check_weights(weights, str(path))
+    return weights
+
+
+def check_weights(weights: LoRAWeights, source: str = "the LoRA") -> None:
+    """Refuse weights that no model should get: r not a positive integer, alpha not positive and finite,
+    A or B not float, not 2-D of rank r, or not finite (``source`` names them in the message)."""
+    if isinstance(weights.r, bool) or not isinstance(weights.r, int) or weights.r <= 0:
+        raise LoRAFileError(f"{source}: r must be a positive integer, got r={weights.r!r}.")
+    if isinstance(weights.alpha, bool) or not isinstance(weights.alpha, numbers.Real) \
+            or not (math.isfinite(weights.alpha) and weights.alpha > 0):
+        raise LoRAFileError(f"{source}: alpha must be a positive finite number, got alpha={weights.alpha!r}; "
+                            f"alpha = r ({weights.r}) gives scaling 1.")
+    if set(weights.A) != set(weights.B) or not weights.A:
+        raise LoRAFileError(f"{source}: A and B name different modules, or none.")
+    for name, (ab, tensors, dim) in [(m, t) for m in weights.A for t in (("A", weights.A, 0), ("B", weights.B, 1))]:
+        t = tensors[name]
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.ndim != 2 or t.shape[dim] != weights.r:
+            raise LoRAFileError(f"{source}: {ab} of {name} must be a 2-D float tensor with {weights.r} "
+                                f"{'rows' if dim == 0 else 'columns'} (rank r), got "
+                                f"{getattr(t, 'dtype', type(t).__name__)} {tuple(getattr(t, 'shape', ()))}.")
+        if not bool(torch.isfinite(t).all()):
+            raise LoRAFileError(f"{source}: {ab} of {name} holds NaN or infinite values: the LoRA is broken.")
 
 
 # --- using ----------------------------------------------------------------------------
@@ -291,9 +458,13 @@ def _assemble(path, fmt, tensors, pairs, alphas, config, metadata) -> LoRAWeight
 def apply_lora(model: nn.Module, weights: LoRAWeights | str | Path, scale: float = 1.0) -> list[str]:
     """Inject LoRA layers for ``weights`` (unless the model already has exactly those) and load them.
 
-    Every module and shape is checked first; on any mismatch the model is left untouched.
+    Everything is checked first (the weights, every module and shape, ``scale``); a refusal leaves the
+    model exactly as it was, ``requires_grad`` flags included.
     """
     weights = weights if isinstance(weights, LoRAWeights) else load_lora(weights)
+    check_weights(weights)
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
+        raise ValueError(f"scale must be a finite number (0 off, 1 as trained), got scale={scale!r}.")
     modules = dict(model.named_modules())
     kohya = _kohya_names(model)  # for kohya names that load_lora could not resolve
     paths = {m: m if m in modules else kohya.get(m, m) for m in weights.modules}
@@ -308,20 +479,29 @@ def apply_lora(model: nn.Module, weights: LoRAWeights | str | Path, scale: float
             problems.append(f"{p}: a {type(base).__name__}, not a linear layer")
         elif (base.in_features, base.out_features) != (n_in, n_out):
             problems.append(f"{p}: file {n_in}->{n_out} vs model {base.in_features}->{base.out_features}")
+        elif weights.r > min(n_in, n_out):
+            problems.append(f"{p}: rank {weights.r} above min(in, out) = {min(n_in, n_out)}")
     if problems:
-        raise ValueError(f"the LoRA does not fit this {type(model).__name__}: {len(problems)} of {len(paths)} "
-                         f"modules do not match (nothing was loaded): {'; '.join(problems[:5])}"
-                         f"{' ...' if len(problems) > 5 else ''}")
+        raise LoRAFileError(f"the LoRA does not fit this {type(model).__name__}: {len(problems)} of {len(paths)} "
+                            f"modules do not match (nothing was loaded): {'; '.join(problems[:5])}"
+                            f"{' ...' if len(problems) > 5 else ''}")
     existing = dict(inject.lora_layers(model))
-    if existing:
-        if set(existing) != set(paths.values()) or any(layer.r != weights.r for layer in existing.values()):
-            raise RuntimeError("the model already has LoRA layers on other modules or of another rank: "
-                               "call inject.remove_lora(model) first.")
-    else:
-        inject.inject_lora(model, r=weights.r, alpha=weights.alpha, target_modules=list(paths.values()),
-                           use_rslora=weights.use_rslora)
-    inject.load_lora_state_dict(model, {f"{paths[m]}.lora_{ab}.weight": t[m] for m in paths
-                                        for ab, t in (("A", weights.A), ("B", weights.B))})
+    if existing and (set(existing) != set(paths.values()) or any(layer.r != weights.r for layer in existing.values())):
+        raise RuntimeError("the model already has LoRA layers on other modules or of another rank: "
+                           "call inject.remove_lora(model) first.")
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    try:
+        if not existing:
+            inject.inject_lora(model, r=weights.r, alpha=weights.alpha, target_modules=list(paths.values()),
+                               use_rslora=weights.use_rslora)
+        inject.load_lora_state_dict(model, {f"{paths[m]}.lora_{ab}.weight": t[m] for m in paths
+                                            for ab, t in (("A", weights.A), ("B", weights.B))})
+    except BaseException:
+        if not existing:
+            inject.remove_lora(model)
+        for name, p in model.named_parameters():
+            p.requires_grad_(flags.get(name, p.requires_grad))
+        raise
     for _, layer in inject.lora_layers(model):  # existing layers take the file's alpha too
         layer.alpha, layer.use_rslora = weights.alpha, weights.use_rslora
     inject.set_lora_scale(model, scale)

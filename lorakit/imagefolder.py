@@ -29,6 +29,7 @@ from lorakit import files
 
 METADATA = "metadata.jsonl"
 MAX_LISTED_PROBLEMS = 10
+MAX_ASPECT = 8  # the longest side over the shortest: beyond it the centre crop would keep a sliver
 WHITE = (255, 255, 255)  # what transparent pixels become
 
 
@@ -44,10 +45,32 @@ def to_image(tensor: torch.Tensor) -> Image.Image:
     return Image.fromarray(array.permute(1, 2, 0).cpu().numpy())
 
 
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit integer or float grey picture as 8-bit grey ("L"), scaled, not clipped.
+
+    (PIL's own ``convert`` clips every value above 255: a 16-bit picture comes out nearly white, a
+    float picture in [0, 1] black.) 16-bit pictures are scaled from 0-65535; 32-bit integer ones must
+    hold 16-bit values (PNG's 16-bit grey opens so); float ones values in [0, 1]. Anything else is refused.
+    """
+    values = np.asarray(image, dtype=np.float64)  # (H, W)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if image.mode.startswith("I;16") or (image.mode == "I" and low >= 0 and high <= 65535):
+        scaled = values / 257.0  # 65535 -> 255
+    elif image.mode == "F" and np.isfinite(values).all() and low >= 0 and high <= 1:
+        scaled = values * 255.0
+    else:
+        raise ValueError(f"a {image.mode} picture with values from {low:g} to {high:g}, which lorakit cannot map to "
+                         "colours: save it as an 8-bit or 16-bit PNG")
+    return Image.fromarray(np.round(scaled).astype(np.uint8), mode="L")
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
-    """``image`` in RGB; transparent pixels (RGBA, LA, P with transparency) become white."""
+    """``image`` in RGB; transparent pixels (RGBA, LA, P with transparency) become white; 16-bit,
+    32-bit and float grey pictures are scaled to 8 bits (:func:`_eight_bit`)."""
     if image.mode == "RGB":
         return image
+    if image.mode.startswith(("I", "F")):
+        return _eight_bit(image).convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (*WHITE, 255))
@@ -102,13 +125,25 @@ def _check_row(line_no: int, line: bytes, folder: Path, seen: dict[str, int]) ->
     path = folder / relative
     if not path.is_file():
         raise ValueError(f"{where}: file {name!r} does not exist in {folder}.")
+    if not path.resolve().is_relative_to(folder.resolve()):  # a link that leads out of the folder
+        raise ValueError(f"{where}: file_name {name!r} is a link to {path.resolve()}, outside the folder {folder}; "
+                         "copy the picture into the folder instead.")
     try:
         with Image.open(path) as image:
             image.verify()  # checksums and structure
         with Image.open(path) as image:
             image.load()  # a full decode catches truncated files that verify() lets through
+            image = image.copy()
     except Exception as error:  # PIL raises many types for bad files
         raise ValueError(f"{where}: {name!r} is not a readable image ({type(error).__name__}: {error}).") from None
+    w, h = image.size
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise ValueError(f"{where}: {name!r} is {w}x{h}, more than {MAX_ASPECT}:1; training crops the centre "
+                         "square of every picture, so crop this one yourself, or leave it out.")
+    try:
+        to_rgb(image)
+    except ValueError as error:  # values that cannot be mapped to colours
+        raise ValueError(f"{where}: {name!r} is {error}.") from None
     return path, text
 
 
@@ -200,8 +235,8 @@ def write_imagefolder(folder: str | os.PathLike, images: Sequence[Image.Image | 
     for i, (image, caption) in enumerate(zip(images, captions, strict=True)):
         image = to_image(image) if isinstance(image, torch.Tensor) else to_rgb(image)
         name = f"{i:04d}.png"
-        files.write_atomically(folder / name, lambda tmp, image=image: image.save(tmp, format="PNG"))
+        files.write_atomically(folder / name, lambda f, image=image: image.save(f, format="PNG"))
         lines.append(json.dumps({"file_name": name, "text": caption}, ensure_ascii=False))
     text = ("\n".join(lines) + "\n").encode("utf-8")
-    files.write_atomically(folder / METADATA, lambda tmp: tmp.write_bytes(text))
+    files.write_atomically(folder / METADATA, text)
     return folder

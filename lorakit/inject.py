@@ -20,6 +20,8 @@ expects). Files (kohya, diffusers, PEFT) are ``lorakit.formats``.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -118,6 +120,18 @@ def lora_parameter_count(model: nn.Module, r: int, target_modules: str | Sequenc
     return sum(r * (modules[n].in_features + modules[n].out_features) for n in find_targets(model, target_modules))
 
 
+def check_targets(model: nn.Module, r: int, target_modules: str | Sequence[str] = "attn2") -> list[str]:
+    """The paths :func:`inject_lora` would wrap (:func:`find_targets`), refusing an ``r`` above a layer's min(in, out)."""
+    names = find_targets(model, target_modules)
+    modules = dict(model.named_modules())
+    too_small = [f"{n} ({modules[n].in_features}->{modules[n].out_features})"
+                 for n in names if r > min(modules[n].in_features, modules[n].out_features)]
+    if too_small:
+        raise ValueError(f"r={r} does not fit {len(too_small)} targeted layers, whose min(in, out) is "
+                         f"smaller: {', '.join(too_small[:5])}. Use a smaller r or other target_modules.")
+    return names
+
+
 def inject_lora(model: nn.Module, r: int = 4, alpha: float | None = None,
                 target_modules: str | Sequence[str] = "attn2", **lora_kwargs) -> list[str]:
     """Wrap the targeted linear layers in ``LoRALinear`` and freeze everything else.
@@ -130,16 +144,18 @@ def inject_lora(model: nn.Module, r: int = 4, alpha: float | None = None,
         raise RuntimeError(f"this model already has {len(existing)} LoRA layers (e.g. {existing[0]}): "
                            "call inject.remove_lora(model) first, or load new weights into them with "
                            "inject.load_lora_state_dict.")
-    names = find_targets(model, target_modules)
+    names = check_targets(model, r, target_modules)
     modules = dict(model.named_modules())
-    too_small = [f"{n} ({modules[n].in_features}->{modules[n].out_features})"
-                 for n in names if r > min(modules[n].in_features, modules[n].out_features)]
-    if too_small:
-        raise ValueError(f"r={r} does not fit {len(too_small)} targeted layers, whose min(in, out) is "
-                         f"smaller: {', '.join(too_small[:5])}. Use a smaller r or other target_modules.")
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    try:  # every layer is built (and its settings checked) before the model changes
+        layers = {name: LoRALinear(modules[name], r=r, alpha=alpha, **lora_kwargs) for name in names}
+    except BaseException:
+        for name, p in model.named_parameters():  # LoRALinear freezes its base layer
+            p.requires_grad_(flags[name])
+        raise
     model.requires_grad_(False)
-    for name in names:
-        _replace(model, name, LoRALinear(modules[name], r=r, alpha=alpha, **lora_kwargs))
+    for name, layer in layers.items():
+        _replace(model, name, layer)
     return names
 
 
@@ -152,6 +168,8 @@ def _layers_or_raise(model: nn.Module) -> list[tuple[str, LoRALinear]]:
 
 def set_lora_scale(model: nn.Module, scale: float) -> None:
     """Set the runtime multiplier of every LoRA layer (0 turns LoRA off, 1 is as trained)."""
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
+        raise ValueError(f"the LoRA scale must be a finite number (0 off, 1 as trained), got {scale!r}.")
     for name, layer in _layers_or_raise(model):
         if layer.merged:
             raise RuntimeError(f"{name} is merged: call inject.unmerge_lora(model) before changing the scale.")

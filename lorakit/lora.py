@@ -29,6 +29,7 @@ is ``lorakit.inject``; saving it in kohya/diffusers/PEFT files is ``lorakit.form
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -68,8 +69,9 @@ class LoRALinear(nn.Module):
                 f"for a {in_features}->{out_features} layer: B @ A can never have rank above "
                 "min(in, out), so a rank above min(in, out) adds parameters but no expressiveness. "
                 f"Use r <= {min(in_features, out_features)}.")
-        if alpha is not None and not alpha > 0:
-            raise ValueError(f"alpha must be a positive number (or None for alpha = r), got alpha={alpha!r}.")
+        if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, numbers.Real)
+                                  or not (math.isfinite(alpha) and alpha > 0)):
+            raise ValueError(f"alpha must be a positive finite number (or None for alpha = r), got alpha={alpha!r}.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a probability in [0, 1), got dropout={dropout!r}.")
         if init not in INITS:

@@ -125,7 +125,12 @@ def rank_for_energy(S_or_W: ArrayLike, fraction: float) -> int:
     """
     if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
         raise ValueError(f"fraction={fraction!r} must be a number in (0, 1], e.g. 0.9 for 90% of the energy.")
-    kept = energy(singular_values(S_or_W))  # (p,)
+    S = singular_values(S_or_W)  # (p,)
+    # Singular values at rounding level are zero (numpy's matrix_rank tolerance): without this, a float32
+    # matrix of rank 3 "needs" rank 4 for all of its energy, by how its rounding noise happens to add up.
+    size = max(_as_tensor(S_or_W, "S_or_W").shape)
+    S = torch.where(S > S.max() * size * torch.finfo(S.dtype).eps, S, torch.zeros_like(S))
+    kept = energy(S)  # (p,)
     return int(torch.searchsorted(kept, torch.tensor(float(fraction), dtype=kept.dtype)).item()) + 1
 
 

@@ -11,12 +11,40 @@ Left out: schedulers other than the pipeline's own, image-to-image, negative pro
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
 from lorakit import config
+
+
+def warn_if_cut(tokenizer, texts: Sequence[str], what: str = "prompt") -> int:
+    """Warn, once for all ``texts``, if some are longer than the text encoder reads (CLIP: 77 tokens with the
+    start and end tokens), and say how much it reads; returns how many are cut."""
+    limit = tokenizer.model_max_length
+    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=False, verbose=False).input_ids]
+    long = [n for n in lengths if n > limit]
+    if long:
+        warnings.warn(f"{len(long)} of {len(lengths)} {what}s are longer than the {limit} tokens the text encoder "
+                      f"reads (the longest has {max(long)}): only their first {limit} tokens are used.", stacklevel=3)
+    return len(long)
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str):
+    """diffusers' pipeline logs each cut prompt in full (``warn_if_cut`` has said it once): silence that."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @torch.no_grad()
@@ -27,7 +55,8 @@ def generate(pipe, prompts: str | Sequence[str], seeds: int | Sequence[int] = 0,
 
     Defaults come from the model: its resolution (``sample_size * vae_scale_factor``) and the
     sampler steps and guidance of its preset (``config.preset_for``: the tiny SD's 10 steps at
-    guidance 5, SD 1.5's 30 at 7.5), on any device.
+    guidance 5, SD 1.5's 30 at 7.5), on any device. A picture that comes out NaN or infinite
+    (a LoRA too strong for the model) raises ``ValueError`` instead of becoming a black image.
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     seeds = [seeds] if isinstance(seeds, int) else list(seeds)
@@ -42,13 +71,25 @@ def generate(pipe, prompts: str | Sequence[str], seeds: int | Sequence[int] = 0,
     resolution = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
     steps = num_inference_steps or preset.num_inference_steps
     guidance = preset.guidance_scale if guidance_scale is None else guidance_scale
+    wanted = kwargs.pop("output_type", "pil")
+    if getattr(pipe, "tokenizer", None) is not None:
+        warn_if_cut(pipe.tokenizer, list(dict.fromkeys(prompts)))
     images: list[Image.Image] = []
     for begin in range(0, len(prompts), batch_size):
-        batch_prompts = prompts[begin:begin + batch_size]
-        generators = [torch.Generator(pipe.device).manual_seed(s) for s in seeds[begin:begin + batch_size]]
-        out = pipe(batch_prompts, generator=generators, num_inference_steps=steps,
-                   guidance_scale=guidance, height=resolution, width=resolution, **kwargs)
-        images.extend(out.images)
+        batch_prompts, batch_seeds = prompts[begin:begin + batch_size], seeds[begin:begin + batch_size]
+        generators = [torch.Generator(pipe.device).manual_seed(s) for s in batch_seeds]
+        with _quiet(type(pipe).__module__):
+            out = pipe(batch_prompts, generator=generators, num_inference_steps=steps, guidance_scale=guidance,
+                       height=resolution, width=resolution, output_type="np" if wanted == "pil" else wanted, **kwargs)
+        batch = out.images
+        finite = (np.isfinite(batch) if isinstance(batch, np.ndarray) else torch.isfinite(batch)).reshape(len(batch), -1)
+        broken = [i for i, ok in enumerate(finite.all(1).tolist()) if not ok]
+        if broken:  # as a PIL image, NaN pixels would be a black picture that looks like a result
+            raise ValueError(f"{len(broken)} of {len(batch)} pictures came out NaN or infinite (first: "
+                             f"{batch_prompts[broken[0]]!r}, seed {batch_seeds[broken[0]]}): the LoRA or its scale is "
+                             "too strong for this model, or its weights are broken; lower the LoRA scale or check "
+                             "the file (lorakit info).")
+        images.extend(pipe.numpy_to_pil(batch) if wanted == "pil" else batch)
     return images
 
 

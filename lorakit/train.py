@@ -57,7 +57,8 @@ CHECKPOINT = "checkpoint.pt"
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 LR_SCHEDULES = ("constant", "cosine")
 RESUME_KEYS = ("r", "alpha", "target_modules", "batch_size", "grad_accum", "seed",  # must match to resume
-               "flip", "caption_dropout", "ema_decay", "lora_dropout")
+               "flip", "caption_dropout", "ema_decay", "lora_dropout", "lr", "lr_schedule", "warmup_steps",
+               "min_snr_gamma", "max_grad_norm", "mixed_precision", "resolution")  # (steps may grow)
 
 
 @dataclass
@@ -166,8 +167,18 @@ def check_config(cfg: TrainConfig, device: torch.device) -> None:
     problems += [f"{name} must be >= 0, got {getattr(cfg, name)!r}" for name in
                  ("warmup_steps", "validation_every", "sample_every", "checkpoint_every", "max_grad_norm")
                  if getattr(cfg, name) < 0]
-    if not cfg.lr > 0:
-        problems.append(f"lr must be positive, got {cfg.lr!r}")
+    if not (isinstance(cfg.r, int) and not isinstance(cfg.r, bool) and cfg.r > 0):
+        problems.append(f"r must be a positive integer, got {cfg.r!r}")
+    if cfg.alpha is not None and not (isinstance(cfg.alpha, (int, float)) and math.isfinite(cfg.alpha) and cfg.alpha > 0):
+        problems.append(f"alpha must be a positive finite number or None (alpha = r), got {cfg.alpha!r}")
+    if not (isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr > 0):
+        problems.append(f"lr must be a positive finite number, got {cfg.lr!r}")
+    if cfg.resolution is not None and not (isinstance(cfg.resolution, int) and cfg.resolution > 0
+                                           and cfg.resolution % 64 == 0):
+        problems.append(f"resolution must be a positive multiple of 64 (the UNet halves the latents three times) "
+                        f"or None, got {cfg.resolution!r}")
+    if not (isinstance(cfg.seed, int) and 0 <= cfg.seed < 2 ** 63):
+        problems.append(f"seed must be an integer from 0 to 2**63 - 1, got {cfg.seed!r}")
     if cfg.lr_schedule not in LR_SCHEDULES:
         problems.append(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {cfg.lr_schedule!r}")
     if cfg.mixed_precision not in MIXED_PRECISIONS:
@@ -215,6 +226,7 @@ def cache_dataset(pipe, dataset, resolution: int, batch_size: int = 16, flip: bo
     distinct = list(dict.fromkeys(captions))
     if empty_prompt:
         distinct.append("")  # (even if a caption is empty too: the last row is the empty prompt's)
+    sample.warn_if_cut(pipe.tokenizer, distinct, "caption")
     ids = pipe.tokenizer(distinct, padding="max_length", max_length=pipe.tokenizer.model_max_length,
                          truncation=True, return_tensors="pt").input_ids  # (C, 77)
     embeddings = torch.cat([pipe.text_encoder(ids[i:i + batch_size].to(device))[0]
@@ -238,8 +250,8 @@ def epsilon_loss(unet, scheduler, latents, context, t, noise, gamma: float | Non
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a crash never leaves half a checkpoint."""
-    files.write_atomically(path, lambda tmp: torch.save(state, tmp))
+    """torch.save, written atomically: a crash or a full disk never leaves half a checkpoint."""
+    files.write_atomically(path, lambda f: torch.save(state, f))
 
 
 def save_loss_plot(result: TrainResult, path: str | Path) -> Path:
@@ -254,8 +266,7 @@ def save_loss_plot(result: TrainResult, path: str | Path) -> Path:
     ax.set(xlabel="step", ylabel="loss", yscale="log")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return Path(path)
+    return files.write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=100))
 
 
 def process_rows(batch_size: int, num_processes: int, index: int) -> slice:
@@ -377,21 +388,38 @@ def make_optimizer(params: list[torch.Tensor], cfg: TrainConfig, accelerator):
     return accelerator.prepare_optimizer(optimizer), lr_scheduler  # fp16: loss scaling via its GradScaler
 
 
+def resume_state(cfg: TrainConfig) -> dict | None:
+    """The checkpoint in ``cfg.output_dir`` that a run of ``cfg`` would resume from (None: a new run), checked:
+    written with the same settings (``RESUME_KEYS``), at a step no later than ``cfg.steps``."""
+    out = Path(cfg.output_dir) if cfg.output_dir else None
+    if out is None or not cfg.resume or not (out / CHECKPOINT).exists():
+        return None
+    try:
+        state = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)  # our own file, no pickled code
+    except Exception as error:  # a torn or foreign file: torch raises many kinds
+        raise ValueError(f"{out / CHECKPOINT} cannot be read ({type(error).__name__}): delete it to start "
+                         "again, or resume=False.") from None
+    changed = [f"{k}: {state['config'][k]!r} -> {v!r}" for k, v in asdict(cfg).items()
+               if k in RESUME_KEYS and _plain(state["config"].get(k)) != _plain(v)]
+    if state["step"] > cfg.steps or (cfg.lr_schedule == "cosine" and state["config"]["steps"] != cfg.steps):
+        changed.append(f"steps: {state['config']['steps']!r} -> {cfg.steps!r} (the checkpoint is at step "
+                       f"{state['step']}; steps may only grow, and not under the cosine schedule)")
+    if changed:
+        raise ValueError(f"{out / CHECKPOINT} was trained with other settings ({'; '.join(changed)}): "
+                         "resume with the checkpoint's settings, use another output_dir, or resume=False to "
+                         "start again (the checkpoint is overwritten).")
+    return state
+
+
 def resume(run: TrainingRun) -> None:
     """Step 5: continue from ``output_dir/checkpoint.pt`` when there is one (and ``cfg.resume``).
 
-    The checkpoint must have been written with the same settings (``RESUME_KEYS``); then the
+    The checkpoint must have been written with the same settings (:func:`resume_state`); then the
     LoRA, the optimizer, the schedule, the random state and the history continue exactly.
     """
-    cfg, out = run.cfg, run.out
-    if out is None or not cfg.resume or not (out / CHECKPOINT).exists():
+    state = resume_state(run.cfg)
+    if state is None:
         return
-    state = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)  # our own file
-    changed = [f"{k}: {state['config'][k]!r} -> {v!r}" for k, v in asdict(cfg).items()
-               if k in RESUME_KEYS and _plain(state["config"][k]) != _plain(v)]
-    if changed:
-        raise ValueError(f"{out / CHECKPOINT} was trained with other settings ({'; '.join(changed)}): "
-                         "use another output_dir, or resume=False to start again (the checkpoint is overwritten).")
     inject.load_lora_state_dict(run.pipe.unet, state["lora"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.lr_scheduler.load_state_dict(state["lr_scheduler"])
@@ -497,7 +525,8 @@ def sample_during_training(run: TrainingRun, done: int) -> None:
     unet.train()
     run.samples.append((done, images))
     if run.out is not None:
-        sample.image_grid(images, labels=cfg.sample_prompts).save(run.out / f"samples_{done:06d}.png")
+        grid = sample.image_grid(images, labels=cfg.sample_prompts)
+        files.write_atomically(run.out / f"samples_{done:06d}.png", lambda f: grid.save(f, format="PNG"))
 
 
 def checkpoint(run: TrainingRun, step: int) -> None:
@@ -542,6 +571,7 @@ def train_lora(pipe, dataset, config: TrainConfig | None = None) -> TrainResult:
     """
     cfg = config or TrainConfig()  # (the parameter hides the lorakit.config module, unused in here)
     unet, device = pipe.unet, pipe.device
+    resume_state(cfg)  # a checkpoint of other settings is refused before anything changes
     accelerator, mine = prepare(pipe, cfg)  # 1
     resolution = cfg.resolution or unet.config.sample_size * pipe.vae_scale_factor
     latents, embeddings, rows = cache_dataset(pipe, dataset, resolution, flip=cfg.flip,  # 2
@@ -554,6 +584,7 @@ def train_lora(pipe, dataset, config: TrainConfig | None = None) -> TrainResult:
     out = Path(cfg.output_dir) if cfg.output_dir else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+        files.remove_stale(out)  # what killed runs left half-written
     run = TrainingRun(pipe=pipe, cfg=cfg, accelerator=accelerator, mine=mine, resolution=resolution,
                       latents=latents, embeddings=embeddings, rows=rows, names=names, params=params,
                       optimizer=optimizer, lr_scheduler=lr_scheduler, noise_scheduler=noise_scheduler,

@@ -6,7 +6,9 @@ the same UNet output in lorakit. LoRAs use alpha != r so that a lost alpha shows
 """
 
 import copy
+import errno
 import json
+import os
 import pickle
 import re
 
@@ -15,7 +17,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from lorakit import formats, inject, models, sample
+from lorakit import files, formats, inject, models, sample
 
 peft = pytest.importorskip("peft")
 from diffusers import StableDiffusionPipeline  # noqa: E402
@@ -272,11 +274,11 @@ def test_a_failed_write_keeps_the_old_file(ours, tmp_path, monkeypatch):
     path = formats.save_lora(ours["pipe"].unet, tmp_path / "s.safetensors", format="kohya")
     old = path.read_bytes()
 
-    def half_write(tensors, filename, metadata=None):
-        open(filename, "wb").write(b"partial")
-        raise OSError("disk full")
-    monkeypatch.setattr(safetensors.torch, "save_file", half_write)
-    with pytest.raises(OSError, match="disk full"):
+    def half_write(fd, data):
+        os.write(fd, data[:100])
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(files, "_write_all", half_write)
+    with pytest.raises(OSError, match="no space left on device: .*s.safetensors"):
         formats.save_lora(ours["pipe"].unet, path, format="kohya")
     assert path.read_bytes() == old and [p.name for p in tmp_path.iterdir()] == ["s.safetensors"]
 

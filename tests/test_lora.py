@@ -200,8 +200,9 @@ def test_lora_stays_float32_on_a_half_precision_base(dtype):
     ({"r": -2}, ValueError, "r must be a positive integer"),
     ({"r": 2.0}, ValueError, "r must be a positive integer"),
     ({"r": OUT + 1}, ValueError, r"adds parameters but no expressiveness"),
-    ({"alpha": 0}, ValueError, "alpha must be a positive number"),
-    ({"alpha": -4.0}, ValueError, "alpha must be a positive number"),
+    ({"alpha": 0}, ValueError, "alpha must be a positive finite number"),
+    ({"alpha": -4.0}, ValueError, "alpha must be a positive finite number"),
+    ({"alpha": float("inf")}, ValueError, "alpha must be a positive finite number"),
     ({"dropout": 1.0}, ValueError, r"dropout must be a probability"),
     ({"init": "orthogonal"}, ValueError, "init must be one of kaiming, gaussian"),
 ])

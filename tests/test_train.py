@@ -1,14 +1,16 @@
 """lorakit.train on the tiny SD: what changes, resume, accumulation, checkpointing, min-SNR, errors."""
 
 import copy
+import errno
 import math
+import os
 
 import pytest
 import torch
 from diffusers import DDPMScheduler
 from diffusers.training_utils import compute_snr
 
-from lorakit import formats, inject, memory, models, shapes, train
+from lorakit import files, formats, inject, memory, models, shapes, train
 
 
 @pytest.fixture(scope="module")
@@ -199,18 +201,16 @@ def test_ema_returns_the_moving_average_of_the_steps(base_pipe, dataset):
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / train.CHECKPOINT
     train.save_checkpoint({"step": 3}, path)
-    real_save = torch.save
 
-    def crash_halfway(obj, f, *args, **kwargs):
-        with open(f, "wb") as handle:
-            handle.write(b"PK\x03\x04half a file")
-        raise OSError("disk full")
+    def crash_halfway(fd, data):  # the disk fills up half-way through the new checkpoint
+        os.write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(torch, "save", crash_halfway)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(files, "_write_all", crash_halfway)
+    with pytest.raises(OSError, match=f"no space left on device: {path}"):
         train.save_checkpoint({"step": 6}, path)
-    monkeypatch.setattr(torch, "save", real_save)
     assert torch.load(path, weights_only=True) == {"step": 3}  # the old checkpoint survived intact
+    assert [p.name for p in tmp_path.iterdir()] == [train.CHECKPOINT]
 
 
 def test_nan_loss_stops_with_a_clear_message(pipe, dataset):
