@@ -19,6 +19,13 @@ A detector looks at one picture of one shape on a plain background (``shapes.ren
 4. the colour is the named colour (``shapes.COLOURS``) nearest in hue to the median of the most
    saturated foreground pixels (hue ignores how much white an anti-aliased edge blends in).
 
+Beyond the pretraining world (``detect(image, shapes=shapes.ALL_SHAPES, styles=shapes.ALL_STYLES)``):
+a plus-sign template reads the ``cross``, and a hollow shape is ``"double"`` when a column through
+the middle of its box crosses more than ``MANY_STROKES`` strokes on average (two outlines: 4),
+``"striped"`` when a row does (vertical stripes cross rows, not columns); the double style's two
+outlines are two components, both kept. The default, the pretraining world's shapes and styles
+only, reads every picture exactly as before these were added.
+
 Left out: several shapes a picture, rotated shapes, textured backgrounds, any learned model.
 """
 
@@ -41,6 +48,7 @@ INK_THRESHOLD = 80.0  # channel difference (0..255) from the background that cou
 MIN_AREA_FRACTION = 0.01  # a foreground smaller than this fraction of the picture is no shape
 MIN_SHAPE_IOU = 0.5  # best template overlap below which the shape is "none" (clean drawings: 0.9 and more)
 OUTLINE_HOLLOWNESS = 0.12  # above: "outline"
+MANY_STROKES = 2.5  # strokes a line crosses, on average, above which a hollow shape has more than one outline
 GREY_CHROMA = 30.0  # max minus min channel below which a colour has no meaningful hue
 MAX_SIDE = 128  # larger pictures are shrunk first: the detectors need no more pixels
 COLOUR_HUES = {name: colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0] for name, rgb in world.COLOURS.items()}
@@ -66,8 +74,9 @@ def as_array(image: Image.Image | torch.Tensor | np.ndarray) -> np.ndarray:
     return np.asarray(image, dtype=np.float32)  # (H, W, 3)
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 8-connected component of a boolean (H, W) mask, by union-find on row runs."""
+def largest_component(mask: np.ndarray, share: float | None = None) -> np.ndarray:
+    """The largest 8-connected component of a boolean (H, W) mask, by union-find on row runs; with
+    ``share``, every component at least ``share`` times as large as the largest (a double outline's two)."""
     h, w = mask.shape
     padded = np.zeros((h, w + 2), dtype=np.int8)
     padded[:, 1:-1] = mask
@@ -97,7 +106,7 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
         parent[root(i)] = root(j)
     roots = np.array([root(i) for i in range(n)])  # (n,)
     sizes = np.bincount(roots, weights=stops - starts)
-    keep = roots == np.argmax(sizes)
+    keep = roots == np.argmax(sizes) if share is None else sizes[roots] >= share * sizes.max()
     marks = np.zeros((h, w + 1), dtype=np.int32)
     np.add.at(marks, (rows[keep], starts[keep]), 1)
     np.add.at(marks, (rows[keep], stops[keep]), -1)
@@ -132,12 +141,15 @@ def ink_mask(image: Image.Image | torch.Tensor | np.ndarray) -> np.ndarray:
     return _channel_spread(as_array(image), np.array(world.BACKGROUND, dtype=np.float32)) > INK_THRESHOLD
 
 
-def measure(image: Image.Image | torch.Tensor | np.ndarray) -> dict | None:
-    """The numbers the detectors decide on, or None when the picture holds no shape."""
+def measure(image: Image.Image | torch.Tensor | np.ndarray, parts: bool = False) -> dict | None:
+    """The numbers the detectors decide on, or None when the picture holds no shape.
+
+    ``parts``: the shape may be in several pieces (the two outlines of the double style): every
+    component at least a quarter the size of the largest is the shape, not only the largest."""
     rgb = as_array(image)  # (H, W, 3)
     border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])  # (2H + 2W, 3)
     ink = _channel_spread(rgb, _median(border))  # (H, W)
-    foreground = largest_component(ink > INK_THRESHOLD)
+    foreground = largest_component(ink > INK_THRESHOLD, share=0.25 if parts else None)
     area = int(foreground.sum())
     if area < MIN_AREA_FRACTION * foreground.size:
         return None
@@ -148,13 +160,30 @@ def measure(image: Image.Image | torch.Tensor | np.ndarray) -> dict | None:
     pixels = rgb[foreground]  # (area, 3)
     saturation = _channel_spread(pixels)  # (area,)
     core = pixels[saturation >= np.partition(saturation, area // 2)[area // 2]]  # no blended edges
+    # All the strong ink within the shape (a double outline's inner one too): pixels at least 60% as far from
+    # the background as the shape's own colour, so that the blended edges of two thin strokes never join.
+    strong = max(INK_THRESHOLD, 0.6 * float(np.percentile(ink[foreground], 90)))
+    inside = (ink > strong) & solid
     return {
         "area": area,
         "shape_iou": template_iou(solid),
         "hollowness": 1 - area / solid_area,
+        "runs": _runs(inside[top:bottom, left:right]),
         "rgb": tuple(float(c) for c in _median(core)),
         "box": (int(left), int(top), int(right), int(bottom)),
     }
+
+
+def _runs(ink: np.ndarray) -> tuple[float, float]:
+    """The mean number of separate strokes a row, and a column, crosses in the middle of a shape's box
+    (25%-75% of its height, or width): 1 filled, 2 an outline, 4 a double outline, 3 or more a row of a
+    striped shape (vertical stripes: its columns cross 1 or 2)."""
+    def per_line(lines: np.ndarray) -> float:
+        n = len(lines)
+        middle = lines[int(0.25 * n):max(int(0.75 * n), int(0.25 * n) + 1)]
+        starts = np.diff(np.pad(middle.astype(np.int8), ((0, 0), (1, 0))), axis=1) == 1
+        return float(np.mean(starts.sum(axis=1))) if len(middle) else 0.0
+    return per_line(ink), per_line(ink.T)
 
 
 def template_iou(solid: np.ndarray) -> dict[str, float]:
@@ -171,8 +200,15 @@ def template_iou(solid: np.ndarray) -> dict[str, float]:
         "circle": x**2 + y**2 <= area / math.pi,
         "square": (np.abs(x) <= half) & (np.abs(y) <= half),
         "triangle": (y >= -2 * height / 3) & (y <= height / 3) & (np.abs(x) <= (y + 2 * height / 3) / math.sqrt(3)),
+        # a plus sign of arms a third of its side wide: area 5 (side / 3)^2
+        "cross": _plus(x, y, 3 * math.sqrt(area / 5)),
     }
     return {name: float((solid & t).sum() / (solid | t).sum()) for name, t in templates.items()}
+
+
+def _plus(x: np.ndarray, y: np.ndarray, side: float) -> np.ndarray:
+    arm, half = side / 6, side / 2
+    return ((np.abs(x) <= arm) & (np.abs(y) <= half)) | ((np.abs(y) <= arm) & (np.abs(x) <= half))
 
 
 def _nearest_colour(rgb: tuple[float, float, float]) -> str:
@@ -184,20 +220,40 @@ def _nearest_colour(rgb: tuple[float, float, float]) -> str:
     return min(distance, key=distance.get)
 
 
-def _best_template(iou: dict[str, float]) -> str:
-    best = max(iou, key=iou.get)
+def _best_template(iou: dict[str, float], names: Sequence[str] = world.SHAPES) -> str:
+    best = max(names, key=iou.get)
     return best if iou[best] >= MIN_SHAPE_IOU else NONE
 
 
-def detect(image: Image.Image | torch.Tensor | np.ndarray) -> dict[str, str]:
-    """``{"colour": ..., "shape": ..., "style": ...}`` of the shape in ``image``, or "none" for each."""
-    numbers = measure(image)
+def _style(numbers: dict, names: Sequence[str] = world.STYLES) -> str:
+    if numbers["hollowness"] <= OUTLINE_HOLLOWNESS:
+        return "filled"
+    rows, columns = numbers["runs"]
+    if "double" in names and columns > MANY_STROKES:  # a second outline inside the first: 4 a column
+        return "double"
+    if "striped" in names and rows > MANY_STROKES:  # vertical stripes: rows cross many, columns one or two
+        return "striped"
+    return "outline"
+
+
+def detect(image: Image.Image | torch.Tensor | np.ndarray, shapes: Sequence[str] = world.SHAPES,
+           styles: Sequence[str] = world.STYLES) -> dict[str, str]:
+    """``{"colour": ..., "shape": ..., "style": ...}`` of the shape in ``image``, or "none" for each.
+
+    By default the shapes and styles the tiny SD was pretrained on; ``shapes=shapes.ALL_SHAPES`` and
+    ``styles=shapes.ALL_STYLES`` also read the cross and the striped and double styles.
+    """
+    unknown = [n for n in (*shapes, *styles) if n not in (*world.ALL_SHAPES, *world.ALL_STYLES)]
+    if unknown:
+        raise ValueError(f"the detectors know the shapes {', '.join(world.ALL_SHAPES)} and the styles "
+                         f"{', '.join(world.ALL_STYLES)}, not {', '.join(unknown)}.")
+    numbers = measure(image, parts="double" in styles)
     if numbers is None:
         return {"colour": NONE, "shape": NONE, "style": NONE}
     return {
         "colour": _nearest_colour(numbers["rgb"]),
-        "shape": _best_template(numbers["shape_iou"]),
-        "style": "outline" if numbers["hollowness"] > OUTLINE_HOLLOWNESS else "filled",
+        "shape": _best_template(numbers["shape_iou"], shapes),
+        "style": _style(numbers, styles),
     }
 
 

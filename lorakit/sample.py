@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from diffusers.utils import numpy_to_pil
 from PIL import Image, ImageDraw
 
 from lorakit import config
@@ -82,15 +83,24 @@ def generate(pipe, prompts: str | Sequence[str], seeds: int | Sequence[int] = 0,
             out = pipe(batch_prompts, generator=generators, num_inference_steps=steps, guidance_scale=guidance,
                        height=resolution, width=resolution, output_type="np" if wanted == "pil" else wanted, **kwargs)
         batch = out.images
-        finite = (np.isfinite(batch) if isinstance(batch, np.ndarray) else torch.isfinite(batch)).reshape(len(batch), -1)
-        broken = [i for i, ok in enumerate(finite.all(1).tolist()) if not ok]
+        broken = [i for i, ok in enumerate(_finite(batch)) if not ok]
         if broken:  # as a PIL image, NaN pixels would be a black picture that looks like a result
             raise ValueError(f"{len(broken)} of {len(batch)} pictures came out NaN or infinite (first: "
                              f"{batch_prompts[broken[0]]!r}, seed {batch_seeds[broken[0]]}): the LoRA or its scale is "
                              "too strong for this model, or its weights are broken; lower the LoRA scale or check "
                              "the file (lorakit info).")
-        images.extend(pipe.numpy_to_pil(batch) if wanted == "pil" else batch)
+        images.extend(numpy_to_pil(batch) if wanted == "pil" and isinstance(batch, np.ndarray) else batch)
     return images
+
+
+def _finite(batch) -> list[bool]:
+    """Whether each picture of a pipeline's output (an array, a tensor, or a list of either or of PIL images) is finite."""
+    if isinstance(batch, np.ndarray):
+        return np.isfinite(batch.reshape(len(batch), -1)).all(1).tolist()
+    if isinstance(batch, torch.Tensor):
+        return torch.isfinite(batch.reshape(len(batch), -1)).all(1).tolist()
+    return [bool(np.isfinite(b).all()) if isinstance(b, np.ndarray) else
+            bool(torch.isfinite(b).all()) if isinstance(b, torch.Tensor) else True for b in batch]
 
 
 def image_grid(images: Sequence[Image.Image], cols: int | None = None,

@@ -40,9 +40,17 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 SIZES: dict[str, tuple[float, float]] = {"small": (0.30, 0.42), "large": (0.55, 0.75)}  # side / image side
 STYLES: tuple[str, ...] = ("filled", "outline")
+# Beyond what the tiny SD was pretrained on (SHAPES and STYLES above make its captions and its
+# vocabulary, so they never change): a shape it never saw and two more styles, for LoRAs to teach.
+NEW_SHAPES: tuple[str, ...] = ("cross",)  # a plus sign, arms a third of the side wide
+NEW_STYLES: tuple[str, ...] = ("striped", "double")  # an outline with vertical stripes inside; two outlines
+ALL_SHAPES, ALL_STYLES = SHAPES + NEW_SHAPES, STYLES + NEW_STYLES
 BACKGROUND = (255, 255, 255)
 SUPERSAMPLE = 4  # draw at 4x and downsample: smooth edges without a renderer
 OUTLINE_WIDTH = 0.06  # stroke of an outline shape, as a fraction of the image side
+THIN_WIDTH = 0.03  # the strokes of the striped and double styles
+STRIPE_PERIOD = 0.07  # striped: one stripe every 0.07 of the image side, THIN_WIDTH wide
+DOUBLE_GAP = 0.035  # double: the white between the two outlines
 
 
 @dataclass(frozen=True)
@@ -69,8 +77,12 @@ def sample_spec(index: int, seed: int = 0, shape: str | None = None, colour: str
     rng = np.random.default_rng([seed, index])
     shape = shape or SHAPES[rng.integers(len(SHAPES))]
     colour = colour or list(COLOURS)[rng.integers(len(COLOURS))]
-    if shape not in SHAPES:
-        raise ValueError(f"unknown shape {shape!r}: the shapes world has {', '.join(SHAPES)}.")
+    if shape not in ALL_SHAPES:
+        raise ValueError(f"unknown shape {shape!r}: the shapes world has {', '.join(ALL_SHAPES)}.")
+    if style not in ALL_STYLES:
+        raise ValueError(f"unknown style {style!r}: the shapes world has {', '.join(ALL_STYLES)}.")
+    if shape in NEW_SHAPES and style in NEW_STYLES:
+        raise ValueError(f"a {shape} is drawn filled or outline: its arms are too thin for the {style} style.")
     if colour not in COLOURS:
         raise ValueError(f"unknown colour {colour!r}: the shapes world has {', '.join(COLOURS)}.")
     size_word = list(SIZES)[rng.integers(len(SIZES))]
@@ -94,8 +106,42 @@ def render_scene(specs: Sequence[ShapeSpec], resolution: int = 64) -> Image.Imag
     image = Image.new("RGB", (big, big), BACKGROUND)
     draw = ImageDraw.Draw(image)
     for spec in specs:
-        _draw(draw, spec, big)
+        if spec.shape in NEW_SHAPES or spec.style in NEW_STYLES:
+            _paint(image, spec, _outline_points(spec.shape, spec.size * big, spec.cx * big, spec.cy * big, corner=0), big)
+        else:
+            _draw(draw, spec, big)
     return image.resize((resolution, resolution), Image.Resampling.BOX)
+
+
+def _paint(image: Image.Image, spec: ShapeSpec, points: np.ndarray, big: int) -> None:
+    """Draw ``spec`` from the (n, 2) points around its boundary: filled, one outline, one outline with
+    vertical stripes inside ("striped"), or two ("double": the second inset by the same distance all round)."""
+    rgb = spec.rgb or COLOURS[spec.colour]
+    draw = ImageDraw.Draw(image)
+    path = [tuple(p) for p in points]
+    if spec.style == "filled":
+        draw.polygon(path, fill=rgb)
+        return
+    thick = spec.style == "outline" and spec.shape not in NEW_SHAPES  # a cross's arms take a thin outline
+    width = max(1, round((OUTLINE_WIDTH if thick else THIN_WIDTH) * big))
+    if spec.style == "striped":  # stripes inside the shape, then its outline over their ends
+        mask = Image.new("L", image.size, 0)
+        ImageDraw.Draw(mask).polygon(path, fill=255)
+        stripes = Image.new("L", image.size, 0)
+        period, left, right = STRIPE_PERIOD * big, points[:, 0].min(), points[:, 0].max()
+        for x in np.arange(left + period / 2, right, period):
+            ImageDraw.Draw(stripes).rectangle([x - width / 2, 0, x + width / 2, image.size[1]], fill=255)
+        image.paste(Image.new("RGB", image.size, rgb), (0, 0),
+                    Image.fromarray(np.minimum(np.asarray(mask), np.asarray(stripes))))
+    draw.line(path + path[:2], fill=rgb, width=width, joint="curve")
+    if spec.style == "double":
+        s, cx, cy = spec.size * big, spec.cx * big, spec.cy * big
+        # the incentre and its distance to the sides: shrinking about it by k moves every side in by (1 - k) r
+        centre, r = ((cx, cy + s * math.sqrt(3) / 12), s * math.sqrt(3) / 6) if spec.shape == "triangle" else ((cx, cy), s / 2)
+        k = 1 - (THIN_WIDTH + DOUBLE_GAP) * big / r
+        if k > 0:
+            inside = [tuple(p) for p in np.asarray(centre) + (points - np.asarray(centre)) * k]
+            draw.line(inside + inside[:2], fill=rgb, width=width, joint="curve")
 
 
 def _draw(draw: ImageDraw.ImageDraw, spec: ShapeSpec, big: int) -> None:
@@ -130,6 +176,10 @@ def _outline_points(shape: str, s: float, cx: float, cy: float, corner: float, n
         return np.stack([cx + s / 2 * np.cos(angle), cy + s / 2 * np.sin(angle)], axis=1)
     if shape == "square":
         corners = np.array([(-1, -1), (1, -1), (1, 1), (-1, 1), (-1, -1)]) * s / 2  # (5, 2)
+    elif shape == "cross":  # a plus sign: twelve corners, arms s / 3 wide
+        a, b = 1 / 6, 1 / 2
+        corners = np.array([(-a, -b), (a, -b), (a, -a), (b, -a), (b, a), (a, a), (a, b), (-a, b), (-a, a),
+                            (-b, a), (-b, -a), (-a, -a), (-a, -b)]) * s  # (13, 2)
     else:
         corners = np.array(_triangle(s, 0, 0) + _triangle(s, 0, 0)[:1])  # (4, 2), back to the apex
     sides = len(corners) - 1
@@ -162,13 +212,7 @@ def render_sketch(spec: ShapeSpec, resolution: int = 64, wobble: float = 0.05, c
     away = points - points.mean(axis=0)
     points = points + away / np.linalg.norm(away, axis=1, keepdims=True) * (wobble * s * curve)[:, None]
     image = Image.new("RGB", (big, big), BACKGROUND)
-    draw = ImageDraw.Draw(image)
-    rgb = spec.rgb or COLOURS[spec.colour]
-    path = [tuple(p) for p in points]
-    if spec.style == "filled":
-        draw.polygon(path, fill=rgb)
-    else:
-        draw.line(path + path[:2], fill=rgb, width=max(1, round(OUTLINE_WIDTH * big)), joint="curve")
+    _paint(image, spec, points, big)
     return image.resize((resolution, resolution), Image.Resampling.BOX)
 
 

@@ -29,8 +29,15 @@ at ``LAB_STEPS`` steps, the small preset) are committed in ``data/loras/outline`
 would not fit a class period on a laptop, and loading them does. A test keeps them in step with
 the preset: change a setting, and the files must be trained again.
 
-Left out: other styles (the detectors in ``metrics.py`` know filled and outline only), a
-user's own photos (any folder that ``imagefolder.ImageFolderDataset`` reads works), augmentation beyond mirroring (``TrainConfig.flip``).
+More sets, for the lessons that test LoRA's claims (several styles in one LoRA, a change the
+base model never saw): ``data/styles/striped`` and ``data/styles/double`` are the outline set's
+shapes, colours and places in the ``striped`` and ``double`` styles under their own triggers
+(``ohwx``, ``zorb``: :data:`TRIGGERS`), made by :func:`make_style_set`; ``data/styles/cross``
+(:func:`make_cross_set`) teaches a shape the tiny SD never saw, a plus sign, as "a red cross".
+``metrics.detect(image, shapes=shapes.ALL_SHAPES, styles=shapes.ALL_STYLES)`` reads them all.
+
+Left out: a user's own photos (any folder that ``imagefolder.ImageFolderDataset`` reads works),
+augmentation beyond mirroring (``TrainConfig.flip``).
 """
 
 from __future__ import annotations
@@ -63,6 +70,52 @@ OUTLINE_TRAIN: tuple[tuple[str, str], ...] = tuple(
     (colour, shape) for colour in shapes.COLOURS for shape in shapes.SHAPES
     if (colour, shape) not in OUTLINE_HELD_OUT
 )
+
+
+TRIGGERS = {"outline": TRIGGER, "striped": "ohwx", "double": "zorb"}  # each a models.RESERVED_WORDS word
+STYLES_DIR = config.DATA_DIR / "styles"
+CROSS_DIR = STYLES_DIR / "cross"
+CROSS_SIZE, CROSS_SEED = 15, 11  # three pictures of each colour
+
+
+def style_dir(style: str) -> Path:
+    """Where the committed set of ``style`` lives (``data/styles/<style>``)."""
+    if style not in TRIGGERS:
+        raise ValueError(f"no style set {style!r}: the sets are {', '.join(TRIGGERS)}.")
+    return STYLES_DIR / style
+
+
+def style_caption(style: str, colour: str, shape: str) -> str:
+    """"a red circle in ohwx style": a set's caption, with its style's trigger."""
+    style_dir(style)
+    return f"a {colour} {shape} in {TRIGGERS[style]} style"
+
+
+def style_examples(style: str, count: int = OUTLINE_SIZE, seed: int = OUTLINE_SEED) -> list[tuple[shapes.ShapeSpec, str]]:
+    """The (spec, caption) pairs of ``style``'s set: the outline set's shapes and places, in ``style``."""
+    return [(spec, style_caption(style, spec.colour, spec.shape))
+            for spec, _ in outline_examples(count, seed, style=style)]
+
+
+def make_style_set(style: str, folder: str | os.PathLike | None = None) -> Path:
+    """Write ``style``'s set (``OUTLINE_SIZE`` PNGs + ``metadata.jsonl``) to ``folder`` (default: the committed one)."""
+    pairs = style_examples(style)
+    images = [shapes.render(spec, OUTLINE_RESOLUTION) for spec, _ in pairs]
+    return imagefolder.write_imagefolder(folder or style_dir(style), images, [text for _, text in pairs])
+
+
+def cross_examples(count: int = CROSS_SIZE, seed: int = CROSS_SEED) -> list[tuple[shapes.ShapeSpec, str]]:
+    """The (spec, caption) pairs of the cross set: filled plus signs of every colour, "a red cross"."""
+    colours = list(shapes.COLOURS)
+    specs = [shapes.sample_spec(index, seed, shape="cross", colour=colours[index % len(colours)]) for index in range(count)]
+    return [(spec, spec.caption()) for spec in specs]
+
+
+def make_cross_set(folder: str | os.PathLike | None = None) -> Path:
+    """Write the cross set to ``folder`` (default: the committed ``data/styles/cross``)."""
+    pairs = cross_examples()
+    images = [shapes.render(spec, OUTLINE_RESOLUTION) for spec, _ in pairs]
+    return imagefolder.write_imagefolder(folder or CROSS_DIR, images, [text for _, text in pairs])
 
 
 def caption(colour: str, shape: str, trigger: bool = True) -> str:
@@ -182,8 +235,10 @@ def train_lab_loras(pipe, ranks=LAB_RANKS, steps: int = LAB_STEPS) -> list[Path]
 if __name__ == "__main__":  # python -m lorakit.styles [FOLDER] | --loras
     import argparse
 
-    parser = argparse.ArgumentParser(description="Regenerate the committed outline set, or lesson 07's LoRAs.")
-    parser.add_argument("folder", nargs="?", default=str(OUTLINE_DIR), help="where to write the set")
+    parser = argparse.ArgumentParser(description="Regenerate the committed style sets, or lesson 07's LoRAs.")
+    parser.add_argument("folder", nargs="?", default=str(OUTLINE_DIR), help="where to write the outline set")
+    parser.add_argument("--all", action="store_true", help="also write the striped, double and cross sets, "
+                                                           "each to its committed folder")
     parser.add_argument("--loras", action="store_true",
                         help=f"train lesson 07's LoRAs (ranks {LAB_RANKS}, {LAB_STEPS} steps) into {TRAINED_DIR.relative_to(config.REPO_ROOT)}")
     args = parser.parse_args()
@@ -194,3 +249,8 @@ if __name__ == "__main__":  # python -m lorakit.styles [FOLDER] | --loras
             print(path.relative_to(config.REPO_ROOT))
     else:
         print(make_outline_set(args.folder))
+        if args.all:
+            for style in TRIGGERS:
+                if style != "outline":
+                    print(make_style_set(style))
+            print(make_cross_set())

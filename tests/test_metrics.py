@@ -247,3 +247,49 @@ def test_ink_mask_is_the_drawn_shape():
     mask = metrics.ink_mask(image)
     want = np.abs(np.asarray(image, dtype=np.int16) - 255).max(-1) > metrics.INK_THRESHOLD
     assert mask.shape == (64, 64) and np.array_equal(mask, want) and 0 < mask.sum() < mask.size
+
+
+# --- the shape and the styles the tiny SD never saw ------------------------------------------
+
+EVERYTHING = {"shapes": shapes.ALL_SHAPES, "styles": shapes.ALL_STYLES}
+
+
+def _all_world_accuracy(draw, count, seed):
+    """Per shape and per style (over every shape x style of ``shapes.ALL_*``): the fraction of ``count``
+    pictures that the detectors, told of every shape and style, read right; and the colour's."""
+    right = {"colour": [], **{name: [] for name in (*shapes.ALL_SHAPES, *shapes.ALL_STYLES)}}  # (the cross: 2 styles)
+    combos = [(shape, style) for shape in shapes.ALL_SHAPES for style in shapes.ALL_STYLES  # a cross: filled or outline
+              if not (shape in shapes.NEW_SHAPES and style in shapes.NEW_STYLES)]
+    for index in range(count):
+        shape, style = combos[index % len(combos)]
+        spec = shapes.sample_spec(index, seed=seed, shape=shape, style=style)
+        found = metrics.detect(draw(spec, index), **EVERYTHING)
+        right["colour"].append(found["colour"] == spec.colour)
+        right[shape].append(found["shape"] == shape)
+        right[style].append(found["style"] == style)
+    return {name: float(np.mean(hits)) for name, hits in right.items()}
+
+
+def test_every_shape_and_style_on_clean_ground_truth():
+    scores = _all_world_accuracy(lambda spec, _: shapes.render(spec), 1600, seed=2025)
+    print(f"\nevery shape and style, clean: {scores}")
+    assert min(scores.values()) >= 0.99, scores
+
+
+def test_every_shape_and_style_hand_drawn():
+    scores = _all_world_accuracy(lambda spec, i: shapes.render_sketch(spec, wobble=0.06, corner=0.15, seed=i), 1600, seed=97)
+    print(f"\nevery shape and style, hand-drawn: {scores}")
+    assert min(scores.values()) >= 0.97, scores
+
+
+def test_the_default_detectors_know_only_what_the_tiny_sd_was_pretrained_on():
+    cross = shapes.render(shapes.sample_spec(0, seed=1, shape="cross", colour="red"))
+    assert metrics.detect(cross, **EVERYTHING)["shape"] == "cross"
+    assert metrics.detect(cross)["shape"] in (*shapes.SHAPES, metrics.NONE)  # the default has no cross template
+    striped = shapes.render(shapes.sample_spec(0, seed=1, shape="square", style="striped"))
+    assert metrics.detect(striped, **EVERYTHING)["style"] == "striped"
+    assert metrics.detect(striped)["style"] in ("filled", "outline")
+    with pytest.raises(ValueError, match="the detectors know the shapes .* not hexagon"):
+        metrics.detect(cross, shapes=["hexagon"])
+    with pytest.raises(ValueError, match="unknown style 'dotted'"):
+        shapes.sample_spec(0, style="dotted")

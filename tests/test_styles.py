@@ -121,3 +121,26 @@ def test_lesson_07s_loras_are_committed_for_the_current_settings():
 def test_train_or_load_takes_a_committed_lora_without_training(tmp_path):
     path = styles.train_or_load(object(), styles.LAB_RANKS[0], styles.LAB_STEPS, tmp_path)  # no pipeline needed
     assert path.is_relative_to(styles.TRAINED_DIR) and not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["striped", "double", "cross"])
+def test_the_other_committed_sets_equal_what_their_makers_write(tmp_path, name):
+    made = styles.make_cross_set(tmp_path / name) if name == "cross" else styles.make_style_set(name, tmp_path / name)
+    committed = styles.CROSS_DIR if name == "cross" else styles.style_dir(name)
+    assert _rows(committed) == _rows(made)
+    assert sorted(p.name for p in committed.iterdir()) == sorted(p.name for p in made.iterdir())
+    for row in _rows(committed):
+        with Image.open(committed / row["file_name"]) as a, Image.open(made / row["file_name"]) as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b)), row["file_name"]
+
+
+@pytest.mark.parametrize("name", ["striped", "double", "cross"])
+def test_the_detectors_read_every_picture_of_the_other_sets_as_its_caption_says(name):
+    folder = styles.CROSS_DIR if name == "cross" else styles.style_dir(name)
+    for row in _rows(folder):
+        words = row["text"].split()
+        found = metrics.detect(Image.open(folder / row["file_name"]), shapes=shapes.ALL_SHAPES, styles=shapes.ALL_STYLES)
+        want_style = "filled" if name == "cross" else name
+        assert (found["colour"], found["shape"], found["style"]) == (words[1], words[2], want_style), (row, found)
+    if name != "cross":
+        assert all(styles.TRIGGERS[name] in row["text"] for row in _rows(folder))
