@@ -34,6 +34,9 @@ change untrained. ``ema_decay`` returns an exponential moving average of the LoR
 data set, add the LoRA, make the optimizer, resume, then a training step, validation, samples and
 checkpoints, and finish), sharing one :class:`TrainingRun`.
 
+``method="full"`` fine-tunes every UNet weight with the same loop, data, seeds and objective (the
+baseline that LoRA's claims are measured against, lessons 09-10) and saves ``unet.safetensors``.
+
 Left out: training the text encoder, other augmentations (crops, colour), prior preservation
 (DreamBooth's class images), and sharding the model or the optimizer
 over the processes (FSDP, DeepSpeed ZeRO): every process holds the whole UNet.
@@ -54,9 +57,11 @@ from tqdm.auto import tqdm
 from lorakit import config, files, formats, inject, memory, sample
 
 CHECKPOINT = "checkpoint.pt"
+METHODS = ("lora", "full")
+FULL_FILE = "unet.safetensors"  # what a full fine-tune saves: every UNet weight
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 LR_SCHEDULES = ("constant", "cosine")
-RESUME_KEYS = ("r", "alpha", "target_modules", "batch_size", "grad_accum", "seed",  # must match to resume
+RESUME_KEYS = ("method", "r", "alpha", "target_modules", "batch_size", "grad_accum", "seed",  # must match to resume
                "flip", "caption_dropout", "ema_decay", "lora_dropout", "lr", "lr_schedule", "warmup_steps",
                "min_snr_gamma", "max_grad_norm", "mixed_precision", "resolution")  # (steps may grow)
 
@@ -69,6 +74,7 @@ class TrainConfig:
     a world's preset on top: use it, as the CLI and the lessons do.
     """
 
+    method: str = "lora"  # "lora" | "full": fine-tune every UNet weight instead, with the same loop
     r: int = 4
     alpha: float | None = None  # None: alpha = r (scaling 1)
     target_modules: str | Sequence[str] = "attn2"
@@ -132,7 +138,7 @@ class TrainResult:
     history: list[float]  # loss of every optimizer step (mean over its micro-batches)
     val_history: list[tuple[int, float]]  # (step, fixed-seed validation loss)
     samples: list[tuple[int, list]]  # (step, PIL images of cfg.sample_prompts); main process only
-    lora_names: list[str]  # paths of the LoRA-wrapped modules
+    lora_names: list[str]  # paths of the LoRA-wrapped modules (none for method="full")
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -179,6 +185,8 @@ def check_config(cfg: TrainConfig, device: torch.device) -> None:
                         f"or None, got {cfg.resolution!r}")
     if not (isinstance(cfg.seed, int) and 0 <= cfg.seed < 2 ** 63):
         problems.append(f"seed must be an integer from 0 to 2**63 - 1, got {cfg.seed!r}")
+    if cfg.method not in METHODS:
+        problems.append(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
     if cfg.lr_schedule not in LR_SCHEDULES:
         problems.append(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {cfg.lr_schedule!r}")
     if cfg.mixed_precision not in MIXED_PRECISIONS:
@@ -313,8 +321,9 @@ def preflight(cfg: TrainConfig, pipe, device: torch.device) -> None:
 
     On the CPU the budget is the machine's RAM, which the tiny SD never comes near; estimating
     costs a second or two per new setting there, so the check runs on CUDA devices only.
+    (``lorakit.memory`` estimates LoRA runs; a full fine-tune is not checked.)
     """
-    if device.type == "cuda":
+    if device.type == "cuda" and cfg.method == "lora":
         memory.check_fits(cfg, pipe, device=device)
 
 
@@ -381,8 +390,31 @@ def add_lora(unet, cfg: TrainConfig) -> list[str]:
                                   dropout=cfg.lora_dropout)
 
 
+def unfreeze(unet) -> list[torch.Tensor]:
+    """Step 3 of a full fine-tune (``method="full"``): every UNet weight trainable; returns them, in module order.
+
+    The weights must be float32: AdamW's tiny updates would round away in float16 or bfloat16
+    (mixed precision still computes in them, with ``mixed_precision``).
+    """
+    if next(inject.lora_layers(unet), None) is not None:
+        raise ValueError("method='full' fine-tunes the UNet itself, but it has LoRA layers: call "
+                         "inject.remove_lora(pipe.unet) first.")
+    dtypes = {p.dtype for p in unet.parameters()}
+    if dtypes != {torch.float32}:
+        raise ValueError(f"method='full' needs the UNet's weights in float32, they are {sorted(map(str, dtypes))}: "
+                         "load the pipeline with dtype='float32' (mixed_precision='bf16' still computes in bf16).")
+    unet.requires_grad_(True)
+    return list(unet.parameters())
+
+
+def trainable_state(unet, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """What a checkpoint keeps of the model: the LoRA weights, or (full fine-tune) every UNet weight."""
+    state = inject.lora_state_dict(unet) if cfg.method == "lora" else unet.state_dict()
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+
 def make_optimizer(params: list[torch.Tensor], cfg: TrainConfig, accelerator):
-    """Step 4: AdamW on the LoRA parameters alone, and its learning-rate schedule (:func:`lr_factor`)."""
+    """Step 4: AdamW on the trained parameters alone (LoRA's A and B), and its learning-rate schedule (:func:`lr_factor`)."""
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
     lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
     return accelerator.prepare_optimizer(optimizer), lr_scheduler  # fp16: loss scaling via its GradScaler
@@ -420,7 +452,11 @@ def resume(run: TrainingRun) -> None:
     state = resume_state(run.cfg)
     if state is None:
         return
-    inject.load_lora_state_dict(run.pipe.unet, state["lora"])
+    if run.cfg.method == "lora":
+        inject.load_lora_state_dict(run.pipe.unet, state["lora"])
+    else:
+        with torch.no_grad():
+            run.pipe.unet.load_state_dict(state["unet"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.lr_scheduler.load_state_dict(state["lr_scheduler"])
     if run.accelerator.scaler is not None and "scaler" in state:
@@ -531,7 +567,7 @@ def sample_during_training(run: TrainingRun, done: int) -> None:
 
 def checkpoint(run: TrainingRun, step: int) -> None:
     """Step 8: everything :func:`resume` needs, written atomically to ``output_dir/checkpoint.pt``."""
-    state = {"lora": {k: v.cpu().clone() for k, v in inject.lora_state_dict(run.pipe.unet).items()},
+    state = {"lora" if run.cfg.method == "lora" else "unet": trainable_state(run.pipe.unet, run.cfg),
              "optimizer": run.optimizer.state_dict(), "lr_scheduler": run.lr_scheduler.state_dict(),
              "step": step, "history": run.history, "val_history": [list(v) for v in run.val_history],
              "rng": torch.get_rng_state(), "config": {k: _plain(v) for k, v in asdict(run.cfg).items()}}
@@ -550,7 +586,11 @@ def finish(run: TrainingRun) -> TrainResult:
             torch._foreach_copy_(run.params, run.ema)  # the LoRA left in the UNet and saved is the average
     result = TrainResult(history=run.history, val_history=run.val_history, samples=run.samples, lora_names=run.names)
     if run.out is not None and run.main:
-        formats.save_lora(unet, run.out / ("lora" if cfg.save_format == "peft" else "lora.safetensors"), cfg.save_format)
+        if cfg.method == "lora":
+            formats.save_lora(unet, run.out / ("lora" if cfg.save_format == "peft" else "lora.safetensors"), cfg.save_format)
+        else:
+            files.write_atomically(run.out / FULL_FILE, formats.safetensors_bytes(
+                trainable_state(unet, cfg), {"lorakit_method": "full"}))
         save_loss_plot(result, run.out / "loss.png")
     run.accelerator.wait_for_everyone()  # every process returns once the files are there
     return result
@@ -576,8 +616,11 @@ def train_lora(pipe, dataset, config: TrainConfig | None = None) -> TrainResult:
     resolution = cfg.resolution or unet.config.sample_size * pipe.vae_scale_factor
     latents, embeddings, rows = cache_dataset(pipe, dataset, resolution, flip=cfg.flip,  # 2
                                               empty_prompt=cfg.caption_dropout > 0)
-    names = add_lora(unet, cfg)  # 3
-    params = [p for _, layer in inject.lora_layers(unet) for p in (layer.lora_A.weight, layer.lora_B.weight)]
+    if cfg.method == "lora":
+        names = add_lora(unet, cfg)  # 3
+        params = [p for _, layer in inject.lora_layers(unet) for p in (layer.lora_A.weight, layer.lora_B.weight)]
+    else:
+        names, params = [], unfreeze(unet)  # 3, a full fine-tune: the baseline LoRA is measured against
     optimizer, lr_scheduler = make_optimizer(params, cfg, accelerator)  # 4
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     noise_scheduler.alphas_cumprod = noise_scheduler.alphas_cumprod.to(device)

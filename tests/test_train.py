@@ -6,6 +6,7 @@ import math
 import os
 
 import pytest
+import safetensors.torch
 import torch
 from diffusers import DDPMScheduler
 from diffusers.training_utils import compute_snr
@@ -408,3 +409,56 @@ def test_preflight_checks_memory_on_a_gpu_only(monkeypatch):
     train.preflight(cfg, object(), torch.device("cuda"))
     assert calls == ["cuda"]
 
+
+
+# --- full fine-tuning: the baseline, with the same loop ----------------------------------------
+
+def test_full_fine_tuning_changes_every_unet_weight_and_saves_them(pipe, dataset, tmp_path):
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    vae = {k: v.clone() for k, v in pipe.vae.state_dict().items()}
+    result = train.train_lora(pipe, dataset, quick(method="full", steps=2, lr=1e-4, output_dir=str(tmp_path)))
+    after = pipe.unet.state_dict()
+    assert result.lora_names == [] and not list(inject.lora_layers(pipe.unet)) and after.keys() == before.keys()
+    unchanged = [k for k in before if torch.equal(before[k], after[k])]
+    assert unchanged == [], f"{len(unchanged)} UNet tensors did not change, e.g. {unchanged[:3]}"
+    assert all(torch.equal(v, pipe.vae.state_dict()[k]) for k, v in vae.items())  # the VAE stays frozen
+    saved = safetensors.torch.load_file(tmp_path / train.FULL_FILE)
+    assert saved.keys() == after.keys() and all(torch.equal(saved[k], after[k]) for k in saved)
+    assert not (tmp_path / "lora.safetensors").exists()
+
+
+def test_a_full_fine_tune_resumes_bit_exactly(base_pipe, dataset, tmp_path, monkeypatch):
+    cfg = dict(method="full", steps=4, checkpoint_every=2, lr=1e-4)
+    whole_pipe = copy.deepcopy(base_pipe)
+    whole = train.train_lora(whole_pipe, dataset, quick(**cfg, output_dir=str(tmp_path / "whole")))
+    real_loss, calls = train.epsilon_loss, {"n": 0}
+
+    def crash_at_step_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train, "epsilon_loss", crash_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_lora(copy.deepcopy(base_pipe), dataset, quick(**cfg, output_dir=str(tmp_path / "cut")))
+    monkeypatch.setattr(train, "epsilon_loss", real_loss)
+    resumed_pipe = copy.deepcopy(base_pipe)
+    resumed = train.train_lora(resumed_pipe, dataset, quick(**cfg, output_dir=str(tmp_path / "cut")))
+    assert resumed.history == whole.history
+    want, got = whole_pipe.unet.state_dict(), resumed_pipe.unet.state_dict()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    with pytest.raises(ValueError, match=r"other settings \(method: 'full' -> 'lora'\)"):
+        train.train_lora(copy.deepcopy(base_pipe), dataset, quick(**cfg | {"method": "lora"}, output_dir=str(tmp_path / "cut")))
+
+
+def test_full_fine_tuning_refuses_a_unet_with_lora_layers_or_in_half_precision(pipe, dataset):
+    inject.inject_lora(pipe.unet, r=2)
+    with pytest.raises(ValueError, match="has LoRA layers: call inject.remove_lora"):
+        train.train_lora(pipe, dataset, quick(method="full", steps=1))
+    inject.remove_lora(pipe.unet)
+    pipe.unet.to(torch.bfloat16)
+    with pytest.raises(ValueError, match="needs the UNet's weights in float32"):
+        train.train_lora(pipe, dataset, quick(method="full", steps=1))
+    with pytest.raises(ValueError, match="method must be one of lora, full"):
+        train.train_lora(pipe, dataset, quick(method="dora", steps=1))
