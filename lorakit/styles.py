@@ -166,6 +166,11 @@ def folder_fingerprint(folder: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+# Settings added to TrainConfig after the committed LoRAs were trained, at the values that train exactly
+# as before: left out of the hash, so that a new option does not make every committed LoRA stale.
+ADDED_LATER = {"method": "lora"}
+
+
 def lora_folder_name(r: int, steps: int, alpha: float | None = None, **overrides) -> str:
     """The folder :func:`train_or_load` keeps a LoRA in: rank, alpha, steps and a hash of every setting.
 
@@ -178,7 +183,8 @@ def lora_folder_name(r: int, steps: int, alpha: float | None = None, **overrides
 
     # The small preset: the outline set is the tiny SD's, and its settings were measured on it, on any device.
     cfg = train.TrainConfig.for_mode("small", **{"r": r, "alpha": alpha, "steps": steps, "progress": False, **overrides})
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "progress", "resume")}
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "progress", "resume")
+                and not (k in ADDED_LATER and ADDED_LATER[k] == v)}
     settings["data"] = folder_fingerprint(OUTLINE_DIR)
     tag = hashlib.sha1(repr(sorted(settings.items())).encode()).hexdigest()[:8]
     return f"outline_r{r}_alpha{'r' if alpha is None else f'{alpha:g}'}_steps{steps}_{tag}"

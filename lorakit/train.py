@@ -45,6 +45,7 @@ over the processes (FSDP, DeepSpeed ZeRO): every process holds the whole UNet.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -139,6 +140,7 @@ class TrainResult:
     val_history: list[tuple[int, float]]  # (step, fixed-seed validation loss)
     samples: list[tuple[int, list]]  # (step, PIL images of cfg.sample_prompts); main process only
     lora_names: list[str]  # paths of the LoRA-wrapped modules (none for method="full")
+    step_seconds: list[float] = field(default_factory=list)  # wall time of each step this call trained
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -353,6 +355,7 @@ class TrainingRun:
     val_history: list[tuple[int, float]] = field(default_factory=list)
     samples: list[tuple[int, list]] = field(default_factory=list)
     start: int = 0  # the first step to train (after a resume, the checkpoint's)
+    step_seconds: list[float] = field(default_factory=list)
 
     @property
     def main(self) -> bool:
@@ -584,7 +587,8 @@ def finish(run: TrainingRun) -> TrainResult:
     if run.ema:
         with torch.no_grad():
             torch._foreach_copy_(run.params, run.ema)  # the LoRA left in the UNet and saved is the average
-    result = TrainResult(history=run.history, val_history=run.val_history, samples=run.samples, lora_names=run.names)
+    result = TrainResult(history=run.history, val_history=run.val_history, samples=run.samples, lora_names=run.names,
+                         step_seconds=run.step_seconds)
     if run.out is not None and run.main:
         if cfg.method == "lora":
             formats.save_lora(unet, run.out / ("lora" if cfg.save_format == "peft" else "lora.safetensors"), cfg.save_format)
@@ -645,7 +649,9 @@ def train_lora(pipe, dataset, config: TrainConfig | None = None) -> TrainResult:
         bar = tqdm(range(run.start, cfg.steps), desc="LoRA", initial=run.start, total=cfg.steps,
                    disable=not (cfg.progress and run.main))
         for step in bar:
+            started = time.perf_counter()
             run.history.append(training_step(run, step))  # 6
+            run.step_seconds.append(time.perf_counter() - started)
             done = step + 1
             bar.set_postfix(loss=f"{run.history[-1]:.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2g}")
             if cfg.validation_every and done % cfg.validation_every == 0:  # 7

@@ -1,4 +1,5 @@
-"""benchmarks/lora_speed.py and benchmarks/gpu_train.py still run, and their sides compute the same thing.
+"""benchmarks/lora_speed.py, benchmarks/gpu_train.py and benchmarks/claims.py still run, and their sides
+compute the same thing.
 
 A tiny setting (batch 1 or 2, one or two timed steps): the timings themselves are not checked, only that
 lorakit and PEFT start from the same loss, that merging changes nothing but float rounding,
@@ -11,7 +12,7 @@ import math
 import pytest
 
 from benchmarks import gpu_train, lora_speed
-from lorakit import inject, models
+from lorakit import inject, models, train
 
 
 def test_lora_speed_runs_and_compares_like_with_like(capsys):
@@ -130,3 +131,24 @@ def test_notebook_times_runs_both_modes_and_the_switch_reaches_the_kernel(tmp_pa
     assert set(result[path.name]) == {"test", "student"} and all(t[0] > 0 for t in result[path.name].values())
     assert "00_probe.ipynb" in capsys.readouterr().out
     assert json.loads((tmp_path / "times.json").read_text())["runs"] == result
+
+
+def test_claims_2_and_3_run_with_both_methods_and_count_what_each_trains(capsys, tmp_path):
+    from benchmarks import claims
+    out_json = tmp_path / "claims.json"
+    report = claims.main(["--claim", "2", "--every", "2", "--max-steps", "2", "--target", "1.01",
+                          "--out", str(out_json)])
+    text = capsys.readouterr().out
+    assert "full / LoRA" in text and "not reached" in text and json.loads(out_json.read_text()) == report
+    lora, full = report["runs"]
+    assert (lora["method"], full["method"]) == ("lora", "full")
+    unet = models.load_pipeline("tiny").unet
+    assert full["trainable_params"] == sum(p.numel() for p in unet.parameters())
+    small = train.TrainConfig.for_mode("small")  # rank 8 on attn2+ff
+    inject.inject_lora(unet, r=small.r, target_modules=small.target_modules)
+    assert lora["trainable_params"] == sum(layer.lora_A.weight.numel() + layer.lora_B.weight.numel()
+                                           for _, layer in inject.lora_layers(unet))
+    for run in (lora, full):  # float32 weights and a header
+        assert 4 * run["trainable_params"] < run["file_bytes"] < 4 * run["trainable_params"] + 200_000, run
+    assert full["optimizer_bytes"] == 8 * full["trainable_params"] and lora["optimizer_bytes"] == 8 * lora["trainable_params"]
+    assert [c["steps"] for c in lora["curve"]] == [2] and lora["reached"] is None
