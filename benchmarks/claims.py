@@ -110,12 +110,15 @@ def claim_2_3(args) -> dict:
             mean, se = mean_se([r[key] * scale.get(key, 1) for r in runs if r["method"] == method])
             means.append(mean)
             cells.append((fmt.format(mean) + (f" ± {fmt.format(se)}" if se else "")).rjust(22))
-        print(f"{name:<28}{''.join(cells)}{means[1] / means[0]:>12.1f}x")
+        print(f"{name:<28}{''.join(cells)}{means[1] / means[0]:>12.2f}x")
     for method in ("lora", "full"):
         hits = [r["reached"] for r in runs if r["method"] == method]
         got = [h for h in hits if h]
-        text = (f"{statistics.fmean(h['steps'] for h in got):.0f} steps, {statistics.fmean(h['train_seconds'] for h in got):.0f} s"
-                if got else "not reached")
+        if got:
+            (steps, steps_se), (secs, secs_se) = (mean_se([h[k] for h in got]) for k in ("steps", "train_seconds"))
+            text = f"{steps:.1f} ± {steps_se:.1f} steps, {secs:.1f} ± {secs_se:.1f} s"
+        else:
+            text = "not reached"
         print(f"to a style rate of {args.target:.0%} ({method}): {text} ({len(got)} of {len(hits)} runs within "
               f"{args.max_steps} steps)")
     return {"claim": "2-3", "runs": runs}
