@@ -118,6 +118,18 @@ def make_cross_set(folder: str | os.PathLike | None = None) -> Path:
     return imagefolder.write_imagefolder(folder or CROSS_DIR, images, [text for _, text in pairs])
 
 
+CONCEPT_WORD, CONCEPT_SHAPE = "vex", "triangle"  # a new word for a shape the tiny SD knows: "a red vex"
+
+
+def concept_examples(word: str = CONCEPT_WORD, shape: str = CONCEPT_SHAPE, count: int = 15,
+                     seed: int = 13) -> list[tuple[shapes.ShapeSpec, str]]:
+    """A new meaning for a prompt: filled ``shape`` s of every colour captioned "a <colour> <word>" (``word``, one of
+    ``models.RESERVED_WORDS``, means nothing to the tiny SD until a LoRA teaches it)."""
+    colours = list(shapes.COLOURS)
+    specs = [shapes.sample_spec(i, seed, shape=shape, colour=colours[i % len(colours)]) for i in range(count)]
+    return [(spec, f"a {spec.colour} {word}") for spec in specs]
+
+
 def caption(colour: str, shape: str, trigger: bool = True) -> str:
     """The set's caption for a colour and shape (``trigger=False``: the plain pretraining prompt)."""
     return (TEMPLATE if trigger else PLAIN_TEMPLATE).format(colour=colour, shape=shape)

@@ -10,6 +10,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from benchmarks import gpu_train, lora_speed
 from lorakit import inject, models, train
@@ -152,3 +153,18 @@ def test_claims_2_and_3_run_with_both_methods_and_count_what_each_trains(capsys,
         assert 4 * run["trainable_params"] < run["file_bytes"] < 4 * run["trainable_params"] + 200_000, run
     assert full["optimizer_bytes"] == 8 * full["trainable_params"] and lora["optimizer_bytes"] == 8 * lora["trainable_params"]
     assert [c["steps"] for c in lora["curve"]] == [2] and lora["reached"] is None
+
+
+def test_claim_1_runs_every_linear_layer_and_the_full_fine_tune(capsys):
+    from benchmarks import claims
+    report = claims.main(["--claim", "1", "--variants", "every linear", "full fine-tune", "--tasks", "concept",
+                          "--steps", "1"])
+    text = capsys.readouterr().out
+    assert "'vex' = triangle" in text and "every linear" in text
+    linear, full = report["runs"]
+    unet = models.load_pipeline("tiny").unet
+    assert full["trainable_params"] == sum(p.numel() for p in unet.parameters())
+    wrapped = [m for m in unet.modules() if isinstance(m, torch.nn.Linear)]
+    assert linear["trainable_params"] == sum(8 * (m.in_features + m.out_features) for m in wrapped)  # rank 8 each
+    for run in report["runs"]:
+        assert 0 <= run["concept_shape"] <= 1 and 0 <= run["plain_content"] <= 1 and run["train_seconds"] > 0
