@@ -55,7 +55,6 @@ def resources_run(method: str, seed: int, target: float, every: int, max_steps: 
 
     from lorakit import imagefolder, metrics, models, sample, styles, train
 
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))))
     pipe = models.load_pipeline("tiny", dtype="float32")
     dataset = imagefolder.ImageFolderDataset(styles.OUTLINE_DIR, resolution=64)
     prompts = [p for p in styles.style_prompts() for _ in range(4)]
@@ -96,7 +95,6 @@ def where_run(variant: str, task: str, seed: int, steps: int) -> dict:
 
     from lorakit import imagefolder, inject, metrics, models, sample, shapes, styles, train
 
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))))
     pipe = models.load_pipeline("tiny", dtype="float32")
     if task == "style":
         dataset = imagefolder.ImageFolderDataset(styles.OUTLINE_DIR, resolution=64)

@@ -51,7 +51,7 @@ def _targets(text: str) -> str | list[str]:
     return suffixes
 
 
-def _number(kind, what: str, ok, low: float | None = None):
+def _number(kind, what: str, ok):
     """An argparse type: ``kind(text)`` that ``ok`` accepts, else a message that says ``what`` it must be."""
     def parse(text: str):
         try:

@@ -122,7 +122,6 @@ def lock_folder(folder: str | os.PathLike) -> Iterator[Path]:
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
         handle.flush()
-        remove_stale(folder)
         yield folder
     finally:
         handle.close()

@@ -185,7 +185,7 @@ def save_lora(model: nn.Module, path: str | Path, format: str = "kohya",
 MAX_HEADER_BYTES = 32 * 2 ** 20  # SD 1.5's largest LoRAs have headers of a few hundred KB, metadata included
 MAX_TENSORS = 20_000  # a full SDXL LoRA (UNet, both text encoders, convolutions) has under 10,000
 MAX_CONFIG_BYTES = 2 ** 20  # adapter_config.json
-FLOAT_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")  # safetensors' names of the floating-point dtypes lorakit reads
 
 
 def _looks_like_pickle(path: Path, head: bytes, size: int) -> bool:
@@ -461,10 +461,11 @@ def apply_lora(model: nn.Module, weights: LoRAWeights | str | Path, scale: float
     Everything is checked first (the weights, every module and shape, ``scale``); a refusal leaves the
     model exactly as it was, ``requires_grad`` flags included.
     """
-    weights = weights if isinstance(weights, LoRAWeights) else load_lora(weights)
-    check_weights(weights)
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
-        raise ValueError(f"scale must be a finite number (0 off, 1 as trained), got scale={scale!r}.")
+    if isinstance(weights, LoRAWeights):
+        check_weights(weights)
+    else:
+        weights = load_lora(weights)  # checked as it is read
+    inject.check_scale(scale)  # before anything changes (set_lora_scale checks it at the end)
     modules = dict(model.named_modules())
     kohya = _kohya_names(model)  # for kohya names that load_lora could not resolve
     paths = {m: m if m in modules else kohya.get(m, m) for m in weights.modules}

@@ -166,10 +166,15 @@ def _layers_or_raise(model: nn.Module) -> list[tuple[str, LoRALinear]]:
     return layers
 
 
-def set_lora_scale(model: nn.Module, scale: float) -> None:
-    """Set the runtime multiplier of every LoRA layer (0 turns LoRA off, 1 is as trained)."""
+def check_scale(scale: float) -> None:
+    """Refuse a LoRA scale that is not a finite number."""
     if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
         raise ValueError(f"the LoRA scale must be a finite number (0 off, 1 as trained), got {scale!r}.")
+
+
+def set_lora_scale(model: nn.Module, scale: float) -> None:
+    """Set the runtime multiplier of every LoRA layer (0 turns LoRA off, 1 is as trained)."""
+    check_scale(scale)
     for name, layer in _layers_or_raise(model):
         if layer.merged:
             raise RuntimeError(f"{name} is merged: call inject.unmerge_lora(model) before changing the scale.")

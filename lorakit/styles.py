@@ -99,23 +99,7 @@ def style_examples(style: str, count: int = OUTLINE_SIZE, seed: int = OUTLINE_SE
 
 def make_style_set(style: str, folder: str | os.PathLike | None = None) -> Path:
     """Write ``style``'s set (``OUTLINE_SIZE`` PNGs + ``metadata.jsonl``) to ``folder`` (default: the committed one)."""
-    pairs = style_examples(style)
-    images = [shapes.render(spec, OUTLINE_RESOLUTION) for spec, _ in pairs]
-    return imagefolder.write_imagefolder(folder or style_dir(style), images, [text for _, text in pairs])
-
-
-def cross_examples(count: int = CROSS_SIZE, seed: int = CROSS_SEED) -> list[tuple[shapes.ShapeSpec, str]]:
-    """The (spec, caption) pairs of the cross set: filled plus signs of every colour, "a red cross"."""
-    colours = list(shapes.COLOURS)
-    specs = [shapes.sample_spec(index, seed, shape="cross", colour=colours[index % len(colours)]) for index in range(count)]
-    return [(spec, spec.caption()) for spec in specs]
-
-
-def make_cross_set(folder: str | os.PathLike | None = None) -> Path:
-    """Write the cross set to ``folder`` (default: the committed ``data/styles/cross``)."""
-    pairs = cross_examples()
-    images = [shapes.render(spec, OUTLINE_RESOLUTION) for spec, _ in pairs]
-    return imagefolder.write_imagefolder(folder or CROSS_DIR, images, [text for _, text in pairs])
+    return _write_set(style_examples(style), folder or style_dir(style))
 
 
 CONCEPT_WORD, CONCEPT_SHAPE = "vex", "triangle"  # a new word for a shape the tiny SD knows: "a red vex"
@@ -123,11 +107,21 @@ CONCEPT_WORD, CONCEPT_SHAPE = "vex", "triangle"  # a new word for a shape the ti
 
 def concept_examples(word: str = CONCEPT_WORD, shape: str = CONCEPT_SHAPE, count: int = 15,
                      seed: int = 13) -> list[tuple[shapes.ShapeSpec, str]]:
-    """A new meaning for a prompt: filled ``shape`` s of every colour captioned "a <colour> <word>" (``word``, one of
-    ``models.RESERVED_WORDS``, means nothing to the tiny SD until a LoRA teaches it)."""
+    """Filled ``shape`` s of every colour in turn, captioned "a <colour> <word>": a new meaning for a prompt when
+    ``word`` is one of ``models.RESERVED_WORDS`` (it means nothing to the tiny SD until a LoRA teaches it)."""
     colours = list(shapes.COLOURS)
     specs = [shapes.sample_spec(i, seed, shape=shape, colour=colours[i % len(colours)]) for i in range(count)]
     return [(spec, f"a {spec.colour} {word}") for spec in specs]
+
+
+def cross_examples(count: int = CROSS_SIZE, seed: int = CROSS_SEED) -> list[tuple[shapes.ShapeSpec, str]]:
+    """The (spec, caption) pairs of the cross set: filled plus signs of every colour, "a red cross"."""
+    return concept_examples("cross", "cross", count, seed)
+
+
+def make_cross_set(folder: str | os.PathLike | None = None) -> Path:
+    """Write the cross set to ``folder`` (default: the committed ``data/styles/cross``)."""
+    return _write_set(cross_examples(), folder or CROSS_DIR)
 
 
 def caption(colour: str, shape: str, trigger: bool = True) -> str:
@@ -155,7 +149,11 @@ def make_outline_set(folder: str | os.PathLike = OUTLINE_DIR) -> Path:
 
     Deterministic: the same pixels and captions on every machine, equal to ``data/styles/outline``.
     """
-    pairs = outline_examples()
+    return _write_set(outline_examples(), folder)
+
+
+def _write_set(pairs: list[tuple[shapes.ShapeSpec, str]], folder: str | os.PathLike) -> Path:
+    """The (spec, caption) pairs drawn at ``OUTLINE_RESOLUTION`` and written as an image folder."""
     images: list[Image.Image] = [shapes.render(spec, OUTLINE_RESOLUTION) for spec, _ in pairs]
     return imagefolder.write_imagefolder(folder, images, [text for _, text in pairs])
 

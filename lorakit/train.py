@@ -446,13 +446,12 @@ def resume_state(cfg: TrainConfig) -> dict | None:
     return state
 
 
-def resume(run: TrainingRun) -> None:
-    """Step 5: continue from ``output_dir/checkpoint.pt`` when there is one (and ``cfg.resume``).
+def resume(run: TrainingRun, state: dict | None) -> None:
+    """Step 5: continue from ``state``, the checkpoint :func:`resume_state` read and checked (None: a new run).
 
-    The checkpoint must have been written with the same settings (:func:`resume_state`); then the
-    LoRA, the optimizer, the schedule, the random state and the history continue exactly.
+    The LoRA (or, for a full fine-tune, the UNet), the optimizer, the schedule, the random state and the
+    history continue exactly.
     """
-    state = resume_state(run.cfg)
     if state is None:
         return
     if run.cfg.method == "lora":
@@ -615,7 +614,7 @@ def train_lora(pipe, dataset, config: TrainConfig | None = None) -> TrainResult:
     """
     cfg = config or TrainConfig()  # (the parameter hides the lorakit.config module, unused in here)
     unet, device = pipe.unet, pipe.device
-    resume_state(cfg)  # a checkpoint of other settings is refused before anything changes
+    checkpoint_state = resume_state(cfg)  # read once; a checkpoint of other settings is refused before anything changes
     accelerator, mine = prepare(pipe, cfg)  # 1
     resolution = cfg.resolution or unet.config.sample_size * pipe.vae_scale_factor
     latents, embeddings, rows = cache_dataset(pipe, dataset, resolution, flip=cfg.flip,  # 2
@@ -636,7 +635,7 @@ def train_lora(pipe, dataset, config: TrainConfig | None = None) -> TrainResult:
                       latents=latents, embeddings=embeddings, rows=rows, names=names, params=params,
                       optimizer=optimizer, lr_scheduler=lr_scheduler, noise_scheduler=noise_scheduler,
                       ema=[p.detach().clone() for p in params] if cfg.ema_decay else [], out=out)
-    resume(run)  # 5
+    resume(run, checkpoint_state)  # 5
     fixed = validation_indices(run)
 
     if cfg.gradient_checkpointing:

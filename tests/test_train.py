@@ -34,6 +34,22 @@ def quick(**overrides) -> train.TrainConfig:
     return train.TrainConfig(**kwargs)
 
 
+def interrupt_after(steps: int, base_pipe, dataset, cfg: train.TrainConfig, monkeypatch) -> None:
+    """Train a copy of ``base_pipe`` with ``cfg`` and stop it (KeyboardInterrupt) in the step after ``steps``."""
+    real_loss, calls = train.epsilon_loss, {"n": 0}
+
+    def crash(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > steps:
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train, "epsilon_loss", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_lora(copy.deepcopy(base_pipe), dataset, cfg)
+    monkeypatch.setattr(train, "epsilon_loss", real_loss)
+
+
 def lora_weights(pipe) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in inject.lora_state_dict(pipe.unet).items()}
 
@@ -69,19 +85,7 @@ def test_resume_is_bit_exact(base_pipe, dataset, tmp_path, monkeypatch, ema_deca
     whole_pipe = copy.deepcopy(base_pipe)
     whole = train.train_lora(whole_pipe, dataset, quick(**cfg, output_dir=str(tmp_path / "whole")))
 
-    calls = {"n": 0}
-    real_loss = train.epsilon_loss
-
-    def crash_at_step_4(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] > 3:  # steps 1-3 run (checkpoint after 2), step 4 "crashes"
-            raise KeyboardInterrupt
-        return real_loss(*args, **kwargs)
-
-    monkeypatch.setattr(train, "epsilon_loss", crash_at_step_4)
-    with pytest.raises(KeyboardInterrupt):
-        train.train_lora(copy.deepcopy(base_pipe), dataset, quick(**cfg, output_dir=str(tmp_path / "cut")))
-    monkeypatch.setattr(train, "epsilon_loss", real_loss)
+    interrupt_after(3, base_pipe, dataset, quick(**cfg, output_dir=str(tmp_path / "cut")), monkeypatch)  # checkpoint after 2
     saved = torch.load(tmp_path / "cut" / train.CHECKPOINT, weights_only=True)
     assert saved["step"] == 2 and len(saved["history"]) == 2
 
@@ -431,18 +435,7 @@ def test_a_full_fine_tune_resumes_bit_exactly(base_pipe, dataset, tmp_path, monk
     cfg = dict(method="full", steps=4, checkpoint_every=2, lr=1e-4)
     whole_pipe = copy.deepcopy(base_pipe)
     whole = train.train_lora(whole_pipe, dataset, quick(**cfg, output_dir=str(tmp_path / "whole")))
-    real_loss, calls = train.epsilon_loss, {"n": 0}
-
-    def crash_at_step_3(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] > 2:
-            raise KeyboardInterrupt
-        return real_loss(*args, **kwargs)
-
-    monkeypatch.setattr(train, "epsilon_loss", crash_at_step_3)
-    with pytest.raises(KeyboardInterrupt):
-        train.train_lora(copy.deepcopy(base_pipe), dataset, quick(**cfg, output_dir=str(tmp_path / "cut")))
-    monkeypatch.setattr(train, "epsilon_loss", real_loss)
+    interrupt_after(2, base_pipe, dataset, quick(**cfg, output_dir=str(tmp_path / "cut")), monkeypatch)
     resumed_pipe = copy.deepcopy(base_pipe)
     resumed = train.train_lora(resumed_pipe, dataset, quick(**cfg, output_dir=str(tmp_path / "cut")))
     assert resumed.history == whole.history
