@@ -168,3 +168,45 @@ def test_claim_1_runs_every_linear_layer_and_the_full_fine_tune(capsys):
     assert linear["trainable_params"] == sum(8 * (m.in_features + m.out_features) for m in wrapped)  # rank 8 each
     for run in report["runs"]:
         assert 0 <= run["concept_shape"] <= 1 and 0 <= run["plain_content"] <= 1 and run["train_seconds"] > 0
+
+
+@pytest.mark.parametrize("claim, extra", [
+    (4, ["--sizes", "2", "4", "--lora-lrs", "1e-3", "--full-lrs", "1e-4"]),
+    (5, []), (6, []), (7, ["--ranks", "1"]), (8, []),
+    (9, ["--ranks", "2", "--alphas", "2", "--lrs", "1e-3"]),
+])
+def test_claims_4_to_9_print_their_tables_from_the_runs_of_lorakit_claims(claim, extra, capsys, tmp_path, monkeypatch):
+    """Each claim's plan and table, with ``lorakit.claims``' own functions run in this process on one step, and
+    blank pictures instead of the sampler's (tests/test_claims.py draws real ones): the tables read real runs."""
+    from PIL import Image
+
+    from benchmarks import claims as bench
+    from lorakit import claims
+
+    pipe = models.load_pipeline("tiny", dtype="float32")
+    calls = []
+
+    def blank(pipe_, prompts, seeds=claims.EVAL_SEEDS):
+        asked = [p for p in prompts for _ in seeds]
+        return [Image.new("RGB", (64, 64), "white") for _ in asked], asked
+
+    monkeypatch.setattr(claims, "draw", blank)
+
+    def in_process(function, **kwargs):
+        calls.append(function)
+        if function != "classifier_study":
+            kwargs |= {"pipe": pipe, "seeds": (0,)}
+        return getattr(claims, function)(**kwargs)
+
+    monkeypatch.setattr(bench, "child", in_process)
+    monkeypatch.setattr(claims, "PUBLISHED_DIR", tmp_path)
+    report = bench.main(["--claim", str(claim), "--steps", "1", "--steps-per-style", "1", "--publish",
+                         "--plot", str(tmp_path / "plot.png"), *extra])
+    text = capsys.readouterr().out
+    assert report["table"].startswith(f"claim {claim},") and report["table"] in text
+    assert json.loads((tmp_path / f"claim{claim}.json").read_text())["table"] == report["table"]
+    assert claims.published_table(claim) == report["table"]
+    assert "%" in report["table"] and calls
+    if claim == 4:
+        assert (tmp_path / "plot.png").stat().st_size > 1000
+        assert calls.count("small_data") == 2 + 2 * 3 - 2  # the sweep (r8, full), then each size and method; the sweep's runs reused
