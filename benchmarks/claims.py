@@ -366,10 +366,12 @@ def claim_8(args) -> dict:
     ranks = [row["rank"] for row in layers]
     share = [row["rank"] / row["max_rank"] for row in layers]
     attn2 = [row["rank"] for row in layers if ".attn2." in row["name"]]
+    noise = [row["noise_rank"] / row["max_rank"] for row in layers if "noise_rank" in row]
     print(f"the full fine-tune's update, rank keeping 90 % of each linear layer's energy ({len(layers) // len(full)} "
           f"layers x {len(full)} runs): median {statistics.median(ranks):g}, largest {max(ranks)}, median share of the "
           f"layer's full rank {statistics.median(share):.0%}; attn2 layers: median {statistics.median(attn2):g}, "
-          f"largest {max(attn2)} (LoRA here: r 8)")
+          f"largest {max(attn2)} (LoRA here: r 8)" + (f"; a random matrix of each layer's shape needs a median "
+                                                         f"{statistics.median(noise):.0%} of its rank" if noise else ""))
     return {"claim": "8", "runs": runs}
 
 
@@ -384,7 +386,7 @@ def claim_9(args) -> dict:
             cells = []
             for lr in args.lrs:
                 mine = [x for x in runs if x["r"] == r and x["alpha"] == alpha and x["lr"] == lr]
-                names = [x["outcome"] for x in mine]
+                names = [claims.outcome(x) for x in mine]
                 common = max(set(names), key=names.count)
                 cells.append(f"{common} {mean_se([x['style_rate'] for x in mine])[0]:.0%}/"
                              f"{mean_se([x['content'] for x in mine])[0]:.0%}")
@@ -394,7 +396,7 @@ def claim_9(args) -> dict:
     for x in runs:
         by.setdefault(round(x["lr_x_scaling"], 12), []).append(x)
     for key in sorted(by):
-        names = [x["outcome"] for x in by[key]]
+        names = [claims.outcome(x) for x in by[key]]
         print(f"    lr x alpha/r = {key:<10.3g} {len(names):>2} runs: " +
               ", ".join(f"{n} {names.count(n)}" for n in sorted(set(names))))
     return {"claim": "9", "runs": runs}

@@ -52,7 +52,8 @@ WHERE = {"attn2": "attn2", "attn1": [f"attn1.{p}" for p in inject.PROJECTIONS], 
 STYLE_ORDER = ("outline", "striped", "double")  # claim 7 adds the styles in this order
 TEXT_TARGETS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2")
 INVERSION_WORD = "plim"  # claim 6: the reserved word textual inversion gives a meaning to
-SAFE = {"style": 0.6, "content": 0.6}  # claim 9: a run that reaches both learned the style and kept the content
+# claim 9: a run that reaches all three learned the style and kept the content, with and without the trigger
+SAFE = {"style_rate": 0.6, "content": 0.6, "plain_content": 0.6}
 
 
 PUBLISHED_DIR = course.REPO_ROOT / "docs" / "claims"  # the benchmark's runs and tables, one JSON a claim
@@ -585,7 +586,8 @@ def many_styles(count: int = 2, r: int = 8, seed: int = 0, steps_per_style: int 
 
 def update_ranks(before: dict[str, torch.Tensor], model: nn.Module, fraction: float = 0.9) -> list[dict]:
     """For every 2-D weight (linear layers) of ``model``: the rank that keeps ``fraction`` of the energy of its
-    update ``W - before[name]`` (``lowrank.rank_for_energy``), against the layer's largest possible rank."""
+    update ``W - before[name]`` (``lowrank.rank_for_energy``), against the layer's largest possible rank and the
+    rank a random (Gaussian) matrix of its shape needs (``noise_rank``: what an update with no structure needs)."""
     rows = []
     for name, weight in model.state_dict().items():
         if weight.dim() != 2 or not name.endswith(".weight"):
@@ -593,8 +595,10 @@ def update_ranks(before: dict[str, torch.Tensor], model: nn.Module, fraction: fl
         delta = (weight.float() - before[name].float())
         if not torch.any(delta):
             continue
+        noise = torch.randn(delta.shape, generator=torch.Generator().manual_seed(0))
         rows.append({"name": name, "shape": list(delta.shape), "max_rank": min(delta.shape),
-                     "rank": lowrank.rank_for_energy(delta, fraction)})
+                     "rank": lowrank.rank_for_energy(delta, fraction),
+                     "noise_rank": lowrank.rank_for_energy(noise, fraction)})  # an update with no structure at all
     return rows
 
 
@@ -603,6 +607,8 @@ def large_change(variant: str = "attn2", r: int = 8, seed: int = 0, steps: int =
     """Claim 8, one run: teach the cross (``data/styles/cross``: "a red cross") with a LoRA of rank ``r`` on
     ``variant`` ("attn2", "attn2+ff", "every linear") or a full fine-tune ("full fine-tune"). How often
     "a <colour> cross" draws one; for the full fine-tune, also :func:`update_ranks` of its update."""
+    if variant not in ("attn2", "attn2+ff", "every linear", "full fine-tune"):
+        raise ValueError(f"no variant {variant!r} for claim 8: use 'attn2', 'attn2+ff', 'every linear' or 'full fine-tune'.")
     where = WHERE[variant]
     pipe = load(pipe)
     with restored(pipe):
@@ -628,7 +634,7 @@ def outcome(run: dict) -> str:
         return "content destroyed"
     if run["style_rate"] < 0.25:
         return "nothing learned"
-    if run["style_rate"] >= SAFE["style"] and run["content"] >= SAFE["content"]:
+    if all(run[key] >= floor for key, floor in SAFE.items()):
         return "style learned"
     return "partial"
 
