@@ -391,14 +391,16 @@ def claim_9(args) -> dict:
                 cells.append(f"{common} {mean_se([x['style_rate'] for x in mine])[0]:.0%}/"
                              f"{mean_se([x['content'] for x in mine])[0]:.0%}")
             print(f"{r:>4}{alpha:>7g}{alpha / r:>9.3g}" + "".join(f"{c:>26}" for c in cells))
-    print("the same runs by lr x alpha / r (Adam moves each weight by about lr a step, so the update grows with it):")
-    by = {}
-    for x in runs:
-        by.setdefault(round(x["lr_x_scaling"], 12), []).append(x)
-    for key in sorted(by):
-        names = [claims.outcome(x) for x in by[key]]
-        print(f"    lr x alpha/r = {key:<10.3g} {len(names):>2} runs: " +
-              ", ".join(f"{n} {names.count(n)}" for n in sorted(set(names))))
+    for label, product in (("lr x alpha", lambda x: x["lr"] * x["alpha"]), ("lr x alpha / r", lambda x: x["lr_x_scaling"])):
+        print(f"the same runs by {label}:")
+        by = {}
+        for x in runs:
+            by.setdefault(float(f"{product(x):.6g}"), []).append(x)
+        for key in sorted(by):
+            names = [claims.outcome(x) for x in by[key]]
+            ranks = sorted({x["r"] for x in by[key]})
+            print(f"    {label} = {key:<10.3g} r {','.join(map(str, ranks)):<6} {len(names):>2} runs: " +
+                  ", ".join(f"{n} {names.count(n)}" for n in sorted(set(names))))
     return {"claim": "9", "runs": runs}
 
 
