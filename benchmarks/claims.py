@@ -404,6 +404,17 @@ def claim_9(args) -> dict:
     return {"claim": "9", "runs": runs}
 
 
+def command_line(argv: list[str]) -> str:
+    """The command that measures a report, without where it was written or read from (--out, --reuse, --plot)."""
+    kept, skipping = [], False
+    for word in argv:
+        if word.startswith("--"):
+            skipping = word in ("--out", "--reuse", "--plot")
+        if not skipping:
+            kept.append(word)
+    return " ".join(["python -m benchmarks.claims", *kept])
+
+
 def main(argv: list[str] | None = None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--claim", type=int, choices=CLAIMS, help="the claim to measure (2 and 3 are one experiment)")
@@ -452,8 +463,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     printed = io.StringIO()
     with contextlib.redirect_stdout(Tee(sys.stdout, printed)):
         report = runner[args.claim](args)
-    report |= {"train_seeds": args.train_seeds, "command": "python -m benchmarks.claims " + " ".join(
-        argv if argv is not None else sys.argv[1:]), "table": claims.table_of(printed.getvalue()),
+    report |= {"train_seeds": args.train_seeds, "command": command_line(argv if argv is not None else sys.argv[1:]),
+               "table": claims.table_of(printed.getvalue()),
                "calls": list(CALLS)}
     if args.publish:
         claims.PUBLISHED_DIR.mkdir(parents=True, exist_ok=True)

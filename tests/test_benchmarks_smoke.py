@@ -207,6 +207,8 @@ def test_claims_4_to_9_print_their_tables_from_the_runs_of_lorakit_claims(claim,
     assert json.loads((tmp_path / f"claim{claim}.json").read_text())["table"] == report["table"]
     assert claims.published_table(claim) == report["table"]
     assert "%" in report["table"] and calls
+    assert report["command"] == " ".join(["python -m benchmarks.claims", "--claim", str(claim), "--steps", "1",
+                                          "--steps-per-style", "1", "--publish", *extra])  # no --plot: no path
     if claim == 4:
         assert (tmp_path / "plot.png").stat().st_size > 1000
         assert calls.count("small_data") == 2 + 2 * 3 - 2  # the sweep (r8, full), then each size and method; the sweep's runs reused
