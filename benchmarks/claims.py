@@ -317,6 +317,9 @@ def claim_6(args) -> dict:
         content = [statistics.fmean([x["outline"]["content"], x["striped"]["content"]]) for x in rows]
         print(f"{'':<4}{name:<22}{cell([x['outline']['style'] for x in rows]):>16}"
               f"{cell([x['striped']['style'] for x in rows]):>16}{cell(content):>12}")
+    if "vae_ceiling" in two[0]:
+        print("    the most any LoRA can draw of each style (its set through the VAE alone): " +
+              ", ".join(f"{k} {v:.0%}" for k, v in two[0]["vae_ceiling"].items()))
     print(f"    together, plain prompts right: {cell([r['together']['plain_content'] for r in two])}; merged into the "
           f"weights against applied: largest pixel difference {max(r['merged_vs_applied_max_pixel'] for r in two)} of 255")
     inv = [r for r in runs if "method" in r and "cross" in r]
@@ -331,6 +334,7 @@ def claim_6(args) -> dict:
 
 
 def claim_7(args) -> dict:
+    ceilings = {style: child("vae_ceiling", style=style) for style in claims.STYLE_ORDER}
     runs = [child("many_styles", count=count, r=r, seed=seed, steps_per_style=args.steps_per_style)
             for seed in args.train_seeds for count in (1, 2, 3) for r in args.ranks]
     print(f"\nclaim 7, several styles in one LoRA, each under its trigger; {args.steps_per_style} steps a style; "
@@ -342,11 +346,13 @@ def claim_7(args) -> dict:
         for style in claims.STYLE_ORDER[:count] if count > 1 else ():
             row = [cell([x["styles"][style]["style"] for x in runs if x["count"] == count and x["r"] == r]) for r in args.ranks]
             print(f"{'    ' + style:<30}" + "".join(f"{c:>14}" for c in row))
+    print("the most any LoRA can draw of each style: its set's pictures through the VAE alone, read as that style: " +
+          ", ".join(f"{style} {c['style_rate']:.0%}" for style, c in ceilings.items()) + f" ({ceilings['outline']['pictures']} pictures each)")
     print("content (colour and shape right) under the triggers, mean over the styles:")
     for count in (1, 2, 3):
         row = [cell([x["mean_content"] for x in runs if x["count"] == count and x["r"] == r]) for r in args.ranks]
         print(f"{' + '.join(claims.STYLE_ORDER[:count]):<30}" + "".join(f"{c:>14}" for c in row))
-    return {"claim": "7", "runs": runs}
+    return {"claim": "7", "runs": runs, "vae_ceiling": ceilings}
 
 
 def claim_8(args) -> dict:

@@ -19,7 +19,8 @@ was given as it found it (:func:`restored`), so a lesson can run one after anoth
    (the same ``inject_lora`` on a small text classifier that is not a diffusion model at all).
 6. :func:`two_loras` (two style LoRAs applied together, with scales, and merged into the weights) and
    :func:`inversion_and_lora` (a learned token embedding, textual inversion, with and without a LoRA).
-7. :func:`many_styles`: one LoRA holding 1, 2 or 3 styles, each under its own trigger, at a rank.
+7. :func:`many_styles`: one LoRA holding 1, 2 or 3 styles, each under its own trigger, at a rank. For 6 and 7,
+   :func:`vae_ceiling`: how much of a style survives the VAE alone, the most any LoRA can draw of it.
 8. :func:`large_change`: a shape the tiny SD never saw (the cross), and the rank a full fine-tune's
    update really has (:func:`update_ranks`: the rank that keeps 90 % of each layer's energy).
 9. :func:`sensitivity`: one point of the learning rate x rank x alpha map, named by :func:`outcome`.
@@ -475,6 +476,22 @@ def style_prompts(style: str, held_out: bool = True) -> list[str]:
     return [styles.style_caption(style, c, s) for c, s in combos]
 
 
+@torch.no_grad()
+def vae_ceiling(style: str, pipe=None) -> dict:
+    """How much of ``style`` survives the tiny SD's VAE alone: its set's pictures encoded to latents and decoded
+    again, then read with every detector. A LoRA trains the UNet, which only ever draws latents: what the VAE
+    cannot decode, no LoRA (nor full fine-tune) can draw, so this is the ceiling of any style rate."""
+    styles.style_dir(style)  # one of the style sets
+    pipe = load(pipe)
+    pixels = torch.stack([image for image, _ in style_set(style)])  # (N, 3, 64, 64) in [-1, 1]
+    latents = pipe.vae.encode(pixels.to(pipe.device, pipe.vae.dtype)).latent_dist.mode()
+    decoded = pipe.vae.decode(latents).sample.clamp(-1, 1).float().cpu()  # (N, 3, 64, 64)
+    pictures = [((x.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8) for x in decoded]
+    captions = [text for _, text in style_set(style)]
+    rates = read_all(pictures, captions, style=style)
+    return {"style": style, "pictures": len(pictures), "style_rate": rates["style"], "content": rates["both"]}
+
+
 def combined_state(first: dict, second: dict, scales: tuple[float, float] = (1.0, 1.0)) -> dict:
     """One LoRA state (``inject.lora_state_dict`` keys) that adds ``scales[0]`` x the first LoRA's update and
     ``scales[1]`` x the second's: A stacked, B side by side and scaled, rank r1 + r2 (both with alpha = r)."""
@@ -503,7 +520,8 @@ def two_loras(seed: int = 0, steps: int = 300, scales: tuple[float, float] = (1.
     (one rank r1 + r2 LoRA, :func:`combined_state`), and merged into the UNet's weights. Each style's rate
     under its own trigger, alone and together, and the largest pixel difference of applied against merged."""
     pipe = load(pipe)
-    states, result = {}, {"seed": seed, "steps": steps, "scales": list(scales)}
+    states, result = {}, {"seed": seed, "steps": steps, "scales": list(scales),
+                          "vae_ceiling": {style: vae_ceiling(style, pipe)["style_rate"] for style in pair}}
     with restored(pipe):
         for style in pair:
             with restored(pipe):

@@ -194,7 +194,9 @@ def test_claims_4_to_9_print_their_tables_from_the_runs_of_lorakit_claims(claim,
 
     def in_process(function, **kwargs):
         calls.append(function)
-        if function != "classifier_study":
+        if function == "vae_ceiling":
+            kwargs |= {"pipe": pipe}
+        elif function != "classifier_study":
             kwargs |= {"pipe": pipe, "seeds": (0,)}
         return getattr(claims, function)(**kwargs)
 

@@ -224,3 +224,13 @@ def test_published_tables_name_the_command_that_makes_them(tmp_path, monkeypatch
     assert claims.published_name(3) == claims.published_name(2) == "claim2-3.json"
     with pytest.raises(ValueError, match="claims 1 to 9"):
         claims.published_name(10)
+
+
+def test_the_vae_keeps_the_outline_style_and_loses_the_fine_ones(pipe):
+    """The ceiling of claims 6 and 7: the UNet draws latents, and the VAE decodes what it can. The outline survives
+    it; the striped and double styles' strokes (2-3 px at 64 px) do not, so no LoRA can learn them on the tiny SD."""
+    outline, striped, double = (claims.vae_ceiling(s, pipe) for s in ("outline", "striped", "double"))
+    assert outline["style_rate"] == 1.0 and outline["pictures"] == 16
+    assert striped["style_rate"] < 0.25 and double["style_rate"] < 0.25
+    with pytest.raises(ValueError, match="no style set"):
+        claims.vae_ceiling("cross", pipe)
