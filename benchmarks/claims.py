@@ -148,6 +148,7 @@ def claim_1(args) -> dict:
         for task in args.tasks:
             for variant in args.variants:
                 runs.append(child("where_lora_sits", variant=variant, task=task, seed=seed, steps=args.steps))
+    base = child("base_model")
     n = len(args.train_seeds)
     print(f"\nclaim 1, where the LoRA sits: rank 8, {args.steps} steps, the small preset otherwise; full fine-tune at "
           f"lr {FULL_LR} ({n} training seed{'s' if n > 1 else ''}; mean ± standard error; 16-20 pictures a figure)")
@@ -163,7 +164,8 @@ def claim_1(args) -> dict:
                 mean, se = mean_se([r[key] for r in mine])
                 cells.append(f"{mean:.0%}" + (f" ± {se:.0%}" if se else ""))
             print(f"{'':<7}{variant:<16}{mine[0]['trainable_params']:>11,}" + "".join(f"{c:>22}" for c in cells))
-    return {"claim": "1", "runs": runs}
+        print(f"{'':<7}{'no training':<16}{0:>11,}" + f"{'':>44}" + f"{base['plain_content']:>22.0%}{base['plain_outline']:>22.0%}")
+    return {"claim": "1", "runs": runs, "base_model": base}
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:

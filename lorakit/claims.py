@@ -176,6 +176,11 @@ def kept(pipe, seeds: Sequence[int] = EVAL_SEEDS) -> dict:
     return {"plain_content": found.both_accuracy, "plain_outline": found.style_rate}
 
 
+def base_model(pipe=None, seeds: Sequence[int] = EVAL_SEEDS) -> dict:
+    """:func:`kept` of the untrained tiny SD: the reference for every "plain prompts right" figure."""
+    return kept(load(pipe), seeds)
+
+
 def lora_weights(model: nn.Module) -> list[torch.Tensor]:
     """Every ``lora_A`` and ``lora_B`` weight of ``model``, in module order."""
     return [p for _, layer in inject.lora_layers(model) for p in (layer.lora_A.weight, layer.lora_B.weight)]
