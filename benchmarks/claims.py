@@ -319,9 +319,9 @@ def claim_6(args) -> dict:
         content = [statistics.fmean([x["outline"]["content"], x["striped"]["content"]]) for x in rows]
         print(f"{'':<4}{name:<22}{cell([x['outline']['style'] for x in rows]):>16}"
               f"{cell([x['striped']['style'] for x in rows]):>16}{cell(content):>12}")
-    if "vae_ceiling" in two[0]:
-        print("    the most any LoRA can draw of each style (its set through the VAE alone): " +
-              ", ".join(f"{k} {v:.0%}" for k, v in two[0]["vae_ceiling"].items()))
+    ceilings = {style: child("vae_ceiling", style=style)["style_rate"] for style in ("outline", "striped")}
+    print("    the most any LoRA can draw of each style (its set through the VAE alone): " +
+          ", ".join(f"{k} {v:.0%}" for k, v in ceilings.items()))
     print(f"    together, plain prompts right: {cell([r['together']['plain_content'] for r in two])}; merged into the "
           f"weights against applied: largest pixel difference {max(r['merged_vs_applied_max_pixel'] for r in two)} of 255")
     inv = [r for r in runs if "method" in r and "cross" in r]

@@ -71,7 +71,8 @@ def published_name(claim: int | str) -> str:
 def table_of(printed: str) -> str:
     """The table part of what ``benchmarks.claims`` printed: from its "claim N" heading on (no per-run lines)."""
     match = re.search(r"^claims? \d.*", printed, re.MULTILINE | re.DOTALL)
-    return match.group(0).rstrip() if match else ""
+    lines = match.group(0).rstrip().splitlines() if match else []
+    return "\n".join(line for line in lines if not re.match(r"  \w+ \{.*\} -> ", line))  # a run's own line
 
 
 def published(claim: int | str) -> dict:

@@ -218,7 +218,8 @@ def test_published_tables_name_the_command_that_makes_them(tmp_path, monkeypatch
     monkeypatch.setattr(claims, "PUBLISHED_DIR", tmp_path)
     with pytest.raises(FileNotFoundError, match="--claim 7"):
         claims.published_table(7)
-    printed = "  many_styles {...}\n\nclaim 7, several styles\nstyles  r1\noutline 80%\n"
+    printed = ('  many_styles {"count": 1} -> {"r": 1}\n\nclaim 7, several styles\nstyles  r1\n'
+               '  vae_ceiling {"style": "outline"} -> {"pictures": 16}\noutline 80%\n')
     (tmp_path / "claim7.json").write_text(json.dumps({"table": claims.table_of(printed)}))
     assert claims.published_table(7) == "claim 7, several styles\nstyles  r1\noutline 80%"
     assert claims.published_name(3) == claims.published_name(2) == "claim2-3.json"
