@@ -277,6 +277,11 @@ def size_and_speed(method: str = "lora", seed: int = 0, steps: int = 20, pipe=No
 
 # 4 -------------------------------------------------------------------------------------------------------------
 
+def training_captions(size: int) -> list[str]:
+    """The distinct captions of the first ``size`` outline pictures: what claim 4 draws again to look for copies."""
+    return list(dict.fromkeys(text for _, text in styles.outline_examples()[:size]))
+
+
 def memorisation(images, size: int) -> float:
     """Mean overlap (IoU of the drawn pixels) of each picture with the nearest of the first ``size`` training
     pictures of the outline set: 1.0 is a copy of one of them."""
@@ -308,8 +313,7 @@ def small_data(method: str = "lora", size: int = 16, seed: int = 0, steps: int =
             overrides["r"] = r
         done = fit(pipe, style_set(size=size), "full" if method == "full" else "attn2+ff", **overrides)
         found = judge(pipe, styles.style_prompts(), seeds)
-        captions = list(dict.fromkeys(text for _, text in styles.outline_examples()[:size]))
-        images, _ = draw(pipe, captions, seeds)
+        images, _ = draw(pipe, training_captions(size), seeds)
         return {"method": method, "size": size, "seed": seed, "steps": steps, "r": r if method == "lora" else None,
                 "lr": lr or config(method=method).lr, "trainable_params": done["trainable_params"],
                 "style_rate": found.style_rate, "content": found.both_accuracy, **kept(pipe, seeds),
@@ -319,8 +323,7 @@ def small_data(method: str = "lora", size: int = 16, seed: int = 0, steps: int =
 def base_memorisation(size: int, pipe=None, seeds: Sequence[int] = EVAL_SEEDS) -> float:
     """:func:`memorisation` of the untrained model on the training captions of a ``size``-picture set."""
     pipe = load(pipe)
-    captions = list(dict.fromkeys(text for _, text in styles.outline_examples()[:size]))
-    return memorisation(draw(pipe, captions, seeds)[0], size)
+    return memorisation(draw(pipe, training_captions(size), seeds)[0], size)
 
 
 # 5 -------------------------------------------------------------------------------------------------------------
@@ -489,11 +492,12 @@ def vae_ceiling(style: str, pipe=None) -> dict:
     cannot decode, no LoRA (nor full fine-tune) can draw, so this is the ceiling of any style rate."""
     styles.style_dir(style)  # one of the style sets
     pipe = load(pipe)
-    pixels = torch.stack([image for image, _ in style_set(style)])  # (N, 3, 64, 64) in [-1, 1]
+    pairs = style_set(style)
+    pixels = torch.stack([image for image, _ in pairs])  # (N, 3, 64, 64) in [-1, 1]
     latents = pipe.vae.encode(pixels.to(pipe.device, pipe.vae.dtype)).latent_dist.mode()
     decoded = pipe.vae.decode(latents).sample.clamp(-1, 1).float().cpu()  # (N, 3, 64, 64)
     pictures = [((x.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8) for x in decoded]
-    captions = [text for _, text in style_set(style)]
+    captions = [text for _, text in pairs]
     rates = read_all(pictures, captions, style=style)
     return {"style": style, "pictures": len(pictures), "style_rate": rates["style"], "content": rates["both"]}
 
