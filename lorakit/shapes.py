@@ -43,14 +43,16 @@ STYLES: tuple[str, ...] = ("filled", "outline")
 # Beyond what the tiny SD was pretrained on (SHAPES and STYLES above make its captions and its
 # vocabulary, so they never change): a shape it never saw and two more styles, for LoRAs to teach.
 NEW_SHAPES: tuple[str, ...] = ("cross",)  # a plus sign, arms a third of the side wide
-NEW_STYLES: tuple[str, ...] = ("striped", "double")  # an outline with vertical stripes inside; two outlines
+# An outline with vertical stripes inside; two outlines. Both are drawn large only: the tiny SD's VAE keeps
+# 4 pixels a latent, and a small shape (19-27 px at 64 px) has no room for strokes and gaps that wide.
+NEW_STYLES: tuple[str, ...] = ("striped", "double")
 ALL_SHAPES, ALL_STYLES = SHAPES + NEW_SHAPES, STYLES + NEW_STYLES
 BACKGROUND = (255, 255, 255)
 SUPERSAMPLE = 4  # draw at 4x and downsample: smooth edges without a renderer
 OUTLINE_WIDTH = 0.06  # stroke of an outline shape, as a fraction of the image side
-THIN_WIDTH = 0.03  # the strokes of the striped and double styles
-STRIPE_PERIOD = 0.07  # striped: one stripe every 0.07 of the image side, THIN_WIDTH wide
-DOUBLE_GAP = 0.035  # double: the white between the two outlines
+THIN_WIDTH = 0.05  # the strokes of the striped and double styles
+STRIPE_PERIOD = 0.15  # striped: one stripe every 0.15 of the image side, THIN_WIDTH wide
+DOUBLE_GAP = 0.07  # double: the white between the two outlines
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,8 @@ def sample_spec(index: int, seed: int = 0, shape: str | None = None, colour: str
     if colour not in COLOURS:
         raise ValueError(f"unknown colour {colour!r}: the shapes world has {', '.join(COLOURS)}.")
     size_word = list(SIZES)[rng.integers(len(SIZES))]
+    if style in NEW_STYLES:  # drawn large only: see NEW_STYLES
+        size_word = "large"
     lo, hi = SIZES[size_word]
     size = float(rng.uniform(lo, hi))
     margin = size / 2 + 0.04

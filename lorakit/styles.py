@@ -31,7 +31,7 @@ the preset: change a setting, and the files must be trained again.
 
 More sets, for the lessons that test LoRA's claims (several styles in one LoRA, a change the
 base model never saw): ``data/styles/striped`` and ``data/styles/double`` are the outline set's
-shapes, colours and places in the ``striped`` and ``double`` styles under their own triggers
+shapes and colours in the ``striped`` and ``double`` styles, drawn large (``shapes.NEW_STYLES``), under their own triggers
 (``ohwx``, ``zorb``: :data:`TRIGGERS`), made by :func:`make_style_set`; ``data/styles/cross``
 (:func:`make_cross_set`) teaches a shape the tiny SD never saw, a plus sign, as "a red cross".
 ``metrics.detect(image, shapes=shapes.ALL_SHAPES, styles=shapes.ALL_STYLES)`` reads them all.
@@ -92,7 +92,7 @@ def style_caption(style: str, colour: str, shape: str) -> str:
 
 
 def style_examples(style: str, count: int = OUTLINE_SIZE, seed: int = OUTLINE_SEED) -> list[tuple[shapes.ShapeSpec, str]]:
-    """The (spec, caption) pairs of ``style``'s set: the outline set's shapes and places, in ``style``."""
+    """The (spec, caption) pairs of ``style``'s set: the outline set's shapes and colours, in ``style``."""
     return [(spec, style_caption(style, spec.colour, spec.shape))
             for spec, _ in outline_examples(count, seed, style=style)]
 

@@ -227,11 +227,13 @@ def test_published_tables_name_the_command_that_makes_them(tmp_path, monkeypatch
         claims.published_name(10)
 
 
-def test_the_vae_keeps_the_outline_style_and_loses_the_fine_ones(pipe):
-    """The ceiling of claims 6 and 7: the UNet draws latents, and the VAE decodes what it can. The outline survives
-    it; the striped and double styles' strokes (2-3 px at 64 px) do not, so no LoRA can learn them on the tiny SD."""
+def test_the_vae_keeps_every_style_set(pipe):
+    """The ceiling of claims 6 and 7: the UNet draws latents, and the VAE decodes what it can. Every style set
+    survives it (the striped and double styles are drawn large, with strokes a latent wide), so a LoRA's style
+    rate on them measures the LoRA, not the VAE. The thin strokes lose some colour: content is the lower ceiling."""
     outline, striped, double = (claims.vae_ceiling(s, pipe) for s in ("outline", "striped", "double"))
     assert outline["style_rate"] == 1.0 and outline["pictures"] == 16
-    assert striped["style_rate"] < 0.25 and double["style_rate"] < 0.25
+    assert striped["style_rate"] >= 0.9 and double["style_rate"] >= 0.9
+    assert min(striped["content"], double["content"]) >= 0.75
     with pytest.raises(ValueError, match="no style set"):
         claims.vae_ceiling("cross", pipe)

@@ -59,6 +59,16 @@ def test_pinned_choices_and_unknown_names():
         shapes.sample_spec(0, colour="teal")
 
 
+def test_the_new_styles_are_drawn_large_and_the_others_at_both_sizes():
+    """A small shape has no room for the striped and double styles' strokes and gaps at the VAE's 4 px a latent."""
+    for style in shapes.ALL_STYLES:
+        sizes = {shapes.sample_spec(i, seed=5, shape="square", style=style).size_word for i in range(40)}
+        assert sizes == ({"large"} if style in shapes.NEW_STYLES else set(shapes.SIZES)), (style, sizes)
+        lo, hi = shapes.SIZES["large"]
+        if style in shapes.NEW_STYLES:
+            assert all(lo <= shapes.sample_spec(i, seed=5, style=style).size <= hi for i in range(40))
+
+
 def test_dataset_shape_range_and_caption_fractions():
     dataset = shapes.ShapesDataset(2000, seed=0, resolution=32, empty_caption_prob=0.1, size_word_prob=0.5)
     x, _ = dataset[0]
