@@ -67,8 +67,6 @@ def _peak_rss_mb() -> float:
 
 def resources_run(method: str, seed: int, target: float, every: int, max_steps: int, lr: float | None) -> dict:
     """One training run of ``method`` ("lora" or "full"), in this process: its sizes, times and progress."""
-    import torch
-
     from lorakit import claims, metrics, models, sample, styles, train
 
     pipe = models.load_pipeline("tiny", dtype="float32")
@@ -91,14 +89,8 @@ def resources_run(method: str, seed: int, target: float, every: int, max_steps: 
             if reached is None and found.style_rate >= target:
                 reached = {"steps": steps, "train_seconds": seconds}
                 break
-        params = [p for p in pipe.unet.parameters() if p.requires_grad] if method == "full" else [
-            p for n, p in pipe.unet.named_parameters() if ".lora_" in n]
-        saved = Path(out) / (train.FULL_FILE if method == "full" else "lora.safetensors")
-        file_bytes = saved.stat().st_size
-        state = torch.load(Path(out) / train.CHECKPOINT, weights_only=True)["optimizer"]["state"]
-    return {"method": method, "seed": seed, "lr": cfg.lr,
-            "trainable_params": sum(p.numel() for p in params), "file_bytes": file_bytes,
-            "optimizer_bytes": claims.optimizer_bytes(state), "step_seconds_median": statistics.median(step_seconds),
+        sizes = claims.saved_sizes(pipe, method, out)
+    return {"method": method, "seed": seed, "lr": cfg.lr, **sizes, "step_seconds_median": statistics.median(step_seconds),
             "peak_rss_mb": _peak_rss_mb(), "reached": reached, "target": target, "curve": curve}
 
 

@@ -267,12 +267,21 @@ def size_and_speed(method: str = "lora", seed: int = 0, steps: int = 20, pipe=No
         out = Path(output_dir or scratch)
         cfg = config(method=method, seed=seed, steps=steps, output_dir=str(out))
         result = train.train_lora(pipe, style_set(), cfg)
-        params = list(pipe.unet.parameters()) if method == "full" else lora_weights(pipe.unet)
-        saved = out / (train.FULL_FILE if method == "full" else "lora.safetensors")
-        state = torch.load(out / train.CHECKPOINT, weights_only=True)["optimizer"]["state"]
-        return {"method": method, "seed": seed, "lr": cfg.lr, "trainable_params": sum(p.numel() for p in params),
-                "file_bytes": saved.stat().st_size, "optimizer_bytes": optimizer_bytes(state),
+        return {"method": method, "seed": seed, "lr": cfg.lr, **saved_sizes(pipe, method, out),
                 "step_seconds_median": float(np.median(result.step_seconds))}
+
+
+def saved_sizes(pipe, method: str, output_dir) -> dict:
+    """What a finished run of ``method`` ("lora" or "full") left in ``output_dir``: its trainable parameters, the
+    size of the file it saved (the LoRA, or the whole UNet) and of AdamW's state in its last checkpoint."""
+    from pathlib import Path
+
+    out = Path(output_dir)
+    params = list(pipe.unet.parameters()) if method == "full" else lora_weights(pipe.unet)
+    saved = out / (train.FULL_FILE if method == "full" else "lora.safetensors")
+    state = torch.load(out / train.CHECKPOINT, weights_only=True)["optimizer"]["state"]  # our own checkpoint
+    return {"trainable_params": sum(p.numel() for p in params), "file_bytes": saved.stat().st_size,
+            "optimizer_bytes": optimizer_bytes(state)}
 
 
 # 4 -------------------------------------------------------------------------------------------------------------
