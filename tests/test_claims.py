@@ -12,7 +12,7 @@ import json
 import pytest
 import torch
 
-from lorakit import claims, inject, models, shapes, styles
+from lorakit import claims, config, inject, models, shapes, styles
 
 ONE = (0,)  # one picture a prompt
 
@@ -237,3 +237,18 @@ def test_the_vae_keeps_every_style_set(pipe):
     assert min(striped["content"], double["content"]) >= 0.75
     with pytest.raises(ValueError, match="no style set"):
         claims.vae_ceiling("cross", pipe)
+
+
+def test_every_claim_is_published_over_four_training_seeds_and_shown_in_docs():
+    """docs/claims.md shows each claim's published table as the benchmark printed it (claims 2-3: as a markdown
+    table, with the same parameter counts), over at least 4 training seeds."""
+    page = (config.REPO_ROOT / "docs" / "claims.md").read_text()
+    for claim in (1, 2, 4, 5, 6, 7, 8, 9):
+        report = json.loads((claims.PUBLISHED_DIR / claims.published_name(claim)).read_text())
+        assert len(set(report["train_seeds"])) >= 4, (claim, report["train_seeds"])
+        assert f"--train-seeds {' '.join(map(str, report['train_seeds']))}" in report["command"], claim
+        if claim == 2:
+            counts = next(line for line in report["table"].splitlines() if line.startswith("trainable parameters"))
+            assert f"| trainable parameters | {counts.split()[2]} | {counts.split()[3]} |" in page
+        else:
+            assert report["table"] in page, f"docs/claims.md does not show claim {claim}'s published table"
