@@ -6,6 +6,12 @@ Introduced in notebooks/06_train_style_lora.ipynb (the same training, from a ter
     lorakit sample --lora runs/outline/lora.safetensors --prompt "a blue circle in sks style" --out grid.png
     lorakit convert runs/outline/lora.safetensors --to diffusers --out runs/outline/diffusers
     lorakit info runs/outline/lora.safetensors
+    lorakit resize runs/outline/lora.safetensors --sv-fro 0.9 --out small.safetensors
+    lorakit extract --base tiny --tuned runs/full/unet.safetensors --rank 8 --out extracted.safetensors
+    lorakit merge a.safetensors:0.7 b.safetensors:0.5 --method concat --out merged.safetensors
+    lorakit merge a.safetensors:0.7 --into tiny --out merged-model/    # a model with the LoRA baked in
+
+(``resize``, ``extract`` and ``merge`` are lorakit.svd_tools, lesson 11.)
 
 ``python -m lorakit.cli`` is the same command. Every default is the small world (the tiny SD in
 ``data/models/tiny-sd``, 64x64); ``--model`` with a hub id or a local SD 1.5 folder switches to
@@ -119,7 +125,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     settings = {"r": args.rank, "alpha": args.alpha, "target_modules": args.targets, "steps": args.steps, "lr": args.lr,
                 "batch_size": args.batch_size, "seed": args.seed, "save_format": args.format,
                 "mixed_precision": args.mixed_precision, "gradient_checkpointing": args.gradient_checkpointing or None,
-                "flip": args.flip, "caption_dropout": args.caption_dropout, "lora_dropout": args.lora_dropout}
+                "flip": args.flip, "caption_dropout": args.caption_dropout, "lora_dropout": args.lora_dropout,
+                "text_encoder": args.text_encoder or None}
     cfg = train.TrainConfig.for_mode(_mode(args.model), **{k: v for k, v in settings.items() if v is not None},
                                      resolution=args.resolution, output_dir=str(out), resume=args.resume,
                                      progress=not args.quiet)
@@ -159,9 +166,9 @@ def _train_and_show(args, process, pipe, dataset, cfg, out: Path) -> None:
     seeds = list(range(len(prompts)))
     pictures = {}
     for scale in (0.0, 1.0):  # the same prompts and seeds without, then with, the LoRA
-        inject.set_lora_scale(pipe.unet, scale)
+        inject.set_lora_scale(pipe, scale)
         pictures[scale] = _generate(pipe, prompts, seeds, args.sample_steps)
-    inject.set_lora_scale(pipe.unet, 1.0)
+    inject.set_lora_scale(pipe, 1.0)
     labels = prompts + [f"with the LoRA (seed {s})" for s in seeds]
     images = pictures[0.0] + pictures[1.0]
     grid = sample.image_grid(images, cols=len(prompts), labels=labels, scale=_scale(images))
@@ -182,7 +189,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     weights = formats.load_lora(args.lora) if args.lora else None  # read the file before the slow model load
     pipe = _load(args.model)
     if weights is not None:
-        formats.apply_lora(pipe.unet, weights, scale=args.scale)
+        formats.apply_lora(pipe, weights, scale=args.scale)  # the UNet, and the text encoder if the file has its part
     prompts = [p for p in args.prompt for _ in args.seeds]  # rows: prompts, columns: seeds
     images = _generate(pipe, prompts, list(args.seeds) * len(args.prompt), args.steps)
     labels = [f"seed {s}: {p}" for p in args.prompt for s in args.seeds]
@@ -197,6 +204,108 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 def cmd_info(args: argparse.Namespace) -> None:
     print(formats.describe(args.file))
+
+
+def _out_format(args, weights) -> str:
+    return args.format or (weights.format if weights.format in formats.FORMATS else "kohya")
+
+
+def _print_reports(reports, what: str) -> None:
+    """Per module: the rank before and after and the energy kept; then the totals."""
+    width = max(len(r.path) for r in reports)
+    for r in reports:
+        print(f"  {r.path:{width}s}  rank {r.rank_before:4d} -> {r.rank_after:4d}  energy kept {r.energy_kept:7.2%}")
+    kept = sum(r.energy_kept for r in reports) / len(reports)
+    print(f"{what} {len(reports)} modules: mean energy kept {kept:.2%}, lowest {min(r.energy_kept for r in reports):.2%}, "
+          f"ranks {min(r.rank_after for r in reports)}-{max(r.rank_after for r in reports)}")
+
+
+def cmd_resize(args: argparse.Namespace) -> None:
+    from lorakit import svd_tools
+    weights = formats.load_lora(args.file)
+    small, reports = svd_tools.resize(weights, args.rank, sv_ratio=args.sv_ratio, sv_fro=args.sv_fro,
+                                      sv_cumulative=args.sv_cumulative)
+    if not args.quiet:
+        _print_reports(reports, "resized")
+    print(formats.save_weights(small, args.out, _out_format(args, weights), {"lorakit_resized_from": Path(args.file).name}))
+
+
+def _tuned_model(base, tuned: str):
+    """The fine-tuned model of ``lorakit extract``: a full fine-tune's UNet weights file (``unet.safetensors``,
+    applied to a copy of the base), or a model (name, folder or hub id)."""
+    import copy
+
+    import safetensors.torch
+
+    path = Path(tuned)
+    if path.suffix.lower() in formats.PICKLE_SUFFIXES:
+        raise ValueError(f"{path} is a pickle-based checkpoint; lorakit reads .safetensors only.")
+    if path.suffix != ".safetensors":
+        return _load(tuned)
+    formats._read_header(path)  # a broken or oversized file is refused before it is read
+    state = safetensors.torch.load_file(str(path))
+    expected = base.unet.state_dict()
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if missing or extra or wrong:
+        what = (f"{len(missing)} weights missing (e.g. {missing[0]})" if missing else f"{len(extra)} unknown weights (e.g. {extra[0]})"
+                if extra else f"{len(wrong)} of other shapes (e.g. {wrong[0]})")
+        raise ValueError(f"{path} is not a UNet of the base model's architecture: {what}. Give the base model it "
+                         "was fine-tuned from (--base).")
+    unet = copy.deepcopy(base.unet)
+    unet.load_state_dict(state)
+    return unet
+
+
+def cmd_extract(args: argparse.Namespace) -> None:
+    from lorakit import svd_tools
+    if args.rank is None and args.energy is None:
+        raise ValueError("give --rank R, --energy F, or both (the rank is then the cap).")
+    base = _load(args.base)
+    tuned = _tuned_model(base, args.tuned)
+    weights, reports = svd_tools.extract(base.unet if not hasattr(tuned, "unet") else base, tuned, args.rank,
+                                         energy=args.energy, clamp_quantile=args.clamp_quantile,
+                                         targets=args.targets, min_diff=args.min_diff)
+    if not args.quiet:
+        _print_reports(reports, "extracted")
+    print(formats.save_weights(weights, args.out, args.format or "kohya", {"lorakit_extracted_from": str(args.tuned)}))
+
+
+def _weighted(text: str) -> tuple[str, float]:
+    """``FILE:WEIGHT`` (``FILE`` alone: weight 1)."""
+    name, _, weight = text.rpartition(":")
+    try:
+        return (name, float(weight)) if name else (text, 1.0)
+    except ValueError:
+        return text, 1.0  # a colon in the path itself
+
+
+def cmd_merge(args: argparse.Namespace) -> None:
+    from lorakit import svd_tools
+    items = []
+    for text in args.loras:
+        name, weight = _weighted(text)
+        if not math.isfinite(weight):
+            raise ValueError(f"{text}: the weight after ':' must be a finite number.")
+        items.append((formats.load_lora(name), weight))
+    if args.into:
+        if args.method != "concat" or args.rank:
+            raise ValueError("--into bakes the exact weighted sum into the model: drop --method and --rank.")
+        model = _load(args.into)
+        changed = svd_tools.merge_into(model, items)
+        out = Path(args.out)
+        if out.exists() and any(out.iterdir()):
+            raise ValueError(f"{out} is not empty: give a new folder for the merged model.")
+        model.save_pretrained(str(out))
+        print(f"{len(changed)} modules changed; the model is in {out} (load it with --model {out})")
+        return
+    merged = svd_tools.merge(items, args.method, args.rank)
+    errors = svd_tools.delta_error(merged, items)
+    print(f"{args.method} merge of {len(items)} LoRAs: {len(merged.modules)} modules, ranks "
+          f"{min(merged.rank(m) for m in merged.modules)}-{max(merged.rank(m) for m in merged.modules)}; error of delta W "
+          f"against the weighted sum: mean {sum(errors.values()) / len(errors):.3g}, largest {max(errors.values()):.3g}")
+    print(formats.save_weights(merged, args.out, args.format or "kohya",
+                               {"lorakit_merged_from": ", ".join(args.loras)}))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -236,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=SEED, help="random seed")
     p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), help="fp16 needs a CUDA GPU")
     p.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for memory")
+    p.add_argument("--text-encoder", action="store_true",
+                   help="also train a LoRA on the text encoder (its attention and MLP, same rank), as kohya's trainer does")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="also train on every image mirrored (default: on in small mode, off in full; not for text or asymmetric subjects)")
     p.add_argument("--caption-dropout", type=FRACTION,
@@ -269,9 +380,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="a .safetensors file (kohya, diffusers) or a folder (peft)")
     p.set_defaults(func=cmd_convert)
 
-    p = commands.add_parser("info", parents=[debug], help="format, rank, alpha, modules and metadata of a LoRA")
+    p = commands.add_parser("info", parents=[debug], help="kind, base model, modules, rank and alpha, metadata of a LoRA")
     p.add_argument("file", help="a LoRA .safetensors file or PEFT folder")
     p.set_defaults(func=cmd_info)
+
+    fraction = _number(float, "a fraction in (0, 1]", lambda v: 0 < v <= 1)
+    p = commands.add_parser("resize", parents=[debug], help="a smaller LoRA: every module truncated by SVD",
+                            description="Truncate every module of a LoRA to its best rank-k approximation (Eckart-Young). "
+                            "--rank alone is a fixed rank; --sv-ratio, --sv-fro and --sv-cumulative choose k per module "
+                            "as kohya's resize_lora.py does, with --rank as the cap. Prints the rank and energy kept per module.")
+    p.add_argument("file", help="the LoRA to resize")
+    p.add_argument("--rank", type=POSITIVE_INT, help="the new rank (with a dynamic criterion: the largest allowed)")
+    crit = p.add_mutually_exclusive_group()
+    crit.add_argument("--sv-ratio", type=_number(float, "a number of at least 1", lambda v: math.isfinite(v) and v >= 1),
+                      help="keep the singular values above s_max / X")
+    crit.add_argument("--sv-fro", type=fraction, help="keep the fewest that keep fraction F of the Frobenius norm")
+    crit.add_argument("--sv-cumulative", type=fraction, help="keep the fewest whose sum is fraction F of the sum")
+    p.add_argument("--out", required=True, help="the resized LoRA (.safetensors, or a folder for peft)")
+    p.add_argument("--format", choices=formats.FORMATS, help="format of the output (default: the input's)")
+    p.add_argument("--quiet", action="store_true", help="no per-module report")
+    p.set_defaults(func=cmd_resize)
+
+    p = commands.add_parser("extract", parents=[debug], help="a LoRA from a full fine-tune (SVD of the weight difference)",
+                            description="Per linear layer and convolution, the SVD of (tuned - base) truncated to --rank, "
+                            "or to the rank that keeps --energy of it (both: --rank is the cap).")
+    p.add_argument("--base", required=True, help="the base model: 'tiny', a hub id or a local folder")
+    p.add_argument("--tuned", required=True, help="the fine-tuned model: a folder, or a full fine-tune's unet.safetensors")
+    p.add_argument("--rank", type=POSITIVE_INT, help="rank of every module (with --energy: the largest allowed)")
+    p.add_argument("--energy", type=fraction, help="keep the fewest singular values with this fraction of sum s^2")
+    p.add_argument("--clamp-quantile", type=_number(float, "a fraction in (0, 1)", lambda v: 0 < v < 1),
+                   help="clip the factors to this quantile of their absolute values (kohya's clamp_quantile, e.g. 0.99)")
+    p.add_argument("--targets", type=_targets, metavar="PRESET|SUFFIXES",
+                   help="the layers to extract (default: every one that changed)")
+    p.add_argument("--min-diff", type=_number(float, "a number of at least 0", lambda v: math.isfinite(v) and v >= 0),
+                   default=0.0, help="skip layers whose largest change is at most this (default 0: unchanged ones)")
+    p.add_argument("--out", required=True, help="the extracted LoRA (.safetensors, or a folder for peft)")
+    p.add_argument("--format", choices=formats.FORMATS, help="format of the output (default kohya)")
+    p.add_argument("--quiet", action="store_true", help="no per-module report")
+    p.set_defaults(func=cmd_extract)
+
+    p = commands.add_parser("merge", parents=[debug], help="several LoRAs as one, or baked into a model",
+                            description="concat: exact, the ranks add; svd: the best rank-R approximation of the weighted "
+                            "sum; naive: A's and B's summed apart (what several tools do; wrong, shown by the error it "
+                            "prints). --into MODEL adds the weighted sum to the model's weights and saves the model.")
+    p.add_argument("loras", nargs="+", metavar="FILE[:WEIGHT]", help="LoRA files, each with an optional weight (default 1)")
+    p.add_argument("--method", choices=("concat", "svd", "naive"), default="concat", help="default concat")
+    p.add_argument("--rank", type=POSITIVE_INT, help="rank of an svd merge (default: the largest of the inputs)")
+    p.add_argument("--into", metavar="MODEL", help="bake the LoRAs into this model ('tiny', a hub id or a folder)")
+    p.add_argument("--out", required=True, help="the merged LoRA, or with --into the folder of the merged model")
+    p.add_argument("--format", choices=formats.FORMATS, help="format of a merged LoRA (default kohya)")
+    p.set_defaults(func=cmd_merge)
     return parser
 
 

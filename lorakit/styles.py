@@ -178,7 +178,7 @@ def folder_fingerprint(folder: str | os.PathLike) -> str:
 
 # Settings added to TrainConfig after the committed LoRAs were trained, at the values that train exactly
 # as before: left out of the hash, so that a new option does not make every committed LoRA stale.
-ADDED_LATER = {"method": "lora"}
+ADDED_LATER = {"method": "lora", "text_encoder": False}
 
 
 def lora_folder_name(r: int, steps: int, alpha: float | None = None, **overrides) -> str:

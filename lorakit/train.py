@@ -34,10 +34,15 @@ change untrained. ``ema_decay`` returns an exponential moving average of the LoR
 data set, add the LoRA, make the optimizer, resume, then a training step, validation, samples and
 checkpoints, and finish), sharing one :class:`TrainingRun`.
 
+``text_encoder=True`` also trains a LoRA on CLIP's text encoder (its attention and MLP, the same rank and
+alpha), as kohya's trainer does by default: the captions' embeddings are then computed in every step,
+through the text encoder's LoRA, instead of once; the file holds both parts (``lora_te_...`` in kohya's
+spelling, ``text_encoder....`` in diffusers'), and ``load_lora_weights`` applies both.
+
 ``method="full"`` fine-tunes every UNet weight with the same loop, data, seeds and objective (the
 baseline that LoRA's claims are measured against, lessons 09-10) and saves ``unet.safetensors``.
 
-Left out: training the text encoder, other augmentations (crops, colour), prior preservation
+Left out: other augmentations (crops, colour), prior preservation
 (DreamBooth's class images), and sharding the model or the optimizer
 over the processes (FSDP, DeepSpeed ZeRO): every process holds the whole UNet.
 """
@@ -62,7 +67,7 @@ METHODS = ("lora", "full")
 FULL_FILE = "unet.safetensors"  # what a full fine-tune saves: every UNet weight
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 LR_SCHEDULES = ("constant", "cosine")
-RESUME_KEYS = ("method", "r", "alpha", "target_modules", "batch_size", "grad_accum", "seed",  # must match to resume
+RESUME_KEYS = ("method", "r", "alpha", "target_modules", "text_encoder", "batch_size", "grad_accum", "seed",  # must match to resume
                "flip", "caption_dropout", "ema_decay", "lora_dropout", "lr", "lr_schedule", "warmup_steps",
                "min_snr_gamma", "max_grad_norm", "mixed_precision", "resolution")  # (steps may grow)
 
@@ -79,6 +84,7 @@ class TrainConfig:
     r: int = 4
     alpha: float | None = None  # None: alpha = r (scaling 1)
     target_modules: str | Sequence[str] = "attn2"
+    text_encoder: bool = False  # also a LoRA on the text encoder (inject.PRESETS["text"], same r and alpha), as kohya
     lora_dropout: float = 0.0  # dropout on the LoRA path's input while training (PEFT's lora_dropout)
     steps: int = 300  # optimizer steps
     batch_size: int = 8  # images per micro-batch (over all processes); one step sees batch_size * grad_accum
@@ -206,6 +212,10 @@ def check_config(cfg: TrainConfig, device: torch.device) -> None:
         problems.append(f"ema_decay must be in (0, 1) or None, got {cfg.ema_decay!r}")
     if cfg.min_snr_gamma is not None and not cfg.min_snr_gamma > 0:
         problems.append(f"min_snr_gamma must be positive or None, got {cfg.min_snr_gamma!r}")
+    if not isinstance(cfg.text_encoder, bool):
+        problems.append(f"text_encoder must be True or False, got {cfg.text_encoder!r}")
+    elif cfg.text_encoder and cfg.method == "full":
+        problems.append("text_encoder=True trains a text-encoder LoRA, but method='full' fine-tunes the UNet alone")
     if problems:
         raise ValueError("bad TrainConfig: " + "; ".join(problems) + ".")
 
@@ -233,16 +243,35 @@ def cache_dataset(pipe, dataset, resolution: int, batch_size: int = 16, flip: bo
         pixels, captions = torch.cat([pixels, pixels.flip(-1)]), captions + captions  # (2N, 3, R, R)
     latents = torch.cat([vae.encode(pixels[i:i + batch_size].to(device, vae.dtype)).latent_dist.mode()
                          for i in range(0, len(pixels), batch_size)]).float() * vae.config.scaling_factor  # (N, 4, h, w)
-    distinct = list(dict.fromkeys(captions))
-    if empty_prompt:
-        distinct.append("")  # (even if a caption is empty too: the last row is the empty prompt's)
+    distinct = distinct_captions(captions, empty_prompt)
     sample.warn_if_cut(pipe.tokenizer, distinct, "caption")
-    ids = pipe.tokenizer(distinct, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt").input_ids  # (C, 77)
+    ids = token_ids(pipe, distinct)  # (C, 77)
     embeddings = torch.cat([pipe.text_encoder(ids[i:i + batch_size].to(device))[0]
                             for i in range(0, len(ids), batch_size)]).float()  # (C, 77, D)
     rows = torch.tensor([distinct.index(c) for c in captions], device=device)  # (N,)
     return latents, embeddings, rows
+
+
+def distinct_captions(captions, empty_prompt: bool = False) -> list[str]:
+    """The captions once each, in order; the empty prompt last with ``empty_prompt`` (for caption dropout)."""
+    distinct = list(dict.fromkeys(captions))
+    if empty_prompt:
+        distinct.append("")  # (even if a caption is empty too: the last row is the empty prompt's)
+    return distinct
+
+
+def token_ids(pipe, captions: list[str]) -> torch.Tensor:
+    """The token ids (C, 77) of ``captions``, as the pipeline encodes a prompt."""
+    return pipe.tokenizer(captions, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                          truncation=True, return_tensors="pt").input_ids
+
+
+def embed(run: TrainingRun, rows: torch.Tensor) -> torch.Tensor:
+    """The text embeddings (B, 77, D) of caption ``rows``: cached, or through the text encoder's LoRA (with the
+    gradient) when it trains too."""
+    if not run.cfg.text_encoder:
+        return run.embeddings[rows]
+    return run.pipe.text_encoder(run.ids[rows])[0].float()
 
 
 def epsilon_loss(unet, scheduler, latents, context, t, noise, gamma: float | None) -> torch.Tensor:
@@ -344,7 +373,7 @@ class TrainingRun:
     latents: torch.Tensor  # (N, 4, h, w)
     embeddings: torch.Tensor  # (C, 77, D)
     rows: torch.Tensor  # (N,) embedding row of each latent
-    names: list[str]  # the LoRA-wrapped module paths
+    names: list[str]  # the LoRA-wrapped module paths (the text encoder's as text_encoder.<path>)
     params: list[torch.Tensor]  # every lora_A and lora_B weight, in module order
     optimizer: object
     lr_scheduler: object
@@ -355,6 +384,7 @@ class TrainingRun:
     val_history: list[tuple[int, float]] = field(default_factory=list)
     samples: list[tuple[int, list]] = field(default_factory=list)
     start: int = 0  # the first step to train (after a resume, the checkpoint's)
+    ids: torch.Tensor | None = None  # (C, 77) token ids of the captions, when the text encoder trains
     step_seconds: list[float] = field(default_factory=list)
 
     @property
@@ -393,6 +423,23 @@ def add_lora(unet, cfg: TrainConfig) -> list[str]:
                                   dropout=cfg.lora_dropout)
 
 
+def add_text_lora(text_encoder, cfg: TrainConfig) -> list[str]:
+    """Step 3 with ``cfg.text_encoder``: the same rank and alpha on CLIP's attention and MLP (A drawn from the seed);
+    returns the wrapped paths as ``text_encoder.<path>``."""
+    names = [n for n, _ in inject.lora_layers(text_encoder)]
+    if not names:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed + 1)  # another draw than the UNet's
+            names = inject.inject_lora(text_encoder, r=cfg.r, alpha=cfg.alpha, target_modules="text",
+                                       dropout=cfg.lora_dropout)
+    return [inject.TEXT_PREFIX + n for n in names]
+
+
+def lora_holder(pipe, cfg: TrainConfig):
+    """What holds the LoRA that trains: the UNet, or the whole pipeline when the text encoder trains too."""
+    return pipe if cfg.text_encoder else pipe.unet
+
+
 def unfreeze(unet) -> list[torch.Tensor]:
     """Step 3 of a full fine-tune (``method="full"``): every UNet weight trainable; returns them, in module order.
 
@@ -410,9 +457,10 @@ def unfreeze(unet) -> list[torch.Tensor]:
     return list(unet.parameters())
 
 
-def trainable_state(unet, cfg: TrainConfig) -> dict[str, torch.Tensor]:
-    """What a checkpoint keeps of the model: the LoRA weights, or (full fine-tune) every UNet weight."""
-    state = inject.lora_state_dict(unet) if cfg.method == "lora" else unet.state_dict()
+def trainable_state(model, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """What a checkpoint keeps of the model: the LoRA weights (:func:`lora_holder`), or (full fine-tune) every
+    UNet weight."""
+    state = inject.lora_state_dict(model) if cfg.method == "lora" else model.state_dict()
     return {k: v.detach().cpu().clone() for k, v in state.items()}
 
 
@@ -455,7 +503,7 @@ def resume(run: TrainingRun, state: dict | None) -> None:
     if state is None:
         return
     if run.cfg.method == "lora":
-        inject.load_lora_state_dict(run.pipe.unet, state["lora"])
+        inject.load_lora_state_dict(lora_holder(run.pipe, run.cfg), state["lora"])
     else:
         with torch.no_grad():
             run.pipe.unet.load_state_dict(state["unet"])
@@ -506,7 +554,7 @@ def training_step(run: TrainingRun, step: int) -> float:
         for k in range(cfg.grad_accum):
             part = slice(k * micro + mine.start, k * micro + mine.stop)  # this process's rows of micro-batch k
             with accelerator.accumulate(unet), accelerator.autocast():
-                loss = epsilon_loss(unet, run.noise_scheduler, run.latents[idx[part]], run.embeddings[context[part]],
+                loss = epsilon_loss(unet, run.noise_scheduler, run.latents[idx[part]], embed(run, context[part]),
                                     t[part], noise[part], cfg.min_snr_gamma)
                 loss = loss * ((mine.stop - mine.start) / micro)  # its share of the batch's mean (x 1.0 alone)
                 accelerator.backward(loss)  # divides by grad_accum
@@ -543,24 +591,28 @@ def validation_indices(run: TrainingRun):
 @torch.no_grad()
 def validation_loss(run: TrainingRun, fixed) -> float:
     """Step 7a: the loss on the fixed validation triples, without LoRA dropout."""
-    unet = run.pipe.unet
+    unet, text_encoder = run.pipe.unet, run.pipe.text_encoder
     idx, t, noise = fixed
     unet.eval()  # no LoRA dropout: the same number for the same weights
+    text_encoder.eval()
     try:
         with run.accelerator.autocast():
-            return epsilon_loss(unet, run.noise_scheduler, run.latents[idx], run.embeddings[run.rows[idx]],
+            return epsilon_loss(unet, run.noise_scheduler, run.latents[idx], embed(run, run.rows[idx]),
                                 t, noise, run.cfg.min_snr_gamma).item()
     finally:
         unet.train()
+        text_encoder.train(run.cfg.text_encoder)
 
 
 def sample_during_training(run: TrainingRun, done: int) -> None:
     """Step 7b: pictures of ``cfg.sample_prompts`` after ``done`` steps (main process; saved with ``output_dir``)."""
     cfg, unet = run.cfg, run.pipe.unet
     unet.eval()
+    run.pipe.text_encoder.eval()
     images = sample.generate(run.pipe, list(cfg.sample_prompts), seeds=list(range(len(cfg.sample_prompts))),
                              resolution=run.resolution)
     unet.train()
+    run.pipe.text_encoder.train(cfg.text_encoder)
     run.samples.append((done, images))
     if run.out is not None:
         grid = sample.image_grid(images, labels=cfg.sample_prompts)
@@ -569,7 +621,8 @@ def sample_during_training(run: TrainingRun, done: int) -> None:
 
 def checkpoint(run: TrainingRun, step: int) -> None:
     """Step 8: everything :func:`resume` needs, written atomically to ``output_dir/checkpoint.pt``."""
-    state = {"lora" if run.cfg.method == "lora" else "unet": trainable_state(run.pipe.unet, run.cfg),
+    model = lora_holder(run.pipe, run.cfg) if run.cfg.method == "lora" else run.pipe.unet
+    state = {"lora" if run.cfg.method == "lora" else "unet": trainable_state(model, run.cfg),
              "optimizer": run.optimizer.state_dict(), "lr_scheduler": run.lr_scheduler.state_dict(),
              "step": step, "history": run.history, "val_history": [list(v) for v in run.val_history],
              "rng": torch.get_rng_state(), "config": {k: _plain(v) for k, v in asdict(run.cfg).items()}}
@@ -590,7 +643,8 @@ def finish(run: TrainingRun) -> TrainResult:
                          step_seconds=run.step_seconds)
     if run.out is not None and run.main:
         if cfg.method == "lora":
-            formats.save_lora(unet, run.out / ("lora" if cfg.save_format == "peft" else "lora.safetensors"), cfg.save_format)
+            formats.save_lora(lora_holder(run.pipe, cfg), run.out / ("lora" if cfg.save_format == "peft" else "lora.safetensors"),
+                              cfg.save_format)
         else:
             files.write_atomically(run.out / FULL_FILE, formats.safetensors_bytes(
                 trainable_state(unet, cfg), {"lorakit_method": "full"}))
@@ -619,9 +673,15 @@ def train_lora(pipe, dataset, config: TrainConfig | None = None) -> TrainResult:
     resolution = cfg.resolution or unet.config.sample_size * pipe.vae_scale_factor
     latents, embeddings, rows = cache_dataset(pipe, dataset, resolution, flip=cfg.flip,  # 2
                                               empty_prompt=cfg.caption_dropout > 0)
+    ids = token_ids(pipe, distinct_captions([dataset.caption(i) if hasattr(dataset, "caption") else dataset[i][1]
+                                              for i in range(len(dataset))], cfg.caption_dropout > 0)).to(device) \
+        if cfg.text_encoder else None
     if cfg.method == "lora":
         names = add_lora(unet, cfg)  # 3
-        params = [p for _, layer in inject.lora_layers(unet) for p in (layer.lora_A.weight, layer.lora_B.weight)]
+        if cfg.text_encoder:
+            names += add_text_lora(pipe.text_encoder, cfg)
+        params = [p for _, layer in inject.lora_layers(lora_holder(pipe, cfg))
+                  for p in (layer.lora_A.weight, layer.lora_B.weight)]
     else:
         names, params = [], unfreeze(unet)  # 3, a full fine-tune: the baseline LoRA is measured against
     optimizer, lr_scheduler = make_optimizer(params, cfg, accelerator)  # 4
@@ -634,14 +694,15 @@ def train_lora(pipe, dataset, config: TrainConfig | None = None) -> TrainResult:
     run = TrainingRun(pipe=pipe, cfg=cfg, accelerator=accelerator, mine=mine, resolution=resolution,
                       latents=latents, embeddings=embeddings, rows=rows, names=names, params=params,
                       optimizer=optimizer, lr_scheduler=lr_scheduler, noise_scheduler=noise_scheduler,
-                      ema=[p.detach().clone() for p in params] if cfg.ema_decay else [], out=out)
+                      ema=[p.detach().clone() for p in params] if cfg.ema_decay else [], out=out, ids=ids)
     resume(run, checkpoint_state)  # 5
     fixed = validation_indices(run)
 
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-    was_training = unet.training
+    was_training, text_was_training = unet.training, pipe.text_encoder.training
     unet.train()  # diffusers' checkpointing and LoRA dropout act in train mode only
+    pipe.text_encoder.train(cfg.text_encoder)
     try:
         if cfg.validation_every and run.start == 0:
             run.val_history.append((0, validation_loss(run, fixed)))
@@ -662,6 +723,7 @@ def train_lora(pipe, dataset, config: TrainConfig | None = None) -> TrainResult:
                 checkpoint(run, done)  # 8
     finally:
         unet.train(was_training)
+        pipe.text_encoder.train(text_was_training)
         if cfg.gradient_checkpointing:
             unet.disable_gradient_checkpointing()
     return finish(run)  # 9

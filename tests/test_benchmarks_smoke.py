@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from benchmarks import gpu_train, lora_speed
+from benchmarks import gpu_train, lora_algebra, lora_speed
 from lorakit import inject, models, train
 
 
@@ -214,3 +214,11 @@ def test_claims_4_to_9_print_their_tables_from_the_runs_of_lorakit_claims(claim,
     if claim == 4:
         assert (tmp_path / "plot.png").stat().st_size > 1000
         assert calls.count("small_data") == 2 + 2 * 3 - 2  # the sweep (r8, full), then each size and method; the sweep's runs reused
+
+
+def test_lora_algebra_runs_and_both_sides_agree(capsys):
+    rows = lora_algebra.main(["--rank", "8", "--new-rank", "2", "--repeats", "1", "--layers", "3"])
+    assert rows["resize"]["check"] <= 1e-4  # the factored SVD and kohya's dense one truncate alike
+    assert 0 < rows["extract"]["check"] <= 1 and rows["resize"]["ours"] > 0 and rows["extract"]["peer"] > 0
+    out = capsys.readouterr().out
+    assert "resize" in out and "extract" in out and "3 of kohya's 192 default modules" in out

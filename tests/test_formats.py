@@ -234,20 +234,25 @@ def test_wrong_keys_and_unsupported_tensors(tmp_path):
     safetensors.torch.save_file({"model.weight": torch.zeros(2, 2)}, tmp_path / "w.safetensors")
     with pytest.raises(ValueError, match="cannot tell the LoRA format.*model.weight"):
         formats.load_lora(tmp_path / "w.safetensors")
-    conv = "lora_unet_down_blocks_0_attentions_0_proj_in"
-    safetensors.torch.save_file({f"{conv}.lora_down.weight": torch.zeros(4, 32, 1, 1),
-                                 f"{conv}.lora_up.weight": torch.zeros(32, 4, 1, 1)}, tmp_path / "c.safetensors")
-    with pytest.raises(ValueError, match="proj_in.*convolution"):
-        formats.load_lora(tmp_path / "c.safetensors")
+    mixed = {"lora_unet_mid_block_attentions_0_proj_in.hada_w1_a": torch.zeros(32, 4)}
+    safetensors.torch.save_file(mixed, tmp_path / "h.safetensors")
+    with pytest.raises(ValueError, match="LoHa .*mid_block_attentions_0_proj_in"):
+        formats.load_lora(tmp_path / "h.safetensors")
 
 
-def test_per_module_alphas_are_refused(ours, tmp_path):
+def test_per_module_alphas_load_and_apply(ours, tmp_path, unet_inputs):
     path = formats.save_lora(ours["pipe"].unet, tmp_path / "a.safetensors", format="kohya")
     tensors = safetensors.torch.load_file(path)
-    tensors[next(k for k in tensors if k.endswith(".alpha"))] = torch.tensor(1.0)
+    key = next(k for k in tensors if k.endswith(".alpha"))
+    tensors[key] = torch.tensor(1.0)
     safetensors.torch.save_file(tensors, path)
-    with pytest.raises(ValueError, match="one r and one alpha"):
-        formats.load_lora(path)
+    weights = formats.load_lora(path)
+    module = next(m for m in weights.modules if formats.kohya_name(m) + ".alpha" == key)
+    assert weights.alpha == ALPHA and weights.alphas == {module: 1.0} and not weights.uniform
+    unet = copy.deepcopy(ours["base_unet"])
+    formats.apply_lora(unet, weights)
+    assert unet.get_submodule(module).alpha == 1.0
+    assert "r 4, alpha 2: scale 0.5 on 63 modules" in formats.describe(path)
 
 
 def test_a_file_that_does_not_fit_the_model_loads_nothing(ours, tmp_path):
@@ -292,17 +297,20 @@ def test_diffusers_metadata_is_what_diffusers_reads(ours, tmp_path):
     assert lora_config.lora_alpha == ALPHA and len(lora_config.target_modules) == 64
 
 
-def test_text_encoder_tensors_are_skipped_with_a_warning(ours, tmp_path):
+def test_text_encoder_tensors_load_and_a_unet_alone_refuses_them(ours, tmp_path):
     tensors = safetensors.torch.load_file(
         formats.save_lora(ours["pipe"].unet, tmp_path / "a.safetensors", format="kohya"))
     te = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
     extra = {f"{te}.lora_down.weight": torch.zeros(R, 64), f"{te}.lora_up.weight": torch.zeros(64, R)}
     safetensors.torch.save_file(tensors | extra, tmp_path / "both.safetensors")
-    with pytest.warns(UserWarning, match="skipping 2 text-encoder tensors"):
-        assert len(formats.load_lora(tmp_path / "both.safetensors").modules) == 64
+    weights = formats.load_lora(tmp_path / "both.safetensors")
+    assert len(weights.modules) == 65 and weights.text_modules == ["text_encoder.text_model.encoder.layers.0.self_attn.q_proj"]
+    unet = copy.deepcopy(ours["base_unet"])
+    with pytest.raises(ValueError, match="1 of 65 modules do not match.*text-encoder module.*apply_lora\\(pipe"):
+        formats.apply_lora(unet, weights)
+    assert not list(inject.lora_layers(unet))
     safetensors.torch.save_file(extra, tmp_path / "te.safetensors")
-    with pytest.raises(ValueError, match="only text-encoder"):
-        formats.load_lora(tmp_path / "te.safetensors")
+    assert formats.load_lora(tmp_path / "te.safetensors").modules == weights.text_modules
 
 
 def test_apply_lora_over_other_lora_layers_is_refused(ours, tmp_path):

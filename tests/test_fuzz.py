@@ -145,9 +145,9 @@ KINDS = [  # how a refusal is counted in the report, by the words of its message
     ("pickle", "a pickle"), ("not a valid safetensors file", "not a safetensors file"),
     ("cannot tell the LoRA format", "no LoRA keys"), ("cannot read as", "keys that are not LoRA"),
     ("NaN or infinite", "NaN or infinite values"), ("floating point", "not floating point"),
-    ("does not fit", "does not fit the model"), ("per-module", "per-module ranks or alphas"),
-    ("is not a LoRA lorakit can load", "an A without its B, or no 2-D pair"), ("rank 0", "rank 0"), ("alpha", "a bad alpha"), ("JSON", "bad metadata or config JSON"),
-    ("must be", "a bad setting"), ("only text-encoder", "text encoder only"), ("", "another refusal"),
+    ("does not fit", "does not fit the model"), ("ranks disagree", "halves whose ranks disagree"),
+    ("is not a LoRA lorakit can load", "an A without its B, or no pair"), ("rank 0", "rank 0"), ("alpha", "a bad alpha"), ("JSON", "bad metadata or config JSON"),
+    ("must be", "a bad setting"), ("lorakit applies", "a kind lorakit does not apply"), ("", "another refusal"),
 ]
 
 
@@ -191,7 +191,7 @@ def test_a_mutated_lora_file_loads_correctly_or_is_refused_cleanly(world, outcom
     before = snapshot(unet)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # text-encoder keys skipped, a PEFT file without its config
+            warnings.simplefilter("ignore")  # a PEFT file without its config
             weights = formats.load_lora(folder if fmt == "peft" else path)
             formats.apply_lora(unet, weights)
     except formats.LoRAFileError as error:

@@ -215,8 +215,8 @@ def test_a_target_that_matches_nothing_names_the_choices(unet):
         inject.inject_lora(unet, target_modules=["attn2.to_q", "attn3.to_q"])
     with pytest.raises(ValueError, match="unknown target_modules preset 'attention'"):
         inject.inject_lora(unet, target_modules="attention")
-    with pytest.raises(ValueError, match="nn.Linear layers only.*proj_in \\(Conv2d\\)"):
-        inject.inject_lora(unet, target_modules=["proj_in"])
+    with pytest.raises(ValueError, match="nn.Linear and nn.Conv2d layers only.*attentions.0.norm \\(GroupNorm\\)"):
+        inject.inject_lora(unet, target_modules=["attentions.0.norm"])
     assert not list(inject.lora_layers(unet))
 
 

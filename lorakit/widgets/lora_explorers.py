@@ -44,7 +44,7 @@ def _as_weights(lora) -> formats.LoRAWeights:
 
 def _check_bare(pipe) -> None:
     """The explorers put their own LoRA into ``pipe.unet`` while they draw: it must hold none."""
-    existing = next(inject.lora_layers(pipe.unet), None)
+    existing = next(inject.lora_layers(pipe), None)
     if existing is not None:
         raise RuntimeError(f"pipe.unet already has LoRA layers (e.g. {existing[0]}): keep them with "
                            "weights = formats.from_model(pipe.unet), call inject.remove_lora(pipe.unet), "
@@ -53,13 +53,14 @@ def _check_bare(pipe) -> None:
 
 @contextmanager
 def lora_applied(pipe, weights: formats.LoRAWeights, scale: float = 1.0):
-    """``weights`` in ``pipe.unet`` at ``scale`` inside the ``with`` block; removed (bit-exactly) after it."""
+    """``weights`` in ``pipe`` (its UNet, and its text encoder if the LoRA has a part for it) at ``scale``
+    inside the ``with`` block; removed (bit-exactly) after it."""
     _check_bare(pipe)
-    formats.apply_lora(pipe.unet, weights, scale)
+    formats.apply_lora(pipe, weights, scale)
     try:
         yield pipe
     finally:
-        inject.remove_lora(pipe.unet)
+        inject.remove_lora(pipe)
 
 
 def _scaling_text(weights: formats.LoRAWeights, alpha: float | None = None) -> str:
