@@ -315,6 +315,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _report_options(p: argparse.ArgumentParser, what: str, default_format: str) -> None:
+    """--out, --format and --quiet of the verbs that write a LoRA and report on its modules."""
+    p.add_argument("--out", required=True, help=f"the {what} LoRA (.safetensors, or a folder for peft)")
+    p.add_argument("--format", choices=formats.FORMATS, help=f"format of the output (default: {default_format})")
+    p.add_argument("--quiet", action="store_true", help="no per-module report")
+
+
 def build_parser() -> argparse.ArgumentParser:
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -396,9 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="keep the singular values above s_max / X")
     crit.add_argument("--sv-fro", type=fraction, help="keep the fewest that keep fraction F of the Frobenius norm")
     crit.add_argument("--sv-cumulative", type=fraction, help="keep the fewest whose sum is fraction F of the sum")
-    p.add_argument("--out", required=True, help="the resized LoRA (.safetensors, or a folder for peft)")
-    p.add_argument("--format", choices=formats.FORMATS, help="format of the output (default: the input's)")
-    p.add_argument("--quiet", action="store_true", help="no per-module report")
+    _report_options(p, "resized", "the input's")
     p.set_defaults(func=cmd_resize)
 
     p = commands.add_parser("extract", parents=[debug], help="a LoRA from a full fine-tune (SVD of the weight difference)",
@@ -414,9 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the layers to extract (default: every one that changed)")
     p.add_argument("--min-diff", type=_number(float, "a number of at least 0", lambda v: math.isfinite(v) and v >= 0),
                    default=0.0, help="skip layers whose largest change is at most this (default 0: unchanged ones)")
-    p.add_argument("--out", required=True, help="the extracted LoRA (.safetensors, or a folder for peft)")
-    p.add_argument("--format", choices=formats.FORMATS, help="format of the output (default kohya)")
-    p.add_argument("--quiet", action="store_true", help="no per-module report")
+    _report_options(p, "extracted", "kohya")
     p.set_defaults(func=cmd_extract)
 
     p = commands.add_parser("merge", parents=[debug], help="several LoRAs as one, or baked into a model",
