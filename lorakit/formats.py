@@ -483,21 +483,29 @@ def _variant(key: str) -> str | None:
     return next((what for words, what in VARIANTS if words in "." + key.split(".", 1)[-1] or words in key), None)
 
 
-def _unsupported(path: Path, keys: list[str], what: str, lora_modules: int = 0) -> LoRAFileError:
-    """The refusal of keys that are not plain LoRA: named by kind (and module) where the key shows it."""
+def _module_of(key: str) -> str:
+    """The module a key belongs to: the key without its last name (and without ``.weight``/``.bias`` before that)."""
+    bare = key[: -len(".weight")] if key.endswith(".weight") else key[: -len(".bias")] if key.endswith(".bias") else key
+    return bare.rsplit(".", 1)[0]
+
+
+def _unsupported(path: Path, keys: list[str], what: str, lora_modules=()) -> LoRAFileError:
+    """The refusal of keys that are not plain LoRA: named by kind (and module) where the key shows it;
+    ``lora_modules``: the modules with plain LoRA halves, to tell a file of mixed kinds."""
     kinds: dict[str, list[str]] = {}
     for key in keys:
         kinds.setdefault(_variant(key) or "", []).append(key)
     named = {k: v for k, v in kinds.items() if k}
     if named:
         kind, found = next(iter(named.items()))
-        module = found[0].rsplit(".", 2)[0] if found[0].count(".") >= 2 else found[0].rsplit(".", 1)[0]
-        mixed = f" beside {lora_modules} LoRA modules (a file of mixed kinds)" if lora_modules else ""
-        n = len({k.rsplit('.', 2)[0] for k in found})
+        modules = {_module_of(k) for k in found}
+        plain = set(lora_modules) - modules  # (DoRA and a Tucker core come with lora halves on their own modules)
+        mixed = f" beside {len(plain)} plain LoRA modules (a file of mixed kinds)" if plain else ""
+        n = len(modules)
         return UnsupportedKind(f"{path} holds a {kind} on {n} module{'s' if n != 1 else ''}{mixed} "
-                             f"(e.g. {module}: {found[0]}); lorakit applies plain LoRA (linear, 1x1 and 3x3 "
-                             "convolutions) only, so nothing was loaded: use a tool that applies this kind (ComfyUI, or "
-                             "AUTOMATIC1111 with LyCORIS support), or a plain LoRA of it.")
+                               f"(e.g. {_module_of(found[0])}: {found[0]}); lorakit applies plain LoRA (linear, 1x1 and "
+                               "3x3 convolutions) only, so nothing was loaded: use a tool that applies this kind (ComfyUI, "
+                               "or AUTOMATIC1111 with LyCORIS support), or a plain LoRA of it.")
     return LoRAFileError(f"{path} has {len(keys)} keys that lorakit cannot read as {what} "
                          f"(e.g. {', '.join(keys[:5])}); it reads plain LoRA (lora_down/lora_up, lora_A/lora_B) only.")
 
@@ -582,7 +590,7 @@ def _load_file(path: Path, model=None, peft_prefix: str = "") -> LoRAWeights:
         groups, others = _split(keys, ("lora_down.weight", "lora_up.weight", "alpha"))
         others += [k for m, g in groups.items() if not m.startswith((KOHYA_PREFIX, *KOHYA_TEXT_PREFIXES)) for k in g.values()]
         if others:
-            raise _unsupported(path, others, "kohya LoRA", len(groups))
+            raise _unsupported(path, others, "kohya LoRA", groups)
         known = _kohya_names(model) if model is not None else _sd_kohya_names()
         halves = {known.get(m, m): (g.get("lora_down.weight"), g.get("lora_up.weight")) for m, g in groups.items()}
         alpha_keys = {known.get(m, m): g["alpha"] for m, g in groups.items() if "alpha" in g}
@@ -594,7 +602,7 @@ def _load_file(path: Path, model=None, peft_prefix: str = "") -> LoRAWeights:
         groups, others = _split(keys, ("lora_A.weight", "lora_B.weight"))
         others += [k for m, g in groups.items() if not m.startswith(prefixes) for k in g.values()]
         if others:
-            raise _unsupported(path, others, f"{fmt} LoRA", len(groups))
+            raise _unsupported(path, others, f"{fmt} LoRA", groups)
         rename = ((lambda m: canonical(peft_prefix + m[len(PEFT_PREFIX):])) if peft else
                   (lambda m: canonical(m) if m.startswith(TEXT_PREFIX) else m[len(DIFFUSERS_PREFIX):]))
         halves = {rename(m): (g.get("lora_A.weight"), g.get("lora_B.weight")) for m, g in groups.items()}
