@@ -51,7 +51,7 @@ FULL_LR = 1e-4  # full fine-tuning's learning rate: LoRA's 1e-3 on every weight 
 WHERE = {"attn2": "attn2", "attn1": [f"attn1.{p}" for p in inject.PROJECTIONS], "attn1+attn2": "attn",
          "ff": list(inject.FEED_FORWARD), "attn2+ff": "attn2+ff", "every linear": "linear", "full fine-tune": "full"}
 STYLE_ORDER = ("outline", "striped", "double")  # claim 7 adds the styles in this order
-TEXT_TARGETS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2")
+TEXT_TARGETS = inject.TEXT_ENCODER  # CLIP's attention and MLP, as kohya trains them
 INVERSION_WORD = "plim"  # claim 6: the reserved word textual inversion gives a meaning to
 # claim 9: a run that reaches all three learned the style and kept the content, with and without the trigger
 SAFE = {"style_rate": 0.6, "content": 0.6, "plain_content": 0.6}

@@ -65,6 +65,7 @@ FORMATS = ("kohya", "diffusers", "peft")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
 KOHYA_PREFIX = "lora_unet_"
 KOHYA_TEXT_PREFIXES = ("lora_te_", "lora_te1_")  # SD 1.x/2.x's one text encoder (lora_te1_: some tools' spelling)
+KOHYA_PREFIXES = (KOHYA_PREFIX, *KOHYA_TEXT_PREFIXES)
 TEXT_PREFIX = inject.TEXT_PREFIX  # "text_encoder.": diffusers' keys, and lorakit's module paths
 DIFFUSERS_PREFIX, DIFFUSERS_FILE = "unet.", "pytorch_lora_weights.safetensors"
 PEFT_PREFIX, PEFT_FILE, PEFT_CONFIG = "base_model.model.", "adapter_model.safetensors", "adapter_config.json"
@@ -243,13 +244,19 @@ def _save_safetensors(tensors: dict, path: Path, metadata: dict[str, str]) -> No
     files.write_atomically(path, safetensors_bytes(tensors, metadata))
 
 
-def kohya_name(path: str) -> str:
-    """The kohya key of a module path: ``lora_unet_<path with _>``, a text-encoder module's ``lora_te_<path>``."""
-    if path.startswith(("lora_unet_", "lora_te")):
-        return path  # a kohya name that no model resolved
+def kohya_names_of(path: str) -> list[str]:
+    """The kohya keys of a module path: ``lora_unet_<path with _>``; a text-encoder module's ``lora_te_<path>``
+    and the ``lora_te1_`` some tools write. A kohya name that no model resolved is its own."""
+    if path.startswith(KOHYA_PREFIXES):
+        return [path]
     if path.startswith(TEXT_PREFIX):
-        return KOHYA_TEXT_PREFIXES[0] + path[len(TEXT_PREFIX):].replace(".", "_")
-    return KOHYA_PREFIX + path.replace(".", "_")
+        return [kp + path[len(TEXT_PREFIX):].replace(".", "_") for kp in KOHYA_TEXT_PREFIXES]
+    return [KOHYA_PREFIX + path.replace(".", "_")]
+
+
+def kohya_name(path: str) -> str:
+    """The kohya key lorakit writes for a module path (the first of :func:`kohya_names_of`)."""
+    return kohya_names_of(path)[0]
 
 
 def _peft_config(weights: LoRAWeights, paths: list[str], strip: str = "") -> dict:
@@ -271,7 +278,7 @@ def save_weights(weights: LoRAWeights, path: str | Path, format: str = "kohya",
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise ValueError(f"lorakit writes safetensors only; name the file {path.with_suffix('.safetensors').name}.")
     check_weights(weights)
-    unresolved = [m for m in weights.modules if m.startswith(("lora_unet_", "lora_te"))]
+    unresolved = [m for m in weights.modules if m.startswith(KOHYA_PREFIXES)]
     if unresolved and format != "kohya":
         raise ValueError(f"{len(unresolved)} kohya names (e.g. {unresolved[0]}) were not mapped to module paths: "
                          "load the file with load_lora(path, model=your_pipeline) before writing another format.")
@@ -425,15 +432,9 @@ def _read_tensors(path: Path, header: dict[str, dict], keys: list[str]) -> dict[
 def _kohya_names(model) -> dict[str, str]:
     """kohya name -> module path, from the model's real module names (no guessing where the dots were): a UNet's,
     or a pipeline's UNet and text encoder (``text_encoder.<path>``); a UNet alone takes SD 1.5's text encoder's."""
-    names = {}
     parts = inject.components(model)
-    for prefix, part in parts:
-        for n, _ in part.named_modules():
-            if n and prefix:
-                path = canonical(prefix + n)
-                names |= {kp + path[len(prefix):].replace(".", "_"): path for kp in KOHYA_TEXT_PREFIXES}
-            elif n:
-                names[KOHYA_PREFIX + n.replace(".", "_")] = n
+    paths = [canonical(prefix + n) for prefix, part in parts for n, _ in part.named_modules() if n]
+    names = {name: path for path in paths for name in kohya_names_of(path)}
     if len(parts) == 1:
         names = _sd_text_names() | names
     return names
@@ -448,7 +449,7 @@ def _sd_text_names() -> dict[str, str]:
     with torch.device("meta"):
         te = CLIPTextModel(CLIPTextConfig(**models.SD15_TEXT_CONFIG))
     paths = [canonical(TEXT_PREFIX + n) for n, _ in te.named_modules() if n]
-    return {kp + p[len(TEXT_PREFIX):].replace(".", "_"): p for p in paths for kp in KOHYA_TEXT_PREFIXES}
+    return {name: path for path in paths for name in kohya_names_of(path)}
 
 
 @functools.lru_cache(maxsize=1)
@@ -585,10 +586,10 @@ def _load_file(path: Path, model=None, peft_prefix: str = "") -> LoRAWeights:
                             "(diffusers' module names for the UNet and one text encoder), so nothing was loaded.")
     configs: dict[str, dict] = {}  # component prefix ("" UNet, "text_encoder.") -> LoraConfig fields
     alpha_keys: dict[str, str] = {}
-    if any(k.startswith((KOHYA_PREFIX, *KOHYA_TEXT_PREFIXES)) for k in keys):
+    if any(k.startswith(KOHYA_PREFIXES) for k in keys):
         fmt = "kohya"
         groups, others = _split(keys, ("lora_down.weight", "lora_up.weight", "alpha"))
-        others += [k for m, g in groups.items() if not m.startswith((KOHYA_PREFIX, *KOHYA_TEXT_PREFIXES)) for k in g.values()]
+        others += [k for m, g in groups.items() if not m.startswith(KOHYA_PREFIXES) for k in g.values()]
         if others:
             raise _unsupported(path, others, "kohya LoRA", groups)
         known = _kohya_names(model) if model is not None else _sd_kohya_names()
@@ -735,6 +736,31 @@ def _fit(module: nn.Module, a: torch.Tensor, b: torch.Tensor, r: int) -> str | N
     return None
 
 
+def resolve_modules(model, weights: LoRAWeights) -> tuple[dict[str, str], dict[str, nn.Module], list[str]]:
+    """Where each module of ``weights`` goes in ``model`` (a UNet or a pipeline): ``{module: model path}``,
+    ``{model path: its base layer}`` for the modules that fit (:func:`_fit`), and a line for each that does not."""
+    parts = inject.components(model)
+    modules = {prefix + n: m for prefix, part in parts for n, m in part.named_modules()}
+    kohya = _kohya_names(model)  # for kohya names that load_lora could not resolve
+    flat = lambda m: m.replace(TEXT_PREFIX + TEXT_MODEL, TEXT_PREFIX, 1)  # noqa: E731 (CLIP as transformers 5 builds it)
+    paths, bases, problems = {}, {}, []
+    for m in weights.modules:
+        p = kohya.get(m, m)
+        p = paths[m] = p if p in modules or flat(p) not in modules else flat(p)
+        module = modules.get(p)
+        base = module.base_layer if isinstance(module, lora.LoRALayer) else module
+        if base is None and p.startswith(TEXT_PREFIX) and len(parts) == 1:
+            problems.append(f"{p}: a text-encoder module, and this is a {type(model).__name__} alone (apply the LoRA "
+                            "to the pipeline, apply_lora(pipe, ...), or keep its UNet part: weights.subset(...))")
+        elif base is None:
+            problems.append(f"{p}: no such module")
+        elif why := _fit(base, weights.A[m], weights.B[m], weights.rank(m)):
+            problems.append(f"{p}: {why}")
+        else:
+            bases[p] = base
+    return paths, bases, problems
+
+
 def apply_lora(model, weights: LoRAWeights | str | Path, scale: float = 1.0) -> list[str]:
     """Inject LoRA layers for ``weights`` (unless the model already has exactly those) and load them.
 
@@ -748,26 +774,7 @@ def apply_lora(model, weights: LoRAWeights | str | Path, scale: float = 1.0) -> 
         weights = load_lora(weights, model if not isinstance(model, nn.Module) else None)  # checked as it is read
     inject.check_scale(scale)  # before anything changes (set_lora_scale checks it at the end)
     parts = inject.components(model)
-    modules = {prefix + n: m for prefix, part in parts for n, m in part.named_modules()}
-    kohya = _kohya_names(model)  # for kohya names that load_lora could not resolve
-    flat = lambda m: m.replace(TEXT_PREFIX + TEXT_MODEL, TEXT_PREFIX, 1)  # noqa: E731 (CLIP as transformers 5 builds it)
-    paths = {}
-    for m in weights.modules:
-        p = kohya.get(m, m)
-        paths[m] = p if p in modules or flat(p) not in modules else flat(p)
-    problems = []
-    for m, p in paths.items():
-        module = modules.get(p)
-        base = module.base_layer if isinstance(module, lora.LoRALayer) else module
-        if base is None and p.startswith(TEXT_PREFIX) and len(parts) == 1:
-            problems.append(f"{p}: a text-encoder module, and this is a {type(model).__name__} alone (apply the LoRA "
-                            "to the pipeline, apply_lora(pipe, ...), or keep its UNet part: weights.subset(...))")
-        elif base is None:
-            problems.append(f"{p}: no such module")
-        else:
-            why = _fit(base, weights.A[m], weights.B[m], weights.rank(m))
-            if why:
-                problems.append(f"{p}: {why}")
+    paths, bases, problems = resolve_modules(model, weights)
     if problems:
         raise LoRAFileError(f"the LoRA does not fit this {type(model).__name__}: {len(problems)} of {len(paths)} "
                             f"modules do not match (nothing was loaded): {'; '.join(problems[:5])}"
@@ -780,7 +787,7 @@ def apply_lora(model, weights: LoRAWeights | str | Path, scale: float = 1.0) -> 
     flags = {(prefix, name): p.requires_grad for prefix, part in parts for name, p in part.named_parameters()}
     state = {}
     for m, p in paths.items():  # the shapes of the layers: a 1x1 convolution's 4-D, a linear layer's 2-D
-        base = modules[p].base_layer if isinstance(modules[p], lora.LoRALayer) else modules[p]
+        base = bases[p]
         conv = isinstance(base, nn.Conv2d)
         a, b = weights.A[m], weights.B[m]
         state[f"{p}.lora_A.weight"] = a.reshape(a.shape[0], base.in_channels, *base.kernel_size) if conv else a.reshape(a.shape[0], -1)

@@ -294,7 +294,7 @@ def remove_lora(model) -> list[str]:
     """
     names = []
     for prefix, part in components(model):
-        for name, layer in [(n, m) for n, m in part.named_modules() if isinstance(m, LoRALayer)]:
+        for name, layer in list(lora_layers(part)):
             if layer.merged:
                 layer.unmerge()
             _replace(part, name, layer.base_layer)

@@ -142,12 +142,18 @@ def _split(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, k: int, scaling: 
     return u[:, :k] * root, root[:, None] * vh[:k]
 
 
-def _shaped(weights: LoRAWeights, path: str, b: torch.Tensor, a: torch.Tensor):
-    """B and A back in the module's shapes: a convolution's (out, k, 1, 1) and (k, in, kh, kw)."""
-    old = weights.A[path]
-    if old.ndim == 4:
-        return b.reshape(b.shape[0], b.shape[1], 1, 1).contiguous(), a.reshape(a.shape[0], *old.shape[1:]).contiguous()
+def _shaped(b: torch.Tensor, a: torch.Tensor, inputs: tuple[int, ...]):
+    """B and A in the module's shapes, ``inputs`` being what A reads: ``(in,)`` for a linear layer, ``(in, kh, kw)``
+    for a convolution, whose B is then (out, k, 1, 1) and A (k, in, kh, kw)."""
+    if len(inputs) == 3:
+        return b.reshape(b.shape[0], b.shape[1], 1, 1).contiguous(), a.reshape(a.shape[0], *inputs).contiguous()
     return b.contiguous(), a.contiguous()
+
+
+def _energy_kept(s: torch.Tensor, k: int) -> float:
+    """The fraction of ``sum s^2`` that the first ``k`` singular values hold (1.0 for a zero matrix)."""
+    total = float((s.double() ** 2).sum())
+    return float((s[:k].double() ** 2).sum()) / total if total > 0 else 1.0
 
 
 def resize(weights: LoRAWeights, rank: int | None = None, *, sv_ratio: float | None = None,
@@ -184,12 +190,9 @@ def resize(weights: LoRAWeights, rank: int | None = None, *, sv_ratio: float | N
         k = keep_rank(s, rank, sv_ratio, sv_fro, sv_cumulative)
         scaling = weights.scaling_of(m)  # kept: alpha becomes scaling * k (rsLoRA: scaling * sqrt(k))
         new_b, new_a = _split(u, s, vh, k, scaling)
-        B[m], A[m] = _shaped(weights, m, new_b, new_a)
+        B[m], A[m] = _shaped(new_b, new_a, tuple(weights.A[m].shape[1:]))
         alphas[m] = scaling * (math.sqrt(k) if weights.use_rslora else k)
-        total = float((s.double() ** 2).sum())
-        kept = float((s[:k].double() ** 2).sum())
-        reports.append(ModuleReport(m, weights.rank(m), k, kept / total if total > 0 else 1.0,
-                                    lowrank.eckart_young_error(s, k)))
+        reports.append(ModuleReport(m, weights.rank(m), k, _energy_kept(s, k), lowrank.eckart_young_error(s, k)))
     meta = dict(weights.metadata) | {"lorakit_resized": ", ".join(f"{n}={v}" for n, v in (
         ("rank", rank), ("sv_ratio", sv_ratio), ("sv_fro", sv_fro), ("sv_cumulative", sv_cumulative)) if v is not None)}
     return formats._build("lorakit", A, B, alphas, weights.use_rslora, meta), reports
@@ -245,8 +248,7 @@ def extract(base, tuned, rank: int | None = None, *, energy: float | None = None
     paths = list(ours)
     if targets is not None:
         suffixes = inject._suffixes(targets)
-        paths = [m for m in paths if any(inject._matches(m, s) or inject._matches(m.replace(
-            formats.TEXT_PREFIX + formats.TEXT_MODEL, "", 1), s) for s in suffixes)]
+        paths = [m for m in paths if any(inject._matches(m, s) for s in suffixes)]
         if not paths:
             raise AlgebraError(f"targets {targets!r} select no linear layer or convolution of this model.")
     A, B, reports = {}, {}, []
@@ -264,20 +266,13 @@ def extract(base, tuned, rank: int | None = None, *, energy: float | None = None
         cap = min(rank or len(s), len(s))
         k = min(cap, lowrank.rank_for_energy(s, energy)) if energy is not None else cap
         k = max(1, k)
-        uk, vk = u[:, :k], vh[:k]
         if clamp_quantile is not None:
-            uk, vk = _clamp(uk * s[:k], vk, clamp_quantile)
-            b_k, a_k = uk, vk
+            b_k, a_k = _clamp(u[:, :k] * s[:k], vh[:k], clamp_quantile)
         else:
-            root = s[:k].sqrt()
-            b_k, a_k = uk * root, root[:, None] * vk
-        if delta.ndim == 4:
-            b_k, a_k = b_k.reshape(*b_k.shape, 1, 1), a_k.reshape(k, *delta.shape[1:])
-        B[m], A[m] = b_k.contiguous(), a_k.contiguous()
-        approx = (b_k.reshape(b_k.shape[0], -1) @ a_k.reshape(k, -1))
-        total = float((s.double() ** 2).sum())
-        reports.append(ModuleReport(m, int(min(matrix.shape)), k, float((s[:k].double() ** 2).sum()) / total if total else 1.0,
-                                    float(torch.linalg.matrix_norm(matrix - approx))))
+            b_k, a_k = _split(u, s, vh, k, 1.0)
+        B[m], A[m] = _shaped(b_k, a_k, tuple(delta.shape[1:]))
+        reports.append(ModuleReport(m, int(min(matrix.shape)), k, _energy_kept(s, k),
+                                    float(torch.linalg.matrix_norm(matrix - b_k @ a_k))))
     if not A:
         raise AlgebraError(f"no layer differs by more than {min_diff:g} between the two models: is the tuned model "
                            "really a fine-tune of the base (or the same files twice)?")
@@ -299,8 +294,7 @@ def _check_compatible(items: list[tuple[LoRAWeights, float]]) -> None:
     shapes: dict[str, tuple] = {}
     for i, (weights, _) in enumerate(items):
         for m in weights.modules:
-            shape = tuple(weights.delta_weight(m).shape) if weights.A[m].ndim == 4 else (
-                weights.B[m].shape[0], weights.A[m].shape[1])
+            shape = (weights.B[m].shape[0], *weights.A[m].shape[1:])  # delta W's: (out, in) or (out, in, kh, kw)
             if shapes.setdefault(m, (shape, i))[0] != shape:
                 raise AlgebraError(f"LoRA {shapes[m][1] + 1} and LoRA {i + 1} disagree on {m}: {shapes[m][0]} vs "
                                    f"{shape}; they were made for different base models, which cannot be merged.")
@@ -354,7 +348,7 @@ def merge(items: list[tuple[LoRAWeights, float]], method: str = "concat", rank: 
                 u, s, vh = factored_svd(b, a)
                 k = min(rank or max(weights.rank(m) for weights, _ in items if m in weights.A), len(s))
                 new_b, new_a = _split(u, s, vh, k, 1.0)
-            B[m], A[m] = _shaped(like, m, new_b, new_a)
+            B[m], A[m] = _shaped(new_b, new_a, tuple(like.A[m].shape[1:]))
             alphas[m] = float(A[m].shape[0])  # scaling 1: the factors carry everything
     return formats._build("lorakit", A, B, alphas, False, {"lorakit_merged": f"{method}, {len(items)} LoRAs"})
 
@@ -380,25 +374,21 @@ def merge_into(model, items: list[tuple[LoRAWeights, float]]) -> list[str]:
     if next(inject.lora_layers(model), None) is not None:
         raise AlgebraError("the model has LoRA layers: merge them first (inject.merge_lora) and remove them "
                            "(inject.remove_lora), or bake into a model without them.")
-    modules = {formats.canonical(prefix + n): m for prefix, part in inject.components(model)
-               for n, m in part.named_modules() if n}
-    kohya = formats._kohya_names(model)
     deltas: dict[str, torch.Tensor] = {}
+    layers: dict[str, nn.Module] = {}
     problems = []
     for weights, w in items:
-        for m in weights.modules:
-            p = kohya.get(m, m)
-            module = modules.get(p)
-            why = "no such module" if module is None else formats._fit(module, weights.A[m], weights.B[m], weights.rank(m))
-            if why:
-                problems.append(f"{p}: {why}")
-                continue
-            delta = (weights.matrix(m) * w).reshape(module.weight.shape)
-            deltas[p] = deltas[p] + delta if p in deltas else delta
+        paths, bases, unfit = formats.resolve_modules(model, weights)
+        problems += unfit
+        layers |= bases
+        for m, p in paths.items():
+            if p in bases:
+                delta = (weights.matrix(m) * w).reshape(bases[p].weight.shape)
+                deltas[p] = deltas[p] + delta if p in deltas else delta
     if problems:
         raise AlgebraError(f"the LoRAs do not fit this model: {len(problems)} modules do not match (nothing was "
                            f"changed): {'; '.join(problems[:5])}")
     for p, delta in deltas.items():
-        weight = modules[p].weight
+        weight = layers[p].weight
         weight.copy_((weight.float() + delta.to(weight.device)).to(weight.dtype))
     return list(deltas)
