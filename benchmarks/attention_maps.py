@@ -25,9 +25,14 @@ import torch
 
 from lorakit import attention, metrics, models, sample, shapes
 
-PAIRS = [("red", "circle", "blue", "square"), ("green", "triangle", "yellow", "circle"),
-         ("purple", "square", "red", "triangle"), ("blue", "circle", "green", "triangle"),
-         ("yellow", "square", "purple", "circle"), ("red", "triangle", "green", "square")]
+PAIRS = [
+    ("red", "circle", "blue", "square"),
+    ("green", "triangle", "yellow", "circle"),
+    ("purple", "square", "red", "triangle"),
+    ("blue", "circle", "green", "triangle"),
+    ("yellow", "square", "purple", "circle"),
+    ("red", "triangle", "green", "square"),
+]
 
 
 def _colour_mask(image, colour: str, other: str) -> np.ndarray:
@@ -45,9 +50,11 @@ def single_shape(pipe, seeds: list[int], steps: int) -> dict:
     seed_list = [seed for _ in itertools.product(shapes.COLOURS, shapes.SHAPES) for seed in seeds]
     corr = {"colour word": [], "shape word": [], "end token": [], "padding (pos 20)": []}
     for start in range(0, len(prompts), 15):
-        chunk = prompts[start:start + 15]
+        chunk = prompts[start : start + 15]
         with attention.capture_cross_attention(pipe.unet) as records:
-            images = sample.generate(pipe, chunk, seed_list[start:start + 15], num_inference_steps=steps)
+            images = sample.generate(
+                pipe, chunk, seed_list[start : start + 15], num_inference_steps=steps
+            )
         positions = {"colour word": 2, "shape word": 3, "end token": 4, "padding (pos 20)": 20}
         for label, pos in positions.items():
             maps = attention.token_maps(records, pos).numpy()  # (B, 64, 64)
@@ -63,7 +70,9 @@ def two_shapes(pipe, seeds: list[int], steps: int) -> dict:
     cells = [(p, seed) for p in PAIRS for seed in seeds]
     prompts = [f"a {c1} {s1} and a {c2} {s2}" for (c1, s1, c2, s2), _ in cells]
     with attention.capture_cross_attention(pipe.unet) as records:
-        images = sample.generate(pipe, prompts, [seed for _, seed in cells], num_inference_steps=steps)
+        images = sample.generate(
+            pipe, prompts, [seed for _, seed in cells], num_inference_steps=steps
+        )
     # "<start> a c1 s1 and a c2 s2 <end>": positions 2, 3 name the first shape, 6, 7 the second.
     maps = {pos: attention.token_maps(records, pos).numpy() for pos in (2, 3, 6, 7)}
     on_own, both_drawn = {"colour words": [], "shape words": []}, []
@@ -76,13 +85,19 @@ def two_shapes(pipe, seeds: list[int], steps: int) -> dict:
         for label, (own1, own2) in (("colour words", (2, 6)), ("shape words", (3, 7))):
             on_own[label].append(maps[own1][i][first].mean() > maps[own1][i][second].mean())
             on_own[label].append(maps[own2][i][second].mean() > maps[own2][i][first].mean())
-    return {"on_own": {k: np.array(v, dtype=float) for k, v in on_own.items()},
-            "both_drawn": float(np.mean(both_drawn)), "images": images, "prompts": prompts}
+    return {
+        "on_own": {k: np.array(v, dtype=float) for k, v in on_own.items()},
+        "both_drawn": float(np.mean(both_drawn)),
+        "images": images,
+        "prompts": prompts,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="tiny", help='"tiny" (the committed model) or a saved pipeline folder')
+    parser.add_argument(
+        "--model", default="tiny", help='"tiny" (the committed model) or a saved pipeline folder'
+    )
     parser.add_argument("--seeds", type=int, default=2, help="seeds per prompt")
     parser.add_argument("--steps", type=int, default=10, help="inference steps")
     parser.add_argument("--device", default=None)
@@ -94,21 +109,27 @@ def main(argv: list[str] | None = None) -> dict:
     one = single_shape(pipe, seeds, args.steps)
     two = two_shapes(pipe, seeds, args.steps)
     print(f"model {args.model}; {args.seeds} seeds a prompt, {args.steps} steps")
-    print(f"\n1. one shape, {len(one['shape word'])} pictures: correlation of the token's map with the shape")
+    print(
+        f"\n1. one shape, {len(one['shape word'])} pictures: correlation of the token's map with the shape"
+    )
     print(f"{'token':<18}{'mean corr':>10}{'> 0.2':>8}")
     for label, values in one.items():
         print(f"{label:<18}{values.mean():>10.3f}{(values > 0.2).mean():>8.1%}")
-    print(f"\n2. two shapes, {len(two['prompts'])} pictures, both colours drawn in {two['both_drawn']:.0%}: "
-          f"word's map higher over its own shape (chance 50%)")
+    print(
+        f"\n2. two shapes, {len(two['prompts'])} pictures, both colours drawn in {two['both_drawn']:.0%}: "
+        f"word's map higher over its own shape (chance 50%)"
+    )
     for label, values in two["on_own"].items():
         share = f"{values.mean():.1%}" if len(values) else "n/a"
         print(f"{label:<18}{share:>10}  ({len(values)} words)")
     if args.grid:
         sample.image_grid(two["images"], cols=args.seeds * 2, scale=2).save(args.grid)
-    return {"one": {k: float(v.mean()) for k, v in one.items()},
-            "one_lit": float((one["shape word"] > 0.2).mean()),
-            "two": {k: float(v.mean()) if len(v) else 0.0 for k, v in two["on_own"].items()},
-            "both_drawn": two["both_drawn"]}
+    return {
+        "one": {k: float(v.mean()) for k, v in one.items()},
+        "one_lit": float((one["shape word"] > 0.2).mean()),
+        "two": {k: float(v.mean()) if len(v) else 0.0 for k, v in two["on_own"].items()},
+        "both_drawn": two["both_drawn"],
+    }
 
 
 if __name__ == "__main__":

@@ -46,7 +46,9 @@ from lorakit.memory import flops_per_sample
 
 CONFIGS = {
     "sd15": dict(unet=models.SD15_UNET_CONFIG, resolution=512),
-    "tiny": dict(unet=models.TINY_UNET_CONFIG, resolution=128),  # SD's layout, narrow: for CPUs and tests
+    "tiny": dict(
+        unet=models.TINY_UNET_CONFIG, resolution=128
+    ),  # SD's layout, narrow: for CPUs and tests
 }
 VARIANTS = ("lorakit", "peft", "full")
 EXTRAS = ("lorakit+channels_last", "lorakit+compile")
@@ -66,7 +68,9 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, repeats: int =
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
-def build(variant: str, unet_config: dict, rank: int, device: torch.device, dtype: torch.dtype, seed: int):
+def build(
+    variant: str, unet_config: dict, rank: int, device: torch.device, dtype: torch.dtype, seed: int
+):
     """A fresh UNet (same random weights for every variant) set up for ``variant``; returns (unet, params)."""
     torch.manual_seed(seed)
     with torch.device(device):
@@ -83,7 +87,9 @@ def build(variant: str, unet_config: dict, rank: int, device: torch.device, dtyp
     elif variant == "peft":
         targets = inject.find_targets(unet, "attn2")
         unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=targets))
-        for p in unet.parameters():  # PEFT's adapter follows the base dtype; train it in fp32 as lorakit does
+        for p in (
+            unet.parameters()
+        ):  # PEFT's adapter follows the base dtype; train it in fp32 as lorakit does
             if p.requires_grad:
                 p.data = p.data.float()
     else:
@@ -96,11 +102,21 @@ def build(variant: str, unet_config: dict, rank: int, device: torch.device, dtyp
 
 def run_variant(variant: str, args, unet_config: dict, batches: list, device: torch.device) -> dict:
     """Warm up, then time ``args.steps`` training steps; returns times, peak memory and losses."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype] if device.type == "cuda" else torch.float32
+    dtype = (
+        {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+        if device.type == "cuda"
+        else torch.float32
+    )
     unet, params = build(variant, unet_config, args.rank, device, dtype, args.seed)
     trainable = sum(p.numel() for p in params)
-    held = dict(unet=unet, opt=torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-2, fused=device.type == "cuda"))
-    del unet, params  # only `held` keeps them, so that clearing it frees the memory for the next variant
+    held = dict(
+        unet=unet,
+        opt=torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-2, fused=device.type == "cuda"),
+    )
+    del (
+        unet,
+        params,
+    )  # only `held` keeps them, so that clearing it frees the memory for the next variant
     autocast = torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda")
     channels_last = "channels_last" in variant
     times, losses, saved = [], [], 0
@@ -139,41 +155,70 @@ def run_variant(variant: str, args, unet_config: dict, batches: list, device: to
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return dict(variant=variant, step_s=statistics.median(times), times=times, peak_bytes=peak,
-                losses=losses, trainable=trainable, warmup_s=warmup_seconds)
+    return dict(
+        variant=variant,
+        step_s=statistics.median(times),
+        times=times,
+        peak_bytes=peak,
+        losses=losses,
+        trainable=trainable,
+        warmup_s=warmup_seconds,
+    )
 
 
 def make_batches(args, unet_config: dict, device: torch.device, count: int = 4) -> list:
     """``count`` fixed batches (noisy latents, timesteps, text embeddings, noise), as cached data gives."""
     gen = torch.Generator().manual_seed(args.seed)
-    latent = CONFIGS[args.config]["resolution"] // 8 if args.resolution is None else args.resolution // 8
+    latent = (
+        CONFIGS[args.config]["resolution"] // 8 if args.resolution is None else args.resolution // 8
+    )
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     out = []
     for _ in range(count):
         x0 = torch.randn(args.batch, 4, latent, latent, generator=gen)  # (B, 4, h, w)
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, 1000, (args.batch,), generator=gen)
-        a = (1 - torch.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2).cumprod(0)[t].view(-1, 1, 1, 1)
+        a = (
+            (1 - torch.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2)
+            .cumprod(0)[t]
+            .view(-1, 1, 1, 1)
+        )
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        ctx = torch.randn(args.batch, 77, unet_config["cross_attention_dim"], generator=gen)  # (B, 77, D)
+        ctx = torch.randn(
+            args.batch, 77, unet_config["cross_attention_dim"], generator=gen
+        )  # (B, 77, D)
         out.append((noisy.to(device, dtype), t.to(device), ctx.to(device, dtype), noise.to(device)))
     return out
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--config", choices=sorted(CONFIGS), default=None,
-                        help="sd15 (default on CUDA) or tiny (default on the CPU)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--config",
+        choices=sorted(CONFIGS),
+        default=None,
+        help="sd15 (default on CUDA) or tiny (default on the CPU)",
+    )
     parser.add_argument("--device", default=None, help="cuda when present, else cpu")
-    parser.add_argument("--resolution", type=int, default=None, help="pixels (default 512 for sd15, 128 for tiny)")
+    parser.add_argument(
+        "--resolution", type=int, default=None, help="pixels (default 512 for sd15, 128 for tiny)"
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rank", type=int, default=4)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per variant")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation, allocator)")
-    parser.add_argument("--dtype", choices=("bf16", "fp16"), default="bf16", help="autocast dtype on CUDA")
-    parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help=f"comma-separated, from {', '.join(VARIANTS + EXTRAS)}")
+    parser.add_argument(
+        "--warmup", type=int, default=5, help="untimed steps first (compilation, allocator)"
+    )
+    parser.add_argument(
+        "--dtype", choices=("bf16", "fp16"), default="bf16", help="autocast dtype on CUDA"
+    )
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma-separated, from {', '.join(VARIANTS + EXTRAS)}",
+    )
     parser.add_argument("--extras", action="store_true", help="also run " + " and ".join(EXTRAS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -185,21 +230,34 @@ def main(argv: list[str] | None = None) -> dict:
     variants = [v for v in args.variants.split(",") if v] + (list(EXTRAS) if args.extras else [])
     unknown = sorted(set(variants) - set(VARIANTS + EXTRAS))
     if unknown or "peft" not in variants:
-        parser.error(f"--variants must include peft (the reference) and only {VARIANTS + EXTRAS}; got {unknown}")
+        parser.error(
+            f"--variants must include peft (the reference) and only {VARIANTS + EXTRAS}; got {unknown}"
+        )
     unet_config = CONFIGS[args.config]["unet"]
     resolution = args.resolution or CONFIGS[args.config]["resolution"]
     latent = resolution // 8
 
     flops = flops_per_sample(unet_config, latent)
     per_sample = flops["forward"] + flops["backward_input"]
-    dtype = torch.bfloat16 if (device.type == "cuda" and args.dtype == "bf16") else (
-        torch.float16 if device.type == "cuda" else torch.float32)
+    dtype = (
+        torch.bfloat16
+        if (device.type == "cuda" and args.dtype == "bf16")
+        else (torch.float16 if device.type == "cuda" else torch.float32)
+    )
     rate = matmul_rate(device, dtype, 8192 if device.type == "cuda" else 1024)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}; measured {str(dtype)[6:]} matmul rate {rate / 1e12:.1f} TFLOP/s")
-    print(f"UNet: {args.config} config at {resolution}x{resolution} ({latent}x{latent} latents), batch {args.batch}, "
-          f"rank {args.rank} on attn2; FLOPs per sample (forward + input-gradient backward): "
-          f"{flops['forward'] / 1e12:.3f} + {flops['backward_input'] / 1e12:.3f} = {per_sample / 1e12:.3f} TFLOP")
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"device: {name}; torch {torch.__version__}; measured {str(dtype)[6:]} matmul rate {rate / 1e12:.1f} TFLOP/s"
+    )
+    print(
+        f"UNet: {args.config} config at {resolution}x{resolution} ({latent}x{latent} latents), batch {args.batch}, "
+        f"rank {args.rank} on attn2; FLOPs per sample (forward + input-gradient backward): "
+        f"{flops['forward'] / 1e12:.3f} + {flops['backward_input'] / 1e12:.3f} = {per_sample / 1e12:.3f} TFLOP"
+    )
 
     batches = make_batches(args, unet_config, device)
     results = {}
@@ -215,24 +273,46 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("the reference (peft) failed: no ratios to report")
     ref = results["peft"]
     memory_label = "peak GiB" if device.type == "cuda" else "saved GiB"
-    print(f"\nmedian of {args.steps} steps after {args.warmup} warm-up; ratios against peft in this run")
-    print(f"{'variant':<24}{'trainable':>12}{'step ms':>10}{'samples/s':>11}{'vs peft':>9}"
-          f"{memory_label:>11}{'vs peft':>9}{'MFU':>8}{'warm-up s':>11}")
+    print(
+        f"\nmedian of {args.steps} steps after {args.warmup} warm-up; ratios against peft in this run"
+    )
+    print(
+        f"{'variant':<24}{'trainable':>12}{'step ms':>10}{'samples/s':>11}{'vs peft':>9}"
+        f"{memory_label:>11}{'vs peft':>9}{'MFU':>8}{'warm-up s':>11}"
+    )
     for variant, r in results.items():
         sps = args.batch / r["step_s"]
-        r.update(samples_per_s=sps, mfu=sps * per_sample / rate,
-                 speed_vs_peft=sps / (args.batch / ref["step_s"]), memory_vs_peft=r["peak_bytes"] / ref["peak_bytes"])
-        print(f"{variant:<24}{r['trainable']:>12,}{r['step_s'] * 1e3:>10.1f}{sps:>11.2f}{r['speed_vs_peft']:>9.3f}"
-              f"{r['peak_bytes'] / 2**30:>11.2f}{r['memory_vs_peft']:>9.3f}{r['mfu']:>8.1%}{r['warmup_s']:>11.1f}")
+        r.update(
+            samples_per_s=sps,
+            mfu=sps * per_sample / rate,
+            speed_vs_peft=sps / (args.batch / ref["step_s"]),
+            memory_vs_peft=r["peak_bytes"] / ref["peak_bytes"],
+        )
+        print(
+            f"{variant:<24}{r['trainable']:>12,}{r['step_s'] * 1e3:>10.1f}{sps:>11.2f}{r['speed_vs_peft']:>9.3f}"
+            f"{r['peak_bytes'] / 2**30:>11.2f}{r['memory_vs_peft']:>9.3f}{r['mfu']:>8.1%}{r['warmup_s']:>11.1f}"
+        )
     if "lorakit" in results:
-        print(f"first-step loss: lorakit {results['lorakit']['losses'][0]:.6f}, peft {ref['losses'][0]:.6f} "
-              f"(same weights and batch; LoRA B = 0 at the start, so they must agree)")
+        print(
+            f"first-step loss: lorakit {results['lorakit']['losses'][0]:.6f}, peft {ref['losses'][0]:.6f} "
+            f"(same weights and batch; LoRA B = 0 at the start, so they must agree)"
+        )
     if "full" in results and "lorakit" in results:
-        print(f"full fine-tuning / lorakit step time: {results['full']['step_s'] / results['lorakit']['step_s']:.2f}x, "
-              f"memory {results['full']['peak_bytes'] / results['lorakit']['peak_bytes']:.2f}x")
-    summary = dict(device=name, torch=torch.__version__, config=args.config, resolution=resolution, batch=args.batch,
-                   rank=args.rank, matmul_tflops=rate / 1e12, flops_per_sample=flops,
-                   results={k: {kk: vv for kk, vv in v.items() if kk != "times"} for k, v in results.items()})
+        print(
+            f"full fine-tuning / lorakit step time: {results['full']['step_s'] / results['lorakit']['step_s']:.2f}x, "
+            f"memory {results['full']['peak_bytes'] / results['lorakit']['peak_bytes']:.2f}x"
+        )
+    summary = dict(
+        device=name,
+        torch=torch.__version__,
+        config=args.config,
+        resolution=resolution,
+        batch=args.batch,
+        rank=args.rank,
+        matmul_tflops=rate / 1e12,
+        flops_per_sample=flops,
+        results={k: {kk: vv for kk, vv in v.items() if kk != "times"} for k, v in results.items()},
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=1)

@@ -41,7 +41,7 @@ def sd15_lora(rank: int, seed: int = 0) -> formats.LoRAWeights:
     A, B = {}, {}
     for p in paths:
         n_in, n_out = inject.shape_of(modules[p])
-        a = torch.randn(rank, n_in, generator=gen) / n_in ** 0.5
+        a = torch.randn(rank, n_in, generator=gen) / n_in**0.5
         b = torch.randn(n_out, rank, generator=gen) * 0.01
         conv = isinstance(modules[p], nn.Conv2d)
         A[p], B[p] = (a[..., None, None], b[..., None, None]) if conv else (a, b)
@@ -57,8 +57,11 @@ def sd15_pair(seed: int = 0, layers: int | None = None) -> tuple[nn.Module, nn.M
     for p in inject.find_targets(base, "kohya")[:layers]:
         parent, _, child = p.rpartition(".")
         old = base.get_submodule(p)
-        new = (nn.Conv2d(old.in_channels, old.out_channels, 1) if isinstance(old, nn.Conv2d)
-               else nn.Linear(old.in_features, old.out_features))
+        new = (
+            nn.Conv2d(old.in_channels, old.out_channels, 1)
+            if isinstance(old, nn.Conv2d)
+            else nn.Linear(old.in_features, old.out_features)
+        )
         setattr(base.get_submodule(parent), child, new)
     tuned = copy.deepcopy(base)
     with torch.no_grad():
@@ -86,7 +89,9 @@ def bare_svds(base: nn.Module, tuned: nn.Module, paths: list[str], rank: int) ->
     with torch.no_grad():
         for p in paths:
             delta = tuned.get_submodule(p).weight.float() - base.get_submodule(p).weight.float()
-            kept.append(torch.linalg.svd(delta.reshape(delta.shape[0], -1), full_matrices=False)[1][:rank])
+            kept.append(
+                torch.linalg.svd(delta.reshape(delta.shape[0], -1), full_matrices=False)[1][:rank]
+            )
     return kept
 
 
@@ -98,19 +103,32 @@ def timed(fn) -> tuple[float, object]:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rank", type=int, default=32, help="rank of the LoRA that is resized (default 32)")
-    parser.add_argument("--new-rank", type=int, default=8, help="rank after resize, and of the extraction (default 8)")
+    parser.add_argument(
+        "--rank", type=int, default=32, help="rank of the LoRA that is resized (default 32)"
+    )
+    parser.add_argument(
+        "--new-rank",
+        type=int,
+        default=8,
+        help="rank after resize, and of the extraction (default 8)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each (default 3)")
-    parser.add_argument("--no-extract", action="store_true", help="skip the extraction row (it needs about 2 GB)")
-    parser.add_argument("--layers", type=int, help="the first N of the 192 layers only (a quick run)")
+    parser.add_argument(
+        "--no-extract", action="store_true", help="skip the extraction row (it needs about 2 GB)"
+    )
+    parser.add_argument(
+        "--layers", type=int, help="the first N of the 192 layers only (a quick run)"
+    )
     args = parser.parse_args(argv)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}"
+    )
     weights = sd15_lora(args.rank)
     weights = weights.subset(weights.modules[: args.layers])
     rows = {}
     ours, theirs = [], []
     for i in range(args.repeats):  # interleaved, alternating which goes first
-        for who in ((0, 1) if i % 2 == 0 else (1, 0)):
+        for who in (0, 1) if i % 2 == 0 else (1, 0):
             if who == 0:
                 t, (small, _) = timed(lambda: svd_tools.resize(weights, args.new_rank))
                 ours.append(t)
@@ -124,26 +142,36 @@ def main(argv: list[str] | None = None) -> dict:
         paths = inject.find_targets(base, "kohya")[: args.layers]
         ours, theirs = [], []
         for i in range(args.repeats):
-            for who in ((0, 1) if i % 2 == 0 else (1, 0)):
+            for who in (0, 1) if i % 2 == 0 else (1, 0):
                 if who == 0:
-                    t, (extracted, reports) = timed(lambda: svd_tools.extract(base, tuned, args.new_rank, targets=paths))
+                    t, (extracted, reports) = timed(
+                        lambda: svd_tools.extract(base, tuned, args.new_rank, targets=paths)
+                    )
                     ours.append(t)
                 else:
                     t, _ = timed(lambda: bare_svds(base, tuned, paths, args.new_rank))
                     theirs.append(t)
         energy = statistics.mean(r.energy_kept for r in reports)
-        rows["extract"] = dict(ours=statistics.median(ours), peer=statistics.median(theirs), check=energy)
-    print(f"\nSD 1.5-shaped LoRA: {len(weights.modules)} of kohya's 192 default modules, rank {args.rank}; "
-          f"median of {args.repeats} runs, CPU")
+        rows["extract"] = dict(
+            ours=statistics.median(ours), peer=statistics.median(theirs), check=energy
+        )
+    print(
+        f"\nSD 1.5-shaped LoRA: {len(weights.modules)} of kohya's 192 default modules, rank {args.rank}; "
+        f"median of {args.repeats} runs, CPU"
+    )
     print(f"{'':8s} {'lorakit s':>10s} {'peer s':>10s} {'peer/ours':>9s}  the peer; a check")
     if "resize" in rows:
         r = rows["resize"]
-        print(f"{'resize':8s} {r['ours']:10.3f} {r['peer']:10.3f} {r['peer'] / r['ours']:8.1f}x  kohya's dense SVD "
-              f"of up @ down; largest difference of delta W {r['check']:.2e}")
+        print(
+            f"{'resize':8s} {r['ours']:10.3f} {r['peer']:10.3f} {r['peer'] / r['ours']:8.1f}x  kohya's dense SVD "
+            f"of up @ down; largest difference of delta W {r['check']:.2e}"
+        )
     if "extract" in rows:
         r = rows["extract"]
-        print(f"{'extract':8s} {r['ours']:10.3f} {r['peer']:10.3f} {r['peer'] / r['ours']:8.2f}x  the bare SVD loop; "
-              f"mean energy kept at rank {args.new_rank}: {r['check']:.1%}")
+        print(
+            f"{'extract':8s} {r['ours']:10.3f} {r['peer']:10.3f} {r['peer'] / r['ours']:8.2f}x  the bare SVD loop; "
+            f"mean energy kept at rank {args.new_rank}: {r['check']:.1%}"
+        )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     return rows
 

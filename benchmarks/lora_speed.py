@@ -73,7 +73,9 @@ def build_variants(unet: torch.nn.Module, rank: int, seed: int = 0):
     torch.manual_seed(seed)
     names = inject.inject_lora(ours, r=rank, target_modules="attn2", init="gaussian")  # 64 paths
     peft_unet = copy.deepcopy(unet)
-    peft_unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=names, init_lora_weights="gaussian"))
+    peft_unet.add_adapter(
+        LoraConfig(r=rank, lora_alpha=rank, target_modules=names, init_lora_weights="gaussian")
+    )
     with torch.no_grad():
         for name in names:
             mine, theirs = ours.get_submodule(name), peft_unet.get_submodule(name)
@@ -83,8 +85,10 @@ def build_variants(unet: torch.nn.Module, rank: int, seed: int = 0):
     n_peft = sum(p.numel() for p in lora_params_peft(peft_unet))
     n_all_trainable = sum(p.numel() for p in peft_unet.parameters() if p.requires_grad)
     if not n_ours == n_peft == n_all_trainable:
-        raise RuntimeError(f"trainable parameters differ: lorakit {n_ours}, PEFT LoRA {n_peft}, "
-                           f"PEFT all {n_all_trainable}: the comparison would not be fair.")
+        raise RuntimeError(
+            f"trainable parameters differ: lorakit {n_ours}, PEFT LoRA {n_peft}, "
+            f"PEFT all {n_all_trainable}: the comparison would not be fair."
+        )
     return ours, peft_unet, names
 
 
@@ -92,19 +96,34 @@ def train_table(unet, scheduler, args, device) -> dict:
     ours, theirs, names = build_variants(unet, args.rank)
     gen = torch.Generator().manual_seed(1)
     latents = torch.randn(args.batch, 4, 16, 16, generator=gen).to(device)  # (B, 4, 16, 16)
-    context = torch.randn(args.batch, 77, unet.config.cross_attention_dim, generator=gen).to(device)  # (B, 77, D)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (args.batch,), generator=gen).to(device)  # (B,)
+    context = torch.randn(args.batch, 77, unet.config.cross_attention_dim, generator=gen).to(
+        device
+    )  # (B, 77, D)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (args.batch,), generator=gen).to(
+        device
+    )  # (B,)
     noise = torch.randn(latents.shape, generator=gen).to(device)  # (B, 4, 16, 16)
 
     variants = {}
-    for label, model, params in (("lorakit", ours, [p for p in ours.parameters() if p.requires_grad]),
-                                 ("PEFT", theirs, lora_params_peft(theirs))):
+    for label, model, params in (
+        ("lorakit", ours, [p for p in ours.parameters() if p.requires_grad]),
+        ("PEFT", theirs, lora_params_peft(theirs)),
+    ):
         model.train()
-        variants[label] = dict(model=model, params=params, opt=torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2),
-                               times=[], loss=None, saved=0, peak=None)
+        variants[label] = dict(
+            model=model,
+            params=params,
+            opt=torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2),
+            times=[],
+            loss=None,
+            saved=0,
+            peak=None,
+        )
 
     def step(v: dict) -> None:
-        loss, v["saved"] = saved_bytes(lambda: train.epsilon_loss(v["model"], scheduler, latents, context, t, noise, None))
+        loss, v["saved"] = saved_bytes(
+            lambda: train.epsilon_loss(v["model"], scheduler, latents, context, t, noise, None)
+        )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(v["params"], 1.0)
         v["opt"].step()
@@ -134,14 +153,25 @@ def infer_table(unet, args, device) -> dict:
     ours, theirs, _ = build_variants(unet, args.rank)
     with torch.no_grad():
         for name, layer in inject.lora_layers(ours):
-            torch.nn.init.normal_(layer.lora_B.weight, std=0.02)  # a non-zero update, as after training
-            theirs.get_submodule(name).lora_B["default"].weight.copy_(layer.lora_B.weight)  # (out, r)
+            torch.nn.init.normal_(
+                layer.lora_B.weight, std=0.02
+            )  # a non-zero update, as after training
+            theirs.get_submodule(name).lora_B["default"].weight.copy_(
+                layer.lora_B.weight
+            )  # (out, r)
     merged = copy.deepcopy(ours)
     inject.merge_lora(merged)
-    models_ = {"no LoRA": unet, "lorakit merged": merged, "lorakit unmerged": ours, "PEFT unmerged": theirs}
+    models_ = {
+        "no LoRA": unet,
+        "lorakit merged": merged,
+        "lorakit unmerged": ours,
+        "PEFT unmerged": theirs,
+    }
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(args.infer_batch, 4, 16, 16, generator=gen).to(device)  # (B, 4, 16, 16)
-    ctx = torch.randn(args.infer_batch, 77, unet.config.cross_attention_dim, generator=gen).to(device)  # (B, 77, D)
+    ctx = torch.randn(args.infer_batch, 77, unet.config.cross_attention_dim, generator=gen).to(
+        device
+    )  # (B, 77, D)
     t = torch.full((args.infer_batch,), 500, device=device)  # (B,)
     times = {k: [] for k in models_}
     with torch.no_grad():
@@ -172,51 +202,76 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=8, help="training batch (latents 4x16x16)")
     parser.add_argument("--infer-batch", type=int, default=16, help="inference batch")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per variant")
-    parser.add_argument("--repeats", type=int, default=10, help="timed inference forwards per variant")
+    parser.add_argument(
+        "--repeats", type=int, default=10, help="timed inference forwards per variant"
+    )
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps/forwards first")
     parser.add_argument("--rank", type=int, default=4)
     args = parser.parse_args(argv)
-    if min(args.batch, args.infer_batch, args.steps, args.repeats, args.rank) < 1 or args.warmup < 0:
-        parser.error("--batch, --infer-batch, --steps, --repeats and --rank must be >= 1, --warmup >= 0")
+    if (
+        min(args.batch, args.infer_batch, args.steps, args.repeats, args.rank) < 1
+        or args.warmup < 0
+    ):
+        parser.error(
+            "--batch, --infer-batch, --steps, --repeats and --rank must be >= 1, --warmup >= 0"
+        )
 
     device = torch.device(args.device)
     pipe = models.load_pipeline("tiny", device=device, dtype="float32")
     unet = pipe.unet.requires_grad_(False)
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(device)
-    print(f"device {device}, torch threads {torch.get_num_threads()}, "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, {_load()}")
+    print(
+        f"device {device}, torch threads {torch.get_num_threads()}, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, {_load()}"
+    )
 
     tr = train_table(unet, scheduler, args, device)
     v = tr["variants"]
     med = {k: statistics.median(x["times"]) for k, x in v.items()}
-    print(f"\n1. Training step: rank {args.rank} on {tr['targets']} attn2 projections, batch {args.batch}, "
-          f"AdamW, median of {args.steps} after {args.warmup} warm-up")
+    print(
+        f"\n1. Training step: rank {args.rank} on {tr['targets']} attn2 projections, batch {args.batch}, "
+        f"AdamW, median of {args.steps} after {args.warmup} warm-up"
+    )
     mem_head = "  peak MiB" if device.type == "cuda" else ""
-    print(f"{'variant':<10} {'step ms':>9} {'ratio':>7} {'saved MiB':>10} {'ratio':>7}{mem_head} {'1st loss':>10}")
+    print(
+        f"{'variant':<10} {'step ms':>9} {'ratio':>7} {'saved MiB':>10} {'ratio':>7}{mem_head} {'1st loss':>10}"
+    )
     for k, x in v.items():
         peak = f" {x['peak'] / 2**20:9.1f}" if x["peak"] is not None else ""
-        print(f"{k:<10} {med[k] * 1e3:9.1f} {med[k] / med['PEFT']:7.3f} {x['saved'] / 2**20:10.2f} "
-              f"{x['saved'] / v['PEFT']['saved']:7.3f}{peak} {x['loss']:10.6f}")
+        print(
+            f"{k:<10} {med[k] * 1e3:9.1f} {med[k] / med['PEFT']:7.3f} {x['saved'] / 2**20:10.2f} "
+            f"{x['saved'] / v['PEFT']['saved']:7.3f}{peak} {x['loss']:10.6f}"
+        )
     loss_diff = abs(v["lorakit"]["loss"] - v["PEFT"]["loss"])
-    print(f"ratios are lorakit/PEFT; |first-step loss difference| {loss_diff:.2e} (same weights, same batch)")
+    print(
+        f"ratios are lorakit/PEFT; |first-step loss difference| {loss_diff:.2e} (same weights, same batch)"
+    )
     if device.type == "cuda":
         print(f"peak ratio lorakit/PEFT {v['lorakit']['peak'] / v['PEFT']['peak']:.3f}")
 
     inf = infer_table(unet, args, device)
     imed = {k: statistics.median(x) for k, x in inf["times"].items()}
-    print(f"\n2. Inference: no-grad UNet forward, batch {args.infer_batch}, median of {args.repeats} "
-          f"after {args.warmup} warm-up")
+    print(
+        f"\n2. Inference: no-grad UNet forward, batch {args.infer_batch}, median of {args.repeats} "
+        f"after {args.warmup} warm-up"
+    )
     print(f"{'variant':<17} {'forward ms':>11} {'vs no LoRA':>11}")
     for k, m in imed.items():
         print(f"{k:<17} {m * 1e3:11.1f} {m / imed['no LoRA']:11.3f}")
-    print(f"max |output difference|: lorakit merged vs unmerged {inf['merge_diff']:.2e}, "
-          f"PEFT vs lorakit unmerged {inf['peft_diff']:.2e}")
+    print(
+        f"max |output difference|: lorakit merged vs unmerged {inf['merge_diff']:.2e}, "
+        f"PEFT vs lorakit unmerged {inf['peft_diff']:.2e}"
+    )
     print(f"\n{_load()}")
-    return dict(train_ms={k: m * 1e3 for k, m in med.items()},
-                saved_bytes={k: x["saved"] for k, x in v.items()},
-                loss_diff=loss_diff, infer_ms={k: m * 1e3 for k, m in imed.items()},
-                merge_diff=inf["merge_diff"], peft_diff=inf["peft_diff"])
+    return dict(
+        train_ms={k: m * 1e3 for k, m in med.items()},
+        saved_bytes={k: x["saved"] for k, x in v.items()},
+        loss_diff=loss_diff,
+        infer_ms={k: m * 1e3 for k, m in imed.items()},
+        merge_diff=inf["merge_diff"],
+        peft_diff=inf["peft_diff"],
+    )
 
 
 if __name__ == "__main__":

@@ -40,8 +40,15 @@ from torch.profiler import ProfilerActivity, profile
 from lorakit import inject, memory, models, train
 
 # (batch, checkpointing, rank): what the table tries by default.
-SETTINGS = ((1, False, 4), (4, False, 4), (8, False, 4), (8, True, 4), (8, False, 32), (16, False, 4),
-            (16, True, 4))
+SETTINGS = (
+    (1, False, 4),
+    (4, False, 4),
+    (8, False, 4),
+    (8, True, 4),
+    (8, False, 32),
+    (16, False, 4),
+    (16, True, 4),
+)
 
 
 def _param_bytes(module: torch.nn.Module) -> int:
@@ -52,8 +59,11 @@ def cpu_peak_growth(fn) -> int:
     """Bytes by which the CPU allocations live during ``fn()`` rise above those live before it, at most."""
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    changes = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events()
-                     if e.self_cpu_memory_usage)
+    changes = sorted(
+        (e.time_range.start, e.self_cpu_memory_usage)
+        for e in prof.events()
+        if e.self_cpu_memory_usage
+    )
     live = peak = 0
     for _, change in changes:
         live += change
@@ -61,27 +71,38 @@ def cpu_peak_growth(fn) -> int:
     return peak
 
 
-def measure_step(unet: torch.nn.Module, scheduler, cfg: train.TrainConfig, latent_side: int,
-                 device: torch.device) -> tuple[int, float]:
+def measure_step(
+    unet: torch.nn.Module, scheduler, cfg: train.TrainConfig, latent_side: int, device: torch.device
+) -> tuple[int, float]:
     """(measured peak bytes, seconds) of the first training step of a fresh rank-``cfg.r`` LoRA on ``unet``.
 
     ``unet`` is left as it was (the LoRA is removed again).
     """
     torch.manual_seed(cfg.seed)
     inject.inject_lora(unet, r=cfg.r, target_modules=cfg.target_modules, dropout=cfg.lora_dropout)
-    params = [p for _, layer in inject.lora_layers(unet) for p in (layer.lora_A.weight, layer.lora_B.weight)]
+    params = [
+        p
+        for _, layer in inject.lora_layers(unet)
+        for p in (layer.lora_A.weight, layer.lora_B.weight)
+    ]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
     b, width = cfg.batch_size, unet.config.cross_attention_dim
     gen = torch.Generator().manual_seed(0)
-    latents = torch.randn(b, unet.config.in_channels, latent_side, latent_side, generator=gen).to(device)
+    latents = torch.randn(b, unet.config.in_channels, latent_side, latent_side, generator=gen).to(
+        device
+    )
     noise = torch.randn(latents.shape, generator=gen).to(device)  # (B, 4, h, w)
     context = torch.randn(b, memory.TEXT_TOKENS, width, generator=gen).to(device)  # (B, 77, D)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen).to(device)  # (B,)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen).to(
+        device
+    )  # (B,)
     half = memory.HALF.get(cfg.mixed_precision)
 
     def step():
         with torch.autocast(device.type, dtype=half or torch.float32, enabled=half is not None):
-            loss = train.epsilon_loss(unet, scheduler, latents, context, t, noise, cfg.min_snr_gamma)
+            loss = train.epsilon_loss(
+                unet, scheduler, latents, context, t, noise, cfg.min_snr_gamma
+            )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         optimizer.step()
@@ -110,7 +131,9 @@ def measure_step(unet: torch.nn.Module, scheduler, cfg: train.TrainConfig, laten
         inject.remove_lora(unet)
 
 
-def build_unet(model: str, device: torch.device, dtype: torch.dtype) -> tuple[UNet2DConditionModel, int]:
+def build_unet(
+    model: str, device: torch.device, dtype: torch.dtype
+) -> tuple[UNet2DConditionModel, int]:
     """(frozen UNet, VAE scale factor): the committed tiny SD, or SD 1.5's UNet with random weights."""
     if model == "tiny":
         pipe = models.load_pipeline("tiny", device=device, dtype=dtype)
@@ -128,49 +151,98 @@ def _load() -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    parser.add_argument("--model", default="tiny", choices=("tiny", "sd15"),
-                        help="tiny (default) or sd15 (SD 1.5's UNet, random weights: for a GPU)")
+    parser.add_argument(
+        "--model",
+        default="tiny",
+        choices=("tiny", "sd15"),
+        help="tiny (default) or sd15 (SD 1.5's UNet, random weights: for a GPU)",
+    )
     parser.add_argument("--mixed-precision", default="no", choices=("no", "bf16", "fp16"))
-    parser.add_argument("--settings", default=None,
-                        help="batch:checkpointing:rank,... e.g. 1:0:4,8:1:4 (default: a built-in list)")
+    parser.add_argument(
+        "--settings",
+        default=None,
+        help="batch:checkpointing:rank,... e.g. 1:0:4,8:1:4 (default: a built-in list)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="runs of each setting (median time)")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
     try:
-        settings = SETTINGS if args.settings is None else [
-            (int(b), bool(int(c)), int(r)) for b, c, r in (s.split(":") for s in args.settings.split(","))]
+        settings = (
+            SETTINGS
+            if args.settings is None
+            else [
+                (int(b), bool(int(c)), int(r))
+                for b, c, r in (s.split(":") for s in args.settings.split(","))
+            ]
+        )
     except ValueError:
-        parser.error(f"--settings {args.settings!r}: give batch:checkpointing:rank triples, e.g. 8:1:4,16:0:4")
+        parser.error(
+            f"--settings {args.settings!r}: give batch:checkpointing:rank triples, e.g. 8:1:4,16:0:4"
+        )
 
     device = torch.device(args.device)
-    dtype = memory.HALF.get(args.mixed_precision, torch.float32) if device.type == "cuda" else torch.float32
+    dtype = (
+        memory.HALF.get(args.mixed_precision, torch.float32)
+        if device.type == "cuda"
+        else torch.float32
+    )
     unet, factor = build_unet(args.model, device, dtype)
     scheduler = DDPMScheduler.from_config(models.tiny_scheduler().config)
     resolution = unet.config.sample_size * factor
-    how = "torch.cuda.max_memory_allocated" if device.type == "cuda" else "torch.profiler CPU allocations"
+    how = (
+        "torch.cuda.max_memory_allocated"
+        if device.type == "cuda"
+        else "torch.profiler CPU allocations"
+    )
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"{args.model} UNet at {resolution}px on {name}, weights {str(dtype).removeprefix('torch.')}, "
-          f"mixed precision {args.mixed_precision}; measured = parameters + peak growth of one step ({how}); "
-          f"{_load()}")
-    print(f"{'batch':>5} {'ckpt':>5} {'r':>3} {'activations':>12} {'estimate':>10} {'measured':>10} {'ratio':>6} "
-          f"{'step s':>7}")
+    print(
+        f"{args.model} UNet at {resolution}px on {name}, weights {str(dtype).removeprefix('torch.')}, "
+        f"mixed precision {args.mixed_precision}; measured = parameters + peak growth of one step ({how}); "
+        f"{_load()}"
+    )
+    print(
+        f"{'batch':>5} {'ckpt':>5} {'r':>3} {'activations':>12} {'estimate':>10} {'measured':>10} {'ratio':>6} "
+        f"{'step s':>7}"
+    )
     rows = []
     for batch, ckpt, rank in settings:
-        cfg = train.TrainConfig(r=rank, batch_size=batch, gradient_checkpointing=ckpt, resolution=resolution,
-                                mixed_precision=args.mixed_precision, progress=False)
+        cfg = train.TrainConfig(
+            r=rank,
+            batch_size=batch,
+            gradient_checkpointing=ckpt,
+            resolution=resolution,
+            mixed_precision=args.mixed_precision,
+            progress=False,
+        )
         estimate = memory.estimate_memory(cfg, unet, vae_scale_factor=factor)
-        runs = [measure_step(unet, scheduler, replace(cfg), resolution // factor, device)
-                for _ in range(args.repeats)]
+        runs = [
+            measure_step(unet, scheduler, replace(cfg), resolution // factor, device)
+            for _ in range(args.repeats)
+        ]
         measured = int(statistics.median(peak for peak, _ in runs))
         seconds = statistics.median(s for _, s in runs)
-        rows.append(dict(batch=batch, checkpointing=ckpt, r=rank, estimate=estimate.total, measured=measured,
-                         activations=estimate.activations, ratio=estimate.total / measured, seconds=seconds))
-        print(f"{batch:>5} {'on' if ckpt else 'off':>5} {rank:>3} {memory.format_bytes(estimate.activations):>12} "
-              f"{memory.format_bytes(estimate.total):>10} {memory.format_bytes(measured):>10} "
-              f"{estimate.total / measured:6.2f} {seconds:7.2f}")
-    print(f"ratio = estimate / measured; step time: median of {args.repeats} (the first step, with the "
-          f"profiler on for the CPU: not a speed figure); {_load()}")
+        rows.append(
+            dict(
+                batch=batch,
+                checkpointing=ckpt,
+                r=rank,
+                estimate=estimate.total,
+                measured=measured,
+                activations=estimate.activations,
+                ratio=estimate.total / measured,
+                seconds=seconds,
+            )
+        )
+        print(
+            f"{batch:>5} {'on' if ckpt else 'off':>5} {rank:>3} {memory.format_bytes(estimate.activations):>12} "
+            f"{memory.format_bytes(estimate.total):>10} {memory.format_bytes(measured):>10} "
+            f"{estimate.total / measured:6.2f} {seconds:7.2f}"
+        )
+    print(
+        f"ratio = estimate / measured; step time: median of {args.repeats} (the first step, with the "
+        f"profiler on for the CPU: not a speed figure); {_load()}"
+    )
     return dict(device=name, rows=rows)
 
 

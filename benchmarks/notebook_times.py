@@ -23,7 +23,12 @@ import nbformat
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
-OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "LORAKIT_MODE": "small", "MPLBACKEND": "Agg"}
+OFFLINE = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "LORAKIT_MODE": "small",
+    "MPLBACKEND": "Agg",
+}
 MODES = {"test": {"LORAKIT_TEST": "1"}, "student": {}}
 BUDGET_S = {"test": 60, "student": 300}
 
@@ -36,8 +41,12 @@ def run_once(path: Path, mode: str) -> float:
     os.environ.update(MODES[mode])
     try:
         notebook = nbformat.read(path, as_version=4)
-        client = NotebookClient(notebook, timeout=1800, kernel_name="python3",
-                                resources={"metadata": {"path": str(path.parent)}})
+        client = NotebookClient(
+            notebook,
+            timeout=1800,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(path.parent)}},
+        )
         start = time.perf_counter()
         client.execute()
         return time.perf_counter() - start
@@ -53,23 +62,36 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     parser.add_argument("--out", help="also write the runs as JSON")
     args = parser.parse_args(argv)
-    paths = [Path(p) for p in args.notebooks] or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    paths = [Path(p) for p in args.notebooks] or sorted(
+        (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")
+    )
     results: dict[str, dict[str, list[float]]] = {}
-    print(f"{os.cpu_count()} CPUs, median of {args.repeats} runs; budgets: "
-          + ", ".join(f"{m} mode {BUDGET_S[m]} s" for m in args.modes), flush=True)
-    header = f"{'notebook':<34}" + "".join(f" {m + ' median s':>20}  {'runs':<22}" for m in args.modes)
+    print(
+        f"{os.cpu_count()} CPUs, median of {args.repeats} runs; budgets: "
+        + ", ".join(f"{m} mode {BUDGET_S[m]} s" for m in args.modes),
+        flush=True,
+    )
+    header = f"{'notebook':<34}" + "".join(
+        f" {m + ' median s':>20}  {'runs':<22}" for m in args.modes
+    )
     print(header, flush=True)
     for path in paths:
         row = results.setdefault(path.name, {})
         for mode in args.modes:
             row[mode] = [run_once(path, mode) for _ in range(args.repeats)]
-        cells = "".join(f" {statistics.median(row[m]):>20.1f}  {', '.join(f'{t:.1f}' for t in row[m]):<22}"
-                        for m in args.modes)
+        cells = "".join(
+            f" {statistics.median(row[m]):>20.1f}  {', '.join(f'{t:.1f}' for t in row[m]):<22}"
+            for m in args.modes
+        )
         over = [m for m in args.modes if statistics.median(row[m]) > BUDGET_S[m]]
-        print(f"{path.name:<34}{cells}{'  over budget: ' + ', '.join(over) if over else ''}", flush=True)
+        print(
+            f"{path.name:<34}{cells}{'  over budget: ' + ', '.join(over) if over else ''}",
+            flush=True,
+        )
     if args.out:
-        Path(args.out).write_text(json.dumps({"cpus": os.cpu_count(), "repeats": args.repeats, "runs": results},
-                                             indent=1))
+        Path(args.out).write_text(
+            json.dumps({"cpus": os.cpu_count(), "repeats": args.repeats, "runs": results}, indent=1)
+        )
     return results
 
 

@@ -35,16 +35,24 @@ from lorakit import imagefolder, inject, metrics, models, sample, shapes, styles
 
 def evaluate(pipe, combos, seeds, template: str) -> metrics.GridResult:
     """Score every (colour, shape) of ``combos`` x ``seeds`` on ``template`` (default sampler settings)."""
+
     def generate(prompts, seeds_):
         return sample.generate(pipe, prompts, seeds_, batch_size=32)
+
     cells = [(c, s, seed) for c, s in combos for seed in seeds]
     prompts = [template.format(colour=c, shape=s) for c, s, _ in cells]
     images = generate(prompts, [seed for *_, seed in cells])
     # evaluate_grid scores a full colour x shape grid; score held-out lists cell by cell with it.
     records, pictures = [], []
     for (colour, shape, seed), image in zip(cells, images, strict=True):
-        one = metrics.evaluate_grid(lambda p, s, im=image: [im], colours=[colour], shapes=[shape],
-                                    seeds=[seed], template=template, style="outline")
+        one = metrics.evaluate_grid(
+            lambda p, s, im=image: [im],
+            colours=[colour],
+            shapes=[shape],
+            seeds=[seed],
+            template=template,
+            style="outline",
+        )
         records += one.records
         pictures.append(image)
     return metrics.GridResult(records=records, style="outline", images=pictures)
@@ -52,18 +60,26 @@ def evaluate(pipe, combos, seeds, template: str) -> metrics.GridResult:
 
 def max_diff(a, b) -> float:
     """Largest pixel difference (0..255) between two lists of pictures."""
-    return max(float(np.abs(np.asarray(x, np.int16) - np.asarray(y, np.int16)).max()) for x, y in zip(a, b, strict=True))
+    return max(
+        float(np.abs(np.asarray(x, np.int16) - np.asarray(y, np.int16)).max())
+        for x, y in zip(a, b, strict=True)
+    )
 
 
 def row(name: str, result: metrics.GridResult) -> str:
-    return (f"{name:<34}{result.style_rate:>8.1%}{result.colour_accuracy:>9.1%}{result.shape_accuracy:>9.1%}"
-            f"{result.both_accuracy:>9.1%}{len(result.records):>6}")
+    return (
+        f"{name:<34}{result.style_rate:>8.1%}{result.colour_accuracy:>9.1%}{result.shape_accuracy:>9.1%}"
+        f"{result.both_accuracy:>9.1%}{len(result.records):>6}"
+    )
 
 
 GRID_NAMES = {"held-out": "held_out", "all 15": "all"}  # file names of the --out grids
 # TrainConfig fields that take None, with the type of their other values (alpha: float, resolution: int, ...).
-OPTIONAL = {name: next(a for a in typing.get_args(hint) if a is not type(None))
-            for name, hint in typing.get_type_hints(train.TrainConfig).items() if type(None) in typing.get_args(hint)}
+OPTIONAL = {
+    name: next(a for a in typing.get_args(hint) if a is not type(None))
+    for name, hint in typing.get_type_hints(train.TrainConfig).items()
+    if type(None) in typing.get_args(hint)
+}
 
 
 def parse_settings(items: list[str]) -> dict:
@@ -92,8 +108,11 @@ def parse_settings(items: list[str]) -> dict:
 
 def pooled(results: list[metrics.GridResult]) -> metrics.GridResult:
     """One result of several LoRAs' pictures: its rates are the mean over the LoRAs (each scored the same pictures)."""
-    return metrics.GridResult(records=[r for result in results for r in result.records], style=results[0].style,
-                              images=[im for result in results for im in result.images])
+    return metrics.GridResult(
+        records=[r for result in results for r in result.records],
+        style=results[0].style,
+        images=[im for result in results for im in result.images],
+    )
 
 
 def standard_error(results: list[metrics.GridResult]) -> dict[str, float]:
@@ -101,23 +120,46 @@ def standard_error(results: list[metrics.GridResult]) -> dict[str, float]:
 
     It holds both sources of spread: the training seed, and the sampling seeds each LoRA is scored on.
     """
-    rates = np.array([[r.style_rate, r.colour_accuracy, r.shape_accuracy] for r in results])  # (LoRAs, 3)
+    rates = np.array(
+        [[r.style_rate, r.colour_accuracy, r.shape_accuracy] for r in results]
+    )  # (LoRAs, 3)
     err = rates.std(axis=0, ddof=1) / np.sqrt(len(rates)) if len(rates) > 1 else np.zeros(3)
     return dict(zip(("style", "colour", "shape"), map(float, err), strict=True))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: TrainConfig's 300)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="training steps (default: TrainConfig's 300)"
+    )
     parser.add_argument("--seeds", type=int, default=8, help="sampling seeds per prompt")
-    parser.add_argument("--train-seeds", type=int, nargs="+", default=None, metavar="SEED",
-                        help="train one LoRA per seed and report each and their mean (default: TrainConfig's seed)")
-    parser.add_argument("--out", default=None, help="save the LoRA, loss curve and image grids in this folder")
-    parser.add_argument("--model", default="tiny", help='"tiny" (the committed model) or a saved pipeline folder')
+    parser.add_argument(
+        "--train-seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="SEED",
+        help="train one LoRA per seed and report each and their mean (default: TrainConfig's seed)",
+    )
+    parser.add_argument(
+        "--out", default=None, help="save the LoRA, loss curve and image grids in this folder"
+    )
+    parser.add_argument(
+        "--model", default="tiny", help='"tiny" (the committed model) or a saved pipeline folder'
+    )
     parser.add_argument("--device", default=None, help="cuda when present, else cpu")
-    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
-                        help="other TrainConfig settings, e.g. r=8 lr=5e-4 target_modules=attn min_snr_gamma=5 flip=false")
-    parser.add_argument("--held-out-only", action="store_true", help="score the held-out combinations only (quicker)")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="other TrainConfig settings, e.g. r=8 lr=5e-4 target_modules=attn min_snr_gamma=5 flip=false",
+    )
+    parser.add_argument(
+        "--held-out-only",
+        action="store_true",
+        help="score the held-out combinations only (quicker)",
+    )
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
@@ -141,7 +183,9 @@ def main(argv: list[str] | None = None) -> None:
         base[label, "trigger"] = evaluate(pipe, combos, seeds, styles.TEMPLATE)
         base[label, "plain"] = evaluate(pipe, combos, seeds, styles.PLAIN_TEMPLATE)
 
-    dataset = imagefolder.ImageFolderDataset(styles.OUTLINE_DIR, resolution=pipe.unet.config.sample_size * pipe.vae_scale_factor)
+    dataset = imagefolder.ImageFolderDataset(
+        styles.OUTLINE_DIR, resolution=pipe.unet.config.sample_size * pipe.vae_scale_factor
+    )
     lora = {label: [] for label in sets}
     leak = {label: [] for label in sets}
     off_diff = {label: [] for label in sets}
@@ -152,22 +196,31 @@ def main(argv: list[str] | None = None) -> None:
         result = train.train_lora(pipe, dataset, run_cfg)
         seconds = time.perf_counter() - start
         train_seconds.append(seconds)
-        print(f"seed {seed}: trained rank-{cfg.r} LoRA on {cfg.target_modules}, {cfg.steps} steps, batch {cfg.batch_size}, "
-              f"lr {cfg.lr}: {seconds:.0f} s, loss first 10 {np.mean(result.history[:10]):.4f} -> last 10 "
-              f"{np.mean(result.history[-10:]):.4f}, torch threads {torch.get_num_threads()}", flush=True)
+        print(
+            f"seed {seed}: trained rank-{cfg.r} LoRA on {cfg.target_modules}, {cfg.steps} steps, batch {cfg.batch_size}, "
+            f"lr {cfg.lr}: {seconds:.0f} s, loss first 10 {np.mean(result.history[:10]):.4f} -> last 10 "
+            f"{np.mean(result.history[-10:]):.4f}, torch threads {torch.get_num_threads()}",
+            flush=True,
+        )
         for label, combos in sets.items():
             inject.set_lora_scale(pipe.unet, 1.0)
             lora[label].append(evaluate(pipe, combos, seeds, styles.TEMPLATE))
             leak[label].append(evaluate(pipe, combos, seeds, styles.PLAIN_TEMPLATE))
             inject.set_lora_scale(pipe.unet, 0.0)
-            off_diff[label].append(max_diff(evaluate(pipe, combos, seeds, styles.TEMPLATE).images,
-                                            base[label, "trigger"].images))
+            off_diff[label].append(
+                max_diff(
+                    evaluate(pipe, combos, seeds, styles.TEMPLATE).images,
+                    base[label, "trigger"].images,
+                )
+            )
         inject.set_lora_scale(pipe.unet, 1.0)
         if args.out:
             out = Path(args.out) / f"seed{seed}"
             out.mkdir(parents=True, exist_ok=True)
             for key in sets:
-                sample.image_grid(lora[key][-1].images, cols=args.seeds, scale=2).save(out / f"{GRID_NAMES[key]}_lora.png")
+                sample.image_grid(lora[key][-1].images, cols=args.seeds, scale=2).save(
+                    out / f"{GRID_NAMES[key]}_lora.png"
+                )
             train.save_loss_plot(result, out / "loss.png")
             train.formats.save_lora(pipe.unet, out / "lora.safetensors", "kohya")
         inject.remove_lora(pipe.unet)
@@ -175,7 +228,9 @@ def main(argv: list[str] | None = None) -> None:
     header = f"{'':<34}{'outline':>8}{'colour':>9}{'shape':>9}{'both':>9}{'n':>6}"
     figures = {}
     for label in sets:
-        print(f"\n== {label} combinations, {args.seeds} seeds each, LoRAs of training seeds {train_seeds} ==")
+        print(
+            f"\n== {label} combinations, {args.seeds} seeds each, LoRAs of training seeds {train_seeds} =="
+        )
         print(header)
         for seed, one in zip(train_seeds, lora[label], strict=True):
             print(row(f"LoRA seed {seed}, trigger prompts", one))
@@ -183,8 +238,12 @@ def main(argv: list[str] | None = None) -> None:
         err = standard_error(lora[label])
         if len(train_seeds) > 1:
             print(row(f"LoRA, mean of {len(train_seeds)} seeds", mean))
-            print(f"{'  standard error of that mean':<34}" + "".join(f"{err[k]:>{w}.1%}" for k, w in
-                                                                   (("style", 8), ("colour", 9), ("shape", 9))))
+            print(
+                f"{'  standard error of that mean':<34}"
+                + "".join(
+                    f"{err[k]:>{w}.1%}" for k, w in (("style", 8), ("colour", 9), ("shape", 9))
+                )
+            )
         print(row("base, same trigger prompts", base[label, "trigger"]))
         print(row("base, plain prompts", base[label, "plain"]))
         for seed, one in zip(train_seeds, leak[label], strict=True):
@@ -192,29 +251,54 @@ def main(argv: list[str] | None = None) -> None:
         drop_c = base[label, "trigger"].colour_accuracy - mean.colour_accuracy
         drop_s = base[label, "trigger"].shape_accuracy - mean.shape_accuracy
         what = "mean " if len(train_seeds) > 1 else ""
-        print(f"{what}style rate {mean.style_rate:.1%} (goal >= 80%): {'PASS' if mean.style_rate >= 0.8 else 'FAIL'}; "
-              f"{what}colour {drop_c * 100:+.1f} / shape {drop_s * 100:+.1f} points below base on the same prompts "
-              f"(goal <= 10): {'PASS' if max(drop_c, drop_s) <= 0.10 else 'FAIL'}")
+        print(
+            f"{what}style rate {mean.style_rate:.1%} (goal >= 80%): {'PASS' if mean.style_rate >= 0.8 else 'FAIL'}; "
+            f"{what}colour {drop_c * 100:+.1f} / shape {drop_s * 100:+.1f} points below base on the same prompts "
+            f"(goal <= 10): {'PASS' if max(drop_c, drop_s) <= 0.10 else 'FAIL'}"
+        )
         diff = max(off_diff[label])
-        print(f"scale 0 vs base model, same prompts and seeds: max pixel diff {diff:.0f} (0..255): "
-              f"{'PASS' if diff <= 1 else 'FAIL'}")
-        figures[label] = dict(style=mean.style_rate, colour=mean.colour_accuracy, shape=mean.shape_accuracy,
-                              base_colour=base[label, "trigger"].colour_accuracy,
-                              base_shape=base[label, "trigger"].shape_accuracy, leak=mean_leak.style_rate,
-                              scale0_diff=diff, stderr=err,
-                              per_seed={seed: dict(style=one.style_rate, colour=one.colour_accuracy,
-                                                   shape=one.shape_accuracy, leak=lk.style_rate, seconds=secs)
-                                        for seed, one, lk, secs in zip(train_seeds, lora[label], leak[label],
-                                                                       train_seconds, strict=True)})
+        print(
+            f"scale 0 vs base model, same prompts and seeds: max pixel diff {diff:.0f} (0..255): "
+            f"{'PASS' if diff <= 1 else 'FAIL'}"
+        )
+        figures[label] = dict(
+            style=mean.style_rate,
+            colour=mean.colour_accuracy,
+            shape=mean.shape_accuracy,
+            base_colour=base[label, "trigger"].colour_accuracy,
+            base_shape=base[label, "trigger"].shape_accuracy,
+            leak=mean_leak.style_rate,
+            scale0_diff=diff,
+            stderr=err,
+            per_seed={
+                seed: dict(
+                    style=one.style_rate,
+                    colour=one.colour_accuracy,
+                    shape=one.shape_accuracy,
+                    leak=lk.style_rate,
+                    seconds=secs,
+                )
+                for seed, one, lk, secs in zip(
+                    train_seeds, lora[label], leak[label], train_seconds, strict=True
+                )
+            },
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps(dict(config=asdict(cfg), train_seeds=train_seeds, seeds=args.seeds,
-                                                   figures=figures), indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                dict(
+                    config=asdict(cfg), train_seeds=train_seeds, seeds=args.seeds, figures=figures
+                ),
+                indent=1,
+            )
+        )
     print("\nLoRA on trigger prompts (all training seeds), pictures with colour and shape right:")
     print(pooled(lora[list(sets)[-1]]).table())
     if args.out:
         for key in sets:
             sample.image_grid(base[key, "trigger"].images, cols=args.seeds, scale=2).save(
-                Path(args.out) / f"{GRID_NAMES[key]}_base.png")
+                Path(args.out) / f"{GRID_NAMES[key]}_base.png"
+            )
         print(f"grids, loss curves and LoRAs written to {args.out} (one folder per training seed)")
 
 

@@ -18,14 +18,20 @@ from lorakit import metrics, models, sample
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="tiny", help="'tiny', a local pipeline directory or a hub id")
+    parser.add_argument(
+        "--model", default="tiny", help="'tiny', a local pipeline directory or a hub id"
+    )
     parser.add_argument("--device", default=None)
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--guidance", type=float, default=None)
     parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--scheduler", choices=["pipeline", "dpm", "pndm"], default="pipeline",
-                        help="the pipeline's own sampler, DPM-Solver++ (2M) or PNDM (SD 1.5's default), "
-                             "all on the pipeline's noise schedule")
+    parser.add_argument(
+        "--scheduler",
+        choices=["pipeline", "dpm", "pndm"],
+        default="pipeline",
+        help="the pipeline's own sampler, DPM-Solver++ (2M) or PNDM (SD 1.5's default), "
+        "all on the pipeline's noise schedule",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed 4x4 grids")
     parser.add_argument("--save-grid", default=None, help="write the prompt grid as a PNG here")
     args = parser.parse_args(argv)
@@ -38,8 +44,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{type(pipe.scheduler).__name__}, {args.steps or 'preset'} steps")
 
     def generate(prompts, seeds):
-        return sample.generate(pipe, prompts, seeds, num_inference_steps=args.steps,
-                               guidance_scale=args.guidance, batch_size=32)
+        return sample.generate(
+            pipe,
+            prompts,
+            seeds,
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance,
+            batch_size=32,
+        )
 
     result = metrics.evaluate_grid(generate, seeds=tuple(range(args.seeds)))
     print(result.table())
@@ -50,11 +62,18 @@ def main(argv: list[str] | None = None) -> None:
     times = []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        sample.generate(pipe, "a red circle", seeds=list(range(16)), num_inference_steps=args.steps,
-                        guidance_scale=args.guidance)
+        sample.generate(
+            pipe,
+            "a red circle",
+            seeds=list(range(16)),
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance,
+        )
         times.append(time.perf_counter() - start)
-    print(f"4x4 grid on {pipe.device}: median {statistics.median(times):.2f} s over {args.repeats} runs "
-          f"({', '.join(f'{t:.2f}' for t in times)}), torch threads {torch.get_num_threads()}")
+    print(
+        f"4x4 grid on {pipe.device}: median {statistics.median(times):.2f} s over {args.repeats} runs "
+        f"({', '.join(f'{t:.2f}' for t in times)}), torch threads {torch.get_num_threads()}"
+    )
 
 
 if __name__ == "__main__":

@@ -33,17 +33,33 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; Playwright's own browsers are never used
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-proxy-server"]
-INSTALL_HINT = ("the browser test needs Chromium and Playwright: sudo apt-get install chromium, then "
-                "pip install -e '.[browser]' (or make test-browser); never `playwright install`")
-TEST_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "LORAKIT_MODE": "small", "LORAKIT_TEST": "1"}
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-proxy-server",
+]
+INSTALL_HINT = (
+    "the browser test needs Chromium and Playwright: sudo apt-get install chromium, then "
+    "pip install -e '.[browser]' (or make test-browser); never `playwright install`"
+)
+TEST_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "LORAKIT_MODE": "small",
+    "LORAKIT_TEST": "1",
+}
 # Run All takes about 30 s (lesson 01) and 55 s (lesson 07, which loads its LoRAs from data/loras/ or
 # runs/lesson07/) on 2 cores; the margin is for slower machines, the whole test stays under 4 minutes.
 RUN_ALL_TIMEOUT_S = 200
 REDRAW_TIMEOUT_S = 30  # a redraw takes 1-4 s; a new LoRA scale draws one picture first
-MIN_SLIDER_PX = 450  # ipywidgets' default is 300 px in all, about 120 px of track: too coarse to aim at a rank
+MIN_SLIDER_PX = (
+    450  # ipywidgets' default is 300 px in all, about 120 px of track: too coarse to aim at a rank
+)
 
 # Sizes as the student sees them: every slider's width, and every label the browser had to cut short.
 LAYOUT_JS = """() => {
@@ -57,8 +73,12 @@ LAYOUT_JS = """() => {
 
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} not found: {INSTALL_HINT}", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason=f"Playwright is not installed: {INSTALL_HINT}")
-pytest.importorskip("jupyterlab", reason="JupyterLab is not installed: pip install -e '.[dev]' (or make setup)")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason=f"Playwright is not installed: {INSTALL_HINT}"
+)
+pytest.importorskip(
+    "jupyterlab", reason="JupyterLab is not installed: pip install -e '.[dev]' (or make setup)"
+)
 
 # JupyterLab settings for a clean, repeatable run. Autosave off: the lessons stay committed without
 # outputs. Windowing off: every cell stays in the DOM, so every output can be checked.
@@ -150,7 +170,9 @@ def _free_port() -> int:
 def _api(base: str, token: str, path: str, method: str = "GET"):
     """The Jupyter server's REST API, straight to 127.0.0.1 (no proxy from the environment)."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    request = urllib.request.Request(f"{base}{path}", method=method, headers={"Authorization": f"token {token}"})
+    request = urllib.request.Request(
+        f"{base}{path}", method=method, headers={"Authorization": f"token {token}"}
+    )
     with opener.open(request, timeout=10) as response:
         body = response.read()
     return json.loads(body) if body else None
@@ -169,23 +191,40 @@ def lab(request, tmp_path_factory):
         path = home / "settings" / f"{plugin}.jupyterlab-settings"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values))
-    env = {**os.environ, **TEST_ENV,
-           # the user's own Jupyter and IPython set-up stays out; the venv's kernel spec is still found
-           "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_DATA_DIR": str(home / "data"),
-           "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "IPYTHONDIR": str(home / "ipython")}
+    env = {
+        **os.environ,
+        **TEST_ENV,
+        # the user's own Jupyter and IPython set-up stays out; the venv's kernel spec is still found
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTER_DATA_DIR": str(home / "data"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "IPYTHONDIR": str(home / "ipython"),
+    }
     env.pop("MPLBACKEND", None)  # the kernel's default, inline: figures arrive as <img> in the page
     port, token = _free_port(), secrets.token_hex(16)
-    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-               f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-               f"--ServerApp.root_dir={ROOT}", f"--LabApp.user_settings_dir={home / 'settings'}",
-               f"--LabApp.workspaces_dir={home / 'workspaces'}", "--LabApp.expose_app_in_browser=True",
-               f"--FileCheckpoints.checkpoint_dir={home / 'checkpoints'}"]  # not notebooks/.ipynb_checkpoints
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={ROOT}",
+        f"--LabApp.user_settings_dir={home / 'settings'}",
+        f"--LabApp.workspaces_dir={home / 'workspaces'}",
+        "--LabApp.expose_app_in_browser=True",
+        f"--FileCheckpoints.checkpoint_dir={home / 'checkpoints'}",
+    ]  # not notebooks/.ipynb_checkpoints
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")
     log = home / "jupyterlab.log"
     base = f"http://127.0.0.1:{port}"
     with open(log, "wb") as log_file:
-        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -207,13 +246,18 @@ def lab(request, tmp_path_factory):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-        _report(request, f"browser test: {time.monotonic() - started:.0f} s in all, JupyterLab start included")
+        _report(
+            request,
+            f"browser test: {time.monotonic() - started:.0f} s in all, JupyterLab start included",
+        )
 
 
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
         try:
             yield chromium
         finally:
@@ -228,8 +272,10 @@ def _wait_for_kernel(page, base: str, token: str, path: str, timeout_s: float = 
     """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        started = any(s["path"] == path and s["kernel"] and s["kernel"]["execution_state"] == "idle"
-                      for s in _api(base, token, "/api/sessions"))
+        started = any(
+            s["path"] == path and s["kernel"] and s["kernel"]["execution_state"] == "idle"
+            for s in _api(base, token, "/api/sessions")
+        )
         shown = page.evaluate("""() => {
           const panel = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
           const name = panel?.querySelector('.jp-Toolbar-kernelName')?.innerText.trim() ?? '';
@@ -261,12 +307,22 @@ def _wait_for_run_all(page, timeout_s: float) -> dict:
         busy = [c for c in cells if "*" in c["prompt"]]
         counted = [c for c in cells if re.fullmatch(r"\[\d+\]:?", c["prompt"])]
         failed = any(c["errors"] for c in cells)
-        if cells and not busy and (failed or (len(counted) == len(cells) and state["status"] in (None, "idle"))):
+        if (
+            cells
+            and not busy
+            and (failed or (len(counted) == len(cells) and state["status"] in (None, "idle")))
+        ):
             return state
         if time.monotonic() > deadline:
-            waiting = [f"cell {c['index']} {c['prompt'] or '[ ]'} {c['source']!r}" for c in cells if c not in counted]
-            pytest.fail(f"Run All did not finish within {timeout_s:.0f} s; kernel {state['status']}; "
-                        f"{len(counted)} of {len(cells)} code cells ran; waiting: {waiting[:5]}")
+            waiting = [
+                f"cell {c['index']} {c['prompt'] or '[ ]'} {c['source']!r}"
+                for c in cells
+                if c not in counted
+            ]
+            pytest.fail(
+                f"Run All did not finish within {timeout_s:.0f} s; kernel {state['status']}; "
+                f"{len(counted)} of {len(cells)} code cells ran; waiting: {waiting[:5]}"
+            )
         time.sleep(0.5)
 
 
@@ -285,13 +341,17 @@ def _problems(state: dict) -> list[str]:
     problems = []
     for cell in state["cells"]:
         where = f"cell {cell['index']} ({cell['source']!r})"
-        problems += [f"{where} raised {text}:\n" + "\n".join(cell["stderr"]) for text in cell["errors"]]
+        problems += [
+            f"{where} raised {text}:\n" + "\n".join(cell["stderr"]) for text in cell["errors"]
+        ]
         if not cell["errors"]:  # a traceback without an error: a widget's callback failed
             problems += [f"{where} printed a traceback:\n{text}" for text in cell["tracebacks"]]
         problems += [f"{where}: {text}" for text in cell["widget_problems"]]
         if cell["widgets"] != cell["widgets_rendered"]:
-            problems.append(f"{where}: {cell['widgets'] - cell['widgets_rendered']} of {cell['widgets']} "
-                            "widgets did not render")
+            problems.append(
+                f"{where}: {cell['widgets'] - cell['widgets_rendered']} of {cell['widgets']} "
+                "widgets did not render"
+            )
     return problems
 
 
@@ -309,7 +369,9 @@ def _stop_kernels(base: str, token: str) -> None:
 
 
 @pytest.mark.parametrize(("notebook", "explorer", "min_widgets"), LESSONS)
-def test_lesson_runs_and_its_slider_redraws(request, lab, browser, tmp_path, notebook, explorer, min_widgets):
+def test_lesson_runs_and_its_slider_redraws(
+    request, lab, browser, tmp_path, notebook, explorer, min_widgets
+):
     base, token, log = lab
     started = time.monotonic()
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -331,49 +393,77 @@ def test_lesson_runs_and_its_slider_redraws(request, lab, browser, tmp_path, not
         widgets = sum(c["widgets"] for c in state["cells"])
         sliders = sum(c["sliders"] for c in state["cells"])
         assert widgets >= min_widgets and sliders >= min_widgets, (
-            f"{notebook} shows {widgets} widgets with {sliders} sliders; expected at least {min_widgets} of each")
+            f"{notebook} shows {widgets} widgets with {sliders} sliders; expected at least {min_widgets} of each"
+        )
 
         layout = page.evaluate(LAYOUT_JS)
         assert layout["sliders"], f"{notebook}: no slider found to measure"
-        narrow = [f"{s['label']!r} {s['px']} px" for s in layout["sliders"] if s["px"] < MIN_SLIDER_PX]
-        assert not narrow, f"{notebook}: sliders narrower than {MIN_SLIDER_PX} px, too coarse to aim: {narrow}"
+        narrow = [
+            f"{s['label']!r} {s['px']} px" for s in layout["sliders"] if s["px"] < MIN_SLIDER_PX
+        ]
+        assert not narrow, (
+            f"{notebook}: sliders narrower than {MIN_SLIDER_PX} px, too coarse to aim: {narrow}"
+        )
         assert not layout["cut"], f"{notebook}: widget labels cut short: {layout['cut']}"
 
         # the first cell that calls the explorer and shows a slider: move it, see the figure change
-        cell = (page.locator(".jp-Notebook .jp-CodeCell")
-                .filter(has=page.locator(".cm-content", has_text=f"{explorer}("))
-                .filter(has=page.locator(".widget-slider")).first)
+        cell = (
+            page.locator(".jp-Notebook .jp-CodeCell")
+            .filter(has=page.locator(".cm-content", has_text=f"{explorer}("))
+            .filter(has=page.locator(".widget-slider"))
+            .first
+        )
         slider = cell.locator(".jp-Cell-outputArea .widget-slider").first
-        handle, readout = slider.locator(".noUi-handle").first, slider.locator(".widget-readout").first
+        handle, readout = (
+            slider.locator(".noUi-handle").first,
+            slider.locator(".widget-readout").first,
+        )
         before_value, before_figure = readout.inner_text(), _shown_figure(cell)
-        assert before_figure.startswith("data:image/"), f"{notebook}: the {explorer} shows no figure before the move"
-        at_max = float(handle.get_attribute("aria-valuenow")) >= float(handle.get_attribute("aria-valuemax"))
+        assert before_figure.startswith("data:image/"), (
+            f"{notebook}: the {explorer} shows no figure before the move"
+        )
+        at_max = float(handle.get_attribute("aria-valuenow")) >= float(
+            handle.get_attribute("aria-valuemax")
+        )
         handle.scroll_into_view_if_needed()
         handle.focus()
         moved = time.monotonic()
         page.keyboard.press("ArrowLeft" if at_max else "ArrowRight")  # one step; released at once
 
         deadline = time.monotonic() + REDRAW_TIMEOUT_S
-        while (readout.inner_text() == before_value or _shown_figure(cell) in ("", before_figure)) \
-                and time.monotonic() < deadline:
+        while (
+            readout.inner_text() == before_value or _shown_figure(cell) in ("", before_figure)
+        ) and time.monotonic() < deadline:
             time.sleep(0.2)
         after_value, after_figure = readout.inner_text(), _shown_figure(cell)
         redraw = time.monotonic() - moved
-        assert after_value != before_value, f"{notebook}: the {explorer} slider did not move ({before_value})"
+        assert after_value != before_value, (
+            f"{notebook}: the {explorer} slider did not move ({before_value})"
+        )
         assert after_figure not in ("", before_figure), (
             f"{notebook}: the {explorer} figure did not change within {REDRAW_TIMEOUT_S} s of moving the slider "
-            f"from {before_value} to {after_value}")
+            f"from {before_value} to {after_value}"
+        )
         problems = _problems(page.evaluate(NOTEBOOK_STATE_JS))
         assert not problems, f"{notebook} after moving the slider:\n" + "\n\n".join(problems)
-        _report(request, f"{notebook}: sliders {sorted({s['px'] for s in layout['sliders']})} px wide, no label cut")
-        _report(request, f"{notebook}: Run All {ran:.0f} s, {explorer} slider {before_value} -> {after_value} "
-                         f"redrawn in {redraw:.1f} s, {time.monotonic() - started:.0f} s in all")
+        _report(
+            request,
+            f"{notebook}: sliders {sorted({s['px'] for s in layout['sliders']})} px wide, no label cut",
+        )
+        _report(
+            request,
+            f"{notebook}: Run All {ran:.0f} s, {explorer} slider {before_value} -> {after_value} "
+            f"redrawn in {redraw:.1f} s, {time.monotonic() - started:.0f} s in all",
+        )
     except BaseException:
         try:
             page.screenshot(path=str(tmp_path / "failure.png"))
         except Exception:  # the page may be gone; the log below still tells what happened
             pass
-        _report(request, f"{notebook}: screenshot in {tmp_path / 'failure.png'}; JupyterLab log:\n{_tail(log)}")
+        _report(
+            request,
+            f"{notebook}: screenshot in {tmp_path / 'failure.png'}; JupyterLab log:\n{_tail(log)}",
+        )
         raise
     finally:
         context.close()
@@ -381,4 +471,5 @@ def test_lesson_runs_and_its_slider_redraws(request, lab, browser, tmp_path, not
 
     on_disk = json.loads((ROOT / "notebooks" / notebook).read_text())
     assert not any(c.get("outputs") for c in on_disk["cells"] if c["cell_type"] == "code"), (
-        f"notebooks/{notebook} was saved with outputs: the test must leave the lessons clean")
+        f"notebooks/{notebook} was saved with outputs: the test must leave the lessons clean"
+    )

@@ -33,14 +33,26 @@ def assignments() -> list[str]:
     return sorted(p.name for p in (HERE / "source").iterdir() if p.is_dir())
 
 
-def nbgrader(course: Path, *args: str, timeout_s: float | None = None) -> subprocess.CompletedProcess:
+def nbgrader(
+    course: Path, *args: str, timeout_s: float | None = None
+) -> subprocess.CompletedProcess:
     """``nbgrader ARGS`` in ``course``, with this Python's scripts first on PATH (nbgrader runs ``alembic``)."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     extra = [f"--ExecutePreprocessor.timeout={timeout_s:g}"] if timeout_s is not None else []
-    done = subprocess.run([sys.executable, "-m", "nbgrader", *args, *extra], cwd=course, env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "nbgrader", *args, *extra],
+        cwd=course,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
-        raise RuntimeError(f"nbgrader {' '.join(args)} failed (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
+        raise RuntimeError(
+            f"nbgrader {' '.join(args)} failed (exit {done.returncode}):\n{done.stdout}\n{done.stderr}"
+        )
     return done
 
 
@@ -69,7 +81,11 @@ def left_to_the_teacher(course: Path, names: list[str]) -> dict:
         for name in names:
             for submission in gb.assignment_submissions(name):
                 manual.setdefault(name, {})[submission.student_id] = sorted(
-                    g.name for notebook in submission.notebooks for g in notebook.grades if g.needs_manual_grade)
+                    g.name
+                    for notebook in submission.notebooks
+                    for g in notebook.grades
+                    if g.needs_manual_grade
+                )
     return manual
 
 
@@ -84,13 +100,18 @@ def give_marks(course: Path, marks: dict) -> None:
                 for grade_id, points in cells.items():
                     cell = gb.find_grade(grade_id, notebook, name, student)
                     if not 0 <= points <= cell.max_score:
-                        raise ValueError(f"{name}/{student}/{grade_id}: {points} points, the cell has {cell.max_score:g}")
+                        raise ValueError(
+                            f"{name}/{student}/{grade_id}: {points} points, the cell has {cell.max_score:g}"
+                        )
                     cell.manual_score, cell.needs_manual_grade = points, False
         gb.db.commit()
 
 
-def grade(timeout_s: float | dict[str, float] | None = None, only: list[str] | None = None,
-          marks: dict | None = None) -> dict:
+def grade(
+    timeout_s: float | dict[str, float] | None = None,
+    only: list[str] | None = None,
+    marks: dict | None = None,
+) -> dict:
     """Run the loop: ``scores`` ({assignment: {student: {grade_id: (score, max)}}}), ``manual`` (the cells
     autograde left to the teacher: {assignment: {student: [grade_id, ...]}}), ``totals`` (the CSV's, by
     ``assignment/student``), ``stale`` (see :func:`stale_releases`) and ``logs`` (autograde's output).
@@ -113,7 +134,10 @@ def grade(timeout_s: float | dict[str, float] | None = None, only: list[str] | N
         students, logs = set(), {}
         for name in names:
             released = next((course / "release" / name).glob("*.ipynb"))
-            submitted = {"untouched": released, **{p.stem: p for p in sorted((SUBMISSIONS / name).glob("*.ipynb"))}}
+            submitted = {
+                "untouched": released,
+                **{p.stem: p for p in sorted((SUBMISSIONS / name).glob("*.ipynb"))},
+            }
             for student, path in submitted.items():
                 if student not in students:
                     nbgrader(course, "db", "student", "add", student)
@@ -128,7 +152,10 @@ def grade(timeout_s: float | dict[str, float] | None = None, only: list[str] | N
         give_marks(course, marks or {})
         nbgrader(course, "export")
         with open(course / "grades.csv", newline="") as f:
-            totals = {(row["assignment"], row["student_id"]): float(row["score"]) for row in csv.DictReader(f)}
+            totals = {
+                (row["assignment"], row["student_id"]): float(row["score"])
+                for row in csv.DictReader(f)
+            }
         scores: dict = {}
         with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
             for name in names:
@@ -137,15 +164,25 @@ def grade(timeout_s: float | dict[str, float] | None = None, only: list[str] | N
                     for notebook in submission.notebooks:
                         for g in notebook.grades:
                             cells[g.name] = (g.score, g.max_score)
-        return {"scores": scores, "manual": manual, "totals": {f"{a}/{s}": t for (a, s), t in totals.items()},
-                "stale": stale, "logs": logs}
+        return {
+            "scores": scores,
+            "manual": manual,
+            "totals": {f"{a}/{s}": t for (a, s), t in totals.items()},
+            "stale": stale,
+            "logs": logs,
+        }
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("assignments", nargs="*", help="default: every assignment in classroom/source")
-    parser.add_argument("--timeout", type=float, help="seconds a cell may run when graded "
-                        "(default: nbgrader_config.py's)")
+    parser.add_argument(
+        "assignments", nargs="*", help="default: every assignment in classroom/source"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds a cell may run when graded (default: nbgrader_config.py's)",
+    )
     parser.add_argument("--json", help="also write the scores here")
     args = parser.parse_args(argv)
     result = grade(args.timeout, args.assignments or None)
@@ -155,13 +192,22 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{'student':<14}" + "".join(f" {g[:18]:>18}" for g in ids) + f" {'total':>8}")
         for student, cells in sorted(students.items()):
             open_cells = result["manual"].get(name, {}).get(student, [])
-            row = "".join(f" {'?' if g in open_cells else f'{cells[g][0]:g}':>8} of {cells[g][1]:<6g}" if g in cells
-                          else f" {'-':>18}" for g in ids)
+            row = "".join(
+                f" {'?' if g in open_cells else f'{cells[g][0]:g}':>8} of {cells[g][1]:<6g}"
+                if g in cells
+                else f" {'-':>18}"
+                for g in ids
+            )
             print(f"{student:<14}{row} {result['totals'][f'{name}/{student}']:>8g}")
     if any(cells for students in result["manual"].values() for cells in students.values()):
-        print("\n?: a manually graded cell, for the teacher to grade (nbgrader formgrader); 0 in the CSV until then")
+        print(
+            "\n?: a manually graded cell, for the teacher to grade (nbgrader formgrader); 0 in the CSV until then"
+        )
     if result["stale"]:
-        print("\nrelease/ is out of date; regenerate it (docs/teaching.md):", ", ".join(result["stale"]))
+        print(
+            "\nrelease/ is out of date; regenerate it (docs/teaching.md):",
+            ", ".join(result["stale"]),
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return result

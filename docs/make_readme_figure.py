@@ -37,11 +37,15 @@ def label_font() -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def draw_grid(rows: list[list[Image.Image]], row_labels: list[str], col_labels: list[str]) -> Image.Image:
+def draw_grid(
+    rows: list[list[Image.Image]], row_labels: list[str], col_labels: list[str]
+) -> Image.Image:
     """A white canvas with a header line of column labels and a label left of each row."""
     size = rows[0][0].width * ZOOM
     cols = len(rows[0])
-    canvas = Image.new("RGB", (LABEL_W + cols * (size + GAP), HEADER_H + len(rows) * (size + GAP)), "white")
+    canvas = Image.new(
+        "RGB", (LABEL_W + cols * (size + GAP), HEADER_H + len(rows) * (size + GAP)), "white"
+    )
     draw = ImageDraw.Draw(canvas)
     font = label_font()
     for c, text in enumerate(col_labels):
@@ -56,7 +60,9 @@ def draw_grid(rows: list[list[Image.Image]], row_labels: list[str], col_labels: 
             big = picture.convert("RGB").resize((size, size), Image.Resampling.NEAREST)
             x = LABEL_W + c * (size + GAP)
             canvas.paste(big, (x, y))
-            draw.rectangle((x - 1, y - 1, x + size, y + size), outline="#c8c8c8")  # white pictures on white
+            draw.rectangle(
+                (x - 1, y - 1, x + size, y + size), outline="#c8c8c8"
+            )  # white pictures on white
     return canvas
 
 

@@ -55,10 +55,22 @@ class Preset:
 
 PRESETS = {
     # float32 everywhere: the tiny SD is small, and its figures (and the lessons' tolerances) are float32's.
-    "small": Preset(mode="small", model="tiny", resolution=64, num_inference_steps=10, guidance_scale=5.0,
-                    dtype="float32"),
-    "full": Preset(mode="full", model=SD15_HUB_ID, resolution=512, num_inference_steps=30, guidance_scale=7.5,
-                   dtype=None),
+    "small": Preset(
+        mode="small",
+        model="tiny",
+        resolution=64,
+        num_inference_steps=10,
+        guidance_scale=5.0,
+        dtype="float32",
+    ),
+    "full": Preset(
+        mode="full",
+        model=SD15_HUB_ID,
+        resolution=512,
+        num_inference_steps=30,
+        guidance_scale=7.5,
+        dtype=None,
+    ),
 }
 
 
@@ -97,7 +109,9 @@ def get_preset(mode: str | None = None) -> Preset:
 
 def is_tiny_sd(model) -> bool:
     """Whether ``model`` (``"tiny"``, a folder, a hub id, or a pipeline loaded from one) is the committed tiny SD."""
-    name = getattr(model, "name_or_path", model)  # a diffusers pipeline remembers where it was loaded from
+    name = getattr(
+        model, "name_or_path", model
+    )  # a diffusers pipeline remembers where it was loaded from
     if name is None:
         return False
     if str(name) == "tiny":
@@ -138,15 +152,23 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def get_dtype(device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> torch.dtype:
+def get_dtype(
+    device: str | torch.device | None = None, dtype: str | torch.dtype | None = None
+) -> torch.dtype:
     """``dtype`` if given; else bfloat16 on GPUs that support it, float16 on other GPUs, float32 on the CPU.
 
     The half precisions are for the frozen base model; LoRA parameters stay float32.
     """
     if dtype is not None:
         if isinstance(dtype, str):
-            names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-                     "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+            names = {
+                "float32": torch.float32,
+                "fp32": torch.float32,
+                "float16": torch.float16,
+                "fp16": torch.float16,
+                "bfloat16": torch.bfloat16,
+                "bf16": torch.bfloat16,
+            }
             if dtype not in names:
                 raise ValueError(f"unknown dtype {dtype!r}: use one of {', '.join(names)}.")
             return names[dtype]

@@ -35,10 +35,12 @@ NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
-def write_atomically(path: str | os.PathLike, content: bytes | str | Callable[[BinaryIO], object]) -> Path:
+def write_atomically(
+    path: str | os.PathLike, content: bytes | str | Callable[[BinaryIO], object]
+) -> Path:
     """Write ``content`` to ``path`` atomically; returns ``path``.
 
     ``content``: the bytes, a text (written as UTF-8), or a function that writes the content to the
@@ -54,7 +56,9 @@ def write_atomically(path: str | os.PathLike, content: bytes | str | Callable[[B
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
+        fd = os.open(
+            temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666
+        )
         try:
             _write_all(fd, data)
         finally:
@@ -63,8 +67,10 @@ def write_atomically(path: str | os.PathLike, content: bytes | str | Callable[[B
     except OSError as error:
         if error.errno in NO_SPACE:
             kept = "the previous file is kept" if path.exists() else "nothing was written"
-            full = OSError(f"no space left on device: {path} ({len(data):,} bytes to write; {kept}). Free some "
-                           "space, or write somewhere else.")
+            full = OSError(
+                f"no space left on device: {path} ({len(data):,} bytes to write; {kept}). Free some "
+                "space, or write somewhere else."
+            )
             full.errno = error.errno
             raise full from None
         raise
@@ -91,7 +97,11 @@ def remove_stale(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    stale = [p for p in folder.iterdir() if (m := _TEMPORARY.match(p.name)) and p.is_file() and not _alive(int(m[1]))]
+    stale = [
+        p
+        for p in folder.iterdir()
+        if (m := _TEMPORARY.match(p.name)) and p.is_file() and not _alive(int(m[1]))
+    ]
     for p in stale:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
@@ -109,15 +119,19 @@ def lock_folder(folder: str | os.PathLike) -> Iterator[Path]:
         try:
             if os.name == "nt":
                 import msvcrt
+
                 msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
             else:
                 import fcntl
+
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise RuntimeError(f"another lorakit run ({holder}) is writing to {folder}: wait for it to finish, "
-                               "or give this run another output folder.") from None
+            raise RuntimeError(
+                f"another lorakit run ({holder}) is writing to {folder}: wait for it to finish, "
+                "or give this run another output folder."
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")

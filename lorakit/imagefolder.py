@@ -59,8 +59,10 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     elif image.mode == "F" and np.isfinite(values).all() and low >= 0 and high <= 1:
         scaled = values * 255.0
     else:
-        raise ValueError(f"a {image.mode} picture with values from {low:g} to {high:g}, which lorakit cannot map to "
-                         "colours: save it as an 8-bit or 16-bit PNG")
+        raise ValueError(
+            f"a {image.mode} picture with values from {low:g} to {high:g}, which lorakit cannot map to "
+            "colours: save it as an 8-bit or 16-bit PNG"
+        )
     return Image.fromarray(np.round(scaled).astype(np.uint8), mode="L")
 
 
@@ -101,11 +103,15 @@ def _check_row(line_no: int, line: bytes, folder: Path, seen: dict[str, int]) ->
     try:
         row = json.loads(line)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{where} is not valid JSON: {error.msg} (column {error.colno}).") from None
+        raise ValueError(
+            f"{where} is not valid JSON: {error.msg} (column {error.colno})."
+        ) from None
     if not isinstance(row, dict):
-        raise ValueError(f"{where} is not a JSON object: write {{\"file_name\": ..., \"text\": ...}}.")
+        raise ValueError(f'{where} is not a JSON object: write {{"file_name": ..., "text": ...}}.')
     if "text" not in row:
-        raise ValueError(f"{where} has no 'text' field: add the caption, e.g. \"text\": \"a red circle\".")
+        raise ValueError(
+            f'{where} has no \'text\' field: add the caption, e.g. "text": "a red circle".'
+        )
     text = row["text"]
     if not isinstance(text, str):
         raise ValueError(f"{where} has a 'text' that is not a string: {text!r}.")
@@ -113,9 +119,13 @@ def _check_row(line_no: int, line: bytes, folder: Path, seen: dict[str, int]) ->
         raise ValueError(f"{where} has an empty 'text': give every image a caption.")
     name = row.get("file_name")
     if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"{where} has no 'file_name' field: name the image, e.g. \"file_name\": \"0001.png\".")
+        raise ValueError(
+            f'{where} has no \'file_name\' field: name the image, e.g. "file_name": "0001.png".'
+        )
     if os.path.isabs(name) or name.startswith(("/", "\\")) or PureWindowsPath(name).drive:
-        raise ValueError(f"{where}: file_name {name!r} is an absolute path; give it relative to {folder}.")
+        raise ValueError(
+            f"{where}: file_name {name!r} is an absolute path; give it relative to {folder}."
+        )
     relative = os.path.normpath(name)
     if relative == os.pardir or relative.startswith(os.pardir + os.sep):
         raise ValueError(f"{where}: file_name {name!r} points outside the folder {folder}.")
@@ -126,8 +136,10 @@ def _check_row(line_no: int, line: bytes, folder: Path, seen: dict[str, int]) ->
     if not path.is_file():
         raise ValueError(f"{where}: file {name!r} does not exist in {folder}.")
     if not path.resolve().is_relative_to(folder.resolve()):  # a link that leads out of the folder
-        raise ValueError(f"{where}: file_name {name!r} is a link to {path.resolve()}, outside the folder {folder}; "
-                         "copy the picture into the folder instead.")
+        raise ValueError(
+            f"{where}: file_name {name!r} is a link to {path.resolve()}, outside the folder {folder}; "
+            "copy the picture into the folder instead."
+        )
     try:
         with Image.open(path) as image:
             image.verify()  # checksums and structure
@@ -135,11 +147,15 @@ def _check_row(line_no: int, line: bytes, folder: Path, seen: dict[str, int]) ->
             image.load()  # a full decode catches truncated files that verify() lets through
             image = image.copy()
     except Exception as error:  # PIL raises many types for bad files
-        raise ValueError(f"{where}: {name!r} is not a readable image ({type(error).__name__}: {error}).") from None
+        raise ValueError(
+            f"{where}: {name!r} is not a readable image ({type(error).__name__}: {error})."
+        ) from None
     w, h = image.size
     if max(w, h) > MAX_ASPECT * min(w, h):
-        raise ValueError(f"{where}: {name!r} is {w}x{h}, more than {MAX_ASPECT}:1; training crops the centre "
-                         "square of every picture, so crop this one yourself, or leave it out.")
+        raise ValueError(
+            f"{where}: {name!r} is {w}x{h}, more than {MAX_ASPECT}:1; training crops the centre "
+            "square of every picture, so crop this one yourself, or leave it out."
+        )
     try:
         to_rgb(image)
     except ValueError as error:  # values that cannot be mapped to colours
@@ -156,12 +172,16 @@ def read_imagefolder(folder: str | os.PathLike) -> list[tuple[Path, str]]:
     if not folder.exists():
         raise ValueError(f"image folder {folder} does not exist.")
     if not folder.is_dir():
-        raise ValueError(f"{folder} is not a folder: give the folder that holds the images and {METADATA}.")
+        raise ValueError(
+            f"{folder} is not a folder: give the folder that holds the images and {METADATA}."
+        )
     metadata = folder / METADATA
     if not metadata.is_file():
         what = "is empty" if not any(folder.iterdir()) else f"has no {METADATA}"
-        raise ValueError(f"image folder {folder} {what}: it needs the images and a {METADATA} with one line "
-                         f'per image, e.g. {{"file_name": "0001.png", "text": "a red circle"}}.')
+        raise ValueError(
+            f"image folder {folder} {what}: it needs the images and a {METADATA} with one line "
+            f'per image, e.g. {{"file_name": "0001.png", "text": "a red circle"}}.'
+        )
     rows, problems, seen = [], [], {}
     with open(metadata, "rb") as lines:
         for line_no, line in enumerate(lines, start=1):
@@ -175,11 +195,16 @@ def read_imagefolder(folder: str | os.PathLike) -> list[tuple[Path, str]]:
         listed = problems[:MAX_LISTED_PROBLEMS]
         more = len(problems) - len(listed)
         tail = f"\n  ... and {more} more" if more else ""
-        raise ValueError(f"image folder {folder} has {len(problems)} problem(s); fix them and retry:\n  "
-                         + "\n  ".join(listed) + tail)
+        raise ValueError(
+            f"image folder {folder} has {len(problems)} problem(s); fix them and retry:\n  "
+            + "\n  ".join(listed)
+            + tail
+        )
     if not rows:
-        raise ValueError(f"{metadata} has no rows: add one JSON line per image, "
-                         f'e.g. {{"file_name": "0001.png", "text": "a red circle"}}.')
+        raise ValueError(
+            f"{metadata} has no rows: add one JSON line per image, "
+            f'e.g. {{"file_name": "0001.png", "text": "a red circle"}}.'
+        )
     return rows
 
 
@@ -215,15 +240,18 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         return to_tensor(self.image(index)), self.caption(index)  # (3, R, R), str
 
 
-def write_imagefolder(folder: str | os.PathLike, images: Sequence[Image.Image | torch.Tensor],
-                      captions: Sequence[str]) -> Path:
+def write_imagefolder(
+    folder: str | os.PathLike, images: Sequence[Image.Image | torch.Tensor], captions: Sequence[str]
+) -> Path:
     """Write ``images`` as ``0000.png``, ``0001.png``, ... and their ``captions`` as ``metadata.jsonl``.
 
     Tensors are read as (3, H, W) in [-1, 1]. Each file is written to a temporary name and then
     renamed, so an interrupted call never leaves a half-written file. Returns the folder.
     """
     if len(images) != len(captions):
-        raise ValueError(f"got {len(images)} images but {len(captions)} captions: give one caption per image.")
+        raise ValueError(
+            f"got {len(images)} images but {len(captions)} captions: give one caption per image."
+        )
     if not images:
         raise ValueError("no images to write: an image folder needs at least one image.")
     for i, caption in enumerate(captions):

@@ -45,13 +45,23 @@ FEED_FORWARD = ("ff.net.0.proj", "ff.net.2")
 # kohya's trainer (networks.lora) by default: every linear and 1x1 convolution of each Transformer2DModel
 # (proj_in, the transformer block's attention and feed-forward, proj_out); in the text encoder, CLIP's
 # attention and MLP.
-TEXT_ENCODER = tuple(f"self_attn.{p}" for p in ("q_proj", "k_proj", "v_proj", "out_proj")) + ("mlp.fc1", "mlp.fc2")
-TEXT_PREFIX = "text_encoder."  # a pipeline's text-encoder modules, as diffusers' LoRA files name them
+TEXT_ENCODER = tuple(f"self_attn.{p}" for p in ("q_proj", "k_proj", "v_proj", "out_proj")) + (
+    "mlp.fc1",
+    "mlp.fc2",
+)
+TEXT_PREFIX = (
+    "text_encoder."  # a pipeline's text-encoder modules, as diffusers' LoRA files name them
+)
 PRESETS = {
     "attn2": tuple(f"attn2.{p}" for p in PROJECTIONS),
     "attn": tuple(f"{a}.{p}" for a in ("attn1", "attn2") for p in PROJECTIONS),
     "attn2+ff": (*(f"attn2.{p}" for p in PROJECTIONS), *FEED_FORWARD),
-    "kohya": ("proj_in", *(f"{a}.{p}" for a in ("attn1", "attn2") for p in PROJECTIONS), *FEED_FORWARD, "proj_out"),
+    "kohya": (
+        "proj_in",
+        *(f"{a}.{p}" for a in ("attn1", "attn2") for p in PROJECTIONS),
+        *FEED_FORWARD,
+        "proj_out",
+    ),
     "text": TEXT_ENCODER,
 }
 
@@ -63,14 +73,19 @@ def components(model) -> list[tuple[str, nn.Module]]:
         return [("", model)]
     unet, text_encoder = getattr(model, "unet", None), getattr(model, "text_encoder", None)
     if not isinstance(unet, nn.Module):
-        raise TypeError(f"expected a model (nn.Module) or a Stable Diffusion pipeline, got a {type(model).__name__}.")
-    return [("", unet)] + ([(TEXT_PREFIX, text_encoder)] if isinstance(text_encoder, nn.Module) else [])
+        raise TypeError(
+            f"expected a model (nn.Module) or a Stable Diffusion pipeline, got a {type(model).__name__}."
+        )
+    return [("", unet)] + (
+        [(TEXT_PREFIX, text_encoder)] if isinstance(text_encoder, nn.Module) else []
+    )
 
 
 def wrappable(module: nn.Module) -> bool:
     """Whether LoRA can wrap ``module``: an ``nn.Linear``, or an ``nn.Conv2d`` without groups."""
-    return isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1
-                                             and module.padding_mode == "zeros")
+    return isinstance(module, nn.Linear) or (
+        isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros"
+    )
 
 
 def wrapper_for(module: nn.Module) -> type[LoRALayer]:
@@ -81,21 +96,27 @@ def wrapper_for(module: nn.Module) -> type[LoRALayer]:
 def shape_of(module: nn.Module) -> tuple[int, int]:
     """``(in, out)`` of the matrix LoRA adapts: a convolution's input is ``in_channels * kh * kw``."""
     if isinstance(module, nn.Conv2d):
-        return module.in_channels * module.kernel_size[0] * module.kernel_size[1], module.out_channels
+        return module.in_channels * module.kernel_size[0] * module.kernel_size[
+            1
+        ], module.out_channels
     return module.in_features, module.out_features
 
 
 def _suffixes(target_modules: str | Sequence[str]) -> list[str]:
     if isinstance(target_modules, str):
         if target_modules not in PRESETS:
-            raise ValueError(f"unknown target_modules preset {target_modules!r}: use one of "
-                             f"{', '.join(map(repr, PRESETS))} or a list of module name suffixes "
-                             "such as ['attn2.to_q', 'attn2.to_v'].")
+            raise ValueError(
+                f"unknown target_modules preset {target_modules!r}: use one of "
+                f"{', '.join(map(repr, PRESETS))} or a list of module name suffixes "
+                "such as ['attn2.to_q', 'attn2.to_v']."
+            )
         return list(PRESETS[target_modules])
     suffixes = list(target_modules)
     if not suffixes or not all(isinstance(s, str) and s for s in suffixes):
-        raise ValueError(f"target_modules must be a preset name or a non-empty list of name suffixes, "
-                         f"got {target_modules!r}.")
+        raise ValueError(
+            f"target_modules must be a preset name or a non-empty list of name suffixes, "
+            f"got {target_modules!r}."
+        )
     return suffixes
 
 
@@ -108,7 +129,7 @@ def module_kind(path: str) -> str:
     ``ff.net.0.proj`` inside a transformer block, else the last two name parts (three when the last is a number)."""
     parts = path.split(".")
     if "transformer_blocks" in parts[:-2]:
-        return ".".join(parts[parts.index("transformer_blocks") + 2:])
+        return ".".join(parts[parts.index("transformer_blocks") + 2 :])
     return ".".join(parts[-3:] if parts[-1].isdigit() else parts[-2:])
 
 
@@ -134,13 +155,16 @@ def find_targets(model: nn.Module, target_modules: str | Sequence[str] = "attn2"
             raise ValueError(
                 f"target {suffix!r} matches no module of this {type(model).__name__}. Presets: "
                 f"{', '.join(map(repr, PRESETS))}; suffixes of its linear layers include: "
-                f"{', '.join(_linear_suffixes(model))}.")
+                f"{', '.join(_linear_suffixes(model))}."
+            )
     names = [name for name in modules if any(_matches(name, s) for s in suffixes)]
     not_linear = [f"{n} ({type(modules[n]).__name__})" for n in names if not wrappable(modules[n])]
     if not_linear:
-        raise ValueError(f"lorakit wraps nn.Linear and nn.Conv2d layers only, but target_modules also selects "
-                         f"{', '.join(not_linear[:5])}{' ...' if len(not_linear) > 5 else ''}: "
-                         "choose longer suffixes that name linear layers.")
+        raise ValueError(
+            f"lorakit wraps nn.Linear and nn.Conv2d layers only, but target_modules also selects "
+            f"{', '.join(not_linear[:5])}{' ...' if len(not_linear) > 5 else ''}: "
+            "choose longer suffixes that name linear layers."
+        )
     return names
 
 
@@ -155,10 +179,14 @@ def lora_layers(model) -> Iterator[tuple[str, LoRALayer]]:
 
 def _replace(model: nn.Module, path: str, new: nn.Module) -> None:
     parent_path, _, child = path.rpartition(".")
-    setattr(model.get_submodule(parent_path), child, new)  # works for ModuleList items ("to_out.0") too
+    setattr(
+        model.get_submodule(parent_path), child, new
+    )  # works for ModuleList items ("to_out.0") too
 
 
-def lora_parameter_count(model: nn.Module, r: int, target_modules: str | Sequence[str] = "attn2") -> int:
+def lora_parameter_count(
+    model: nn.Module, r: int, target_modules: str | Sequence[str] = "attn2"
+) -> int:
     """Trainable parameters a rank-``r`` LoRA on ``target_modules`` would add: ``sum r * (in + out)``.
 
     Computed from module shapes, so it works on a model built on the ``meta`` device.
@@ -167,15 +195,22 @@ def lora_parameter_count(model: nn.Module, r: int, target_modules: str | Sequenc
     return sum(r * sum(shape_of(modules[n])) for n in find_targets(model, target_modules))
 
 
-def check_targets(model: nn.Module, r: int, target_modules: str | Sequence[str] = "attn2") -> list[str]:
+def check_targets(
+    model: nn.Module, r: int, target_modules: str | Sequence[str] = "attn2"
+) -> list[str]:
     """The paths :func:`inject_lora` would wrap (:func:`find_targets`), refusing an ``r`` above a layer's min(in, out)."""
     names = find_targets(model, target_modules)
     modules = dict(model.named_modules())
-    too_small = [f"{n} ({shape_of(modules[n])[0]}->{shape_of(modules[n])[1]})"
-                 for n in names if r > min(shape_of(modules[n]))]
+    too_small = [
+        f"{n} ({shape_of(modules[n])[0]}->{shape_of(modules[n])[1]})"
+        for n in names
+        if r > min(shape_of(modules[n]))
+    ]
     if too_small:
-        raise ValueError(f"r={r} does not fit {len(too_small)} targeted layers, whose min(in, out) is "
-                         f"smaller: {', '.join(too_small[:5])}. Use a smaller r or other target_modules.")
+        raise ValueError(
+            f"r={r} does not fit {len(too_small)} targeted layers, whose min(in, out) is "
+            f"smaller: {', '.join(too_small[:5])}. Use a smaller r or other target_modules."
+        )
     return names
 
 
@@ -184,9 +219,15 @@ def _pattern(pattern: dict | None, name: str, default):
     return next((v for k, v in (pattern or {}).items() if _matches(name, k)), default)
 
 
-def inject_lora(model: nn.Module, r: int = 4, alpha: float | None = None,
-                target_modules: str | Sequence[str] = "attn2", rank_pattern: dict[str, int] | None = None,
-                alpha_pattern: dict[str, float] | None = None, **lora_kwargs) -> list[str]:
+def inject_lora(
+    model: nn.Module,
+    r: int = 4,
+    alpha: float | None = None,
+    target_modules: str | Sequence[str] = "attn2",
+    rank_pattern: dict[str, int] | None = None,
+    alpha_pattern: dict[str, float] | None = None,
+    **lora_kwargs,
+) -> list[str]:
     """Wrap the targeted layers in ``LoRALinear`` (``LoRAConv2d`` for convolutions) and freeze everything else.
 
     ``rank_pattern`` and ``alpha_pattern`` (module path or name suffix -> value) give some modules another
@@ -195,9 +236,11 @@ def inject_lora(model: nn.Module, r: int = 4, alpha: float | None = None,
     """
     existing = [name for name, _ in lora_layers(model)]
     if existing:
-        raise RuntimeError(f"this model already has {len(existing)} LoRA layers (e.g. {existing[0]}): "
-                           "call inject.remove_lora(model) first, or load new weights into them with "
-                           "inject.load_lora_state_dict.")
+        raise RuntimeError(
+            f"this model already has {len(existing)} LoRA layers (e.g. {existing[0]}): "
+            "call inject.remove_lora(model) first, or load new weights into them with "
+            "inject.load_lora_state_dict."
+        )
     names = find_targets(model, target_modules)
     ranks = {name: _pattern(rank_pattern, name, r) for name in names}
     if not rank_pattern:
@@ -205,8 +248,15 @@ def inject_lora(model: nn.Module, r: int = 4, alpha: float | None = None,
     modules = dict(model.named_modules())
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
     try:  # every layer is built (and its settings checked) before the model changes
-        layers = {name: wrapper_for(modules[name])(modules[name], r=ranks[name], alpha=_pattern(alpha_pattern, name, alpha),
-                                                   **lora_kwargs) for name in names}
+        layers = {
+            name: wrapper_for(modules[name])(
+                modules[name],
+                r=ranks[name],
+                alpha=_pattern(alpha_pattern, name, alpha),
+                **lora_kwargs,
+            )
+            for name in names
+        }
     except BaseException:
         for name, p in model.named_parameters():  # LoRALinear freezes its base layer
             p.requires_grad_(flags[name])
@@ -227,7 +277,9 @@ def _layers_or_raise(model) -> list[tuple[str, LoRALayer]]:
 def check_scale(scale: float) -> None:
     """Refuse a LoRA scale that is not a finite number."""
     if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
-        raise ValueError(f"the LoRA scale must be a finite number (0 off, 1 as trained), got {scale!r}.")
+        raise ValueError(
+            f"the LoRA scale must be a finite number (0 off, 1 as trained), got {scale!r}."
+        )
 
 
 def set_lora_scale(model, scale: float) -> None:
@@ -235,7 +287,9 @@ def set_lora_scale(model, scale: float) -> None:
     check_scale(scale)
     for name, layer in _layers_or_raise(model):
         if layer.merged:
-            raise RuntimeError(f"{name} is merged: call inject.unmerge_lora(model) before changing the scale.")
+            raise RuntimeError(
+                f"{name} is merged: call inject.unmerge_lora(model) before changing the scale."
+            )
         layer.scale = float(scale)
 
 
@@ -243,7 +297,9 @@ def merge_lora(model) -> None:
     """Fold every LoRA update into its base weight (inference without the extra matmuls)."""
     layers = _layers_or_raise(model)
     if any(layer.merged for _, layer in layers):
-        raise RuntimeError("some LoRA layers are already merged: call inject.unmerge_lora(model) first.")
+        raise RuntimeError(
+            "some LoRA layers are already merged: call inject.unmerge_lora(model) first."
+        )
     for _, layer in layers:
         layer.merge()
 
@@ -271,18 +327,30 @@ def load_lora_state_dict(model, state_dict: dict[str, torch.Tensor]) -> None:
 
     Every key and shape is checked first; on any mismatch nothing is copied.
     """
-    params = {k: v for name, layer in _layers_or_raise(model)
-              for k, v in ((f"{name}.lora_A.weight", layer.lora_A.weight),
-                           (f"{name}.lora_B.weight", layer.lora_B.weight))}
+    params = {
+        k: v
+        for name, layer in _layers_or_raise(model)
+        for k, v in (
+            (f"{name}.lora_A.weight", layer.lora_A.weight),
+            (f"{name}.lora_B.weight", layer.lora_B.weight),
+        )
+    }
     problems = [f"missing {k}" for k in params if k not in state_dict]
     problems += [f"unexpected {k}" for k in state_dict if k not in params]
-    problems += [f"{k}: file {tuple(v.shape)} vs model {tuple(params[k].shape)}"
-                 for k, v in state_dict.items() if k in params and v.shape != params[k].shape]
+    problems += [
+        f"{k}: file {tuple(v.shape)} vs model {tuple(params[k].shape)}"
+        for k, v in state_dict.items()
+        if k in params and v.shape != params[k].shape
+    ]
     if problems:
-        raise ValueError(f"the LoRA weights do not fit this model's LoRA layers ({len(problems)} problems, "
-                         f"nothing loaded): {'; '.join(problems[:5])}{' ...' if len(problems) > 5 else ''}")
+        raise ValueError(
+            f"the LoRA weights do not fit this model's LoRA layers ({len(problems)} problems, "
+            f"nothing loaded): {'; '.join(problems[:5])}{' ...' if len(problems) > 5 else ''}"
+        )
     if any(layer.merged for _, layer in lora_layers(model)):
-        raise RuntimeError("LoRA layers are merged: call inject.unmerge_lora(model) before loading weights.")
+        raise RuntimeError(
+            "LoRA layers are merged: call inject.unmerge_lora(model) before loading weights."
+        )
     for key, value in state_dict.items():
         params[key].copy_(value)
 

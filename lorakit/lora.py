@@ -53,8 +53,17 @@ class LoRALayer(nn.Module):
 
     base_kind: type = nn.Module
 
-    def __init__(self, base_layer: nn.Module, r: int, alpha: float | None, dropout: float, init: str,
-                 use_rslora: bool, n_in: int, n_out: int):
+    def __init__(
+        self,
+        base_layer: nn.Module,
+        r: int,
+        alpha: float | None,
+        dropout: float,
+        init: str,
+        use_rslora: bool,
+        n_in: int,
+        n_out: int,
+    ):
         super().__init__()
         if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
             raise ValueError(f"r must be a positive integer (the rank of B @ A), got r={r!r}.")
@@ -63,10 +72,16 @@ class LoRALayer(nn.Module):
                 f"r={r} is larger than min(in_features, out_features)={min(n_in, n_out)} "
                 f"for a {n_in}->{n_out} layer: B @ A can never have rank above "
                 "min(in, out), so a rank above min(in, out) adds parameters but no expressiveness. "
-                f"Use r <= {min(n_in, n_out)}.")
-        if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, numbers.Real)
-                                  or not (math.isfinite(alpha) and alpha > 0)):
-            raise ValueError(f"alpha must be a positive finite number (or None for alpha = r), got alpha={alpha!r}.")
+                f"Use r <= {min(n_in, n_out)}."
+            )
+        if alpha is not None and (
+            isinstance(alpha, bool)
+            or not isinstance(alpha, numbers.Real)
+            or not (math.isfinite(alpha) and alpha > 0)
+        ):
+            raise ValueError(
+                f"alpha must be a positive finite number (or None for alpha = r), got alpha={alpha!r}."
+            )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a probability in [0, 1), got dropout={dropout!r}.")
         if init not in INITS:
@@ -94,7 +109,9 @@ class LoRALayer(nn.Module):
     def reset_lora_parameters(self, init: str = "kaiming") -> None:
         """A as PEFT initialises it, B to zero: the wrapped layer starts as the identity update."""
         if init == "kaiming":
-            nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))  # what nn.Linear and nn.Conv2d do
+            nn.init.kaiming_uniform_(
+                self.lora_A.weight, a=math.sqrt(5)
+            )  # what nn.Linear and nn.Conv2d do
         else:
             nn.init.normal_(self.lora_A.weight, std=1 / self.r)
         nn.init.zeros_(self.lora_B.weight)
@@ -112,17 +129,23 @@ class LoRALayer(nn.Module):
     def merge(self) -> None:
         """Fold the update into ``base_layer.weight``; forward then costs one matmul."""
         if self.merged:
-            raise RuntimeError(f"this {type(self).__name__} is already merged; call unmerge() before merging again.")
+            raise RuntimeError(
+                f"this {type(self).__name__} is already merged; call unmerge() before merging again."
+            )
         weight = self.base_layer.weight
         self.original_weight = weight.detach().clone()
-        merged = weight.to(torch.float32) + self.get_delta_weight().to(device=weight.device, dtype=torch.float32)
+        merged = weight.to(torch.float32) + self.get_delta_weight().to(
+            device=weight.device, dtype=torch.float32
+        )
         weight.copy_(merged.to(weight.dtype))  # in place: the Parameter object stays the same
 
     @torch.no_grad()
     def unmerge(self) -> None:
         """Restore ``base_layer.weight`` bit-exactly from the copy taken by :meth:`merge`."""
         if not self.merged:
-            raise RuntimeError(f"this {type(self).__name__} is not merged; there is nothing to unmerge.")
+            raise RuntimeError(
+                f"this {type(self).__name__} is not merged; there is nothing to unmerge."
+            )
         self.base_layer.weight.copy_(self.original_weight)
         self.original_weight = None
 
@@ -136,8 +159,10 @@ class LoRALayer(nn.Module):
 
     def extra_repr(self) -> str:
         rslora = ", use_rslora=True" if self.use_rslora else ""
-        return (f"r={self.r}, alpha={self.alpha}, scaling={self.scaling:.4g}{rslora}, "
-                f"scale={self.scale}, merged={self.merged}")
+        return (
+            f"r={self.r}, alpha={self.alpha}, scaling={self.scaling:.4g}{rslora}, "
+            f"scale={self.scale}, merged={self.merged}"
+        )
 
 
 class LoRALinear(LoRALayer):
@@ -156,12 +181,21 @@ class LoRALinear(LoRALayer):
     "LoRA weight" of inference UIs), 1.0 by default.
     """
 
-    def __init__(self, base_layer: nn.Linear, r: int = 4, alpha: float | None = None,
-                 dropout: float = 0.0, init: str = "kaiming", use_rslora: bool = False):
+    def __init__(
+        self,
+        base_layer: nn.Linear,
+        r: int = 4,
+        alpha: float | None = None,
+        dropout: float = 0.0,
+        init: str = "kaiming",
+        use_rslora: bool = False,
+    ):
         if not isinstance(base_layer, nn.Linear):
-            raise TypeError(f"LoRALinear wraps an nn.Linear, but base_layer is a {type(base_layer).__name__}; "
-                            "pass the linear layer itself (e.g. attn2.to_q), not its parent module"
-                            f"{' (LoRAConv2d wraps a convolution)' if isinstance(base_layer, nn.Conv2d) else ''}.")
+            raise TypeError(
+                f"LoRALinear wraps an nn.Linear, but base_layer is a {type(base_layer).__name__}; "
+                "pass the linear layer itself (e.g. attn2.to_q), not its parent module"
+                f"{' (LoRAConv2d wraps a convolution)' if isinstance(base_layer, nn.Conv2d) else ''}."
+            )
         in_features, out_features = base_layer.in_features, base_layer.out_features
         super().__init__(base_layer, r, alpha, dropout, init, use_rslora, in_features, out_features)
         # float32 even when the base is float16/bfloat16: tiny updates to A and B would round away.
@@ -180,25 +214,47 @@ class LoRAConv2d(LoRALayer):
     ``min(in * kh * kw, out)``. Grouped convolutions are refused.
     """
 
-    def __init__(self, base_layer: nn.Conv2d, r: int = 4, alpha: float | None = None,
-                 dropout: float = 0.0, init: str = "kaiming", use_rslora: bool = False):
+    def __init__(
+        self,
+        base_layer: nn.Conv2d,
+        r: int = 4,
+        alpha: float | None = None,
+        dropout: float = 0.0,
+        init: str = "kaiming",
+        use_rslora: bool = False,
+    ):
         if not isinstance(base_layer, nn.Conv2d):
-            raise TypeError(f"LoRAConv2d wraps an nn.Conv2d, but base_layer is a {type(base_layer).__name__} "
-                            f"{'(LoRALinear wraps a linear layer)' if isinstance(base_layer, nn.Linear) else ''}.")
+            raise TypeError(
+                f"LoRAConv2d wraps an nn.Conv2d, but base_layer is a {type(base_layer).__name__} "
+                f"{'(LoRALinear wraps a linear layer)' if isinstance(base_layer, nn.Linear) else ''}."
+            )
         if base_layer.groups != 1 or base_layer.padding_mode != "zeros":
-            raise ValueError(f"LoRAConv2d wraps plain convolutions (groups=1, zero padding); this one has "
-                             f"groups={base_layer.groups}, padding_mode={base_layer.padding_mode!r}.")
+            raise ValueError(
+                f"LoRAConv2d wraps plain convolutions (groups=1, zero padding); this one has "
+                f"groups={base_layer.groups}, padding_mode={base_layer.padding_mode!r}."
+            )
         kh, kw = base_layer.kernel_size
         n_in, n_out = base_layer.in_channels * kh * kw, base_layer.out_channels
         super().__init__(base_layer, r, alpha, dropout, init, use_rslora, n_in, n_out)
         device = base_layer.weight.device
-        self.lora_A = nn.Conv2d(base_layer.in_channels, r, base_layer.kernel_size, base_layer.stride,
-                                base_layer.padding, base_layer.dilation, bias=False, device=device, dtype=torch.float32)
+        self.lora_A = nn.Conv2d(
+            base_layer.in_channels,
+            r,
+            base_layer.kernel_size,
+            base_layer.stride,
+            base_layer.padding,
+            base_layer.dilation,
+            bias=False,
+            device=device,
+            dtype=torch.float32,
+        )
         self.lora_B = nn.Conv2d(r, n_out, 1, bias=False, device=device, dtype=torch.float32)
         self.reset_lora_parameters(init)
 
     def _delta_shape(self, product: torch.Tensor) -> torch.Tensor:
-        return product.reshape(self.base_layer.weight.shape)  # (out, in * kh * kw) -> (out, in, kh, kw)
+        return product.reshape(
+            self.base_layer.weight.shape
+        )  # (out, in * kh * kw) -> (out, in, kh, kw)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
@@ -227,12 +283,30 @@ class AlphaLedger:
         """(convention, alpha used, formula, scaling) for a table."""
         given = self.alpha
         return [
-            ("PEFT LoraConfig", PEFT_DEFAULT_ALPHA if given is None else given, "alpha / r", self.peft),
-            ("rsLoRA (PEFT use_rslora=True)", PEFT_DEFAULT_ALPHA if given is None else given,
-             "alpha / sqrt(r)", self.rslora),
-            ("kohya sd-scripts (alpha in the file)", KOHYA_DEFAULT_ALPHA if given is None else given,
-             "alpha / r", self.kohya),
-            ("lorakit, diffusers' scripts", float(self.r) if given is None else given, "alpha / r", self.lorakit),
+            (
+                "PEFT LoraConfig",
+                PEFT_DEFAULT_ALPHA if given is None else given,
+                "alpha / r",
+                self.peft,
+            ),
+            (
+                "rsLoRA (PEFT use_rslora=True)",
+                PEFT_DEFAULT_ALPHA if given is None else given,
+                "alpha / sqrt(r)",
+                self.rslora,
+            ),
+            (
+                "kohya sd-scripts (alpha in the file)",
+                KOHYA_DEFAULT_ALPHA if given is None else given,
+                "alpha / r",
+                self.kohya,
+            ),
+            (
+                "lorakit, diffusers' scripts",
+                float(self.r) if given is None else given,
+                "alpha / r",
+                self.lorakit,
+            ),
         ]
 
 
@@ -246,8 +320,15 @@ def alpha_ledger(r: int, alpha: float | None = None) -> AlphaLedger:
     if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
         raise ValueError(f"r must be a positive integer, got {r!r}.")
     if alpha is not None and not alpha > 0:
-        raise ValueError(f"alpha must be positive (or None for each tool's default), got {alpha!r}.")
+        raise ValueError(
+            f"alpha must be positive (or None for each tool's default), got {alpha!r}."
+        )
     peft_alpha = PEFT_DEFAULT_ALPHA if alpha is None else float(alpha)
-    return AlphaLedger(r=r, alpha=alpha, peft=peft_alpha / r, rslora=peft_alpha / math.sqrt(r),
-                       kohya=(KOHYA_DEFAULT_ALPHA if alpha is None else float(alpha)) / r,
-                       lorakit=1.0 if alpha is None else float(alpha) / r)
+    return AlphaLedger(
+        r=r,
+        alpha=alpha,
+        peft=peft_alpha / r,
+        rslora=peft_alpha / math.sqrt(r),
+        kohya=(KOHYA_DEFAULT_ALPHA if alpha is None else float(alpha)) / r,
+        lorakit=1.0 if alpha is None else float(alpha) / r,
+    )

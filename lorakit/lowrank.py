@@ -69,7 +69,9 @@ def check_rank(k: int, max_rank: int, what: str = "k", limit: str = "min(m, n)")
     if isinstance(k, bool) or not isinstance(k, int | np.integer):
         raise TypeError(f"{what} must be an integer rank, got {k!r}.")
     if not 1 <= k <= max_rank:
-        raise ValueError(f"{what}={k} is not a valid rank here: use 1 <= {what} <= {max_rank} (= {limit}).")
+        raise ValueError(
+            f"{what}={k} is not a valid rank here: use 1 <= {what} <= {max_rank} (= {limit})."
+        )
     return int(k)
 
 
@@ -86,7 +88,9 @@ def svd(W: ArrayLike, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor,
     return U[:, :k], S[:k], Vh[:k]  # (m, k), (k,), (k, n)
 
 
-def reconstruct(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor, k: int | None = None) -> torch.Tensor:
+def reconstruct(
+    U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor, k: int | None = None
+) -> torch.Tensor:
     """``U[:, :k] @ diag(S[:k]) @ Vh[:k]``: the rank-k matrix from (possibly cached) SVD factors."""
     k = S.shape[0] if k is None else check_rank(k, S.shape[0])
     return (U[:, :k] * S[:k]) @ Vh[:k]  # (m, k) * (k,) @ (k, n) -> (m, n)
@@ -124,7 +128,9 @@ def rank_for_energy(S_or_W: ArrayLike, fraction: float) -> int:
     ``S_or_W`` is either the singular values (1-D) or the matrix itself (2-D).
     """
     if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
-        raise ValueError(f"fraction={fraction!r} must be a number in (0, 1], e.g. 0.9 for 90% of the energy.")
+        raise ValueError(
+            f"fraction={fraction!r} must be a number in (0, 1], e.g. 0.9 for 90% of the energy."
+        )
     S = singular_values(S_or_W)  # (p,)
     # Singular values at rounding level are zero (numpy's matrix_rank tolerance): without this, a float32
     # matrix of rank 3 "needs" rank 4 for all of its energy, by how its rounding noise happens to add up.

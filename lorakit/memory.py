@@ -60,7 +60,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lorakit import config, inject, models
 
-config_module = config  # (check_fits's parameter ``config`` hides the module, as in train.train_lora)
+config_module = (
+    config  # (check_fits's parameter ``config`` hides the module, as in train.train_lora)
+)
 
 # check_fits keeps 20% of the device free: CUDA context, allocator cache, workspaces, and what the
 # estimate leaves out (on an H100 it measured 7-14% below the real peak: benchmarks/RESULTS.md).
@@ -79,27 +81,40 @@ class MemoryEstimate:
     optimizer: int  # AdamW's exp_avg and exp_avg_sq, float32
     activations: int  # saved for backward, at this batch, resolution and checkpointing
     lora_count: int  # LoRA parameters (numbers, not bytes)
-    settings: dict = field(default_factory=dict)  # what was estimated: model, batch, resolution, ...
-    not_in_loop: int = 0  # VAE + text encoder bytes, needed only to cache the dataset (0 if unknown)
+    settings: dict = field(
+        default_factory=dict
+    )  # what was estimated: model, batch, resolution, ...
+    not_in_loop: int = (
+        0  # VAE + text encoder bytes, needed only to cache the dataset (0 if unknown)
+    )
 
     @property
     def total(self) -> int:
         return self.weights + self.lora_params + self.lora_grads + self.optimizer + self.activations
 
     def rows(self) -> list[tuple[str, int]]:
-        return [("UNet weights (frozen)", self.weights), ("LoRA parameters (fp32)", self.lora_params),
-                ("LoRA gradients (fp32)", self.lora_grads), ("AdamW moments (fp32)", self.optimizer),
-                ("activations", self.activations), ("total", self.total)]
+        return [
+            ("UNet weights (frozen)", self.weights),
+            ("LoRA parameters (fp32)", self.lora_params),
+            ("LoRA gradients (fp32)", self.lora_grads),
+            ("AdamW moments (fp32)", self.optimizer),
+            ("activations", self.activations),
+            ("total", self.total),
+        ]
 
     def table(self) -> str:
         s = self.settings
-        head = (f"{s.get('model', '?')}: batch {s.get('batch_size')}, {s.get('resolution')}px, "
-                f"{s.get('dtype')}, checkpointing {'on' if s.get('gradient_checkpointing') else 'off'}, "
-                f"r={s.get('r')} ({self.lora_count:,} LoRA parameters)")
+        head = (
+            f"{s.get('model', '?')}: batch {s.get('batch_size')}, {s.get('resolution')}px, "
+            f"{s.get('dtype')}, checkpointing {'on' if s.get('gradient_checkpointing') else 'off'}, "
+            f"r={s.get('r')} ({self.lora_count:,} LoRA parameters)"
+        )
         lines = [head] + [f"  {name:<24}{format_bytes(n):>12}" for name, n in self.rows()]
         if self.not_in_loop:
-            lines.append(f"  (VAE + text encoder, {format_bytes(self.not_in_loop)}, are only needed to cache the "
-                         "dataset: not counted)")
+            lines.append(
+                f"  (VAE + text encoder, {format_bytes(self.not_in_loop)}, are only needed to cache the "
+                "dataset: not counted)"
+            )
         return "\n".join(lines)
 
     __str__ = table
@@ -108,7 +123,9 @@ class MemoryEstimate:
 class WontFitError(MemoryError):
     """A run that would run out of memory; ``suggestions`` are settings (TrainConfig fields) that fit."""
 
-    def __init__(self, message: str, estimate: MemoryEstimate, budget: int, suggestions: list[dict]):
+    def __init__(
+        self, message: str, estimate: MemoryEstimate, budget: int, suggestions: list[dict]
+    ):
         super().__init__(message)
         self.estimate, self.budget, self.suggestions = estimate, budget, suggestions
 
@@ -138,7 +155,9 @@ class _FusedAttention(torch.autograd.Function):
         return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
-def _fused_sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs):
+def _fused_sdpa(
+    query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs
+):
     return _FusedAttention.apply(query, key, value)
 
 
@@ -169,7 +188,9 @@ def _saved_bytes(unet, latents, timesteps, context, checkpointing: bool) -> int:
     unet.enable_gradient_checkpointing(gradient_checkpointing_func=record_block)
     unet.train()
     real_sdpa = F.scaled_dot_product_attention
-    F.scaled_dot_product_attention = _fused_sdpa  # diffusers' AttnProcessor2_0 looks it up at call time
+    F.scaled_dot_product_attention = (
+        _fused_sdpa  # diffusers' AttnProcessor2_0 looks it up at call time
+    )
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             pred = unet(latents.to(unet.dtype), timesteps, context.to(unet.dtype)).sample.float()
@@ -178,9 +199,13 @@ def _saved_bytes(unet, latents, timesteps, context, checkpointing: bool) -> int:
         F.scaled_dot_product_attention = real_sdpa
     every_block = {k: v for block in blocks for k, v in block.items()}
     if not checkpointing:
-        return sum({**outside, **every_block}.values())  # (block inputs count only where autograd saved them)
+        return sum(
+            {**outside, **every_block}.values()
+        )  # (block inputs count only where autograd saved them)
     kept = {**outside, **inputs}
-    largest = max((sum(v for k, v in block.items() if k not in kept) for block in blocks), default=0)
+    largest = max(
+        (sum(v for k, v in block.items() if k not in kept) for block in blocks), default=0
+    )
     return sum(kept.values()) + largest
 
 
@@ -189,22 +214,35 @@ def _parameter_counts(unet_config_json: str, r: int, targets_json: str) -> tuple
     """(UNet parameters, LoRA parameters), from a UNet built on the meta device."""
     with torch.device("meta"):
         unet = models.UNet2DConditionModel.from_config(json.loads(unet_config_json))
-    return models.count_parameters(unet), inject.lora_parameter_count(unet, r, json.loads(targets_json))
+    return models.count_parameters(unet), inject.lora_parameter_count(
+        unet, r, json.loads(targets_json)
+    )
 
 
 @functools.lru_cache(maxsize=64)
-def _activations_per_image(unet_config_json: str, latent_side: int, dtype_name: str, r: int,
-                           targets_json: str, checkpointing: bool, dropout: float = 0.0) -> int:
+def _activations_per_image(
+    unet_config_json: str,
+    latent_side: int,
+    dtype_name: str,
+    r: int,
+    targets_json: str,
+    checkpointing: bool,
+    dropout: float = 0.0,
+) -> int:
     unet_config = json.loads(unet_config_json)
     dtype = getattr(torch, dtype_name)
     with torch.device("meta"):
         unet = models.UNet2DConditionModel.from_config(unet_config)
-        torch.nn.Module.to(unet, dtype)  # (diffusers' own .to warns about casting; nothing to keep in float32 here)
+        torch.nn.Module.to(
+            unet, dtype
+        )  # (diffusers' own .to warns about casting; nothing to keep in float32 here)
         unet.requires_grad_(False)
         inject.inject_lora(unet, r=r, target_modules=json.loads(targets_json), dropout=dropout)
         unet.train()  # LoRA dropout saves its mask and dropped input in training mode only
         side, width = latent_side, unet.config.cross_attention_dim
-        latents = torch.empty(1, unet.config.in_channels, side, side)  # (1, 4, h, w) float32, as cached
+        latents = torch.empty(
+            1, unet.config.in_channels, side, side
+        )  # (1, 4, h, w) float32, as cached
         context = torch.empty(1, TEXT_TOKENS, width)  # (1, 77, D)
         timesteps = torch.zeros(1, dtype=torch.long)
     return _saved_bytes(unet, latents, timesteps, context, checkpointing)
@@ -215,18 +253,39 @@ def _describe(model) -> tuple[dict, str, int, torch.dtype | None, torch.nn.Modul
     if isinstance(model, str):
         key = "sd15" if model in ("sd15", config.SD15_HUB_ID) else model
         if key == "tiny":
-            return dict(models.TINY_UNET_CONFIG), "tiny SD", 2 ** (len(models.TINY_VAE_CONFIG["block_out_channels"]) - 1), None, None, 0
+            return (
+                dict(models.TINY_UNET_CONFIG),
+                "tiny SD",
+                2 ** (len(models.TINY_VAE_CONFIG["block_out_channels"]) - 1),
+                None,
+                None,
+                0,
+            )
         if key == "sd15":
-            return dict(models.SD15_UNET_CONFIG), "SD 1.5", 2 ** (len(models.SD15_VAE_CONFIG["block_out_channels"]) - 1), None, None, 0
-        raise ValueError(f"unknown model {model!r}: give 'tiny', 'sd15' (or {config.SD15_HUB_ID!r}), "
-                         "a StableDiffusionPipeline or a UNet2DConditionModel.")
+            return (
+                dict(models.SD15_UNET_CONFIG),
+                "SD 1.5",
+                2 ** (len(models.SD15_VAE_CONFIG["block_out_channels"]) - 1),
+                None,
+                None,
+                0,
+            )
+        raise ValueError(
+            f"unknown model {model!r}: give 'tiny', 'sd15' (or {config.SD15_HUB_ID!r}), "
+            "a StableDiffusionPipeline or a UNet2DConditionModel."
+        )
     unet, factor, others = model, 8, 0
     if hasattr(model, "unet") and hasattr(model, "vae_scale_factor"):  # a pipeline
         unet, factor = model.unet, model.vae_scale_factor
-        others = sum(_param_bytes(getattr(model, part)) for part in ("vae", "text_encoder")
-                     if getattr(model, part, None) is not None)
+        others = sum(
+            _param_bytes(getattr(model, part))
+            for part in ("vae", "text_encoder")
+            if getattr(model, part, None) is not None
+        )
     if not isinstance(unet, torch.nn.Module) or not hasattr(unet, "config"):
-        raise TypeError(f"model must be 'tiny', 'sd15', a pipeline or a UNet, got a {type(model).__name__}.")
+        raise TypeError(
+            f"model must be 'tiny', 'sd15', a pipeline or a UNet, got a {type(model).__name__}."
+        )
     return dict(unet.config), type(unet).__name__, factor, unet.dtype, unet, others
 
 
@@ -245,33 +304,64 @@ def estimate_memory(config, model="tiny", vae_scale_factor: int | None = None) -
     """
     cfg = config  # (the parameter hides the lorakit.config module, as in train.train_lora)
     if cfg.mixed_precision not in ("no", *HALF):
-        raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {cfg.mixed_precision!r}.")
+        raise ValueError(
+            f"mixed_precision must be 'no', 'fp16' or 'bf16', got {cfg.mixed_precision!r}."
+        )
     if not isinstance(cfg.batch_size, int) or cfg.batch_size <= 0:
         raise ValueError(f"batch_size must be a positive integer, got {cfg.batch_size!r}.")
     unet_config, name, factor, weight_dtype, unet, others = _describe(model)
     factor = vae_scale_factor or factor
     resolution = cfg.resolution or unet_config["sample_size"] * factor
     if resolution <= 0 or resolution % factor:
-        raise ValueError(f"resolution {resolution} is not a whole number of latent pixels: use a positive "
-                         f"multiple of {factor} (the VAE's scale factor), e.g. {max(1, resolution // factor) * factor}.")
+        raise ValueError(
+            f"resolution {resolution} is not a whole number of latent pixels: use a positive "
+            f"multiple of {factor} (the VAE's scale factor), e.g. {max(1, resolution // factor) * factor}."
+        )
     weight_dtype = weight_dtype or HALF.get(cfg.mixed_precision, torch.float32)
     compute_dtype = HALF.get(cfg.mixed_precision, weight_dtype)
-    targets = cfg.target_modules if isinstance(cfg.target_modules, str) else list(cfg.target_modules)
-    config_json, targets_json = json.dumps(_jsonable(unet_config), sort_keys=True), json.dumps(targets)
+    targets = (
+        cfg.target_modules if isinstance(cfg.target_modules, str) else list(cfg.target_modules)
+    )
+    config_json, targets_json = (
+        json.dumps(_jsonable(unet_config), sort_keys=True),
+        json.dumps(targets),
+    )
     unet_count, lora_count = _parameter_counts(config_json, cfg.r, targets_json)
     if unet is not None:  # its real weights, without any LoRA already in it
-        weights = sum(p.numel() * p.element_size() for n, p in unet.named_parameters() if ".lora_" not in n)
+        weights = sum(
+            p.numel() * p.element_size() for n, p in unet.named_parameters() if ".lora_" not in n
+        )
     else:
         weights = unet_count * weight_dtype.itemsize
-    per_image = _activations_per_image(config_json, resolution // factor, str(compute_dtype).removeprefix("torch."),
-                                       cfg.r, targets_json, bool(cfg.gradient_checkpointing),
-                                       float(cfg.lora_dropout))
-    settings = dict(model=name, batch_size=cfg.batch_size, resolution=resolution, r=cfg.r,
-                    dtype=str(compute_dtype).removeprefix("torch."), mixed_precision=cfg.mixed_precision,
-                    gradient_checkpointing=bool(cfg.gradient_checkpointing), target_modules=targets)
-    return MemoryEstimate(weights=weights, lora_params=4 * lora_count, lora_grads=4 * lora_count,
-                          optimizer=8 * lora_count, activations=per_image * cfg.batch_size,
-                          lora_count=lora_count, settings=settings, not_in_loop=others)
+    per_image = _activations_per_image(
+        config_json,
+        resolution // factor,
+        str(compute_dtype).removeprefix("torch."),
+        cfg.r,
+        targets_json,
+        bool(cfg.gradient_checkpointing),
+        float(cfg.lora_dropout),
+    )
+    settings = dict(
+        model=name,
+        batch_size=cfg.batch_size,
+        resolution=resolution,
+        r=cfg.r,
+        dtype=str(compute_dtype).removeprefix("torch."),
+        mixed_precision=cfg.mixed_precision,
+        gradient_checkpointing=bool(cfg.gradient_checkpointing),
+        target_modules=targets,
+    )
+    return MemoryEstimate(
+        weights=weights,
+        lora_params=4 * lora_count,
+        lora_grads=4 * lora_count,
+        optimizer=8 * lora_count,
+        activations=per_image * cfg.batch_size,
+        lora_count=lora_count,
+        settings=settings,
+        not_in_loop=others,
+    )
 
 
 def _jsonable(value):
@@ -295,7 +385,9 @@ def device_memory(device: str | torch.device | None = None) -> int | None:
     return None
 
 
-def suggestions(cfg, model, budget: int, limit: int = 3, half: str = "bf16") -> list[tuple[dict, MemoryEstimate]]:
+def suggestions(
+    cfg, model, budget: int, limit: int = 3, half: str = "bf16"
+) -> list[tuple[dict, MemoryEstimate]]:
     """Up to ``limit`` changes of ``cfg`` (dicts of TrainConfig fields) whose estimate fits in ``budget``.
 
     Tried in order of what they cost the result: checkpointing (time only), half precision
@@ -306,13 +398,18 @@ def suggestions(cfg, model, budget: int, limit: int = 3, half: str = "bf16") -> 
     if not cfg.gradient_checkpointing:
         trials.append(dict(gradient_checkpointing=True))
     if cfg.mixed_precision == "no":
-        trials += [dict(mixed_precision=half), dict(mixed_precision=half, gradient_checkpointing=True)]
+        trials += [
+            dict(mixed_precision=half),
+            dict(mixed_precision=half, gradient_checkpointing=True),
+        ]
     batch = cfg.batch_size
     while batch > 1:
         batch //= 2
         accum = cfg.grad_accum * math.ceil(cfg.batch_size / batch)
-        trials += [dict(batch_size=batch, grad_accum=accum),
-                   dict(batch_size=batch, grad_accum=accum, gradient_checkpointing=True)]
+        trials += [
+            dict(batch_size=batch, grad_accum=accum),
+            dict(batch_size=batch, grad_accum=accum, gradient_checkpointing=True),
+        ]
     unet_config, _, factor, *_ = _describe(model)
     step = factor * 2 ** (len(unet_config["block_out_channels"]) - 1)
     resolution = cfg.resolution or unet_config["sample_size"] * factor
@@ -335,8 +432,9 @@ def suggestions(cfg, model, budget: int, limit: int = 3, half: str = "bf16") -> 
     return found
 
 
-def check_fits(config, model, device: str | torch.device | None = None,
-               budget_bytes: int | None = None) -> MemoryEstimate:
+def check_fits(
+    config, model, device: str | torch.device | None = None, budget_bytes: int | None = None
+) -> MemoryEstimate:
     """The estimate of ``config`` on ``model``; raises :class:`WontFitError` if it would not fit.
 
     The budget is ``budget_bytes`` if given, else ``HEADROOM`` of the total memory of ``device``
@@ -345,7 +443,9 @@ def check_fits(config, model, device: str | torch.device | None = None,
     """
     cfg = config
     estimate = estimate_memory(cfg, model)
-    device = config_module.get_device(device if device is not None else getattr(model, "device", None))
+    device = config_module.get_device(
+        device if device is not None else getattr(model, "device", None)
+    )
     if budget_bytes is None:
         total = device_memory(device)
         if total is None:
@@ -359,14 +459,21 @@ def check_fits(config, model, device: str | torch.device | None = None,
     half = "fp16" if config_module.get_dtype(device) == torch.float16 else "bf16"
     fits = suggestions(cfg, model, budget_bytes, half=half)
     parts = ", ".join(f"{name} {format_bytes(n)}" for name, n in estimate.rows()[:-1])
-    message = (f"this run needs about {format_bytes(estimate.total)} ({parts}), more than {where}. ")
+    message = f"this run needs about {format_bytes(estimate.total)} ({parts}), more than {where}. "
     if fits:
-        message += "Settings that would fit: " + "; ".join(
-            f"{', '.join(f'{k}={v!r}' for k, v in change.items())} (about {format_bytes(e.total)})"
-            for change, e in fits) + "."
+        message += (
+            "Settings that would fit: "
+            + "; ".join(
+                f"{', '.join(f'{k}={v!r}' for k, v in change.items())} (about {format_bytes(e.total)})"
+                for change, e in fits
+            )
+            + "."
+        )
     else:
-        message += ("No smaller batch, checkpointing, precision or resolution fits: use a GPU with more "
-                    "memory, or a smaller model.")
+        message += (
+            "No smaller batch, checkpointing, precision or resolution fits: use a GPU with more "
+            "memory, or a smaller model."
+        )
     raise WontFitError(message, estimate, budget_bytes, [change for change, _ in fits])
 
 
@@ -381,7 +488,9 @@ def _flops(config_json: str, latent: int, tokens: int) -> tuple[float, float]:
     unet_config = json.loads(config_json)
     with torch.device("meta"):
         unet = UNet2DConditionModel(**unet_config).requires_grad_(False)
-        x = torch.randn(1, unet_config["in_channels"], latent, latent, requires_grad=True)  # (1, 4, h, w)
+        x = torch.randn(
+            1, unet_config["in_channels"], latent, latent, requires_grad=True
+        )  # (1, 4, h, w)
         ctx = torch.randn(1, tokens, unet_config["cross_attention_dim"])  # (1, 77, D)
         t = torch.tensor([500])
     with FlopCounterMode(display=False) as forward:

@@ -46,12 +46,18 @@ from lorakit import shapes as world  # the shapes world (evaluate_grid has a par
 NONE = "none"  # what the detectors say when there is no shape
 INK_THRESHOLD = 80.0  # channel difference (0..255) from the background that counts as foreground
 MIN_AREA_FRACTION = 0.01  # a foreground smaller than this fraction of the picture is no shape
-MIN_SHAPE_IOU = 0.5  # best template overlap below which the shape is "none" (clean drawings: 0.9 and more)
+MIN_SHAPE_IOU = (
+    0.5  # best template overlap below which the shape is "none" (clean drawings: 0.9 and more)
+)
 OUTLINE_HOLLOWNESS = 0.12  # above: "outline"
-MANY_STROKES = 2.5  # strokes a line crosses, on average, above which a hollow shape has more than one outline
+MANY_STROKES = (
+    2.5  # strokes a line crosses, on average, above which a hollow shape has more than one outline
+)
 GREY_CHROMA = 30.0  # max minus min channel below which a colour has no meaningful hue
 MAX_SIDE = 128  # larger pictures are shrunk first: the detectors need no more pixels
-COLOUR_HUES = {name: colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0] for name, rgb in world.COLOURS.items()}
+COLOUR_HUES = {
+    name: colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0] for name, rgb in world.COLOURS.items()
+}
 
 
 def as_array(image: Image.Image | torch.Tensor | np.ndarray) -> np.ndarray:
@@ -61,16 +67,20 @@ def as_array(image: Image.Image | torch.Tensor | np.ndarray) -> np.ndarray:
         image = imagefolder.to_image(image.squeeze(0) if image.dim() == 4 else image)
     elif isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
-            raise TypeError(f"expected an (H, W, 3) uint8 array in 0..255, got dtype {image.dtype}: "
-                            "convert it, e.g. (array * 255).round().astype(np.uint8).")
+            raise TypeError(
+                f"expected an (H, W, 3) uint8 array in 0..255, got dtype {image.dtype}: "
+                "convert it, e.g. (array * 255).round().astype(np.uint8)."
+            )
         image = Image.fromarray(image)
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a PIL image, a tensor or an array, got {type(image).__name__}.")
     image = imagefolder.to_rgb(image)
     if max(image.size) > MAX_SIDE:
         scale = MAX_SIDE / max(image.size)
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.Resampling.BOX)
+        image = image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+            Image.Resampling.BOX,
+        )
     return np.asarray(image, dtype=np.float32)  # (H, W, 3)
 
 
@@ -115,7 +125,9 @@ def largest_component(mask: np.ndarray, share: float | None = None) -> np.ndarra
 
 def _solid(mask: np.ndarray) -> np.ndarray:
     """Every pixel between the first and last True of both its row and its column."""
-    rows = np.maximum.accumulate(mask, axis=1) & np.maximum.accumulate(mask[:, ::-1], axis=1)[:, ::-1]
+    rows = (
+        np.maximum.accumulate(mask, axis=1) & np.maximum.accumulate(mask[:, ::-1], axis=1)[:, ::-1]
+    )
     cols = np.maximum.accumulate(mask, axis=0) & np.maximum.accumulate(mask[::-1], axis=0)[::-1]
     return rows & cols
 
@@ -138,7 +150,10 @@ def _median(values: np.ndarray) -> np.ndarray:
 
 def ink_mask(image: Image.Image | torch.Tensor | np.ndarray) -> np.ndarray:
     """(H, W) bool: pixels whose largest channel difference from the white background exceeds ``INK_THRESHOLD``."""
-    return _channel_spread(as_array(image), np.array(world.BACKGROUND, dtype=np.float32)) > INK_THRESHOLD
+    return (
+        _channel_spread(as_array(image), np.array(world.BACKGROUND, dtype=np.float32))
+        > INK_THRESHOLD
+    )
 
 
 def measure(image: Image.Image | torch.Tensor | np.ndarray, parts: bool = False) -> dict | None:
@@ -178,11 +193,13 @@ def _runs(ink: np.ndarray) -> tuple[float, float]:
     """The mean number of separate strokes a row, and a column, crosses in the middle of a shape's box
     (25%-75% of its height, or width): 1 filled, 2 an outline, 4 a double outline, 3 or more a row of a
     striped shape (vertical stripes: its columns cross 1 or 2)."""
+
     def per_line(lines: np.ndarray) -> float:
         n = len(lines)
-        middle = lines[int(0.25 * n):max(int(0.75 * n), int(0.25 * n) + 1)]
+        middle = lines[int(0.25 * n) : max(int(0.75 * n), int(0.25 * n) + 1)]
         starts = np.diff(np.pad(middle.astype(np.int8), ((0, 0), (1, 0))), axis=1) == 1
         return float(np.mean(starts.sum(axis=1))) if len(middle) else 0.0
+
     return per_line(ink), per_line(ink.T)
 
 
@@ -191,7 +208,7 @@ def template_iou(solid: np.ndarray) -> dict[str, float]:
     equilateral triangle of the region's area, centred on its centroid."""
     ys, xs = np.nonzero(solid)
     area, cy, cx = len(ys), ys.mean() + 0.5, xs.mean() + 0.5  # pixel centres
-    y, x = np.ogrid[:solid.shape[0], :solid.shape[1]]
+    y, x = np.ogrid[: solid.shape[0], : solid.shape[1]]
     y, x = y + 0.5 - cy, x + 0.5 - cx  # (H, 1), (1, W) from the centroid
     half = math.sqrt(area) / 2
     side = math.sqrt(4 * area / math.sqrt(3))
@@ -199,7 +216,9 @@ def template_iou(solid: np.ndarray) -> dict[str, float]:
     templates = {
         "circle": x**2 + y**2 <= area / math.pi,
         "square": (np.abs(x) <= half) & (np.abs(y) <= half),
-        "triangle": (y >= -2 * height / 3) & (y <= height / 3) & (np.abs(x) <= (y + 2 * height / 3) / math.sqrt(3)),
+        "triangle": (y >= -2 * height / 3)
+        & (y <= height / 3)
+        & (np.abs(x) <= (y + 2 * height / 3) / math.sqrt(3)),
         # a plus sign of arms a third of its side wide: area 5 (side / 3)^2
         "cross": _plus(x, y, 3 * math.sqrt(area / 5)),
     }
@@ -213,10 +232,14 @@ def _plus(x: np.ndarray, y: np.ndarray, side: float) -> np.ndarray:
 
 def _nearest_colour(rgb: tuple[float, float, float]) -> str:
     if max(rgb) - min(rgb) < GREY_CHROMA:  # hue means nothing for greys: fall back on RGB distance
-        distances = ((np.array(list(world.COLOURS.values())) - np.array(rgb)) ** 2).sum(axis=1)  # (colours,)
+        distances = ((np.array(list(world.COLOURS.values())) - np.array(rgb)) ** 2).sum(
+            axis=1
+        )  # (colours,)
         return list(world.COLOURS)[int(np.argmin(distances))]
     hue = colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0]
-    distance = {name: min(abs(hue - h), 1 - abs(hue - h)) for name, h in COLOUR_HUES.items()}  # circular
+    distance = {
+        name: min(abs(hue - h), 1 - abs(hue - h)) for name, h in COLOUR_HUES.items()
+    }  # circular
     return min(distance, key=distance.get)
 
 
@@ -229,15 +252,22 @@ def _style(numbers: dict, names: Sequence[str] = world.STYLES) -> str:
     if numbers["hollowness"] <= OUTLINE_HOLLOWNESS:
         return "filled"
     rows, columns = numbers["runs"]
-    if "double" in names and columns > MANY_STROKES:  # a second outline inside the first: 4 a column
+    if (
+        "double" in names and columns > MANY_STROKES
+    ):  # a second outline inside the first: 4 a column
         return "double"
-    if "striped" in names and rows > MANY_STROKES:  # vertical stripes: rows cross many, columns one or two
+    if (
+        "striped" in names and rows > MANY_STROKES
+    ):  # vertical stripes: rows cross many, columns one or two
         return "striped"
     return "outline"
 
 
-def detect(image: Image.Image | torch.Tensor | np.ndarray, shapes: Sequence[str] = world.SHAPES,
-           styles: Sequence[str] = world.STYLES) -> dict[str, str]:
+def detect(
+    image: Image.Image | torch.Tensor | np.ndarray,
+    shapes: Sequence[str] = world.SHAPES,
+    styles: Sequence[str] = world.STYLES,
+) -> dict[str, str]:
     """``{"colour": ..., "shape": ..., "style": ...}`` of the shape in ``image``, or "none" for each.
 
     By default the shapes and styles the tiny SD was pretrained on; ``shapes=shapes.ALL_SHAPES`` and
@@ -245,8 +275,10 @@ def detect(image: Image.Image | torch.Tensor | np.ndarray, shapes: Sequence[str]
     """
     unknown = [n for n in (*shapes, *styles) if n not in (*world.ALL_SHAPES, *world.ALL_STYLES)]
     if unknown:
-        raise ValueError(f"the detectors know the shapes {', '.join(world.ALL_SHAPES)} and the styles "
-                         f"{', '.join(world.ALL_STYLES)}, not {', '.join(unknown)}.")
+        raise ValueError(
+            f"the detectors know the shapes {', '.join(world.ALL_SHAPES)} and the styles "
+            f"{', '.join(world.ALL_STYLES)}, not {', '.join(unknown)}."
+        )
     numbers = measure(image, parts="double" in styles)
     if numbers is None:
         return {"colour": NONE, "shape": NONE, "style": NONE}
@@ -305,9 +337,14 @@ class GridResult:
         return self._rate("style_ok")
 
     def to_dict(self) -> dict:
-        return {"colour_accuracy": self.colour_accuracy, "shape_accuracy": self.shape_accuracy,
-                "both_accuracy": self.both_accuracy, "style_rate": self.style_rate,
-                "style": self.style, "records": self.records}
+        return {
+            "colour_accuracy": self.colour_accuracy,
+            "shape_accuracy": self.shape_accuracy,
+            "both_accuracy": self.both_accuracy,
+            "style_rate": self.style_rate,
+            "style": self.style,
+            "records": self.records,
+        }
 
     def table(self) -> str:
         """Colour x shape table of pictures with both right, then the four scores."""
@@ -318,22 +355,33 @@ class GridResult:
         for colour in colours:
             cells = []
             for shape in shape_names:
-                cell = [r["both_ok"] for r in self.records if r["colour"] == colour and r["shape"] == shape]
+                cell = [
+                    r["both_ok"]
+                    for r in self.records
+                    if r["colour"] == colour and r["shape"] == shape
+                ]
                 cells.append(f"{sum(cell)}/{len(cell)}".rjust(width))
             lines.append(f"{colour:<8}" + "".join(cells))
-        lines.append(f"colour {self.colour_accuracy:.1%}  shape {self.shape_accuracy:.1%}  "
-                     f"both {self.both_accuracy:.1%}  {self.style} {self.style_rate:.1%}  "
-                     f"({len(self.records)} pictures)")
+        lines.append(
+            f"colour {self.colour_accuracy:.1%}  shape {self.shape_accuracy:.1%}  "
+            f"both {self.both_accuracy:.1%}  {self.style} {self.style_rate:.1%}  "
+            f"({len(self.records)} pictures)"
+        )
         return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.table()
 
 
-def evaluate_grid(generate_fn: GenerateFn, colours: Sequence[str] = tuple(world.COLOURS),
-                  shapes: Sequence[str] = world.SHAPES, seeds: Sequence[int] = (0, 1, 2, 3),
-                  template: str = "a {colour} {shape}", style: str = "outline",
-                  batch_size: int | None = None) -> GridResult:
+def evaluate_grid(
+    generate_fn: GenerateFn,
+    colours: Sequence[str] = tuple(world.COLOURS),
+    shapes: Sequence[str] = world.SHAPES,
+    seeds: Sequence[int] = (0, 1, 2, 3),
+    template: str = "a {colour} {shape}",
+    style: str = "outline",
+    batch_size: int | None = None,
+) -> GridResult:
     """Ask ``generate_fn`` for every colour x shape x seed and score the pictures with :func:`detect`.
 
     ``generate_fn(prompts, seeds)`` gets two lists of the same length and returns one picture per
@@ -342,10 +390,14 @@ def evaluate_grid(generate_fn: GenerateFn, colours: Sequence[str] = tuple(world.
     """
     for name in colours:
         if name not in world.COLOURS:
-            raise ValueError(f"unknown colour {name!r}: the detectors know {', '.join(world.COLOURS)}.")
+            raise ValueError(
+                f"unknown colour {name!r}: the detectors know {', '.join(world.COLOURS)}."
+            )
     for name in shapes:
         if name not in world.SHAPES:
-            raise ValueError(f"unknown shape {name!r}: the detectors know {', '.join(world.SHAPES)}.")
+            raise ValueError(
+                f"unknown shape {name!r}: the detectors know {', '.join(world.SHAPES)}."
+            )
     if style not in world.STYLES:
         raise ValueError(f"unknown style {style!r}: use one of {', '.join(world.STYLES)}.")
     cells = [(c, s, seed) for c in colours for s in shapes for seed in seeds]
@@ -354,15 +406,19 @@ def evaluate_grid(generate_fn: GenerateFn, colours: Sequence[str] = tuple(world.
     step = batch_size or len(cells)
     images: list[Image.Image] = []
     for begin in range(0, len(cells), step):
-        batch = cells[begin:begin + step]
+        batch = cells[begin : begin + step]
         prompts = [template.format(colour=c, shape=s) for c, s, _ in batch]
         pictures = list(generate_fn(prompts, [seed for _, _, seed in batch]))
         if len(pictures) != len(batch):
-            raise ValueError(f"generate_fn returned {len(pictures)} pictures for {len(batch)} prompts: "
-                             "it must return one picture per (prompt, seed) pair.")
+            raise ValueError(
+                f"generate_fn returned {len(pictures)} pictures for {len(batch)} prompts: "
+                "it must return one picture per (prompt, seed) pair."
+            )
         images.extend(pictures)
-    records = [_record(image, template.format(colour=colour, shape=shape), colour, shape, seed, style)
-               for (colour, shape, seed), image in zip(cells, images, strict=True)]
+    records = [
+        _record(image, template.format(colour=colour, shape=shape), colour, shape, seed, style)
+        for (colour, shape, seed), image in zip(cells, images, strict=True)
+    ]
     return GridResult(records=records, style=style, images=images)
 
 
@@ -370,22 +426,35 @@ def _record(image, prompt: str, colour: str, shape: str, seed: int | None, style
     """One picture's row of a :class:`GridResult`: what was asked, what :func:`detect` found, and whether they agree."""
     found = detect(image)
     return {
-        "prompt": prompt, "colour": colour, "shape": shape, "seed": seed,
-        "detected_colour": found["colour"], "detected_shape": found["shape"], "detected_style": found["style"],
-        "colour_ok": found["colour"] == colour, "shape_ok": found["shape"] == shape,
-        "both_ok": found["colour"] == colour and found["shape"] == shape, "style_ok": found["style"] == style,
+        "prompt": prompt,
+        "colour": colour,
+        "shape": shape,
+        "seed": seed,
+        "detected_colour": found["colour"],
+        "detected_shape": found["shape"],
+        "detected_style": found["style"],
+        "colour_ok": found["colour"] == colour,
+        "shape_ok": found["shape"] == shape,
+        "both_ok": found["colour"] == colour and found["shape"] == shape,
+        "style_ok": found["style"] == style,
     }
 
 
-def score_pictures(images: Sequence, prompts: Sequence[str], style: str = "outline",
-                   seeds: Sequence[int] | None = None) -> GridResult:
+def score_pictures(
+    images: Sequence,
+    prompts: Sequence[str],
+    style: str = "outline",
+    seeds: Sequence[int] | None = None,
+) -> GridResult:
     """Score pictures already drawn: ``images[i]`` from ``prompts[i]``, a prompt that starts "a <colour> <shape>".
 
     The same rows as :func:`evaluate_grid`, for pictures that are not a full colour x shape grid (held-out
     combinations, say), or that were drawn once and are scored several ways.
     """
     if len(images) != len(prompts):
-        raise ValueError(f"{len(images)} pictures for {len(prompts)} prompts: give one prompt per picture.")
+        raise ValueError(
+            f"{len(images)} pictures for {len(prompts)} prompts: give one prompt per picture."
+        )
     if not prompts:
         raise ValueError("no pictures to score.")
     if style not in world.STYLES:
@@ -393,8 +462,19 @@ def score_pictures(images: Sequence, prompts: Sequence[str], style: str = "outli
     records = []
     for index, (image, prompt) in enumerate(zip(images, prompts, strict=True)):
         words = prompt.split()
-        if len(words) < 3 or words[0] != "a" or words[1] not in world.COLOURS or words[2] not in world.SHAPES:
-            raise ValueError(f"prompt {index} ({prompt!r}) does not start 'a <colour> <shape>' with a colour of "
-                             f"{', '.join(world.COLOURS)} and a shape of {', '.join(world.SHAPES)}.")
-        records.append(_record(image, prompt, words[1], words[2], None if seeds is None else seeds[index], style))
+        if (
+            len(words) < 3
+            or words[0] != "a"
+            or words[1] not in world.COLOURS
+            or words[2] not in world.SHAPES
+        ):
+            raise ValueError(
+                f"prompt {index} ({prompt!r}) does not start 'a <colour> <shape>' with a colour of "
+                f"{', '.join(world.COLOURS)} and a shape of {', '.join(world.SHAPES)}."
+            )
+        records.append(
+            _record(
+                image, prompt, words[1], words[2], None if seeds is None else seeds[index], style
+            )
+        )
     return GridResult(records=records, style=style, images=list(images))

@@ -48,7 +48,10 @@ def quiet():
     transformers' note about torchvision, which lorakit never needs (``feature_extractor=None``).
     """
     levels = (transformers_logging.get_verbosity(), diffusers_logging.get_verbosity())
-    bars = (transformers_logging.is_progress_bar_enabled(), diffusers_logging.is_progress_bar_enabled())
+    bars = (
+        transformers_logging.is_progress_bar_enabled(),
+        diffusers_logging.is_progress_bar_enabled(),
+    )
     transformers_logging.set_verbosity_error()
     diffusers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
@@ -70,50 +73,111 @@ with quiet():
 
 # SD 1.5's real configs (the hub's unet/, text_encoder/, vae/ and scheduler/ config.json).
 SD15_UNET_CONFIG = dict(
-    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
     block_out_channels=(320, 640, 1280, 1280),
     down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
     up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32, norm_eps=1e-5,
-    act_fn="silu", center_input_sample=False, downsample_padding=1, flip_sin_to_cos=True,
-    freq_shift=0, mid_block_scale_factor=1,
+    cross_attention_dim=768,
+    attention_head_dim=8,
+    norm_num_groups=32,
+    norm_eps=1e-5,
+    act_fn="silu",
+    center_input_sample=False,
+    downsample_padding=1,
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    mid_block_scale_factor=1,
 )
 SD15_TEXT_CONFIG = dict(
-    vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-    num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
-    layer_norm_eps=1e-5, projection_dim=768, bos_token_id=0, eos_token_id=2, pad_token_id=1,
+    vocab_size=49408,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=77,
+    hidden_act="quick_gelu",
+    layer_norm_eps=1e-5,
+    projection_dim=768,
+    bos_token_id=0,
+    eos_token_id=2,
+    pad_token_id=1,
 )
 SD15_VAE_CONFIG = dict(
-    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=512,
-    block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32, act_fn="silu",
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    layers_per_block=2,
+    sample_size=512,
+    block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    norm_num_groups=32,
+    act_fn="silu",
     scaling_factor=0.18215,
 )
 SD15_SCHEDULER_CONFIG = dict(
-    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-    prediction_type="epsilon", set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1,
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    prediction_type="epsilon",
+    set_alpha_to_one=False,
+    skip_prk_steps=True,
+    steps_offset=1,
 )
 
 # The tiny SD: SD 1.5's layout, small widths. Latents 16x16x4 for 64x64 images.
 TINY_TEXT_WIDTH = 64
 TINY_UNET_CONFIG = dict(
-    SD15_UNET_CONFIG, sample_size=16, block_out_channels=(32, 64, 128, 128),
-    cross_attention_dim=TINY_TEXT_WIDTH, attention_head_dim=4, norm_num_groups=16,
+    SD15_UNET_CONFIG,
+    sample_size=16,
+    block_out_channels=(32, 64, 128, 128),
+    cross_attention_dim=TINY_TEXT_WIDTH,
+    attention_head_dim=4,
+    norm_num_groups=16,
 )
 TINY_VAE_CONFIG = dict(
-    SD15_VAE_CONFIG, layers_per_block=1, sample_size=64, block_out_channels=(32, 64, 64),
-    down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-    norm_num_groups=16, scaling_factor=1.0,  # pretrain.py measures the real factor
+    SD15_VAE_CONFIG,
+    layers_per_block=1,
+    sample_size=64,
+    block_out_channels=(32, 64, 64),
+    down_block_types=("DownEncoderBlock2D",) * 3,
+    up_block_types=("UpDecoderBlock2D",) * 3,
+    norm_num_groups=16,
+    scaling_factor=1.0,  # pretrain.py measures the real factor
 )
 # Words of the pretraining captions, then words the tiny SD never saw: reserved trigger
 # words for "new concept" lessons, and everyday words a student may type.
 CAPTION_WORDS = ["a", *shapes.SIZES, *shapes.COLOURS, *shapes.SHAPES]
 RESERVED_WORDS = ["sks", "ohwx", "zorb", "quill", "vex", "plim"]
-EXTRA_WORDS = ["an", "the", "of", "in", "on", "with", "and", "style", "outline", "outlined",
-               "hollow", "filled", "drawing", "picture", "photo", "shape", "big", "tiny"]
+EXTRA_WORDS = [
+    "an",
+    "the",
+    "of",
+    "in",
+    "on",
+    "with",
+    "and",
+    "style",
+    "outline",
+    "outlined",
+    "hollow",
+    "filled",
+    "drawing",
+    "picture",
+    "photo",
+    "shape",
+    "big",
+    "tiny",
+]
 SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
 # diffusers >= 0.36 renamed from_pretrained's torch_dtype to dtype; Colab may ship an older one.
-DTYPE_KWARG = "dtype" if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
+DTYPE_KWARG = (
+    "dtype" if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
+)
 
 
 def learn_merges(words: list[str]) -> list[tuple[str, str]]:
@@ -125,7 +189,9 @@ def learn_merges(words: list[str]) -> list[tuple[str, str]]:
     corpus = [tuple(word[:-1]) + (word[-1] + "</w>",) for word in dict.fromkeys(words)]
     merges = []
     while True:
-        counts = Counter(pair for symbols in corpus for pair in zip(symbols, symbols[1:], strict=False))
+        counts = Counter(
+            pair for symbols in corpus for pair in zip(symbols, symbols[1:], strict=False)
+        )
         if not counts:
             return merges
         best = min(counts, key=lambda pair: (-counts[pair], pair))
@@ -136,7 +202,7 @@ def learn_merges(words: list[str]) -> list[tuple[str, str]]:
 def _merge(symbols: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
     out, i = [], 0
     while i < len(symbols):
-        if symbols[i:i + 2] == pair:
+        if symbols[i : i + 2] == pair:
             out.append(pair[0] + pair[1])
             i += 2
         else:
@@ -154,18 +220,23 @@ def build_tokenizer(words: list[str] | None = None) -> CLIPTokenizer:
     words = words or CAPTION_WORDS + RESERVED_WORDS + EXTRA_WORDS
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
     merges = learn_merges(words)
-    tokens = letters + [f"{c}</w>" for c in letters] + [a + b for a, b in merges] + list(SPECIAL_TOKENS)
+    tokens = (
+        letters + [f"{c}</w>" for c in letters] + [a + b for a, b in merges] + list(SPECIAL_TOKENS)
+    )
     vocab = {token: i for i, token in enumerate(dict.fromkeys(tokens))}
     with tempfile.TemporaryDirectory() as tmp:
         vocab_file, merges_file = Path(tmp) / "vocab.json", Path(tmp) / "merges.txt"
         vocab_file.write_text(json.dumps(vocab))
         merges_file.write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
-        tokenizer = CLIPTokenizer(str(vocab_file), str(merges_file), pad_token="<|endoftext|>",
-                                  model_max_length=77)
+        tokenizer = CLIPTokenizer(
+            str(vocab_file), str(merges_file), pad_token="<|endoftext|>", model_max_length=77
+        )
     for word in words:
         ids = tokenizer(word, add_special_tokens=False).input_ids
         if len(ids) != 1:
-            raise RuntimeError(f"the tiny tokenizer splits {word!r} into {ids}: its merges are wrong.")
+            raise RuntimeError(
+                f"the tiny tokenizer splits {word!r} into {ids}: its merges are wrong."
+            )
     return tokenizer
 
 
@@ -174,10 +245,16 @@ def build_tiny_sd(seed: int = 0) -> dict:
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
     text_config = CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=TINY_TEXT_WIDTH, intermediate_size=4 * TINY_TEXT_WIDTH,
-        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
-        hidden_act="quick_gelu", projection_dim=TINY_TEXT_WIDTH,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=TINY_TEXT_WIDTH,
+        intermediate_size=4 * TINY_TEXT_WIDTH,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        hidden_act="quick_gelu",
+        projection_dim=TINY_TEXT_WIDTH,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     return dict(
@@ -197,8 +274,9 @@ def tiny_scheduler() -> DPMSolverMultistepScheduler:
 
 def make_pipeline(parts: dict) -> StableDiffusionPipeline:
     """A ``StableDiffusionPipeline`` from parts, without a safety checker."""
-    return StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+    return StableDiffusionPipeline(
+        **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
 
 
 def build_sd15(device: str = "meta") -> dict:
@@ -223,22 +301,34 @@ def resolve(name_or_path: str | Path) -> str:
         if not (Path(name_or_path) / "model_index.json").is_file():
             raise FileNotFoundError(
                 f"the tiny SD is missing from {name_or_path}: restore data/models/tiny-sd from the "
-                "repository (git checkout -- data/models) or retrain it with `python -m lorakit.maintainer.pretrain`.")
+                "repository (git checkout -- data/models) or retrain it with `python -m lorakit.maintainer.pretrain`."
+            )
     path = Path(name_or_path).expanduser()
-    looks_local = path.exists() or str(name_or_path).startswith((".", "/", "~")) or str(name_or_path).count("/") > 1
+    looks_local = (
+        path.exists()
+        or str(name_or_path).startswith((".", "/", "~"))
+        or str(name_or_path).count("/") > 1
+    )
     if looks_local:
         if not path.is_dir():
-            raise FileNotFoundError(f"no model directory at {path}: give 'tiny', a hub id such as "
-                                    f"{config.SD15_HUB_ID!r}, or a directory saved with save_pretrained.")
+            raise FileNotFoundError(
+                f"no model directory at {path}: give 'tiny', a hub id such as "
+                f"{config.SD15_HUB_ID!r}, or a directory saved with save_pretrained."
+            )
         if not (path / "model_index.json").is_file():
-            raise ValueError(f"{path} is not a diffusers pipeline (it has no model_index.json): save one with "
-                             "`pipe.save_pretrained(path)` or point at the pipeline's top folder.")
+            raise ValueError(
+                f"{path} is not a diffusers pipeline (it has no model_index.json): save one with "
+                "`pipe.save_pretrained(path)` or point at the pipeline's top folder."
+            )
         return str(path)
     return str(name_or_path)
 
 
-def load_pipeline(name_or_path: str | Path = "tiny", device: str | torch.device | None = None,
-                  dtype: str | torch.dtype | None = None) -> StableDiffusionPipeline:
+def load_pipeline(
+    name_or_path: str | Path = "tiny",
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> StableDiffusionPipeline:
     """Load a Stable Diffusion pipeline: ``"tiny"``, a local directory, or a hub id.
 
     ``device`` defaults to CUDA when present. ``dtype`` defaults to the model's own
@@ -252,8 +342,12 @@ def load_pipeline(name_or_path: str | Path = "tiny", device: str | torch.device 
     local = Path(source).is_dir()
     with quiet():
         pipe = StableDiffusionPipeline.from_pretrained(
-            source, **{DTYPE_KWARG: dtype}, safety_checker=None, feature_extractor=None,
-            requires_safety_checker=False, local_files_only=local,
+            source,
+            **{DTYPE_KWARG: dtype},
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+            local_files_only=local,
         )
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

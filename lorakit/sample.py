@@ -28,11 +28,16 @@ def warn_if_cut(tokenizer, texts: Sequence[str], what: str = "prompt") -> int:
     """Warn, once for all ``texts``, if some are longer than the text encoder reads (CLIP: 77 tokens with the
     start and end tokens), and say how much it reads; returns how many are cut."""
     limit = tokenizer.model_max_length
-    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=False, verbose=False).input_ids]
+    lengths = [
+        len(ids) for ids in tokenizer(list(texts), truncation=False, verbose=False).input_ids
+    ]
     long = [n for n in lengths if n > limit]
     if long:
-        warnings.warn(f"{len(long)} of {len(lengths)} {what}s are longer than the {limit} tokens the text encoder "
-                      f"reads (the longest has {max(long)}): only their first {limit} tokens are used.", stacklevel=3)
+        warnings.warn(
+            f"{len(long)} of {len(lengths)} {what}s are longer than the {limit} tokens the text encoder "
+            f"reads (the longest has {max(long)}): only their first {limit} tokens are used.",
+            stacklevel=3,
+        )
     return len(long)
 
 
@@ -49,9 +54,16 @@ def _quiet(logger_name: str):
 
 
 @torch.no_grad()
-def generate(pipe, prompts: str | Sequence[str], seeds: int | Sequence[int] = 0,
-             num_inference_steps: int | None = None, guidance_scale: float | None = None,
-             resolution: int | None = None, batch_size: int = 16, **kwargs) -> list[Image.Image]:
+def generate(
+    pipe,
+    prompts: str | Sequence[str],
+    seeds: int | Sequence[int] = 0,
+    num_inference_steps: int | None = None,
+    guidance_scale: float | None = None,
+    resolution: int | None = None,
+    batch_size: int = 16,
+    **kwargs,
+) -> list[Image.Image]:
     """One picture per (prompt, seed) pair; a single prompt or seed is repeated to match the other.
 
     Defaults come from the model: its resolution (``sample_size * vae_scale_factor``) and the
@@ -66,8 +78,10 @@ def generate(pipe, prompts: str | Sequence[str], seeds: int | Sequence[int] = 0,
     if len(seeds) == 1 and len(prompts) > 1:
         seeds = seeds * len(prompts)
     if len(prompts) != len(seeds):
-        raise ValueError(f"got {len(prompts)} prompts and {len(seeds)} seeds: give one seed per prompt, "
-                         "or a single prompt or a single seed.")
+        raise ValueError(
+            f"got {len(prompts)} prompts and {len(seeds)} seeds: give one seed per prompt, "
+            "or a single prompt or a single seed."
+        )
     preset = config.preset_for(pipe)
     resolution = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
     steps = num_inference_steps or preset.num_inference_steps
@@ -77,19 +91,34 @@ def generate(pipe, prompts: str | Sequence[str], seeds: int | Sequence[int] = 0,
         warn_if_cut(pipe.tokenizer, list(dict.fromkeys(prompts)))
     images: list[Image.Image] = []
     for begin in range(0, len(prompts), batch_size):
-        batch_prompts, batch_seeds = prompts[begin:begin + batch_size], seeds[begin:begin + batch_size]
+        batch_prompts, batch_seeds = (
+            prompts[begin : begin + batch_size],
+            seeds[begin : begin + batch_size],
+        )
         generators = [torch.Generator(pipe.device).manual_seed(s) for s in batch_seeds]
         with _quiet(type(pipe).__module__):
-            out = pipe(batch_prompts, generator=generators, num_inference_steps=steps, guidance_scale=guidance,
-                       height=resolution, width=resolution, output_type="np" if wanted == "pil" else wanted, **kwargs)
+            out = pipe(
+                batch_prompts,
+                generator=generators,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                height=resolution,
+                width=resolution,
+                output_type="np" if wanted == "pil" else wanted,
+                **kwargs,
+            )
         batch = out.images
         broken = [i for i, ok in enumerate(_finite(batch)) if not ok]
         if broken:  # as a PIL image, NaN pixels would be a black picture that looks like a result
-            raise ValueError(f"{len(broken)} of {len(batch)} pictures came out NaN or infinite (first: "
-                             f"{batch_prompts[broken[0]]!r}, seed {batch_seeds[broken[0]]}): the LoRA or its scale is "
-                             "too strong for this model, or its weights are broken; lower the LoRA scale or check "
-                             "the file (lorakit info).")
-        images.extend(numpy_to_pil(batch) if wanted == "pil" and isinstance(batch, np.ndarray) else batch)
+            raise ValueError(
+                f"{len(broken)} of {len(batch)} pictures came out NaN or infinite (first: "
+                f"{batch_prompts[broken[0]]!r}, seed {batch_seeds[broken[0]]}): the LoRA or its scale is "
+                "too strong for this model, or its weights are broken; lower the LoRA scale or check "
+                "the file (lorakit info)."
+            )
+        images.extend(
+            numpy_to_pil(batch) if wanted == "pil" and isinstance(batch, np.ndarray) else batch
+        )
     return images
 
 
@@ -99,12 +128,22 @@ def _finite(batch) -> list[bool]:
         return np.isfinite(batch.reshape(len(batch), -1)).all(1).tolist()
     if isinstance(batch, torch.Tensor):
         return torch.isfinite(batch.reshape(len(batch), -1)).all(1).tolist()
-    return [bool(np.isfinite(b).all()) if isinstance(b, np.ndarray) else
-            bool(torch.isfinite(b).all()) if isinstance(b, torch.Tensor) else True for b in batch]
+    return [
+        bool(np.isfinite(b).all())
+        if isinstance(b, np.ndarray)
+        else bool(torch.isfinite(b).all())
+        if isinstance(b, torch.Tensor)
+        else True
+        for b in batch
+    ]
 
 
-def image_grid(images: Sequence[Image.Image], cols: int | None = None,
-               labels: Sequence[str] | None = None, scale: int = 1) -> Image.Image:
+def image_grid(
+    images: Sequence[Image.Image],
+    cols: int | None = None,
+    labels: Sequence[str] | None = None,
+    scale: int = 1,
+) -> Image.Image:
     """Paste ``images`` into a grid ``cols`` wide (default: square-ish), optionally labelled underneath."""
     if not images:
         raise ValueError("image_grid needs at least one image.")

@@ -38,7 +38,10 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "purple": (150, 60, 190),
 }
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
-SIZES: dict[str, tuple[float, float]] = {"small": (0.30, 0.42), "large": (0.55, 0.75)}  # side / image side
+SIZES: dict[str, tuple[float, float]] = {
+    "small": (0.30, 0.42),
+    "large": (0.55, 0.75),
+}  # side / image side
 STYLES: tuple[str, ...] = ("filled", "outline")
 # Beyond what the tiny SD was pretrained on (SHAPES and STYLES above make its captions and its
 # vocabulary, so they never change): a shape it never saw and two more styles, for LoRAs to teach.
@@ -73,8 +76,13 @@ class ShapeSpec:
         return f"a {size}{self.colour} {self.shape}"
 
 
-def sample_spec(index: int, seed: int = 0, shape: str | None = None, colour: str | None = None,
-                style: str = "filled") -> ShapeSpec:
+def sample_spec(
+    index: int,
+    seed: int = 0,
+    shape: str | None = None,
+    colour: str | None = None,
+    style: str = "filled",
+) -> ShapeSpec:
     """The spec of picture ``index`` of the stream ``seed``; ``shape``/``colour`` pin those choices."""
     rng = np.random.default_rng([seed, index])
     shape = shape or SHAPES[rng.integers(len(SHAPES))]
@@ -84,7 +92,9 @@ def sample_spec(index: int, seed: int = 0, shape: str | None = None, colour: str
     if style not in ALL_STYLES:
         raise ValueError(f"unknown style {style!r}: the shapes world has {', '.join(ALL_STYLES)}.")
     if shape in NEW_SHAPES and style in NEW_STYLES:
-        raise ValueError(f"a {shape} is drawn filled or outline: its arms are too thin for the {style} style.")
+        raise ValueError(
+            f"a {shape} is drawn filled or outline: its arms are too thin for the {style} style."
+        )
     if colour not in COLOURS:
         raise ValueError(f"unknown colour {colour!r}: the shapes world has {', '.join(COLOURS)}.")
     size_word = list(SIZES)[rng.integers(len(SIZES))]
@@ -111,7 +121,14 @@ def render_scene(specs: Sequence[ShapeSpec], resolution: int = 64) -> Image.Imag
     draw = ImageDraw.Draw(image)
     for spec in specs:
         if spec.shape in NEW_SHAPES or spec.style in NEW_STYLES:
-            _paint(image, spec, _outline_points(spec.shape, spec.size * big, spec.cx * big, spec.cy * big, corner=0), big)
+            _paint(
+                image,
+                spec,
+                _outline_points(
+                    spec.shape, spec.size * big, spec.cx * big, spec.cy * big, corner=0
+                ),
+                big,
+            )
         else:
             _draw(draw, spec, big)
     return image.resize((resolution, resolution), Image.Resampling.BOX)
@@ -126,7 +143,9 @@ def _paint(image: Image.Image, spec: ShapeSpec, points: np.ndarray, big: int) ->
     if spec.style == "filled":
         draw.polygon(path, fill=rgb)
         return
-    thick = spec.style == "outline" and spec.shape not in NEW_SHAPES  # a cross's arms take a thin outline
+    thick = (
+        spec.style == "outline" and spec.shape not in NEW_SHAPES
+    )  # a cross's arms take a thin outline
     width = max(1, round((OUTLINE_WIDTH if thick else THIN_WIDTH) * big))
     if spec.style == "striped":  # stripes inside the shape, then its outline over their ends
         mask = Image.new("L", image.size, 0)
@@ -134,14 +153,23 @@ def _paint(image: Image.Image, spec: ShapeSpec, points: np.ndarray, big: int) ->
         stripes = Image.new("L", image.size, 0)
         period, left, right = STRIPE_PERIOD * big, points[:, 0].min(), points[:, 0].max()
         for x in np.arange(left + period / 2, right, period):
-            ImageDraw.Draw(stripes).rectangle([x - width / 2, 0, x + width / 2, image.size[1]], fill=255)
-        image.paste(Image.new("RGB", image.size, rgb), (0, 0),
-                    Image.fromarray(np.minimum(np.asarray(mask), np.asarray(stripes))))
+            ImageDraw.Draw(stripes).rectangle(
+                [x - width / 2, 0, x + width / 2, image.size[1]], fill=255
+            )
+        image.paste(
+            Image.new("RGB", image.size, rgb),
+            (0, 0),
+            Image.fromarray(np.minimum(np.asarray(mask), np.asarray(stripes))),
+        )
     draw.line(path + path[:2], fill=rgb, width=width, joint="curve")
     if spec.style == "double":
         s, cx, cy = spec.size * big, spec.cx * big, spec.cy * big
         # the incentre and its distance to the sides: shrinking about it by k moves every side in by (1 - k) r
-        centre, r = ((cx, cy + s * math.sqrt(3) / 12), s * math.sqrt(3) / 6) if spec.shape == "triangle" else ((cx, cy), s / 2)
+        centre, r = (
+            ((cx, cy + s * math.sqrt(3) / 12), s * math.sqrt(3) / 6)
+            if spec.shape == "triangle"
+            else ((cx, cy), s / 2)
+        )
         k = 1 - (THIN_WIDTH + DOUBLE_GAP) * big / r
         if k > 0:
             inside = [tuple(p) for p in np.asarray(centre) + (points - np.asarray(centre)) * k]
@@ -154,9 +182,13 @@ def _draw(draw: ImageDraw.ImageDraw, spec: ShapeSpec, big: int) -> None:
     fill = rgb if spec.style == "filled" else None
     width = 0 if spec.style == "filled" else max(1, round(OUTLINE_WIDTH * big))
     if spec.shape == "circle":
-        draw.ellipse([cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2], fill=fill, outline=rgb, width=width)
+        draw.ellipse(
+            [cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2], fill=fill, outline=rgb, width=width
+        )
     elif spec.shape == "square":
-        draw.rectangle([cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2], fill=fill, outline=rgb, width=width)
+        draw.rectangle(
+            [cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2], fill=fill, outline=rgb, width=width
+        )
     elif spec.shape == "triangle":
         points = _triangle(s, cx, cy)
         if fill is not None:
@@ -173,7 +205,9 @@ def _triangle(s: float, cx: float, cy: float) -> list[tuple[float, float]]:
     return [(cx, cy - h / 2), (cx + s / 2, cy + h / 2), (cx - s / 2, cy + h / 2)]
 
 
-def _outline_points(shape: str, s: float, cx: float, cy: float, corner: float, n: int = 240) -> np.ndarray:
+def _outline_points(
+    shape: str, s: float, cx: float, cy: float, corner: float, n: int = 240
+) -> np.ndarray:
     """(n, 2) points walking once around ``shape``'s boundary (side ``s``, centre ``(cx, cy)``)."""
     if shape == "circle":
         angle = 2 * np.pi * np.arange(n) / n  # (n,)
@@ -182,14 +216,36 @@ def _outline_points(shape: str, s: float, cx: float, cy: float, corner: float, n
         corners = np.array([(-1, -1), (1, -1), (1, 1), (-1, 1), (-1, -1)]) * s / 2  # (5, 2)
     elif shape == "cross":  # a plus sign: twelve corners, arms s / 3 wide
         a, b = 1 / 6, 1 / 2
-        corners = np.array([(-a, -b), (a, -b), (a, -a), (b, -a), (b, a), (a, a), (a, b), (-a, b), (-a, a),
-                            (-b, a), (-b, -a), (-a, -a), (-a, -b)]) * s  # (13, 2)
+        corners = (
+            np.array(
+                [
+                    (-a, -b),
+                    (a, -b),
+                    (a, -a),
+                    (b, -a),
+                    (b, a),
+                    (a, a),
+                    (a, b),
+                    (-a, b),
+                    (-a, a),
+                    (-b, a),
+                    (-b, -a),
+                    (-a, -a),
+                    (-a, -b),
+                ]
+            )
+            * s
+        )  # (13, 2)
     else:
         corners = np.array(_triangle(s, 0, 0) + _triangle(s, 0, 0)[:1])  # (4, 2), back to the apex
     sides = len(corners) - 1
     u = np.arange(n // sides) / (n // sides)  # (n / sides,)
-    points = np.concatenate([a + (b - a) * u[:, None] for a, b in zip(corners[:-1], corners[1:], strict=True)])
-    if shape == "square" and corner > 0:  # round the corners: pull points onto quarter circles of radius r
+    points = np.concatenate(
+        [a + (b - a) * u[:, None] for a, b in zip(corners[:-1], corners[1:], strict=True)]
+    )
+    if (
+        shape == "square" and corner > 0
+    ):  # round the corners: pull points onto quarter circles of radius r
         r = corner * s
         inner = np.clip(points, -(s / 2 - r), s / 2 - r)
         out = points - inner
@@ -198,8 +254,9 @@ def _outline_points(shape: str, s: float, cx: float, cy: float, corner: float, n
     return points + (cx, cy)
 
 
-def render_sketch(spec: ShapeSpec, resolution: int = 64, wobble: float = 0.05, corner: float = 0.15,
-                  seed: int = 0) -> Image.Image:
+def render_sketch(
+    spec: ShapeSpec, resolution: int = 64, wobble: float = 0.05, corner: float = 0.15, seed: int = 0
+) -> Image.Image:
     """``spec`` drawn as by hand: its boundary wobbles and a square's corners are rounded.
 
     The boundary moves in and out from the centre along a smooth random curve (waves of 2 to 6 per
@@ -212,9 +269,13 @@ def render_sketch(spec: ShapeSpec, resolution: int = 64, wobble: float = 0.05, c
     s, cx, cy = spec.size * big, spec.cx * big, spec.cy * big
     points = _outline_points(spec.shape, s, cx, cy, corner)  # (n, 2)
     turn = np.arange(len(points)) / len(points)  # (n,)
-    curve = sum(rng.normal() * np.sin(2 * np.pi * (k * turn + rng.uniform())) / k for k in range(2, 7))  # (n,)
+    curve = sum(
+        rng.normal() * np.sin(2 * np.pi * (k * turn + rng.uniform())) / k for k in range(2, 7)
+    )  # (n,)
     away = points - points.mean(axis=0)
-    points = points + away / np.linalg.norm(away, axis=1, keepdims=True) * (wobble * s * curve)[:, None]
+    points = (
+        points + away / np.linalg.norm(away, axis=1, keepdims=True) * (wobble * s * curve)[:, None]
+    )
     image = Image.new("RGB", (big, big), BACKGROUND)
     _paint(image, spec, points, big)
     return image.resize((resolution, resolution), Image.Resampling.BOX)
@@ -239,7 +300,9 @@ def sample_pair(index: int, seed: int = 0) -> tuple[ShapeSpec, ShapeSpec]:
         across = float(rng.uniform(size / 2 + 0.03, 0.97 - size / 2))
         cx, cy = (along, across) if horizontal else (across, along)
         jitter = rng.integers(-12, 13, size=3)
-        rgb = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(COLOURS[colour], jitter, strict=True))
+        rgb = tuple(
+            int(np.clip(c + j, 0, 255)) for c, j in zip(COLOURS[colour], jitter, strict=True)
+        )
         specs.append(ShapeSpec(shape, colour, "small", size, cx, cy, "filled", rgb))
     if rng.integers(2):
         specs.reverse()
@@ -247,7 +310,7 @@ def sample_pair(index: int, seed: int = 0) -> tuple[ShapeSpec, ShapeSpec]:
 
 
 def pair_caption(specs: Sequence[ShapeSpec]) -> str:
-    """"a red circle and a blue square": the shapes in the order given."""
+    """ "a red circle and a blue square": the shapes in the order given."""
     return " and ".join(spec.caption() for spec in specs)
 
 
@@ -259,12 +322,23 @@ class ShapesDataset(torch.utils.data.Dataset):
     others name the size ("a small red circle").
     """
 
-    def __init__(self, length: int, seed: int = 0, resolution: int = 64,
-                 empty_caption_prob: float = 0.0, size_word_prob: float = 0.5, style: str = "filled"):
+    def __init__(
+        self,
+        length: int,
+        seed: int = 0,
+        resolution: int = 64,
+        empty_caption_prob: float = 0.0,
+        size_word_prob: float = 0.5,
+        style: str = "filled",
+    ):
         if length <= 0:
             raise ValueError(f"length must be positive, got {length}.")
         self.length, self.seed, self.resolution = length, seed, resolution
-        self.empty_caption_prob, self.size_word_prob, self.style = empty_caption_prob, size_word_prob, style
+        self.empty_caption_prob, self.size_word_prob, self.style = (
+            empty_caption_prob,
+            size_word_prob,
+            style,
+        )
 
     def __len__(self) -> int:
         return self.length

@@ -52,11 +52,17 @@ from PIL import Image
 from lorakit import config, imagefolder, inject, shapes
 
 TRIGGER = "sks"  # in models.RESERVED_WORDS: a word the tiny SD never saw in pretraining
-TEMPLATE = "a {colour} {shape} in " + TRIGGER + " style"  # evaluate_grid(template=...) takes it as is
-PLAIN_TEMPLATE = "a {colour} {shape}"  # the pretraining captions: the same prompt without the trigger
+TEMPLATE = (
+    "a {colour} {shape} in " + TRIGGER + " style"
+)  # evaluate_grid(template=...) takes it as is
+PLAIN_TEMPLATE = (
+    "a {colour} {shape}"  # the pretraining captions: the same prompt without the trigger
+)
 
 OUTLINE_DIR = config.DATA_DIR / "styles" / "outline"
-TRAINED_DIR = config.DATA_DIR / "loras" / "outline"  # committed outline LoRAs, as train_or_load names them
+TRAINED_DIR = (
+    config.DATA_DIR / "loras" / "outline"
+)  # committed outline LoRAs, as train_or_load names them
 LAB_RANKS = (1, 2, 4, 8)  # lesson 07's rank sweep
 LAB_STEPS = 300  # the small preset's steps
 OUTLINE_SIZE = 16  # pictures in the set
@@ -64,15 +70,24 @@ OUTLINE_SEED = 7  # the shapes.sample_spec stream the set draws sizes and positi
 OUTLINE_RESOLUTION = 64
 # Combinations never shown in the set: every colour and every shape still appears in training.
 OUTLINE_HELD_OUT: tuple[tuple[str, str], ...] = (
-    ("red", "square"), ("green", "triangle"), ("blue", "circle"), ("yellow", "square"),
+    ("red", "square"),
+    ("green", "triangle"),
+    ("blue", "circle"),
+    ("yellow", "square"),
 )
 OUTLINE_TRAIN: tuple[tuple[str, str], ...] = tuple(
-    (colour, shape) for colour in shapes.COLOURS for shape in shapes.SHAPES
+    (colour, shape)
+    for colour in shapes.COLOURS
+    for shape in shapes.SHAPES
     if (colour, shape) not in OUTLINE_HELD_OUT
 )
 
 
-TRIGGERS = {"outline": TRIGGER, "striped": "ohwx", "double": "zorb"}  # each a models.RESERVED_WORDS word
+TRIGGERS = {
+    "outline": TRIGGER,
+    "striped": "ohwx",
+    "double": "zorb",
+}  # each a models.RESERVED_WORDS word
 STYLES_DIR = config.DATA_DIR / "styles"
 CROSS_DIR = STYLES_DIR / "cross"
 CROSS_SIZE, CROSS_SEED = 15, 11  # three pictures of each colour
@@ -86,15 +101,19 @@ def style_dir(style: str) -> Path:
 
 
 def style_caption(style: str, colour: str, shape: str) -> str:
-    """"a red circle in ohwx style": a set's caption, with its style's trigger."""
+    """ "a red circle in ohwx style": a set's caption, with its style's trigger."""
     style_dir(style)
     return f"a {colour} {shape} in {TRIGGERS[style]} style"
 
 
-def style_examples(style: str, count: int = OUTLINE_SIZE, seed: int = OUTLINE_SEED) -> list[tuple[shapes.ShapeSpec, str]]:
+def style_examples(
+    style: str, count: int = OUTLINE_SIZE, seed: int = OUTLINE_SEED
+) -> list[tuple[shapes.ShapeSpec, str]]:
     """The (spec, caption) pairs of ``style``'s set: the outline set's shapes and colours, in ``style``."""
-    return [(spec, style_caption(style, spec.colour, spec.shape))
-            for spec, _ in outline_examples(count, seed, style=style)]
+    return [
+        (spec, style_caption(style, spec.colour, spec.shape))
+        for spec, _ in outline_examples(count, seed, style=style)
+    ]
 
 
 def make_style_set(style: str, folder: str | os.PathLike | None = None) -> Path:
@@ -102,19 +121,28 @@ def make_style_set(style: str, folder: str | os.PathLike | None = None) -> Path:
     return _write_set(style_examples(style), folder or style_dir(style))
 
 
-CONCEPT_WORD, CONCEPT_SHAPE = "vex", "triangle"  # a new word for a shape the tiny SD knows: "a red vex"
+CONCEPT_WORD, CONCEPT_SHAPE = (
+    "vex",
+    "triangle",
+)  # a new word for a shape the tiny SD knows: "a red vex"
 
 
-def concept_examples(word: str = CONCEPT_WORD, shape: str = CONCEPT_SHAPE, count: int = 15,
-                     seed: int = 13) -> list[tuple[shapes.ShapeSpec, str]]:
+def concept_examples(
+    word: str = CONCEPT_WORD, shape: str = CONCEPT_SHAPE, count: int = 15, seed: int = 13
+) -> list[tuple[shapes.ShapeSpec, str]]:
     """Filled ``shape`` s of every colour in turn, captioned "a <colour> <word>": a new meaning for a prompt when
     ``word`` is one of ``models.RESERVED_WORDS`` (it means nothing to the tiny SD until a LoRA teaches it)."""
     colours = list(shapes.COLOURS)
-    specs = [shapes.sample_spec(i, seed, shape=shape, colour=colours[i % len(colours)]) for i in range(count)]
+    specs = [
+        shapes.sample_spec(i, seed, shape=shape, colour=colours[i % len(colours)])
+        for i in range(count)
+    ]
     return [(spec, f"a {spec.colour} {word}") for spec in specs]
 
 
-def cross_examples(count: int = CROSS_SIZE, seed: int = CROSS_SEED) -> list[tuple[shapes.ShapeSpec, str]]:
+def cross_examples(
+    count: int = CROSS_SIZE, seed: int = CROSS_SEED
+) -> list[tuple[shapes.ShapeSpec, str]]:
     """The (spec, caption) pairs of the cross set: filled plus signs of every colour, "a red cross"."""
     return concept_examples("cross", "cross", count, seed)
 
@@ -129,8 +157,9 @@ def caption(colour: str, shape: str, trigger: bool = True) -> str:
     return (TEMPLATE if trigger else PLAIN_TEMPLATE).format(colour=colour, shape=shape)
 
 
-def outline_examples(count: int = OUTLINE_SIZE, seed: int = OUTLINE_SEED,
-                     style: str = "outline") -> list[tuple[shapes.ShapeSpec, str]]:
+def outline_examples(
+    count: int = OUTLINE_SIZE, seed: int = OUTLINE_SEED, style: str = "outline"
+) -> list[tuple[shapes.ShapeSpec, str]]:
     """The (spec, caption) pairs of the set: picture ``i`` is ``OUTLINE_TRAIN[i % 11]``.
 
     ``style="filled"`` gives the same shapes filled, at the same sizes and places: ground truth
@@ -192,16 +221,29 @@ def lora_folder_name(r: int, steps: int, alpha: float | None = None, **overrides
     from lorakit import train
 
     # The small preset: the outline set is the tiny SD's, and its settings were measured on it, on any device.
-    cfg = train.TrainConfig.for_mode("small", **{"r": r, "alpha": alpha, "steps": steps, "progress": False, **overrides})
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "progress", "resume")
-                and not (k in ADDED_LATER and ADDED_LATER[k] == v)}
+    cfg = train.TrainConfig.for_mode(
+        "small", **{"r": r, "alpha": alpha, "steps": steps, "progress": False, **overrides}
+    )
+    settings = {
+        k: v
+        for k, v in asdict(cfg).items()
+        if k not in ("output_dir", "progress", "resume")
+        and not (k in ADDED_LATER and ADDED_LATER[k] == v)
+    }
     settings["data"] = folder_fingerprint(OUTLINE_DIR)
     tag = hashlib.sha1(repr(sorted(settings.items())).encode()).hexdigest()[:8]
     return f"outline_r{r}_alpha{'r' if alpha is None else f'{alpha:g}'}_steps{steps}_{tag}"
 
 
-def train_or_load(pipe, r: int, steps: int, cache_dir: str | os.PathLike, alpha: float | None = None,
-                  committed: bool = True, **overrides) -> Path:
+def train_or_load(
+    pipe,
+    r: int,
+    steps: int,
+    cache_dir: str | os.PathLike,
+    alpha: float | None = None,
+    committed: bool = True,
+    **overrides,
+) -> Path:
     """The outline LoRA file of rank ``r`` trained for ``steps``: from disk if there, else trained now.
 
     Looks for ``<folder>/lora.safetensors`` (kohya format; :func:`lora_folder_name`) in ``cache_dir``,
@@ -216,10 +258,21 @@ def train_or_load(pipe, r: int, steps: int, cache_dir: str | os.PathLike, alpha:
         if (base / name / "lora.safetensors").is_file():
             return base / name / "lora.safetensors"
     if next(inject.lora_layers(pipe.unet), None) is not None:
-        raise RuntimeError("pipe.unet already has LoRA layers: call inject.remove_lora(pipe.unet) before "
-                           "training another LoRA with train_or_load.")
-    cfg = train.TrainConfig.for_mode("small", **{"r": r, "alpha": alpha, "steps": steps, "progress": False,
-                                                 **overrides, "output_dir": str(Path(cache_dir) / name)})
+        raise RuntimeError(
+            "pipe.unet already has LoRA layers: call inject.remove_lora(pipe.unet) before "
+            "training another LoRA with train_or_load."
+        )
+    cfg = train.TrainConfig.for_mode(
+        "small",
+        **{
+            "r": r,
+            "alpha": alpha,
+            "steps": steps,
+            "progress": False,
+            **overrides,
+            "output_dir": str(Path(cache_dir) / name),
+        },
+    )
     resolution = pipe.unet.config.sample_size * pipe.vae_scale_factor
     dataset = imagefolder.ImageFolderDataset(OUTLINE_DIR, resolution=resolution)
     try:
@@ -251,12 +304,22 @@ def train_lab_loras(pipe, ranks=LAB_RANKS, steps: int = LAB_STEPS) -> list[Path]
 if __name__ == "__main__":  # python -m lorakit.styles [FOLDER] | --loras
     import argparse
 
-    parser = argparse.ArgumentParser(description="Regenerate the committed style sets, or lesson 07's LoRAs.")
-    parser.add_argument("folder", nargs="?", default=str(OUTLINE_DIR), help="where to write the outline set")
-    parser.add_argument("--all", action="store_true", help="also write the striped, double and cross sets, "
-                                                           "each to its committed folder")
-    parser.add_argument("--loras", action="store_true",
-                        help=f"train lesson 07's LoRAs (ranks {LAB_RANKS}, {LAB_STEPS} steps) into {TRAINED_DIR.relative_to(config.REPO_ROOT)}")
+    parser = argparse.ArgumentParser(
+        description="Regenerate the committed style sets, or lesson 07's LoRAs."
+    )
+    parser.add_argument(
+        "folder", nargs="?", default=str(OUTLINE_DIR), help="where to write the outline set"
+    )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="also write the striped, double and cross sets, each to its committed folder",
+    )
+    parser.add_argument(
+        "--loras",
+        action="store_true",
+        help=f"train lesson 07's LoRAs (ranks {LAB_RANKS}, {LAB_STEPS} steps) into {TRAINED_DIR.relative_to(config.REPO_ROOT)}",
+    )
     args = parser.parse_args()
     if args.loras:
         from lorakit import models

@@ -74,7 +74,9 @@ def _factors(weights: LoRAWeights, path: str) -> tuple[torch.Tensor, torch.Tenso
     return b.reshape(b.shape[0], -1) * weights.scaling_of(path), a.reshape(a.shape[0], -1)
 
 
-def factored_svd(b: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def factored_svd(
+    b: torch.Tensor, a: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The thin SVD of ``b @ a`` (``(m, r) @ (r, n)``) without forming it: ``U (m, r), S (r,), Vh (r, n)``.
 
     ``b = Qb Rb`` and ``a^T = Qa Ra``, so ``b @ a = Qb (Rb Ra^T) Qa^T``; the SVD of the r x r core gives the rest.
@@ -106,15 +108,26 @@ def rank_for_energy(s: torch.Tensor, fraction: float = 0.99) -> int:
 
 
 def _check_fraction(value, name: str, upper: float = 1.0, closed: bool = True) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and (
-        0 < value <= upper if closed else 0 < value < upper)
+    ok = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (0 < value <= upper if closed else 0 < value < upper)
+    )
     if not ok:
-        raise AlgebraError(f"{name} must be a number in (0, {upper:g}{']' if closed else ')'}, got {value!r}.")
+        raise AlgebraError(
+            f"{name} must be a number in (0, {upper:g}{']' if closed else ')'}, got {value!r}."
+        )
     return float(value)
 
 
-def keep_rank(s: torch.Tensor, rank: int | None = None, sv_ratio: float | None = None, sv_fro: float | None = None,
-              sv_cumulative: float | None = None) -> int:
+def keep_rank(
+    s: torch.Tensor,
+    rank: int | None = None,
+    sv_ratio: float | None = None,
+    sv_fro: float | None = None,
+    sv_cumulative: float | None = None,
+) -> int:
     """How many singular values ``s`` (decreasing) keep under one criterion, capped by ``rank`` (kohya's rules).
 
     ``sv_ratio``: those above ``s[0] / sv_ratio``; ``sv_fro``: the fewest with ``sqrt(sum s_k^2 / sum s^2) >=
@@ -126,11 +139,25 @@ def keep_rank(s: torch.Tensor, rank: int | None = None, sv_ratio: float | None =
     if sv_ratio is not None:
         k = int((s > s[0] / sv_ratio).sum())
     elif sv_fro is not None:
-        k = int(torch.searchsorted(torch.cumsum(s.double() ** 2, 0) / float((s.double() ** 2).sum()),
-                                   torch.tensor(sv_fro ** 2, dtype=torch.float64) - 1e-12)) + 1
+        k = (
+            int(
+                torch.searchsorted(
+                    torch.cumsum(s.double() ** 2, 0) / float((s.double() ** 2).sum()),
+                    torch.tensor(sv_fro**2, dtype=torch.float64) - 1e-12,
+                )
+            )
+            + 1
+        )
     elif sv_cumulative is not None:
-        k = int(torch.searchsorted(torch.cumsum(s.double(), 0) / float(s.double().sum()),
-                                   torch.tensor(sv_cumulative, dtype=torch.float64) - 1e-12)) + 1
+        k = (
+            int(
+                torch.searchsorted(
+                    torch.cumsum(s.double(), 0) / float(s.double().sum()),
+                    torch.tensor(sv_cumulative, dtype=torch.float64) - 1e-12,
+                )
+            )
+            + 1
+        )
     else:
         k = n if rank is None else rank
     return max(1, min(k, n, rank if rank is not None else n))
@@ -146,7 +173,9 @@ def _shaped(b: torch.Tensor, a: torch.Tensor, inputs: tuple[int, ...]):
     """B and A in the module's shapes, ``inputs`` being what A reads: ``(in,)`` for a linear layer, ``(in, kh, kw)``
     for a convolution, whose B is then (out, k, 1, 1) and A (k, in, kh, kw)."""
     if len(inputs) == 3:
-        return b.reshape(b.shape[0], b.shape[1], 1, 1).contiguous(), a.reshape(a.shape[0], *inputs).contiguous()
+        return b.reshape(b.shape[0], b.shape[1], 1, 1).contiguous(), a.reshape(
+            a.shape[0], *inputs
+        ).contiguous()
     return b.contiguous(), a.contiguous()
 
 
@@ -156,29 +185,45 @@ def _energy_kept(s: torch.Tensor, k: int) -> float:
     return float((s[:k].double() ** 2).sum()) / total if total > 0 else 1.0
 
 
-def resize(weights: LoRAWeights, rank: int | None = None, *, sv_ratio: float | None = None,
-           sv_fro: float | None = None, sv_cumulative: float | None = None) -> tuple[LoRAWeights, list[ModuleReport]]:
+def resize(
+    weights: LoRAWeights,
+    rank: int | None = None,
+    *,
+    sv_ratio: float | None = None,
+    sv_fro: float | None = None,
+    sv_cumulative: float | None = None,
+) -> tuple[LoRAWeights, list[ModuleReport]]:
     """A smaller LoRA: every module truncated to its best rank-k approximation (criteria: :func:`keep_rank`).
 
     ``rank`` alone is a fixed rank for every module (refused above a module's own rank: a resize never adds
     rank); with a dynamic criterion it is the cap. Returns the new weights and a report per module.
     """
     formats.check_weights(weights)
-    given = [n for n, v in (("sv_ratio", sv_ratio), ("sv_fro", sv_fro), ("sv_cumulative", sv_cumulative)) if v is not None]
+    given = [
+        n
+        for n, v in (("sv_ratio", sv_ratio), ("sv_fro", sv_fro), ("sv_cumulative", sv_cumulative))
+        if v is not None
+    ]
     if len(given) > 1:
         raise AlgebraError(f"give one dynamic criterion, not {' and '.join(given)}.")
     if rank is None and not given:
         raise AlgebraError("give a rank, or one of sv_ratio, sv_fro, sv_cumulative.")
     if rank is not None:
-        rank = lowrank.check_rank(rank, 10 ** 9, "rank", "any")
+        rank = lowrank.check_rank(rank, 10**9, "rank", "any")
         if not given:
             above = [m for m in weights.modules if weights.rank(m) < rank]
             if above:
-                raise AlgebraError(f"rank {rank} is above the rank of {len(above)} modules (e.g. {above[0]}, rank "
-                                   f"{weights.rank(above[0])}): a resize only removes rank. Use rank <= "
-                                   f"{min(weights.rank(m) for m in weights.modules)}, or --sv-fro etc. with --rank as a cap.")
-    if sv_ratio is not None and not (isinstance(sv_ratio, (int, float)) and math.isfinite(sv_ratio) and sv_ratio >= 1):
-        raise AlgebraError(f"sv_ratio must be a number of at least 1 (keep s > s_max / ratio), got {sv_ratio!r}.")
+                raise AlgebraError(
+                    f"rank {rank} is above the rank of {len(above)} modules (e.g. {above[0]}, rank "
+                    f"{weights.rank(above[0])}): a resize only removes rank. Use rank <= "
+                    f"{min(weights.rank(m) for m in weights.modules)}, or --sv-fro etc. with --rank as a cap."
+                )
+    if sv_ratio is not None and not (
+        isinstance(sv_ratio, (int, float)) and math.isfinite(sv_ratio) and sv_ratio >= 1
+    ):
+        raise AlgebraError(
+            f"sv_ratio must be a number of at least 1 (keep s > s_max / ratio), got {sv_ratio!r}."
+        )
     if sv_fro is not None:
         _check_fraction(sv_fro, "sv_fro")
     if sv_cumulative is not None:
@@ -188,13 +233,29 @@ def resize(weights: LoRAWeights, rank: int | None = None, *, sv_ratio: float | N
         b, a = _factors(weights, m)
         u, s, vh = factored_svd(b, a)
         k = keep_rank(s, rank, sv_ratio, sv_fro, sv_cumulative)
-        scaling = weights.scaling_of(m)  # kept: alpha becomes scaling * k (rsLoRA: scaling * sqrt(k))
+        scaling = weights.scaling_of(
+            m
+        )  # kept: alpha becomes scaling * k (rsLoRA: scaling * sqrt(k))
         new_b, new_a = _split(u, s, vh, k, scaling)
         B[m], A[m] = _shaped(new_b, new_a, tuple(weights.A[m].shape[1:]))
         alphas[m] = scaling * (math.sqrt(k) if weights.use_rslora else k)
-        reports.append(ModuleReport(m, weights.rank(m), k, _energy_kept(s, k), lowrank.eckart_young_error(s, k)))
-    meta = dict(weights.metadata) | {"lorakit_resized": ", ".join(f"{n}={v}" for n, v in (
-        ("rank", rank), ("sv_ratio", sv_ratio), ("sv_fro", sv_fro), ("sv_cumulative", sv_cumulative)) if v is not None)}
+        reports.append(
+            ModuleReport(
+                m, weights.rank(m), k, _energy_kept(s, k), lowrank.eckart_young_error(s, k)
+            )
+        )
+    meta = dict(weights.metadata) | {
+        "lorakit_resized": ", ".join(
+            f"{n}={v}"
+            for n, v in (
+                ("rank", rank),
+                ("sv_ratio", sv_ratio),
+                ("sv_fro", sv_fro),
+                ("sv_cumulative", sv_cumulative),
+            )
+            if v is not None
+        )
+    }
     return formats._build("lorakit", A, B, alphas, weights.use_rslora, meta), reports
 
 
@@ -203,22 +264,34 @@ def resize(weights: LoRAWeights, rank: int | None = None, *, sv_ratio: float | N
 
 def _extractable(model) -> dict[str, nn.Module]:
     """Every layer LoRA can stand for (linear, and convolutions without groups), by LoRA-file module path."""
-    return {formats.canonical(prefix + n): m for prefix, part in inject.components(model)
-            for n, m in part.named_modules() if n and inject.wrappable(m)}
+    return {
+        formats.canonical(prefix + n): m
+        for prefix, part in inject.components(model)
+        for n, m in part.named_modules()
+        if n and inject.wrappable(m)
+    }
 
 
 def _clamp(u: torch.Tensor, vh: torch.Tensor, quantile: float):
     """kohya's ``clamp_quantile``: clip both factors to the ``quantile`` of their absolute values."""
     values = torch.cat([u.flatten(), vh.flatten()]).abs()
-    if values.numel() > 2 ** 24:  # torch.quantile's limit: a strided sample is enough for a quantile
-        values = values[:: values.numel() // 2 ** 24 + 1]
+    if values.numel() > 2**24:  # torch.quantile's limit: a strided sample is enough for a quantile
+        values = values[:: values.numel() // 2**24 + 1]
     limit = torch.quantile(values, quantile)
     return u.clamp(-limit, limit), vh.clamp(-limit, limit)
 
 
 @torch.no_grad()
-def extract(base, tuned, rank: int | None = None, *, energy: float | None = None,
-            clamp_quantile: float | None = None, targets=None, min_diff: float = 0.0) -> tuple[LoRAWeights, list[ModuleReport]]:
+def extract(
+    base,
+    tuned,
+    rank: int | None = None,
+    *,
+    energy: float | None = None,
+    clamp_quantile: float | None = None,
+    targets=None,
+    min_diff: float = 0.0,
+) -> tuple[LoRAWeights, list[ModuleReport]]:
     """A LoRA that approximates a full fine-tune: per module, the SVD of ``tuned - base`` truncated to ``rank``
     or to the rank that keeps ``energy`` of ``sum s^2`` (capped by ``rank`` if both are given).
 
@@ -230,7 +303,7 @@ def extract(base, tuned, rank: int | None = None, *, energy: float | None = None
     if rank is None and energy is None:
         raise AlgebraError("give a rank, an energy fraction, or both (the rank is then the cap).")
     if rank is not None:
-        rank = lowrank.check_rank(rank, 10 ** 9, "rank", "any")
+        rank = lowrank.check_rank(rank, 10**9, "rank", "any")
     if energy is not None:
         _check_fraction(energy, "energy")
     if clamp_quantile is not None:
@@ -238,27 +311,38 @@ def extract(base, tuned, rank: int | None = None, *, energy: float | None = None
     ours, theirs = _extractable(base), _extractable(tuned)
     missing = sorted(set(ours) ^ set(theirs))
     if missing:
-        raise AlgebraError(f"the two models have different architectures: {len(missing)} layers are in one only "
-                           f"(e.g. {missing[0]}); extract between a model and its own fine-tune.")
-    wrong = [f"{m} {tuple(ours[m].weight.shape)} vs {tuple(theirs[m].weight.shape)}" for m in ours
-             if ours[m].weight.shape != theirs[m].weight.shape or type(ours[m]) is not type(theirs[m])]
+        raise AlgebraError(
+            f"the two models have different architectures: {len(missing)} layers are in one only "
+            f"(e.g. {missing[0]}); extract between a model and its own fine-tune."
+        )
+    wrong = [
+        f"{m} {tuple(ours[m].weight.shape)} vs {tuple(theirs[m].weight.shape)}"
+        for m in ours
+        if ours[m].weight.shape != theirs[m].weight.shape or type(ours[m]) is not type(theirs[m])
+    ]
     if wrong:
-        raise AlgebraError(f"the two models have different architectures: {len(wrong)} layers differ in shape "
-                           f"(e.g. {wrong[0]}); extract between a model and its own fine-tune.")
+        raise AlgebraError(
+            f"the two models have different architectures: {len(wrong)} layers differ in shape "
+            f"(e.g. {wrong[0]}); extract between a model and its own fine-tune."
+        )
     paths = list(ours)
     if targets is not None:
         suffixes = inject._suffixes(targets)
         paths = [m for m in paths if any(inject._matches(m, s) for s in suffixes)]
         if not paths:
-            raise AlgebraError(f"targets {targets!r} select no linear layer or convolution of this model.")
+            raise AlgebraError(
+                f"targets {targets!r} select no linear layer or convolution of this model."
+            )
     A, B, reports = {}, {}, []
     for m in paths:
         w0, w1 = ours[m].weight, theirs[m].weight
         bad = int((~torch.isfinite(w1)).sum())
         if bad:
-            raise AlgebraError(f"{m} of the tuned model holds {bad} NaN or infinite values: the fine-tune diverged; "
-                               "extract from an earlier checkpoint.")
-        delta = (w1.detach().float().cpu() - w0.detach().float().cpu())
+            raise AlgebraError(
+                f"{m} of the tuned model holds {bad} NaN or infinite values: the fine-tune diverged; "
+                "extract from an earlier checkpoint."
+            )
+        delta = w1.detach().float().cpu() - w0.detach().float().cpu()
         if float(delta.abs().max()) <= min_diff:
             continue
         matrix = delta.reshape(delta.shape[0], -1)  # (out, in * kh * kw)
@@ -271,13 +355,24 @@ def extract(base, tuned, rank: int | None = None, *, energy: float | None = None
         else:
             b_k, a_k = _split(u, s, vh, k, 1.0)
         B[m], A[m] = _shaped(b_k, a_k, tuple(delta.shape[1:]))
-        reports.append(ModuleReport(m, int(min(matrix.shape)), k, _energy_kept(s, k),
-                                    float(torch.linalg.matrix_norm(matrix - b_k @ a_k))))
+        reports.append(
+            ModuleReport(
+                m,
+                int(min(matrix.shape)),
+                k,
+                _energy_kept(s, k),
+                float(torch.linalg.matrix_norm(matrix - b_k @ a_k)),
+            )
+        )
     if not A:
-        raise AlgebraError(f"no layer differs by more than {min_diff:g} between the two models: is the tuned model "
-                           "really a fine-tune of the base (or the same files twice)?")
+        raise AlgebraError(
+            f"no layer differs by more than {min_diff:g} between the two models: is the tuned model "
+            "really a fine-tune of the base (or the same files twice)?"
+        )
     meta = {"lorakit_extracted": f"rank={rank}, energy={energy}, clamp_quantile={clamp_quantile}"}
-    return formats._build("lorakit", A, B, {m: float(A[m].shape[0]) for m in A}, False, meta), reports
+    return formats._build(
+        "lorakit", A, B, {m: float(A[m].shape[0]) for m in A}, False, meta
+    ), reports
 
 
 # --------------------------------------------------------------------------- merge
@@ -294,14 +389,21 @@ def _check_compatible(items: list[tuple[LoRAWeights, float]]) -> None:
     shapes: dict[str, tuple] = {}
     for i, (weights, _) in enumerate(items):
         for m in weights.modules:
-            shape = (weights.B[m].shape[0], *weights.A[m].shape[1:])  # delta W's: (out, in) or (out, in, kh, kw)
+            shape = (
+                weights.B[m].shape[0],
+                *weights.A[m].shape[1:],
+            )  # delta W's: (out, in) or (out, in, kh, kw)
             if shapes.setdefault(m, (shape, i))[0] != shape:
-                raise AlgebraError(f"LoRA {shapes[m][1] + 1} and LoRA {i + 1} disagree on {m}: {shapes[m][0]} vs "
-                                   f"{shape}; they were made for different base models, which cannot be merged.")
+                raise AlgebraError(
+                    f"LoRA {shapes[m][1] + 1} and LoRA {i + 1} disagree on {m}: {shapes[m][0]} vs "
+                    f"{shape}; they were made for different base models, which cannot be merged."
+                )
     widths = {_context_width(weights) for weights, _ in items} - {None}
     if len(widths) > 1:
-        raise AlgebraError(f"the LoRAs were made for different base models (cross-attention reads a text of widths "
-                           f"{sorted(widths)}); merge LoRAs of one base model.")
+        raise AlgebraError(
+            f"the LoRAs were made for different base models (cross-attention reads a text of widths "
+            f"{sorted(widths)}); merge LoRAs of one base model."
+        )
 
 
 def _context_width(weights: LoRAWeights) -> int | None:
@@ -309,7 +411,9 @@ def _context_width(weights: LoRAWeights) -> int | None:
     return None if to_k is None else int(weights.A[to_k].shape[1])
 
 
-def merge(items: list[tuple[LoRAWeights, float]], method: str = "concat", rank: int | None = None) -> LoRAWeights:
+def merge(
+    items: list[tuple[LoRAWeights, float]], method: str = "concat", rank: int | None = None
+) -> LoRAWeights:
     """One LoRA from ``[(weights, weight), ...]``; its delta W in each module is ``sum weight_i * delta W_i``
     (``"concat"``: exactly, ranks add; ``"svd"``: the best rank-``rank`` approximation, ``rank`` by default the
     largest of theirs; ``"naive"``: A's and B's summed apart, each scaled by sqrt(weight), which is not the sum;
@@ -324,13 +428,26 @@ def merge(items: list[tuple[LoRAWeights, float]], method: str = "concat", rank: 
             having = [(weights, w) for weights, w in items if m in weights.A]
             ranks = {weights.rank(m) for weights, _ in having}
             if len(ranks) > 1:
-                raise AlgebraError(f"a naive merge averages A and B entry by entry, so it needs one rank; {m} has "
-                                   f"ranks {sorted(ranks)}: use --method concat or svd.")
+                raise AlgebraError(
+                    f"a naive merge averages A and B entry by entry, so it needs one rank; {m} has "
+                    f"ranks {sorted(ranks)}: use --method concat or svd."
+                )
             # kohya's merge_lora.py without --concat: each factor scaled by sqrt(weight * scaling), then summed
-            roots = [(math.copysign(math.sqrt(abs(w) * weights.scaling_of(m)), w), math.sqrt(abs(w) * weights.scaling_of(m)))
-                     for weights, w in having]
-            B[m] = sum(rb * weights.B[m].float() for (weights, _), (rb, _) in zip(having, roots, strict=True))
-            A[m] = sum(ra * weights.A[m].float() for (weights, _), (_, ra) in zip(having, roots, strict=True))
+            roots = [
+                (
+                    math.copysign(math.sqrt(abs(w) * weights.scaling_of(m)), w),
+                    math.sqrt(abs(w) * weights.scaling_of(m)),
+                )
+                for weights, w in having
+            ]
+            B[m] = sum(
+                rb * weights.B[m].float()
+                for (weights, _), (rb, _) in zip(having, roots, strict=True)
+            )
+            A[m] = sum(
+                ra * weights.A[m].float()
+                for (weights, _), (_, ra) in zip(having, roots, strict=True)
+            )
             alphas[m] = float(ranks.pop())  # scaling 1: the factors carry the weights and scalings
     else:
         for m in modules:
@@ -340,20 +457,29 @@ def merge(items: list[tuple[LoRAWeights, float]], method: str = "concat", rank: 
                     b, a = _factors(weights, m)
                     bs.append(b * w)
                     as_.append(a)
-            b, a = torch.cat(bs, dim=1), torch.cat(as_, dim=0)  # (out, sum r), (sum r, in): B A = sum w_i dW_i
+            b, a = (
+                torch.cat(bs, dim=1),
+                torch.cat(as_, dim=0),
+            )  # (out, sum r), (sum r, in): B A = sum w_i dW_i
             like = next(weights for weights, _ in items if m in weights.A)
             if method == "concat":
                 new_b, new_a = b, a
             else:
                 u, s, vh = factored_svd(b, a)
-                k = min(rank or max(weights.rank(m) for weights, _ in items if m in weights.A), len(s))
+                k = min(
+                    rank or max(weights.rank(m) for weights, _ in items if m in weights.A), len(s)
+                )
                 new_b, new_a = _split(u, s, vh, k, 1.0)
             B[m], A[m] = _shaped(new_b, new_a, tuple(like.A[m].shape[1:]))
             alphas[m] = float(A[m].shape[0])  # scaling 1: the factors carry everything
-    return formats._build("lorakit", A, B, alphas, False, {"lorakit_merged": f"{method}, {len(items)} LoRAs"})
+    return formats._build(
+        "lorakit", A, B, alphas, False, {"lorakit_merged": f"{method}, {len(items)} LoRAs"}
+    )
 
 
-def delta_error(approx: LoRAWeights, exact: list[tuple[LoRAWeights, float]] | LoRAWeights) -> dict[str, float]:
+def delta_error(
+    approx: LoRAWeights, exact: list[tuple[LoRAWeights, float]] | LoRAWeights
+) -> dict[str, float]:
     """Per module, ``||delta W(approx) - sum w_i delta W_i||_F / ||sum w_i delta W_i||_F`` (0: exact)."""
     exact = [(exact, 1.0)] if isinstance(exact, LoRAWeights) else exact
     errors = {}
@@ -361,8 +487,11 @@ def delta_error(approx: LoRAWeights, exact: list[tuple[LoRAWeights, float]] | Lo
         target = sum(w * weights.matrix(m) for weights, w in exact if m in weights.A)
         got = approx.matrix(m) if m in approx.A else torch.zeros_like(target)
         norm = float(torch.linalg.matrix_norm(target))
-        errors[m] = float(torch.linalg.matrix_norm(got - target)) / norm if norm > 0 else float(
-            torch.linalg.matrix_norm(got))
+        errors[m] = (
+            float(torch.linalg.matrix_norm(got - target)) / norm
+            if norm > 0
+            else float(torch.linalg.matrix_norm(got))
+        )
     return errors
 
 
@@ -372,8 +501,10 @@ def merge_into(model, items: list[tuple[LoRAWeights, float]]) -> list[str]:
     modules changed. Every module and shape is checked first: a LoRA that does not fit changes nothing."""
     _check_compatible(items)
     if next(inject.lora_layers(model), None) is not None:
-        raise AlgebraError("the model has LoRA layers: merge them first (inject.merge_lora) and remove them "
-                           "(inject.remove_lora), or bake into a model without them.")
+        raise AlgebraError(
+            "the model has LoRA layers: merge them first (inject.merge_lora) and remove them "
+            "(inject.remove_lora), or bake into a model without them."
+        )
     deltas: dict[str, torch.Tensor] = {}
     layers: dict[str, nn.Module] = {}
     problems = []
@@ -386,8 +517,10 @@ def merge_into(model, items: list[tuple[LoRAWeights, float]]) -> list[str]:
                 delta = (weights.matrix(m) * w).reshape(bases[p].weight.shape)
                 deltas[p] = deltas[p] + delta if p in deltas else delta
     if problems:
-        raise AlgebraError(f"the LoRAs do not fit this model: {len(problems)} modules do not match (nothing was "
-                           f"changed): {'; '.join(problems[:5])}")
+        raise AlgebraError(
+            f"the LoRAs do not fit this model: {len(problems)} modules do not match (nothing was "
+            f"changed): {'; '.join(problems[:5])}"
+        )
     for p, delta in deltas.items():
         weight = layers[p].weight
         weight.copy_((weight.float() + delta.to(weight.device)).to(weight.dtype))

@@ -67,9 +67,27 @@ METHODS = ("lora", "full")
 FULL_FILE = "unet.safetensors"  # what a full fine-tune saves: every UNet weight
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 LR_SCHEDULES = ("constant", "cosine")
-RESUME_KEYS = ("method", "r", "alpha", "target_modules", "text_encoder", "batch_size", "grad_accum", "seed",  # must match to resume
-               "flip", "caption_dropout", "ema_decay", "lora_dropout", "lr", "lr_schedule", "warmup_steps",
-               "min_snr_gamma", "max_grad_norm", "mixed_precision", "resolution")  # (steps may grow)
+RESUME_KEYS = (
+    "method",
+    "r",
+    "alpha",
+    "target_modules",
+    "text_encoder",
+    "batch_size",
+    "grad_accum",
+    "seed",  # must match to resume
+    "flip",
+    "caption_dropout",
+    "ema_decay",
+    "lora_dropout",
+    "lr",
+    "lr_schedule",
+    "warmup_steps",
+    "min_snr_gamma",
+    "max_grad_norm",
+    "mixed_precision",
+    "resolution",
+)  # (steps may grow)
 
 
 @dataclass
@@ -85,9 +103,13 @@ class TrainConfig:
     alpha: float | None = None  # None: alpha = r (scaling 1)
     target_modules: str | Sequence[str] = "attn2"
     text_encoder: bool = False  # also a LoRA on the text encoder (inject.PRESETS["text"], same r and alpha), as kohya
-    lora_dropout: float = 0.0  # dropout on the LoRA path's input while training (PEFT's lora_dropout)
+    lora_dropout: float = (
+        0.0  # dropout on the LoRA path's input while training (PEFT's lora_dropout)
+    )
     steps: int = 300  # optimizer steps
-    batch_size: int = 8  # images per micro-batch (over all processes); one step sees batch_size * grad_accum
+    batch_size: int = (
+        8  # images per micro-batch (over all processes); one step sees batch_size * grad_accum
+    )
     lr: float = 1e-3
     warmup_steps: int = 10
     lr_schedule: str = "constant"  # "constant" | "cosine" (after warm-up)
@@ -96,8 +118,12 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     min_snr_gamma: float | None = None  # e.g. 5.0; None: plain epsilon MSE
     flip: bool = False  # also train on every image mirrored left-right (for subjects whose sides don't matter)
-    caption_dropout: float = 0.0  # fraction of training pictures shown with the empty prompt instead of their caption
-    ema_decay: float | None = None  # e.g. 0.99: the LoRA returned is an exponential moving average of its steps
+    caption_dropout: float = (
+        0.0  # fraction of training pictures shown with the empty prompt instead of their caption
+    )
+    ema_decay: float | None = (
+        None  # e.g. 0.99: the LoRA returned is an exponential moving average of its steps
+    )
     max_grad_norm: float = 1.0  # 0 turns clipping off
     seed: int = 0
     resolution: int | None = None  # None: the UNet's own (sample_size * vae_scale_factor)
@@ -131,10 +157,26 @@ class TrainConfig:
         ``attn2``: the ``ff`` result is the tiny SD's, not measured on SD 1.5.
         """
         preset = config.get_preset(mode)
-        small = dict(r=8, target_modules="attn2+ff", min_snr_gamma=2.0, flip=True, caption_dropout=0.3, lora_dropout=0.1)
-        full = dict(r=16, steps=1500, batch_size=4, lr=1e-4, warmup_steps=100, lr_schedule="cosine",
-                    mixed_precision="bf16", gradient_checkpointing=True, min_snr_gamma=5.0,
-                    sample_prompts=["a photo of a sks dog"])
+        small = dict(
+            r=8,
+            target_modules="attn2+ff",
+            min_snr_gamma=2.0,
+            flip=True,
+            caption_dropout=0.3,
+            lora_dropout=0.1,
+        )
+        full = dict(
+            r=16,
+            steps=1500,
+            batch_size=4,
+            lr=1e-4,
+            warmup_steps=100,
+            lr_schedule="cosine",
+            mixed_precision="bf16",
+            gradient_checkpointing=True,
+            min_snr_gamma=5.0,
+            sample_prompts=["a photo of a sks dog"],
+        )
         return cls(**{**(full if preset.mode == "full" else small), **overrides})
 
 
@@ -146,7 +188,9 @@ class TrainResult:
     val_history: list[tuple[int, float]]  # (step, fixed-seed validation loss)
     samples: list[tuple[int, list]]  # (step, PIL images of cfg.sample_prompts); main process only
     lora_names: list[str]  # paths of the LoRA-wrapped modules (none for method="full")
-    step_seconds: list[float] = field(default_factory=list)  # wall time of each step this call trained
+    step_seconds: list[float] = field(
+        default_factory=list
+    )  # wall time of each step this call trained
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -164,8 +208,9 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return warmup_cosine(step, cfg.warmup_steps, cfg.steps)
 
 
-def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float,
-                    prediction_type: str = "epsilon") -> torch.Tensor:
+def min_snr_weights(
+    alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float, prediction_type: str = "epsilon"
+) -> torch.Tensor:
     """Min-SNR-gamma loss weights (Hang et al. 2023), as diffusers' train_text_to_image: min(snr, gamma) / snr."""
     a = alphas_cumprod.to(t.device)[t].float()  # (B,)
     snr = a / (1 - a)  # (B,) signal-to-noise ratio of each timestep
@@ -175,35 +220,60 @@ def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float,
 
 def check_config(cfg: TrainConfig, device: torch.device) -> None:
     """Refuse a bad setting before any work is done, naming every problem at once."""
-    problems = [f"{name} must be a positive integer, got {getattr(cfg, name)!r}"
-                for name in ("steps", "batch_size", "grad_accum", "num_validation")
-                if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) <= 0]
-    problems += [f"{name} must be >= 0, got {getattr(cfg, name)!r}" for name in
-                 ("warmup_steps", "validation_every", "sample_every", "checkpoint_every", "max_grad_norm")
-                 if getattr(cfg, name) < 0]
+    problems = [
+        f"{name} must be a positive integer, got {getattr(cfg, name)!r}"
+        for name in ("steps", "batch_size", "grad_accum", "num_validation")
+        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) <= 0
+    ]
+    problems += [
+        f"{name} must be >= 0, got {getattr(cfg, name)!r}"
+        for name in (
+            "warmup_steps",
+            "validation_every",
+            "sample_every",
+            "checkpoint_every",
+            "max_grad_norm",
+        )
+        if getattr(cfg, name) < 0
+    ]
     if not (isinstance(cfg.r, int) and not isinstance(cfg.r, bool) and cfg.r > 0):
         problems.append(f"r must be a positive integer, got {cfg.r!r}")
-    if cfg.alpha is not None and not (isinstance(cfg.alpha, (int, float)) and math.isfinite(cfg.alpha) and cfg.alpha > 0):
-        problems.append(f"alpha must be a positive finite number or None (alpha = r), got {cfg.alpha!r}")
+    if cfg.alpha is not None and not (
+        isinstance(cfg.alpha, (int, float)) and math.isfinite(cfg.alpha) and cfg.alpha > 0
+    ):
+        problems.append(
+            f"alpha must be a positive finite number or None (alpha = r), got {cfg.alpha!r}"
+        )
     if not (isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr > 0):
         problems.append(f"lr must be a positive finite number, got {cfg.lr!r}")
-    if cfg.resolution is not None and not (isinstance(cfg.resolution, int) and cfg.resolution > 0
-                                           and cfg.resolution % 64 == 0):
-        problems.append(f"resolution must be a positive multiple of 64 (the UNet halves the latents three times) "
-                        f"or None, got {cfg.resolution!r}")
-    if not (isinstance(cfg.seed, int) and 0 <= cfg.seed < 2 ** 63):
+    if cfg.resolution is not None and not (
+        isinstance(cfg.resolution, int) and cfg.resolution > 0 and cfg.resolution % 64 == 0
+    ):
+        problems.append(
+            f"resolution must be a positive multiple of 64 (the UNet halves the latents three times) "
+            f"or None, got {cfg.resolution!r}"
+        )
+    if not (isinstance(cfg.seed, int) and 0 <= cfg.seed < 2**63):
         problems.append(f"seed must be an integer from 0 to 2**63 - 1, got {cfg.seed!r}")
     if cfg.method not in METHODS:
         problems.append(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
     if cfg.lr_schedule not in LR_SCHEDULES:
-        problems.append(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {cfg.lr_schedule!r}")
+        problems.append(
+            f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {cfg.lr_schedule!r}"
+        )
     if cfg.mixed_precision not in MIXED_PRECISIONS:
-        problems.append(f"mixed_precision must be one of {', '.join(MIXED_PRECISIONS)}, got {cfg.mixed_precision!r}")
+        problems.append(
+            f"mixed_precision must be one of {', '.join(MIXED_PRECISIONS)}, got {cfg.mixed_precision!r}"
+        )
     elif cfg.mixed_precision == "fp16" and device.type != "cuda":
-        problems.append(f"mixed_precision='fp16' needs a CUDA GPU (its loss scaling is CUDA-only), but the "
-                        f"pipeline is on {device.type}: use 'bf16' or 'no'")
+        problems.append(
+            f"mixed_precision='fp16' needs a CUDA GPU (its loss scaling is CUDA-only), but the "
+            f"pipeline is on {device.type}: use 'bf16' or 'no'"
+        )
     if cfg.save_format not in formats.FORMATS:
-        problems.append(f"save_format must be one of {', '.join(formats.FORMATS)}, got {cfg.save_format!r}")
+        problems.append(
+            f"save_format must be one of {', '.join(formats.FORMATS)}, got {cfg.save_format!r}"
+        )
     if not 0 <= cfg.lora_dropout < 1:
         problems.append(f"lora_dropout must be in [0, 1), got {cfg.lora_dropout!r}")
     if not 0 <= cfg.caption_dropout < 1:
@@ -215,14 +285,22 @@ def check_config(cfg: TrainConfig, device: torch.device) -> None:
     if not isinstance(cfg.text_encoder, bool):
         problems.append(f"text_encoder must be True or False, got {cfg.text_encoder!r}")
     elif cfg.text_encoder and cfg.method == "full":
-        problems.append("text_encoder=True trains a text-encoder LoRA, but method='full' fine-tunes the UNet alone")
+        problems.append(
+            "text_encoder=True trains a text-encoder LoRA, but method='full' fine-tunes the UNet alone"
+        )
     if problems:
         raise ValueError("bad TrainConfig: " + "; ".join(problems) + ".")
 
 
 @torch.no_grad()
-def cache_dataset(pipe, dataset, resolution: int, batch_size: int = 16, flip: bool = False,
-                  empty_prompt: bool = False):
+def cache_dataset(
+    pipe,
+    dataset,
+    resolution: int,
+    batch_size: int = 16,
+    flip: bool = False,
+    empty_prompt: bool = False,
+):
     """Latents (N, 4, h, w) of every image, embeddings (C, 77, D) of every distinct caption, each image's caption row (N,).
 
     ``h = w = resolution / pipe.vae_scale_factor`` (16 for the tiny SD, 64 for SD 1.5). With
@@ -236,18 +314,34 @@ def cache_dataset(pipe, dataset, resolution: int, batch_size: int = 16, flip: bo
     images, captions = zip(*(dataset[i] for i in range(len(dataset))), strict=True)
     for i, image in enumerate(images):
         if tuple(image.shape) != (3, resolution, resolution):
-            raise ValueError(f"dataset image {i} has shape {tuple(image.shape)} but training expects (3, {resolution}, "
-                             f"{resolution}): build the dataset with resolution={resolution} or set TrainConfig.resolution.")
+            raise ValueError(
+                f"dataset image {i} has shape {tuple(image.shape)} but training expects (3, {resolution}, "
+                f"{resolution}): build the dataset with resolution={resolution} or set TrainConfig.resolution."
+            )
     pixels = torch.stack(images)  # (N, 3, R, R) in [-1, 1]
     if flip:
-        pixels, captions = torch.cat([pixels, pixels.flip(-1)]), captions + captions  # (2N, 3, R, R)
-    latents = torch.cat([vae.encode(pixels[i:i + batch_size].to(device, vae.dtype)).latent_dist.mode()
-                         for i in range(0, len(pixels), batch_size)]).float() * vae.config.scaling_factor  # (N, 4, h, w)
+        pixels, captions = (
+            torch.cat([pixels, pixels.flip(-1)]),
+            captions + captions,
+        )  # (2N, 3, R, R)
+    latents = (
+        torch.cat(
+            [
+                vae.encode(pixels[i : i + batch_size].to(device, vae.dtype)).latent_dist.mode()
+                for i in range(0, len(pixels), batch_size)
+            ]
+        ).float()
+        * vae.config.scaling_factor
+    )  # (N, 4, h, w)
     distinct = distinct_captions(captions, empty_prompt)
     sample.warn_if_cut(pipe.tokenizer, distinct, "caption")
     ids = token_ids(pipe, distinct)  # (C, 77)
-    embeddings = torch.cat([pipe.text_encoder(ids[i:i + batch_size].to(device))[0]
-                            for i in range(0, len(ids), batch_size)]).float()  # (C, 77, D)
+    embeddings = torch.cat(
+        [
+            pipe.text_encoder(ids[i : i + batch_size].to(device))[0]
+            for i in range(0, len(ids), batch_size)
+        ]
+    ).float()  # (C, 77, D)
     rows = torch.tensor([distinct.index(c) for c in captions], device=device)  # (N,)
     return latents, embeddings, rows
 
@@ -262,8 +356,13 @@ def distinct_captions(captions, empty_prompt: bool = False) -> list[str]:
 
 def token_ids(pipe, captions: list[str]) -> torch.Tensor:
     """The token ids (C, 77) of ``captions``, as the pipeline encodes a prompt."""
-    return pipe.tokenizer(captions, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                          truncation=True, return_tensors="pt").input_ids
+    return pipe.tokenizer(
+        captions,
+        padding="max_length",
+        max_length=pipe.tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
 
 
 def embed(run: TrainingRun, rows: torch.Tensor) -> torch.Tensor:
@@ -280,7 +379,9 @@ def epsilon_loss(unet, scheduler, latents, context, t, noise, gamma: float | Non
     pred = unet(noisy.to(unet.dtype), t, context.to(unet.dtype)).sample.float()  # (B, 4, h, w)
     kind = scheduler.config.prediction_type
     if kind not in ("epsilon", "v_prediction"):
-        raise ValueError(f"lorakit trains epsilon or v_prediction models, this one predicts {kind!r}.")
+        raise ValueError(
+            f"lorakit trains epsilon or v_prediction models, this one predicts {kind!r}."
+        )
     target = noise if kind == "epsilon" else scheduler.get_velocity(latents, noise, t)
     per_image = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))  # (B,)
     if gamma is not None:
@@ -297,6 +398,7 @@ def save_loss_plot(result: TrainResult, path: str | Path) -> Path:
     """A PNG of the training loss (and the validation loss, if any) per step."""
     # No pyplot: needs no display and leaves the notebook's own figures alone.
     from matplotlib.figure import Figure
+
     fig = Figure(figsize=(6, 3.5))
     ax = fig.subplots()
     ax.plot(range(1, len(result.history) + 1), result.history, lw=0.8, label="training loss")
@@ -311,8 +413,10 @@ def save_loss_plot(result: TrainResult, path: str | Path) -> Path:
 def process_rows(batch_size: int, num_processes: int, index: int) -> slice:
     """The contiguous rows of a ``batch_size`` micro-batch that process ``index`` of ``num_processes`` trains on."""
     if batch_size < num_processes:
-        raise ValueError(f"batch_size {batch_size} is smaller than the number of processes ({num_processes}): every "
-                         f"process needs at least one image per micro-batch; use batch_size >= {num_processes}.")
+        raise ValueError(
+            f"batch_size {batch_size} is smaller than the number of processes ({num_processes}): every "
+            f"process needs at least one image per micro-batch; use batch_size >= {num_processes}."
+        )
     return slice(index * batch_size // num_processes, (index + 1) * batch_size // num_processes)
 
 
@@ -340,11 +444,15 @@ def _plain(value):
 def _make_accelerator(cfg: TrainConfig, device: torch.device):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
+
     # accelerate keeps one global state per process; a notebook trains several times with different settings.
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
-    return Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
-                       cpu=device.type == "cpu")
+    return Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        gradient_accumulation_steps=cfg.grad_accum,
+        cpu=device.type == "cpu",
+    )
 
 
 def preflight(cfg: TrainConfig, pipe, device: torch.device) -> None:
@@ -384,7 +492,9 @@ class TrainingRun:
     val_history: list[tuple[int, float]] = field(default_factory=list)
     samples: list[tuple[int, list]] = field(default_factory=list)
     start: int = 0  # the first step to train (after a resume, the checkpoint's)
-    ids: torch.Tensor | None = None  # (C, 77) token ids of the captions, when the text encoder trains
+    ids: torch.Tensor | None = (
+        None  # (C, 77) token ids of the captions, when the text encoder trains
+    )
     step_seconds: list[float] = field(default_factory=list)
 
     @property
@@ -402,10 +512,14 @@ def prepare(pipe, cfg: TrainConfig):
     preflight(cfg, pipe, device)
     accelerator = _make_accelerator(cfg, device)
     world = accelerator.num_processes
-    mine = process_rows(cfg.batch_size, world, accelerator.process_index)  # (all rows with one process)
+    mine = process_rows(
+        cfg.batch_size, world, accelerator.process_index
+    )  # (all rows with one process)
     if world > 1 and device.type != "cpu" and device != accelerator.device:
-        raise ValueError(f"process {accelerator.process_index} of {world} has the pipeline on {device} but accelerate "
-                         f"gave it {accelerator.device}: load the pipeline on accelerate.PartialState().device.")
+        raise ValueError(
+            f"process {accelerator.process_index} of {world} has the pipeline on {device} but accelerate "
+            f"gave it {accelerator.device}: load the pipeline on accelerate.PartialState().device."
+        )
     return accelerator, mine
 
 
@@ -419,8 +533,13 @@ def add_lora(unet, cfg: TrainConfig) -> list[str]:
         return names
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # the LoRA A init depends on the seed only
-        return inject.inject_lora(unet, r=cfg.r, alpha=cfg.alpha, target_modules=cfg.target_modules,
-                                  dropout=cfg.lora_dropout)
+        return inject.inject_lora(
+            unet,
+            r=cfg.r,
+            alpha=cfg.alpha,
+            target_modules=cfg.target_modules,
+            dropout=cfg.lora_dropout,
+        )
 
 
 def add_text_lora(text_encoder, cfg: TrainConfig) -> list[str]:
@@ -430,8 +549,13 @@ def add_text_lora(text_encoder, cfg: TrainConfig) -> list[str]:
     if not names:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed + 1)  # another draw than the UNet's
-            names = inject.inject_lora(text_encoder, r=cfg.r, alpha=cfg.alpha, target_modules="text",
-                                       dropout=cfg.lora_dropout)
+            names = inject.inject_lora(
+                text_encoder,
+                r=cfg.r,
+                alpha=cfg.alpha,
+                target_modules="text",
+                dropout=cfg.lora_dropout,
+            )
     return [inject.TEXT_PREFIX + n for n in names]
 
 
@@ -447,12 +571,16 @@ def unfreeze(unet) -> list[torch.Tensor]:
     (mixed precision still computes in them, with ``mixed_precision``).
     """
     if next(inject.lora_layers(unet), None) is not None:
-        raise ValueError("method='full' fine-tunes the UNet itself, but it has LoRA layers: call "
-                         "inject.remove_lora(pipe.unet) first.")
+        raise ValueError(
+            "method='full' fine-tunes the UNet itself, but it has LoRA layers: call "
+            "inject.remove_lora(pipe.unet) first."
+        )
     dtypes = {p.dtype for p in unet.parameters()}
     if dtypes != {torch.float32}:
-        raise ValueError(f"method='full' needs the UNet's weights in float32, they are {sorted(map(str, dtypes))}: "
-                         "load the pipeline with dtype='float32' (mixed_precision='bf16' still computes in bf16).")
+        raise ValueError(
+            f"method='full' needs the UNet's weights in float32, they are {sorted(map(str, dtypes))}: "
+            "load the pipeline with dtype='float32' (mixed_precision='bf16' still computes in bf16)."
+        )
     unet.requires_grad_(True)
     return list(unet.parameters())
 
@@ -468,7 +596,9 @@ def make_optimizer(params: list[torch.Tensor], cfg: TrainConfig, accelerator):
     """Step 4: AdamW on the trained parameters alone (LoRA's A and B), and its learning-rate schedule (:func:`lr_factor`)."""
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
     lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
-    return accelerator.prepare_optimizer(optimizer), lr_scheduler  # fp16: loss scaling via its GradScaler
+    return accelerator.prepare_optimizer(
+        optimizer
+    ), lr_scheduler  # fp16: loss scaling via its GradScaler
 
 
 def resume_state(cfg: TrainConfig) -> dict | None:
@@ -478,19 +608,32 @@ def resume_state(cfg: TrainConfig) -> dict | None:
     if out is None or not cfg.resume or not (out / CHECKPOINT).exists():
         return None
     try:
-        state = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)  # our own file, no pickled code
+        state = torch.load(
+            out / CHECKPOINT, map_location="cpu", weights_only=True
+        )  # our own file, no pickled code
     except Exception as error:  # a torn or foreign file: torch raises many kinds
-        raise ValueError(f"{out / CHECKPOINT} cannot be read ({type(error).__name__}): delete it to start "
-                         "again, or resume=False.") from None
-    changed = [f"{k}: {state['config'][k]!r} -> {v!r}" for k, v in asdict(cfg).items()
-               if k in RESUME_KEYS and _plain(state["config"].get(k)) != _plain(v)]
-    if state["step"] > cfg.steps or (cfg.lr_schedule == "cosine" and state["config"]["steps"] != cfg.steps):
-        changed.append(f"steps: {state['config']['steps']!r} -> {cfg.steps!r} (the checkpoint is at step "
-                       f"{state['step']}; steps may only grow, and not under the cosine schedule)")
+        raise ValueError(
+            f"{out / CHECKPOINT} cannot be read ({type(error).__name__}): delete it to start "
+            "again, or resume=False."
+        ) from None
+    changed = [
+        f"{k}: {state['config'][k]!r} -> {v!r}"
+        for k, v in asdict(cfg).items()
+        if k in RESUME_KEYS and _plain(state["config"].get(k)) != _plain(v)
+    ]
+    if state["step"] > cfg.steps or (
+        cfg.lr_schedule == "cosine" and state["config"]["steps"] != cfg.steps
+    ):
+        changed.append(
+            f"steps: {state['config']['steps']!r} -> {cfg.steps!r} (the checkpoint is at step "
+            f"{state['step']}; steps may only grow, and not under the cosine schedule)"
+        )
     if changed:
-        raise ValueError(f"{out / CHECKPOINT} was trained with other settings ({'; '.join(changed)}): "
-                         "resume with the checkpoint's settings, use another output_dir, or resume=False to "
-                         "start again (the checkpoint is overwritten).")
+        raise ValueError(
+            f"{out / CHECKPOINT} was trained with other settings ({'; '.join(changed)}): "
+            "resume with the checkpoint's settings, use another output_dir, or resume=False to "
+            "start again (the checkpoint is overwritten)."
+        )
     return state
 
 
@@ -533,7 +676,9 @@ def draw_batch(run: TrainingRun, step: int):
     t = torch.randint(0, num_timesteps, (total,), generator=gen).to(device)  # (B*A,)
     noise = torch.randn((total, *run.latents.shape[1:]), generator=gen).to(device)  # (B*A, 4, h, w)
     context = run.rows[idx]  # (B*A,) embedding row of each picture
-    if cfg.caption_dropout > 0:  # some pictures get the empty prompt (last row), as guidance's other branch
+    if (
+        cfg.caption_dropout > 0
+    ):  # some pictures get the empty prompt (last row), as guidance's other branch
         dropped = (torch.rand(total, generator=gen) < cfg.caption_dropout).to(device)  # (B*A,)
         context = torch.where(dropped, len(run.embeddings) - 1, context)
     return idx, t, noise, context
@@ -552,19 +697,34 @@ def training_step(run: TrainingRun, step: int) -> float:
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed * 1_000_003 + step + 7_919 * accelerator.process_index)
         for k in range(cfg.grad_accum):
-            part = slice(k * micro + mine.start, k * micro + mine.stop)  # this process's rows of micro-batch k
+            part = slice(
+                k * micro + mine.start, k * micro + mine.stop
+            )  # this process's rows of micro-batch k
             with accelerator.accumulate(unet), accelerator.autocast():
-                loss = epsilon_loss(unet, run.noise_scheduler, run.latents[idx[part]], embed(run, context[part]),
-                                    t[part], noise[part], cfg.min_snr_gamma)
-                loss = loss * ((mine.stop - mine.start) / micro)  # its share of the batch's mean (x 1.0 alone)
+                loss = epsilon_loss(
+                    unet,
+                    run.noise_scheduler,
+                    run.latents[idx[part]],
+                    embed(run, context[part]),
+                    t[part],
+                    noise[part],
+                    cfg.min_snr_gamma,
+                )
+                loss = loss * (
+                    (mine.stop - mine.start) / micro
+                )  # its share of the batch's mean (x 1.0 alone)
                 accelerator.backward(loss)  # divides by grad_accum
             step_loss += loss.item() / cfg.grad_accum
-    step_loss = all_reduce_grads(accelerator, run.params, step_loss)  # the whole batch's gradient and loss
+    step_loss = all_reduce_grads(
+        accelerator, run.params, step_loss
+    )  # the whole batch's gradient and loss
     if not math.isfinite(step_loss):  # checked after the all-reduce, so that every process stops
         lr = run.lr_scheduler.get_last_lr()[0]
-        raise RuntimeError(f"the loss became {step_loss} at step {step + 1} of {cfg.steps} (lr {lr:.3g}): "
-                           "training diverged. Lower the learning rate, or train in float32 "
-                           "(mixed_precision='no').")
+        raise RuntimeError(
+            f"the loss became {step_loss} at step {step + 1} of {cfg.steps} (lr {lr:.3g}): "
+            "training diverged. Lower the learning rate, or train in float32 "
+            "(mixed_precision='no')."
+        )
     if cfg.max_grad_norm > 0:
         accelerator.clip_grad_norm_(run.params, cfg.max_grad_norm)
     run.optimizer.step()
@@ -584,7 +744,9 @@ def validation_indices(run: TrainingRun):
     gen = torch.Generator().manual_seed(cfg.seed + 12345)
     idx = torch.arange(cfg.num_validation) % len(run.latents)  # (V,)
     t = torch.linspace(0, num_timesteps - 1, cfg.num_validation).long().to(device)  # (V,)
-    noise = torch.randn((cfg.num_validation, *run.latents.shape[1:]), generator=gen).to(device)  # (V, 4, h, w)
+    noise = torch.randn((cfg.num_validation, *run.latents.shape[1:]), generator=gen).to(
+        device
+    )  # (V, 4, h, w)
     return idx, t, noise
 
 
@@ -597,8 +759,15 @@ def validation_loss(run: TrainingRun, fixed) -> float:
     text_encoder.eval()
     try:
         with run.accelerator.autocast():
-            return epsilon_loss(unet, run.noise_scheduler, run.latents[idx], embed(run, run.rows[idx]),
-                                t, noise, run.cfg.min_snr_gamma).item()
+            return epsilon_loss(
+                unet,
+                run.noise_scheduler,
+                run.latents[idx],
+                embed(run, run.rows[idx]),
+                t,
+                noise,
+                run.cfg.min_snr_gamma,
+            ).item()
     finally:
         unet.train()
         text_encoder.train(run.cfg.text_encoder)
@@ -609,23 +778,35 @@ def sample_during_training(run: TrainingRun, done: int) -> None:
     cfg, unet = run.cfg, run.pipe.unet
     unet.eval()
     run.pipe.text_encoder.eval()
-    images = sample.generate(run.pipe, list(cfg.sample_prompts), seeds=list(range(len(cfg.sample_prompts))),
-                             resolution=run.resolution)
+    images = sample.generate(
+        run.pipe,
+        list(cfg.sample_prompts),
+        seeds=list(range(len(cfg.sample_prompts))),
+        resolution=run.resolution,
+    )
     unet.train()
     run.pipe.text_encoder.train(cfg.text_encoder)
     run.samples.append((done, images))
     if run.out is not None:
         grid = sample.image_grid(images, labels=cfg.sample_prompts)
-        files.write_atomically(run.out / f"samples_{done:06d}.png", lambda f: grid.save(f, format="PNG"))
+        files.write_atomically(
+            run.out / f"samples_{done:06d}.png", lambda f: grid.save(f, format="PNG")
+        )
 
 
 def checkpoint(run: TrainingRun, step: int) -> None:
     """Step 8: everything :func:`resume` needs, written atomically to ``output_dir/checkpoint.pt``."""
     model = lora_holder(run.pipe, run.cfg) if run.cfg.method == "lora" else run.pipe.unet
-    state = {"lora" if run.cfg.method == "lora" else "unet": trainable_state(model, run.cfg),
-             "optimizer": run.optimizer.state_dict(), "lr_scheduler": run.lr_scheduler.state_dict(),
-             "step": step, "history": run.history, "val_history": [list(v) for v in run.val_history],
-             "rng": torch.get_rng_state(), "config": {k: _plain(v) for k, v in asdict(run.cfg).items()}}
+    state = {
+        "lora" if run.cfg.method == "lora" else "unet": trainable_state(model, run.cfg),
+        "optimizer": run.optimizer.state_dict(),
+        "lr_scheduler": run.lr_scheduler.state_dict(),
+        "step": step,
+        "history": run.history,
+        "val_history": [list(v) for v in run.val_history],
+        "rng": torch.get_rng_state(),
+        "config": {k: _plain(v) for k, v in asdict(run.cfg).items()},
+    }
     if run.accelerator.scaler is not None:
         state["scaler"] = run.accelerator.scaler.state_dict()
     if run.ema:
@@ -638,16 +819,28 @@ def finish(run: TrainingRun) -> TrainResult:
     cfg, unet = run.cfg, run.pipe.unet
     if run.ema:
         with torch.no_grad():
-            torch._foreach_copy_(run.params, run.ema)  # the LoRA left in the UNet and saved is the average
-    result = TrainResult(history=run.history, val_history=run.val_history, samples=run.samples, lora_names=run.names,
-                         step_seconds=run.step_seconds)
+            torch._foreach_copy_(
+                run.params, run.ema
+            )  # the LoRA left in the UNet and saved is the average
+    result = TrainResult(
+        history=run.history,
+        val_history=run.val_history,
+        samples=run.samples,
+        lora_names=run.names,
+        step_seconds=run.step_seconds,
+    )
     if run.out is not None and run.main:
         if cfg.method == "lora":
-            formats.save_lora(lora_holder(run.pipe, cfg), run.out / ("lora" if cfg.save_format == "peft" else "lora.safetensors"),
-                              cfg.save_format)
+            formats.save_lora(
+                lora_holder(run.pipe, cfg),
+                run.out / ("lora" if cfg.save_format == "peft" else "lora.safetensors"),
+                cfg.save_format,
+            )
         else:
-            files.write_atomically(run.out / FULL_FILE, formats.safetensors_bytes(
-                trainable_state(unet, cfg), {"lorakit_method": "full"}))
+            files.write_atomically(
+                run.out / FULL_FILE,
+                formats.safetensors_bytes(trainable_state(unet, cfg), {"lorakit_method": "full"}),
+            )
         save_loss_plot(result, run.out / "loss.png")
     run.accelerator.wait_for_everyone()  # every process returns once the files are there
     return result
@@ -668,22 +861,46 @@ def train_lora(pipe, dataset, config: TrainConfig | None = None) -> TrainResult:
     """
     cfg = config or TrainConfig()  # (the parameter hides the lorakit.config module, unused in here)
     unet, device = pipe.unet, pipe.device
-    checkpoint_state = resume_state(cfg)  # read once; a checkpoint of other settings is refused before anything changes
+    checkpoint_state = resume_state(
+        cfg
+    )  # read once; a checkpoint of other settings is refused before anything changes
     accelerator, mine = prepare(pipe, cfg)  # 1
     resolution = cfg.resolution or unet.config.sample_size * pipe.vae_scale_factor
-    latents, embeddings, rows = cache_dataset(pipe, dataset, resolution, flip=cfg.flip,  # 2
-                                              empty_prompt=cfg.caption_dropout > 0)
-    ids = token_ids(pipe, distinct_captions([dataset.caption(i) if hasattr(dataset, "caption") else dataset[i][1]
-                                              for i in range(len(dataset))], cfg.caption_dropout > 0)).to(device) \
-        if cfg.text_encoder else None
+    latents, embeddings, rows = cache_dataset(
+        pipe,
+        dataset,
+        resolution,
+        flip=cfg.flip,  # 2
+        empty_prompt=cfg.caption_dropout > 0,
+    )
+    ids = (
+        token_ids(
+            pipe,
+            distinct_captions(
+                [
+                    dataset.caption(i) if hasattr(dataset, "caption") else dataset[i][1]
+                    for i in range(len(dataset))
+                ],
+                cfg.caption_dropout > 0,
+            ),
+        ).to(device)
+        if cfg.text_encoder
+        else None
+    )
     if cfg.method == "lora":
         names = add_lora(unet, cfg)  # 3
         if cfg.text_encoder:
             names += add_text_lora(pipe.text_encoder, cfg)
-        params = [p for _, layer in inject.lora_layers(lora_holder(pipe, cfg))
-                  for p in (layer.lora_A.weight, layer.lora_B.weight)]
+        params = [
+            p
+            for _, layer in inject.lora_layers(lora_holder(pipe, cfg))
+            for p in (layer.lora_A.weight, layer.lora_B.weight)
+        ]
     else:
-        names, params = [], unfreeze(unet)  # 3, a full fine-tune: the baseline LoRA is measured against
+        names, params = (
+            [],
+            unfreeze(unet),
+        )  # 3, a full fine-tune: the baseline LoRA is measured against
     optimizer, lr_scheduler = make_optimizer(params, cfg, accelerator)  # 4
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     noise_scheduler.alphas_cumprod = noise_scheduler.alphas_cumprod.to(device)
@@ -691,10 +908,24 @@ def train_lora(pipe, dataset, config: TrainConfig | None = None) -> TrainResult:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         files.remove_stale(out)  # what killed runs left half-written
-    run = TrainingRun(pipe=pipe, cfg=cfg, accelerator=accelerator, mine=mine, resolution=resolution,
-                      latents=latents, embeddings=embeddings, rows=rows, names=names, params=params,
-                      optimizer=optimizer, lr_scheduler=lr_scheduler, noise_scheduler=noise_scheduler,
-                      ema=[p.detach().clone() for p in params] if cfg.ema_decay else [], out=out, ids=ids)
+    run = TrainingRun(
+        pipe=pipe,
+        cfg=cfg,
+        accelerator=accelerator,
+        mine=mine,
+        resolution=resolution,
+        latents=latents,
+        embeddings=embeddings,
+        rows=rows,
+        names=names,
+        params=params,
+        optimizer=optimizer,
+        lr_scheduler=lr_scheduler,
+        noise_scheduler=noise_scheduler,
+        ema=[p.detach().clone() for p in params] if cfg.ema_decay else [],
+        out=out,
+        ids=ids,
+    )
     resume(run, checkpoint_state)  # 5
     fixed = validation_indices(run)
 
@@ -706,20 +937,32 @@ def train_lora(pipe, dataset, config: TrainConfig | None = None) -> TrainResult:
     try:
         if cfg.validation_every and run.start == 0:
             run.val_history.append((0, validation_loss(run, fixed)))
-        bar = tqdm(range(run.start, cfg.steps), desc="LoRA", initial=run.start, total=cfg.steps,
-                   disable=not (cfg.progress and run.main))
+        bar = tqdm(
+            range(run.start, cfg.steps),
+            desc="LoRA",
+            initial=run.start,
+            total=cfg.steps,
+            disable=not (cfg.progress and run.main),
+        )
         for step in bar:
             started = time.perf_counter()
             run.history.append(training_step(run, step))  # 6
             run.step_seconds.append(time.perf_counter() - started)
             done = step + 1
-            bar.set_postfix(loss=f"{run.history[-1]:.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2g}")
+            bar.set_postfix(
+                loss=f"{run.history[-1]:.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2g}"
+            )
             if cfg.validation_every and done % cfg.validation_every == 0:  # 7
                 run.val_history.append((done, validation_loss(run, fixed)))
             if cfg.sample_every and done % cfg.sample_every == 0 and run.main:
                 sample_during_training(run, done)
-            if out is not None and run.main and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
-                                                 or done == cfg.steps):
+            if (
+                out is not None
+                and run.main
+                and (
+                    (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps
+                )
+            ):
                 checkpoint(run, done)  # 8
     finally:
         unet.train(was_training)

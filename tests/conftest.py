@@ -16,22 +16,32 @@ from lorakit import cli
 
 EXAMPLES = {"ci": 400, "nightly": 25_000}
 for name, examples in EXAMPLES.items():
-    fixed = {"derandomize": True, "database": None} if name == "ci" else {}  # ci: the same examples, nothing saved
+    fixed = (
+        {"derandomize": True, "database": None} if name == "ci" else {}
+    )  # ci: the same examples, nothing saved
     settings.register_profile(
-        name, max_examples=int(os.environ.get("LORAKIT_FUZZ_EXAMPLES", examples)),
+        name,
+        max_examples=int(os.environ.get("LORAKIT_FUZZ_EXAMPLES", examples)),
         deadline=5000,  # ms an example may take: a refused file is refused quickly
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
-        **fixed)
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.data_too_large,
+        ],
+        **fixed,
+    )
 settings.load_profile("ci")
 
 
 @pytest.fixture
 def lorakit_cli(capsys):
     """``lorakit ARGV`` in-process: ``lorakit_cli(*argv)`` returns (exit code, stdout, stderr)."""
+
     def run(*argv):
         try:
             code = cli.main([str(a) for a in argv])
         except SystemExit as exit:
             code = exit.code
         return code, *capsys.readouterr()
+
     return run

@@ -18,7 +18,9 @@ def pipe():
 @pytest.fixture(scope="module")
 def prompt_embeds(pipe):
     """Real text embeddings (2, 77, 64): the empty prompt and a caption, as a CFG batch holds them."""
-    ids = pipe.tokenizer(["", "a red circle"], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    ids = pipe.tokenizer(
+        ["", "a red circle"], padding="max_length", max_length=77, return_tensors="pt"
+    ).input_ids
     with torch.no_grad():
         return pipe.text_encoder(ids)[0]
 
@@ -26,14 +28,20 @@ def prompt_embeds(pipe):
 def random_attention(heads, dim_head=8, query_dim=32, context_dim=24, seed=0):
     """A diffusers cross-attention with random weights, biases included (zeros would hide a missing bias)."""
     torch.manual_seed(seed)
-    attn = Attention(query_dim=query_dim, cross_attention_dim=context_dim, heads=heads, dim_head=dim_head,
-                     out_bias=True).eval()
+    attn = Attention(
+        query_dim=query_dim,
+        cross_attention_dim=context_dim,
+        heads=heads,
+        dim_head=dim_head,
+        out_bias=True,
+    ).eval()
     with torch.no_grad():
         attn.to_out[0].bias.normal_()
     return attn
 
 
 # --- from scratch = diffusers' Attention -----------------------------------------------------
+
 
 @pytest.mark.parametrize("heads", [1, 2, 4, 8])
 @pytest.mark.parametrize("processor", [AttnProcessor, AttnProcessor2_0])
@@ -43,7 +51,9 @@ def test_cross_attention_matches_diffusers_attention(heads, processor):
     x, context = torch.randn(3, 20, 32), torch.randn(3, 7, 24)  # (B, N, C), (B, T, D)
     with torch.no_grad():
         want = attn(x, encoder_hidden_states=context)
-        scratch = attention.cross_attention(x, context, attn.to_q, attn.to_k, attn.to_v, attn.to_out[0], heads)
+        scratch = attention.cross_attention(
+            x, context, attn.to_q, attn.to_k, attn.to_v, attn.to_out[0], heads
+        )
         from_module = attention.attention_from_module(attn, x, context)
     assert want.shape == scratch.shape == (3, 20, 32)
     assert (scratch - want).abs().max() <= TOL
@@ -56,7 +66,9 @@ def test_wrong_head_count_gives_a_different_answer():
     x, context = torch.randn(2, 10, 32), torch.randn(2, 7, 24)
     with torch.no_grad():
         want = attn(x, encoder_hidden_states=context)
-        wrong = attention.cross_attention(x, context, attn.to_q, attn.to_k, attn.to_v, attn.to_out[0], heads=2)
+        wrong = attention.cross_attention(
+            x, context, attn.to_q, attn.to_k, attn.to_v, attn.to_out[0], heads=2
+        )
     assert (wrong - want).abs().max() > 1e-3
 
 
@@ -79,12 +91,19 @@ def test_matches_every_attn2_of_the_tiny_sd(pipe, prompt_embeds):
 
 
 def test_attention_probs_are_diffusers_softmax_and_sum_to_one(pipe, prompt_embeds):
-    attn = attention.attn2_modules(pipe.unet)["down_blocks.1.attentions.0.transformer_blocks.0.attn2"]
+    attn = attention.attn2_modules(pipe.unet)[
+        "down_blocks.1.attentions.0.transformer_blocks.0.attn2"
+    ]
     x = torch.randn(2, 64, attn.to_q.in_features)
     with torch.no_grad():
         probs = attention.attention_probs(attn, x, prompt_embeds)
-        q, k = attn.head_to_batch_dim(attn.to_q(x)), attn.head_to_batch_dim(attn.to_k(prompt_embeds))
-        want = attn.get_attention_scores(q, k).reshape(2, attn.heads, 64, 77)  # (B * heads, N, T) -> (B, heads, N, T)
+        q, k = (
+            attn.head_to_batch_dim(attn.to_q(x)),
+            attn.head_to_batch_dim(attn.to_k(prompt_embeds)),
+        )
+        want = attn.get_attention_scores(q, k).reshape(
+            2, attn.heads, 64, 77
+        )  # (B * heads, N, T) -> (B, heads, N, T)
     assert probs.shape == (2, attn.heads, 64, 77)
     assert (probs - want).abs().max() <= 1e-6
     assert torch.allclose(probs.sum(dim=-1), torch.ones(2, attn.heads, 64), atol=1e-6)
@@ -95,12 +114,15 @@ def test_unsupported_attention_features_raise_clear_errors():
     with pytest.raises(NotImplementedError, match="residual_connection"):
         attention.attention_from_module(attn, torch.randn(1, 4, 32))
     with pytest.raises(ValueError, match="flatten"):
-        attention.attention_from_module(random_attention(4), torch.randn(1, 32, 2, 2), torch.randn(1, 7, 24))
+        attention.attention_from_module(
+            random_attention(4), torch.randn(1, 32, 2, 2), torch.randn(1, 7, 24)
+        )
     with pytest.raises(ValueError, match="heads"):
         attention.split_heads(torch.randn(1, 4, 30), heads=4)
 
 
 # --- where attn2 sits -------------------------------------------------------------------------
+
 
 def test_tiny_sd_has_sd15s_sixteen_attn2_paths(pipe):
     tiny = attention.attn2_modules(pipe.unet)
@@ -108,10 +130,13 @@ def test_tiny_sd_has_sd15s_sixteen_attn2_paths(pipe):
     assert len(tiny) == 16
     assert list(tiny) == list(sd15)
     assert {m.to_k.in_features for m in tiny.values()} == {pipe.text_encoder.config.hidden_size}
-    assert {m.to_k.in_features for m in sd15.values()} == {models.SD15_UNET_CONFIG["cross_attention_dim"]}
+    assert {m.to_k.in_features for m in sd15.values()} == {
+        models.SD15_UNET_CONFIG["cross_attention_dim"]
+    }
 
 
 # --- capturing maps ---------------------------------------------------------------------------
+
 
 def test_capture_leaves_the_unet_output_unchanged_and_restores_processors(pipe, prompt_embeds):
     unet = pipe.unet
@@ -131,11 +156,13 @@ def test_capture_leaves_the_unet_output_unchanged_and_restores_processors(pipe, 
     assert unet.attn_processors.keys() == before.keys()
     assert all(unet.attn_processors[k] is before[k] for k in before)
     assert set(records) == set(attention.attn2_modules(unet))
-    assert list(records)[6] == "mid_block.attentions.0.transformer_blocks.0.attn2"  # recorded in forward order
+    assert (
+        list(records)[6] == "mid_block.attentions.0.transformer_blocks.0.attn2"
+    )  # recorded in forward order
     sides = set()
     for name, steps in records.items():
         assert len(steps) == 1, name  # one UNet call
-        (b, n, t), = {tuple(m.shape) for m in steps}
+        ((b, n, t),) = {tuple(m.shape) for m in steps}
         assert (b, t) == (2, 77)
         sides.add(n)
         assert torch.allclose(steps[0].sum(dim=-1), torch.ones(b, n), atol=1e-5)
@@ -155,7 +182,12 @@ def test_keep_heads_records_every_head(pipe, prompt_embeds):
     with torch.no_grad(), attention.capture_cross_attention(pipe.unet, keep_heads=True) as records:
         pipe.unet(torch.randn(2, 4, 16, 16), 10, prompt_embeds)
     maps = records["mid_block.attentions.0.transformer_blocks.0.attn2"][0]
-    assert maps.shape == (2, pipe.unet.mid_block.attentions[0].transformer_blocks[0].attn2.heads, 4, 77)
+    assert maps.shape == (
+        2,
+        pipe.unet.mid_block.attentions[0].transformer_blocks[0].attn2.heads,
+        4,
+        77,
+    )
 
 
 def synthetic_records():
@@ -183,7 +215,9 @@ def test_token_maps_takes_the_conditional_half_and_averages_layers():
     assert torch.allclose(both_halves[0], torch.full((8, 8), 1 / 77))
     assert torch.allclose(both_halves[1], maps[0])
     summed = attention.token_maps(records, [2, 5], resolution=8)
-    assert torch.allclose(summed, torch.ones(1, 8, 8), atol=1e-6)  # the two tokens hold all the mass
+    assert torch.allclose(
+        summed, torch.ones(1, 8, 8), atol=1e-6
+    )  # the two tokens hold all the mass
     with pytest.raises(ValueError, match="square"):
         attention.token_maps({"c.attn2": records["c.attn2"]}, 2)
     with pytest.raises(ValueError, match="even batch"):
@@ -198,15 +232,23 @@ def test_token_indices_finds_words_after_the_start_token(pipe):
 
 
 def test_capture_on_a_real_run_changes_no_pixel_and_seeds_repeat(pipe):
-    first = sample.generate(pipe, ["a red circle", "a blue square"], seeds=[3, 4], num_inference_steps=4)
+    first = sample.generate(
+        pipe, ["a red circle", "a blue square"], seeds=[3, 4], num_inference_steps=4
+    )
     with attention.capture_cross_attention(pipe.unet) as records:
-        captured = sample.generate(pipe, ["a red circle", "a blue square"], seeds=[3, 4], num_inference_steps=4)
-    again = sample.generate(pipe, ["a red circle", "a blue square"], seeds=[3, 4], num_inference_steps=4)
+        captured = sample.generate(
+            pipe, ["a red circle", "a blue square"], seeds=[3, 4], num_inference_steps=4
+        )
+    again = sample.generate(
+        pipe, ["a red circle", "a blue square"], seeds=[3, 4], num_inference_steps=4
+    )
     other_seed = sample.generate(pipe, "a red circle", seeds=5, num_inference_steps=4)
     assert [i.tobytes() for i in first] == [i.tobytes() for i in again]
     assert first[0].tobytes() != other_seed[0].tobytes()
     for a, b in zip(first, captured, strict=True):
-        assert (imagefolder.to_tensor(a) - imagefolder.to_tensor(b)).abs().max() <= 2 / 127.5  # at most one 8-bit level
+        assert (
+            imagefolder.to_tensor(a) - imagefolder.to_tensor(b)
+        ).abs().max() <= 2 / 127.5  # at most one 8-bit level
     steps = len(next(iter(records.values())))
     assert steps == len(pipe.scheduler.timesteps)  # one record per denoising step
     assert attention.token_maps(records, 3).shape == (2, 64, 64)
@@ -214,11 +256,14 @@ def test_capture_on_a_real_run_changes_no_pixel_and_seeds_repeat(pipe):
 
 # --- plain diffusers ---------------------------------------------------------------------------
 
+
 def test_plain_diffusers_loads_the_tiny_sd_and_capture_works_on_it():
     plain = StableDiffusionPipeline.from_pretrained(str(config.TINY_SD_DIR), local_files_only=True)
     plain.set_progress_bar_config(disable=True)
     with attention.capture_cross_attention(plain.unet) as records:
-        image = plain("a green triangle", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
+        image = plain(
+            "a green triangle", num_inference_steps=2, generator=torch.Generator().manual_seed(0)
+        ).images[0]
     assert image.size == (64, 64)
     assert len(records) == 16
     assert attention.token_maps(records, 3).shape == (1, 64, 64)
@@ -229,6 +274,7 @@ def test_the_committed_tiny_sds_words_look_at_their_shape(pipe):
     import numpy as np
 
     from lorakit import metrics
+
     prompts = ["a red circle", "a blue square", "a green triangle"]
     with attention.capture_cross_attention(pipe.unet) as records:
         images = sample.generate(pipe, prompts, seeds=[0, 1, 2], num_inference_steps=10)

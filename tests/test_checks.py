@@ -9,7 +9,10 @@ from lorakit import checks
 
 
 def test_close_passes_within_tolerance_and_prints_the_difference(capsys):
-    assert checks.close("two tensors", torch.tensor([1.0, 2.0]), np.array([1.0, 2.0 + 1e-7]), tol=1e-6) is None
+    assert (
+        checks.close("two tensors", torch.tensor([1.0, 2.0]), np.array([1.0, 2.0 + 1e-7]), tol=1e-6)
+        is None
+    )
     line = capsys.readouterr().out
     assert line.startswith("PASS  two tensors: max |diff| = 1.00e-07"), line
 
@@ -23,7 +26,9 @@ def test_close_raises_on_fail_after_printing_it(capsys):
 def test_a_check_failure_is_an_assertion_error_shown_as_one_line():
     with pytest.raises(AssertionError) as caught:
         checks.true("the rank is small", False, "rank 40 of 128")
-    assert caught.value._render_traceback_() == ["\x1b[31mFAIL  the rank is small: rank 40 of 128\x1b[0m"]
+    assert caught.value._render_traceback_() == [
+        "\x1b[31mFAIL  the rank is small: rank 40 of 128\x1b[0m"
+    ]
 
 
 def test_shapes_that_differ_fail():
@@ -45,8 +50,11 @@ def test_equal_and_true(capsys):
     with pytest.raises(checks.CheckFailed, match="got \\['a'\\], want \\['b'\\]"):
         checks.equal("names", ["a"], ["b"])
     checks.true("holds", 1 < 2)
-    assert capsys.readouterr().out.splitlines() == ["PASS  names: ['a', 'b']", "FAIL  names: got ['a'], want ['b']",
-                                                    "PASS  holds"]
+    assert capsys.readouterr().out.splitlines() == [
+        "PASS  names: ['a', 'b']",
+        "FAIL  names: got ['a'], want ['b']",
+        "PASS  holds",
+    ]
 
 
 def test_tensors_on_any_dtype_are_compared_in_float64():
@@ -63,12 +71,31 @@ def _nbval(tmp_path, check_cell: str):
     import nbformat
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("from lorakit import checks"), nbformat.v4.new_code_cell(check_cell)]
+    nb.cells = [
+        nbformat.v4.new_code_cell("from lorakit import checks"),
+        nbformat.v4.new_code_cell(check_cell),
+    ]
     path = tmp_path / "lesson.ipynb"
     nbformat.write(nb, path)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "--nbval-lax", "-p", "no:cacheprovider",
-                           "-p", "no:xdist", str(path)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "--nbval-lax",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            str(path),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_a_failing_check_cell_fails_the_notebook_run_and_a_passing_one_does_not(tmp_path):

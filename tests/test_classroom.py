@@ -11,7 +11,9 @@ import pytest
 
 from lorakit import config
 
-spec = importlib.util.spec_from_file_location("grade_samples", config.REPO_ROOT / "classroom" / "grade_samples.py")
+spec = importlib.util.spec_from_file_location(
+    "grade_samples", config.REPO_ROOT / "classroom" / "grade_samples.py"
+)
 grade_samples = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(grade_samples)
 SOURCES = sorted((grade_samples.HERE / "source").glob("*/*.ipynb"))
@@ -19,11 +21,19 @@ SOURCES = sorted((grade_samples.HERE / "source").glob("*/*.ipynb"))
 # What each sample submission of an assignment is, and the points it must get per graded cell.
 EXPECTED = {
     "01_low_rank": {
-        "solved": {"best_rank_k_test": 3, "rank_for_energy_test": 2, "lora_param_count_test": 1,
-                   "lora_init_test": 2, "lora_scaling_test": 2, "lora_merge_test": 3},
+        "solved": {
+            "best_rank_k_test": 3,
+            "rank_for_energy_test": 2,
+            "lora_param_count_test": 1,
+            "lora_init_test": 2,
+            "lora_scaling_test": 2,
+            "lora_merge_test": 3,
+        },
         "wrong_shape": {"best_rank_k_test": 0},  # returns W_k transposed
         "exception": {"rank_for_energy_test": 0},  # raises ZeroDivisionError
-        "runs_forever": {"lora_merge_test": 0},  # merge() never returns: the cell is stopped, the rest graded
+        "runs_forever": {
+            "lora_merge_test": 0
+        },  # merge() never returns: the cell is stopped, the rest graded
         # scaling = alpha (caught by the hidden tests of the cell it deleted, which nbgrader grades 0), and an edited
         # setup cell that replaced every check by a no-op: nbgrader puts the locked cell back, so the checks still run.
         "tampered": {"lora_scaling_test": 0},
@@ -31,29 +41,48 @@ EXPECTED = {
     "02_cross_attention": {
         "solved": {"my_cross_attention_test": 4, "attn2_table_test": 3, "token_map_test": 3},
         "no_scale": {"my_cross_attention_test": 0},  # softmax(Q K^T) without 1 / sqrt(d)
-        "square_only": {"token_map_test": 0},  # no ValueError for a grid that is not square (a hidden test)
+        "square_only": {
+            "token_map_test": 0
+        },  # no ValueError for a grid that is not square (a hidden test)
     },
     "03_inject_and_files": {
         "solved": {"wrap_test": 4, "count_test": 3, "kohya_test": 3},
         "up_down_swapped": {"kohya_test": 0},  # lora_down holds B: diffusers cannot load the file
-        "self_attention_too": {"wrap_test": 0, "count_test": 0},  # attn1 wrapped as well: 128 layers
+        "self_attention_too": {
+            "wrap_test": 0,
+            "count_test": 0,
+        },  # attn1 wrapped as well: 128 layers
     },
     "04_train_and_judge": {
         "solved": {"judge_test": 3, "style_test": 3, "content_test": 3, "rank_alpha_answer": 3},
-        "too_weak": {"style_test": 0, "rank_alpha_answer": 0},  # alpha 0.5 at rank 8: too faint to draw the style
-        "over_budget": {"style_test": 0, "content_test": 0},  # 600 steps: the locked train cell refuses to train
+        "too_weak": {
+            "style_test": 0,
+            "rank_alpha_answer": 0,
+        },  # alpha 0.5 at rank 8: too faint to draw the style
+        "over_budget": {
+            "style_test": 0,
+            "content_test": 0,
+        },  # 600 steps: the locked train cell refuses to train
     },
     "05_small_study": {
         "solved": {"question": 2, "experiment": 3, "report_test": 1, "findings": 4},
-        "typed_figures": {"experiment": 0, "report_test": 0, "findings": 1},  # figures typed in, not measured
+        "typed_figures": {
+            "experiment": 0,
+            "report_test": 0,
+            "findings": 1,
+        },  # figures typed in, not measured
     },
 }
 # The points a teacher gives the written answers (the formgrader's manual grades), before the CSV is exported.
 MARKS = {
-    name: {student: {g: cells.get(g, EXPECTED[name]["solved"][g]) for g in by_hand}
-           for student, cells in EXPECTED[name].items()}
-    for name, by_hand in {"04_train_and_judge": ["rank_alpha_answer"],
-                         "05_small_study": ["question", "experiment", "findings"]}.items()
+    name: {
+        student: {g: cells.get(g, EXPECTED[name]["solved"][g]) for g in by_hand}
+        for student, cells in EXPECTED[name].items()
+    }
+    for name, by_hand in {
+        "04_train_and_judge": ["rank_alpha_answer"],
+        "05_small_study": ["question", "experiment", "findings"],
+    }.items()
 }
 
 
@@ -65,13 +94,17 @@ def test_there_are_assignments_and_each_has_sample_submissions():
     assert SOURCES, "no classroom/source/*/*.ipynb"
     assert [p.parent.name for p in SOURCES] == grade_samples.assignments() == sorted(EXPECTED)
     for name in EXPECTED:
-        assert set(EXPECTED[name]) <= {p.stem for p in (grade_samples.SUBMISSIONS / name).glob("*.ipynb")}
+        assert set(EXPECTED[name]) <= {
+            p.stem for p in (grade_samples.SUBMISSIONS / name).glob("*.ipynb")
+        }
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.parent.name)
 def test_source_follows_nbgrader_conventions(path):
     nb = nbformat.read(path, as_version=4)
-    assert all("nbgrader" in c.metadata for c in nb.cells), "every cell has nbgrader metadata (enforce_metadata)"
+    assert all("nbgrader" in c.metadata for c in nb.cells), (
+        "every cell has nbgrader metadata (enforce_metadata)"
+    )
     cells = nbgrader_cells(nb)
     ids = [m["grade_id"] for _, m in cells]
     assert len(ids) == len(set(ids)), "grade_id values are unique"
@@ -79,22 +112,38 @@ def test_source_follows_nbgrader_conventions(path):
         where = m["grade_id"]
         assert m["schema_version"] == 3, where
         if m["solution"] and cell.cell_type == "code":
-            assert cell.source.count("### BEGIN SOLUTION") == cell.source.count("### END SOLUTION") >= 1, where
+            assert (
+                cell.source.count("### BEGIN SOLUTION")
+                == cell.source.count("### END SOLUTION")
+                >= 1
+            ), where
             assert not m["locked"], where
-            assert not m["grade"] or m["points"] > 0, f"{where}: a manually graded code cell has points"
+            assert not m["grade"] or m["points"] > 0, (
+                f"{where}: a manually graded code cell has points"
+            )
         elif m["solution"]:  # a written answer, graded by the teacher
-            assert cell.cell_type == "markdown" and m["grade"] and m["points"] > 0 and not m["locked"], where
+            assert (
+                cell.cell_type == "markdown" and m["grade"] and m["points"] > 0 and not m["locked"]
+            ), where
             assert "### BEGIN" not in cell.source, where
         elif m["grade"]:  # an autograded test cell
             assert m["locked"] and m["points"] > 0, where
-            assert cell.source.count("### BEGIN HIDDEN TESTS") == cell.source.count("### END HIDDEN TESTS") == 1, where
+            assert (
+                cell.source.count("### BEGIN HIDDEN TESTS")
+                == cell.source.count("### END HIDDEN TESTS")
+                == 1
+            ), where
             visible = cell.source.split("### BEGIN HIDDEN TESTS")[0]
             # A visible check never calls the reference that the exercise asks the student to write.
-            assert not re.search(r"\blowrank\.|reference\.|lorakit import (lowrank|lora)\b", visible), where
+            assert not re.search(
+                r"\blowrank\.|reference\.|lorakit import (lowrank|lora)\b", visible
+            ), where
             last = ast.parse(cell.source).body[-1]
             # nbgrader reads a number in a graded cell's result as partial credit: no bare expression last,
             # except the course's checks and print, which return None.
-            assert not isinstance(last, ast.Expr) or ast.unparse(last).startswith(("checks.", "print(")), where
+            assert not isinstance(last, ast.Expr) or ast.unparse(last).startswith(
+                ("checks.", "print(")
+            ), where
         else:
             assert m["locked"], f"{where}: a cell the student is not asked to edit is read-only"
     assert sum(m.get("points", 0) for _, m in cells if m["grade"]) > 0
@@ -103,8 +152,13 @@ def test_source_follows_nbgrader_conventions(path):
 # A graded cell's time limit in the test, by assignment: the sample that loops forever (assignment 1) waits it
 # out, and the slowest honest cell stays well inside it on a busy 2-core CPU (assignment 3 loads the tiny SD and
 # runs its UNet; assignment 4 trains 30 steps under make test; assignment 5 draws 75 pictures).
-TIMEOUT_S = {"01_low_rank": 30, "02_cross_attention": 30, "03_inject_and_files": 30,
-             "04_train_and_judge": 150, "05_small_study": 150}
+TIMEOUT_S = {
+    "01_low_rank": 30,
+    "02_cross_attention": 30,
+    "03_inject_and_files": 30,
+    "04_train_and_judge": 150,
+    "05_small_study": 150,
+}
 
 
 @pytest.fixture(scope="module")
@@ -117,20 +171,30 @@ def loop(request):
             # Beside another worker, each kernel gets one thread (as `make test` sets): two torch processes
             # with a thread per core each slow each other down many times over, past the cells' timeouts.
             env.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
-        return name, grade_samples.grade(timeout_s=TIMEOUT_S[name], only=[name], marks={name: MARKS.get(name, {})})
+        return name, grade_samples.grade(
+            timeout_s=TIMEOUT_S[name], only=[name], marks={name: MARKS.get(name, {})}
+        )
 
 
 # Each test of the loop, once per assignment (an xdist group: the assignment's tests and its loop on one worker).
 by_assignment = pytest.mark.parametrize(
-    "loop", [pytest.param(name, marks=pytest.mark.xdist_group(f"classroom-{name}")) for name in sorted(EXPECTED)],
-    indirect=True, scope="module")
+    "loop",
+    [
+        pytest.param(name, marks=pytest.mark.xdist_group(f"classroom-{name}"))
+        for name in sorted(EXPECTED)
+    ],
+    indirect=True,
+    scope="module",
+)
 
 
 @by_assignment
 def test_release_is_what_generate_assignment_makes_today(loop):
     _, result = loop
-    assert not result["stale"], (f"classroom/release is out of date: {result['stale']}; run `make release` "
-                                 "(nbgrader generate_assignment) and commit it")
+    assert not result["stale"], (
+        f"classroom/release is out of date: {result['stale']}; run `make release` "
+        "(nbgrader generate_assignment) and commit it"
+    )
 
 
 @by_assignment
@@ -138,7 +202,9 @@ def test_every_submission_is_graded_and_the_grade_csv_has_it(loop):
     name, result = loop
     assert set(result["scores"][name]) == {*EXPECTED[name], "untouched"}
     for student, cells in result["scores"][name].items():
-        assert result["totals"][f"{name}/{student}"] == pytest.approx(sum(score for score, _ in cells.values()))
+        assert result["totals"][f"{name}/{student}"] == pytest.approx(
+            sum(score for score, _ in cells.values())
+        )
 
 
 @by_assignment
@@ -165,9 +231,15 @@ def test_wrong_submissions_score_partial_points_cell_by_cell(loop):
 @by_assignment
 def test_written_answers_wait_for_the_teacher_unless_left_empty(loop):
     name, result = loop
-    source = nbformat.read(next((grade_samples.HERE / "source" / name).glob("*.ipynb")), as_version=4)
-    manual = sorted(m["grade_id"] for _, m in nbgrader_cells(source) if m["grade"] and m["solution"])
-    assert sorted(MARKS.get(name, {}).get("solved", {})) == manual  # the test marks every manually graded cell
+    source = nbformat.read(
+        next((grade_samples.HERE / "source" / name).glob("*.ipynb")), as_version=4
+    )
+    manual = sorted(
+        m["grade_id"] for _, m in nbgrader_cells(source) if m["grade"] and m["solution"]
+    )
+    assert (
+        sorted(MARKS.get(name, {}).get("solved", {})) == manual
+    )  # the test marks every manually graded cell
     for student, waiting in result["manual"][name].items():
         # nbgrader gives an answer cell left as handed out 0 points itself; an answer written waits for the teacher.
         answers = [g for g in waiting if g in manual]
@@ -175,7 +247,9 @@ def test_written_answers_wait_for_the_teacher_unless_left_empty(loop):
         # Beyond the answers, only a test cell the student deleted waits for the teacher: nbgrader puts it
         # back and flags it, so that a teacher sees it.
         flagged = [g for g in waiting if g not in manual]
-        assert flagged == (["lora_scaling_test"] if (name, student) == ("01_low_rank", "tampered") else []), student
+        assert flagged == (
+            ["lora_scaling_test"] if (name, student) == ("01_low_rank", "tampered") else []
+        ), student
 
 
 @by_assignment
@@ -186,6 +260,11 @@ def test_the_grader_says_what_it_did(loop):
     if name != "01_low_rank":
         return
     tampered = log.split("student with ID 'tampered'")[1].split("student with ID")[0]
-    assert "Attribute 'checksum' for cell setup has changed" in tampered  # the edited locked cell, put back
+    assert (
+        "Attribute 'checksum' for cell setup has changed" in tampered
+    )  # the edited locked cell, put back
     forever = log.split("student with ID 'runs_forever'")[1].split("student with ID")[0]
-    assert f"Timeout waiting for execute reply ({TIMEOUT_S[name]}s)" in forever and "Interrupting kernel" in forever
+    assert (
+        f"Timeout waiting for execute reply ({TIMEOUT_S[name]}s)" in forever
+        and "Interrupting kernel" in forever
+    )

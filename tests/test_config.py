@@ -18,7 +18,12 @@ def test_the_tiny_sd_keeps_its_own_settings_whatever_the_mode(monkeypatch):
     assert config.get_mode() == "full"
     for model in ("tiny", config.TINY_SD_DIR, str(config.TINY_SD_DIR / ".." / "tiny-sd")):
         preset = config.preset_for(model)
-        assert (preset.mode, preset.resolution, preset.num_inference_steps, preset.dtype) == ("small", 64, 10, "float32")
+        assert (preset.mode, preset.resolution, preset.num_inference_steps, preset.dtype) == (
+            "small",
+            64,
+            10,
+            "float32",
+        )
     for model in (config.SD15_HUB_ID, "some/other-model", "/nowhere/sd15"):
         assert config.preset_for(model).mode == "full" and config.preset_for(model).dtype is None
 
@@ -46,12 +51,15 @@ class FakePipe:
 
 def test_sampling_settings_come_from_the_model_not_the_gpu(monkeypatch):
     from lorakit import sample
+
     monkeypatch.setattr(config, "gpu_present", lambda: True)
     tiny, other = FakePipe(str(config.TINY_SD_DIR), 16), FakePipe("a/copy-of-sd15", 64)
     sample.generate(tiny, "a red circle")
     sample.generate(other, "a red circle")
-    assert [(c["num_inference_steps"], c["guidance_scale"], c["height"]) for c in tiny.calls + other.calls] == [
-        (10, 5.0, 64), (30, 7.5, 256)]
+    assert [
+        (c["num_inference_steps"], c["guidance_scale"], c["height"])
+        for c in tiny.calls + other.calls
+    ] == [(10, 5.0, 64), (30, 7.5, 256)]
 
 
 @pytest.mark.parametrize("value, mode", [("small", "small"), ("FULL", "full"), (" full ", "full")])
@@ -68,7 +76,9 @@ def test_bad_mode_says_what_to_use(monkeypatch):
 
 
 def test_presets_of_the_two_worlds():
-    assert config.get_preset("small").resolution == 64 and config.get_preset("small").model == "tiny"
+    assert (
+        config.get_preset("small").resolution == 64 and config.get_preset("small").model == "tiny"
+    )
     assert config.get_preset("full").resolution == 512
     assert config.get_preset("full").model == "stable-diffusion-v1-5/stable-diffusion-v1-5"
 

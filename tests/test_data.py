@@ -19,13 +19,19 @@ def test_same_index_same_bytes_and_seeds_differ():
         first = shapes.render(shapes.sample_spec(index, seed=7)).tobytes()
         again = shapes.render(shapes.sample_spec(index, seed=7)).tobytes()
         assert first == again
-    differ = sum(shapes.render(shapes.sample_spec(i, seed=0)).tobytes() != shapes.render(shapes.sample_spec(i, seed=1)).tobytes()
-                 for i in range(20))
+    differ = sum(
+        shapes.render(shapes.sample_spec(i, seed=0)).tobytes()
+        != shapes.render(shapes.sample_spec(i, seed=1)).tobytes()
+        for i in range(20)
+    )
     assert differ == 20
 
 
 def test_dataset_items_are_deterministic():
-    a, b = shapes.ShapesDataset(10, seed=3, empty_caption_prob=0.2), shapes.ShapesDataset(10, seed=3, empty_caption_prob=0.2)
+    a, b = (
+        shapes.ShapesDataset(10, seed=3, empty_caption_prob=0.2),
+        shapes.ShapesDataset(10, seed=3, empty_caption_prob=0.2),
+    )
     for i in range(10):
         (x, cx), (y, cy) = a[i], b[i]
         assert torch.equal(x, y) and cx == cy
@@ -42,7 +48,10 @@ def test_captions_match_the_picture():
     names = np.array(list(shapes.COLOURS.values()), dtype=np.float32)
     for i in range(len(dataset)):
         spec, caption = dataset.spec(i), dataset.caption(i)
-        assert caption in (f"a {spec.colour} {spec.shape}", f"a {spec.size_word} {spec.colour} {spec.shape}")
+        assert caption in (
+            f"a {spec.colour} {spec.shape}",
+            f"a {spec.size_word} {spec.colour} {spec.shape}",
+        )
         # the named colour is the nearest to the colour actually drawn
         drawn = _ink_median(shapes.render(spec))
         assert list(shapes.COLOURS)[np.argmin(((names - drawn) ** 2).sum(axis=1))] == spec.colour
@@ -62,21 +71,32 @@ def test_pinned_choices_and_unknown_names():
 def test_the_new_styles_are_drawn_large_and_the_others_at_both_sizes():
     """A small shape has no room for the striped and double styles' strokes and gaps at the VAE's 4 px a latent."""
     for style in shapes.ALL_STYLES:
-        sizes = {shapes.sample_spec(i, seed=5, shape="square", style=style).size_word for i in range(40)}
-        assert sizes == ({"large"} if style in shapes.NEW_STYLES else set(shapes.SIZES)), (style, sizes)
+        sizes = {
+            shapes.sample_spec(i, seed=5, shape="square", style=style).size_word for i in range(40)
+        }
+        assert sizes == ({"large"} if style in shapes.NEW_STYLES else set(shapes.SIZES)), (
+            style,
+            sizes,
+        )
         lo, hi = shapes.SIZES["large"]
         if style in shapes.NEW_STYLES:
-            assert all(lo <= shapes.sample_spec(i, seed=5, style=style).size <= hi for i in range(40))
+            assert all(
+                lo <= shapes.sample_spec(i, seed=5, style=style).size <= hi for i in range(40)
+            )
 
 
 def test_dataset_shape_range_and_caption_fractions():
-    dataset = shapes.ShapesDataset(2000, seed=0, resolution=32, empty_caption_prob=0.1, size_word_prob=0.5)
+    dataset = shapes.ShapesDataset(
+        2000, seed=0, resolution=32, empty_caption_prob=0.1, size_word_prob=0.5
+    )
     x, _ = dataset[0]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32
     assert x.min() >= -1 and x.max() <= 1 and x.max() == 1  # white background is exactly 1
     captions = [dataset.caption(i) for i in range(len(dataset))]
     empty = sum(c == "" for c in captions) / len(captions)
-    sized = sum(c.split()[1] in shapes.SIZES for c in captions if c) / sum(bool(c) for c in captions)
+    sized = sum(c.split()[1] in shapes.SIZES for c in captions if c) / sum(
+        bool(c) for c in captions
+    )
     assert 0.08 < empty < 0.12
     assert 0.45 < sized < 0.55
     with pytest.raises(IndexError):
@@ -85,6 +105,7 @@ def test_dataset_shape_range_and_caption_fractions():
 
 def test_two_shape_pictures_are_seeded_apart_and_named_by_their_caption():
     from lorakit import metrics
+
     for i in range(200):
         a, b = shapes.sample_pair(i, seed=3)
         assert (a, b) == shapes.sample_pair(i, seed=3)
@@ -93,8 +114,12 @@ def test_two_shape_pictures_are_seeded_apart_and_named_by_their_caption():
         apart_x = abs(a.cx - b.cx) >= (a.size + b.size) / 2
         apart_y = abs(a.cy - b.cy) >= (a.size + b.size) / 2
         assert apart_x or apart_y
-        assert all(0 <= c - s.size / 2 and c + s.size / 2 <= 1 for s in (a, b) for c in (s.cx, s.cy))
-    assert shapes.pair_caption(shapes.sample_pair(0)) == " and ".join(s.caption() for s in shapes.sample_pair(0))
+        assert all(
+            0 <= c - s.size / 2 and c + s.size / 2 <= 1 for s in (a, b) for c in (s.cx, s.cy)
+        )
+    assert shapes.pair_caption(shapes.sample_pair(0)) == " and ".join(
+        s.caption() for s in shapes.sample_pair(0)
+    )
     # each shape is drawn, and alone it is what its own caption says
     a, b = shapes.sample_pair(5)
     both = np.asarray(shapes.render_scene([a, b]), dtype=np.int16)
@@ -129,7 +154,9 @@ def test_imagefolder_round_trip(tmp_path):
     for i in range(5):
         x, caption = dataset[i]
         assert caption == captions[i]
-        assert torch.equal(x, imagefolder.to_tensor(images[i]))  # PNG is lossless, same size: bit-exact
+        assert torch.equal(
+            x, imagefolder.to_tensor(images[i])
+        )  # PNG is lossless, same size: bit-exact
 
 
 def test_imagefolder_resizes_and_crops(tmp_path):
@@ -138,7 +165,9 @@ def test_imagefolder_resizes_and_crops(tmp_path):
     imagefolder.write_imagefolder(tmp_path, [wide], ["a wide picture"])
     x, _ = imagefolder.ImageFolderDataset(tmp_path, resolution=32, center_crop=True)[0]
     assert x.shape == (3, 32, 32)
-    assert torch.allclose(x[:, 4:-4, 4:-4], torch.tensor([-1.0, -1.0, 1.0]).view(3, 1, 1))  # only blue
+    assert torch.allclose(
+        x[:, 4:-4, 4:-4], torch.tensor([-1.0, -1.0, 1.0]).view(3, 1, 1)
+    )  # only blue
     y, _ = imagefolder.ImageFolderDataset(tmp_path, resolution=32, center_crop=False)[0]
     assert y[0, 16, 1] > 0.9 and y[2, 16, 16] > 0.9  # squashed: red sides kept, blue centre
 
@@ -146,16 +175,21 @@ def test_imagefolder_resizes_and_crops(tmp_path):
 def test_mixed_modes_become_rgb(tmp_path):
     rgba = Image.new("RGBA", (16, 16), (0, 0, 0, 0))  # fully transparent: white after compositing
     rgba.paste((255, 0, 0, 255), (0, 0, 8, 16))
-    images = {"grey.png": Image.new("L", (16, 16), 100), "alpha.png": rgba,
-              "palette.png": Image.new("RGB", (16, 16), (0, 255, 0)).convert("P"),
-              "cmyk.jpg": Image.new("CMYK", (16, 16), (0, 0, 0, 0))}
+    images = {
+        "grey.png": Image.new("L", (16, 16), 100),
+        "alpha.png": rgba,
+        "palette.png": Image.new("RGB", (16, 16), (0, 255, 0)).convert("P"),
+        "cmyk.jpg": Image.new("CMYK", (16, 16), (0, 0, 0, 0)),
+    }
     lines = []
     for name, image in images.items():
         image.save(tmp_path / name)
         lines.append(json.dumps({"file_name": name, "text": name}))
     (tmp_path / "metadata.jsonl").write_text("\n".join(lines) + "\n")
     dataset = imagefolder.ImageFolderDataset(tmp_path, resolution=16)
-    got = {caption: imagefolder.to_image(x) for x, caption in (dataset[i] for i in range(len(dataset)))}
+    got = {
+        caption: imagefolder.to_image(x) for x, caption in (dataset[i] for i in range(len(dataset)))
+    }
     assert all(image.mode == "RGB" and image.size == (16, 16) for image in got.values())
     assert got["grey.png"].getpixel((3, 3)) == (100, 100, 100)
     assert got["alpha.png"].getpixel((2, 8)) == (255, 0, 0)
@@ -174,18 +208,36 @@ def _folder(tmp_path, lines, files=("0000.png",)):
 GOOD = '{"file_name": "0000.png", "text": "a red circle"}'
 
 
-@pytest.mark.parametrize("bad_line, message", [
-    ('{"file_name": "0000.png", "text": ', r"metadata.jsonl line 2 is not valid JSON: "),
-    ('["0000.png", "a red circle"]', r"metadata.jsonl line 2 is not a JSON object"),
-    ('{"file_name": "0000.png"}', r"metadata.jsonl line 2 has no 'text' field"),
-    ('{"file_name": "0000.png", "text": "  "}', r"metadata.jsonl line 2 has an empty 'text'"),
-    ('{"text": "a red circle"}', r"metadata.jsonl line 2 has no 'file_name' field"),
-    ('{"file_name": "missing.png", "text": "x"}', r"metadata.jsonl line 2: file 'missing.png' does not exist"),
-    ('{"file_name": "../0000.png", "text": "x"}', r"line 2: file_name '../0000.png' points outside the folder"),
-    ('{"file_name": "/etc/passwd", "text": "x"}', r"line 2: file_name '/etc/passwd' is an absolute path"),
-    ('{"file_name": "C:/x.png", "text": "x"}', r"line 2: file_name 'C:/x.png' is an absolute path"),
-    ('{"file_name": "./0000.png", "text": "x"}', r"line 2: file_name './0000.png' is a duplicate of line 1"),
-])
+@pytest.mark.parametrize(
+    "bad_line, message",
+    [
+        ('{"file_name": "0000.png", "text": ', r"metadata.jsonl line 2 is not valid JSON: "),
+        ('["0000.png", "a red circle"]', r"metadata.jsonl line 2 is not a JSON object"),
+        ('{"file_name": "0000.png"}', r"metadata.jsonl line 2 has no 'text' field"),
+        ('{"file_name": "0000.png", "text": "  "}', r"metadata.jsonl line 2 has an empty 'text'"),
+        ('{"text": "a red circle"}', r"metadata.jsonl line 2 has no 'file_name' field"),
+        (
+            '{"file_name": "missing.png", "text": "x"}',
+            r"metadata.jsonl line 2: file 'missing.png' does not exist",
+        ),
+        (
+            '{"file_name": "../0000.png", "text": "x"}',
+            r"line 2: file_name '../0000.png' points outside the folder",
+        ),
+        (
+            '{"file_name": "/etc/passwd", "text": "x"}',
+            r"line 2: file_name '/etc/passwd' is an absolute path",
+        ),
+        (
+            '{"file_name": "C:/x.png", "text": "x"}',
+            r"line 2: file_name 'C:/x.png' is an absolute path",
+        ),
+        (
+            '{"file_name": "./0000.png", "text": "x"}',
+            r"line 2: file_name './0000.png' is a duplicate of line 1",
+        ),
+    ],
+)
 def test_bad_metadata_lines(tmp_path, bad_line, message):
     with pytest.raises(ValueError, match=message):
         imagefolder.ImageFolderDataset(_folder(tmp_path, [GOOD, bad_line]))
@@ -196,7 +248,9 @@ def test_unreadable_images_are_named(tmp_path):
     good = tmp_path / "good.png"
     shapes.render(shapes.sample_spec(0)).save(good)
     (tmp_path / "cut.png").write_bytes(good.read_bytes()[:-40])  # truncated
-    lines = [json.dumps({"file_name": n, "text": "x"}) for n in ("good.png", "notes.png", "cut.png")]
+    lines = [
+        json.dumps({"file_name": n, "text": "x"}) for n in ("good.png", "notes.png", "cut.png")
+    ]
     (tmp_path / "metadata.jsonl").write_text("\n".join(lines))
     with pytest.raises(ValueError, match="2 problem") as error:
         imagefolder.ImageFolderDataset(tmp_path)

@@ -19,10 +19,24 @@ import torch
 from lorakit import config, files, formats, train
 
 OUTLINE = str(config.DATA_DIR / "styles" / "outline")
-TRAIN = ["train", "--data", OUTLINE, "--steps", "6", "--batch-size", "2", "--rank", "2", "--checkpoint-every", "2",
-         "--sample-steps", "1", "--prompts", "a red circle", "--quiet"]
-
-
+TRAIN = [
+    "train",
+    "--data",
+    OUTLINE,
+    "--steps",
+    "6",
+    "--batch-size",
+    "2",
+    "--rank",
+    "2",
+    "--checkpoint-every",
+    "2",
+    "--sample-steps",
+    "1",
+    "--prompts",
+    "a red circle",
+    "--quiet",
+]
 
 
 def lorakit(out, *extra, kill_after=None):
@@ -52,7 +66,9 @@ def lorakit(out, *extra, kill_after=None):
         """)
     code = hook + f"from lorakit import cli; cli.main({[*TRAIN, '--out', str(out), *extra]!r})"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -70,18 +86,27 @@ def test_a_killed_run_resumes_to_the_same_bytes(tmp_path, where, whole):
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     cut = tmp_path / "cut"
     if where == "inside":
-        assert list(cut.glob(".checkpoint.pt.*.tmp")), "the killed write should have left its temporary file"
-    assert torch.load(cut / train.CHECKPOINT, weights_only=True)["step"] == (4 if where == "boundary" else 2)
+        assert list(cut.glob(".checkpoint.pt.*.tmp")), (
+            "the killed write should have left its temporary file"
+        )
+    assert torch.load(cut / train.CHECKPOINT, weights_only=True)["step"] == (
+        4 if where == "boundary" else 2
+    )
     resumed = lorakit(cut, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert (cut / "lora.safetensors").read_bytes() == whole
     assert not list(cut.glob(".*.tmp")), "a new run cleans what killed runs left"
 
 
-def test_without_a_checkpoint_frequency_the_command_still_checkpoints_a_few_times(lorakit_cli, tmp_path, monkeypatch):
+def test_without_a_checkpoint_frequency_the_command_still_checkpoints_a_few_times(
+    lorakit_cli, tmp_path, monkeypatch
+):
     written = []
     monkeypatch.setattr(train, "save_checkpoint", lambda state, path: written.append(state["step"]))
-    argv = [*TRAIN[:TRAIN.index("--checkpoint-every")], *TRAIN[TRAIN.index("--checkpoint-every") + 2:]]
+    argv = [
+        *TRAIN[: TRAIN.index("--checkpoint-every")],
+        *TRAIN[TRAIN.index("--checkpoint-every") + 2 :],
+    ]
     argv[argv.index("--steps") + 1] = "8"
     code, _, err = lorakit_cli(*argv, "--out", tmp_path / "run")
     assert code == 0, err
@@ -89,7 +114,9 @@ def test_without_a_checkpoint_frequency_the_command_still_checkpoints_a_few_time
 
 
 def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     mine = tmp_path / f".lora.safetensors.{os.getpid()}.tmp"
     stale = tmp_path / f".checkpoint.pt.{int(dead.stdout)}.tmp"
     other = tmp_path / "notes.tmp"
@@ -100,9 +127,14 @@ def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path):
 
 
 def test_a_lora_file_is_the_same_bytes_from_any_process(tmp_path):
-    unet_weights = formats.LoRAWeights("lorakit", 2, 1.0, {"a.to_q": torch.ones(2, 4)}, {"a.to_q": torch.ones(4, 2)})
-    here = formats.save_weights(unet_weights, tmp_path / "here" / "lora.safetensors",
-                                metadata={"b": "1", "a": "2", "c": "3"})
+    unet_weights = formats.LoRAWeights(
+        "lorakit", 2, 1.0, {"a.to_q": torch.ones(2, 4)}, {"a.to_q": torch.ones(4, 2)}
+    )
+    here = formats.save_weights(
+        unet_weights,
+        tmp_path / "here" / "lora.safetensors",
+        metadata={"b": "1", "a": "2", "c": "3"},
+    )
     there = tmp_path / "there" / "lora.safetensors"
     code = textwrap.dedent(f"""
         import torch
@@ -111,55 +143,108 @@ def test_a_lora_file_is_the_same_bytes_from_any_process(tmp_path):
         formats.save_weights(w, {str(there)!r}, metadata={{"b": "1", "a": "2", "c": "3"}})
     """)
     for seed in ("1", "2", "3"):  # Python's and Rust's hash seeds differ from process to process
-        subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONHASHSEED": seed})
+        subprocess.run(
+            [sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONHASHSEED": seed}
+        )
         assert there.read_bytes() == here.read_bytes()
     loaded = formats.load_lora(here)  # the rewritten header reads back
-    assert [torch.equal(a, torch.ones(2, 4)) for a in loaded.A.values()] == [True] and loaded.metadata["a"] == "2"
+    assert [torch.equal(a, torch.ones(2, 4)) for a in loaded.A.values()] == [
+        True
+    ] and loaded.metadata["a"] == "2"
 
 
 @pytest.fixture
 def full_disk(monkeypatch):
     """Every write stops part-way with ENOSPC, as on a full disk."""
+
     def write_half(fd, data):
         os.write(fd, data[: len(data) // 2])
         raise OSError(errno.ENOSPC, "No space left on device")
+
     monkeypatch.setattr(files, "_write_all", write_half)
 
 
 def test_a_full_disk_keeps_the_old_file_and_says_so(tmp_path, full_disk):
     target = tmp_path / "lora.safetensors"
     target.write_bytes(b"the old file")
-    with pytest.raises(OSError, match=f"no space left on device: {target}.*the previous file is kept") as error:
+    with pytest.raises(
+        OSError, match=f"no space left on device: {target}.*the previous file is kept"
+    ) as error:
         files.write_atomically(target, b"x" * 1000)
     assert error.value.errno == errno.ENOSPC
-    assert target.read_bytes() == b"the old file" and [p.name for p in tmp_path.iterdir()] == ["lora.safetensors"]
+    assert target.read_bytes() == b"the old file" and [p.name for p in tmp_path.iterdir()] == [
+        "lora.safetensors"
+    ]
 
 
-def test_a_full_disk_in_the_commands_is_one_line_and_leaves_no_partial_file(lorakit_cli, tmp_path, full_disk):
+def test_a_full_disk_in_the_commands_is_one_line_and_leaves_no_partial_file(
+    lorakit_cli, tmp_path, full_disk
+):
     q = "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_q"
     src = tmp_path / "src.safetensors"
-    src.write_bytes(formats.safetensors_bytes({f"unet.{q}.lora_A.weight": torch.ones(2, 32),
-                                               f"unet.{q}.lora_B.weight": torch.ones(32, 2)}, {}))
-    code, _, err = lorakit_cli("convert", src, "--to", "diffusers", "--out", tmp_path / "d.safetensors")
-    assert code == 2 and err.startswith("lorakit: error: no space left on device: ") and err.count("\n") == 1, err
+    src.write_bytes(
+        formats.safetensors_bytes(
+            {
+                f"unet.{q}.lora_A.weight": torch.ones(2, 32),
+                f"unet.{q}.lora_B.weight": torch.ones(32, 2),
+            },
+            {},
+        )
+    )
+    code, _, err = lorakit_cli(
+        "convert", src, "--to", "diffusers", "--out", tmp_path / "d.safetensors"
+    )
+    assert (
+        code == 2
+        and err.startswith("lorakit: error: no space left on device: ")
+        and err.count("\n") == 1
+    ), err
     code, _, err = lorakit_cli(*TRAIN, "--out", tmp_path / "run")
     errors = [line for line in err.splitlines() if line.startswith("lorakit: error: ")]
-    assert code == 2 and len(errors) == 1 and "no space left on device: " in errors[0] and "Traceback" not in err, err
-    code, _, err = lorakit_cli("sample", "--prompt", "a red circle", "--seeds", 0, "--steps", 1, "--out", tmp_path / "g.png")
-    assert code == 2 and err.startswith("lorakit: error: no space left on device: ") and "g.png" in err, err
+    assert (
+        code == 2
+        and len(errors) == 1
+        and "no space left on device: " in errors[0]
+        and "Traceback" not in err
+    ), err
+    code, _, err = lorakit_cli(
+        "sample",
+        "--prompt",
+        "a red circle",
+        "--seeds",
+        0,
+        "--steps",
+        1,
+        "--out",
+        tmp_path / "g.png",
+    )
+    assert (
+        code == 2 and err.startswith("lorakit: error: no space left on device: ") and "g.png" in err
+    ), err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "src.safetensors"]
-    assert [p.name for p in (tmp_path / "run").iterdir()] == [files.LOCK]  # no 0-byte config, no partial file
+    assert [p.name for p in (tmp_path / "run").iterdir()] == [
+        files.LOCK
+    ]  # no 0-byte config, no partial file
 
 
 def test_a_second_run_into_a_folder_in_use_is_refused(lorakit_cli, tmp_path):
     out = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import sys, time
         from lorakit import files
         with files.lock_folder({str(out)!r}):
             print("held", flush=True)
             sys.stdin.read()
-    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         code, _, err = lorakit_cli(*TRAIN, "--out", out)
@@ -176,8 +261,11 @@ def test_a_resume_with_other_settings_is_refused_by_name(lorakit_cli, tmp_path):
     code, _, err = lorakit_cli(*TRAIN, "--out", out)
     assert code == 0, err
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    for change, words in ((["--steps", "4"], "steps: 6 -> 4 (the checkpoint is at step 6"),
-                          (["--lr", "0.5"], "lr: "), (["--rank", "4"], "r: 2 -> 4")):
+    for change, words in (
+        (["--steps", "4"], "steps: 6 -> 4 (the checkpoint is at step 6"),
+        (["--lr", "0.5"], "lr: "),
+        (["--rank", "4"], "r: 2 -> 4"),
+    ):
         argv = list(TRAIN)
         for flag, value in zip(change[::2], change[1::2], strict=True):
             if flag in argv:

@@ -28,7 +28,9 @@ ATTN2 = ["attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0"]
 
 
 def pictures(pipe):
-    return np.stack(sample.generate(pipe, "a red circle", seeds=[0], num_inference_steps=2, output_type="np"))
+    return np.stack(
+        sample.generate(pipe, "a red circle", seeds=[0], num_inference_steps=2, output_type="np")
+    )
 
 
 def randomize_lora(unet, std=0.05, seed=1):
@@ -46,13 +48,19 @@ def ours():
     base_pictures = pictures(pipe)
     inject.inject_lora(pipe.unet, r=R, alpha=ALPHA)
     randomize_lora(pipe.unet)
-    return dict(pipe=pipe, base_unet=base_unet, base_pictures=base_pictures, pictures=pictures(pipe))
+    return dict(
+        pipe=pipe, base_unet=base_unet, base_pictures=base_pictures, pictures=pictures(pipe)
+    )
 
 
 @pytest.fixture(scope="module")
 def unet_inputs():
     gen = torch.Generator().manual_seed(0)
-    return torch.randn(1, 4, 8, 8, generator=gen), torch.tensor([500]), torch.randn(1, 8, 64, generator=gen)
+    return (
+        torch.randn(1, 4, 8, 8, generator=gen),
+        torch.tensor([500]),
+        torch.randn(1, 8, 64, generator=gen),
+    )
 
 
 @torch.no_grad()
@@ -67,9 +75,12 @@ def max_delta_diff(a: formats.LoRAWeights, b: formats.LoRAWeights) -> float:
 
 # --- lorakit's files in diffusers -----------------------------------------------------------
 
+
 @pytest.mark.parametrize("fmt", ["kohya", "diffusers"])
 def test_diffusers_load_lora_weights_gives_the_same_pictures(ours, tmp_path, fmt):
-    assert np.abs(ours["pictures"] - ours["base_pictures"]).max() > 1e-2  # the LoRA changes the picture
+    assert (
+        np.abs(ours["pictures"] - ours["base_pictures"]).max() > 1e-2
+    )  # the LoRA changes the picture
     path = formats.save_lora(ours["pipe"].unet, tmp_path / "style.safetensors", format=fmt)
     fresh = models.load_pipeline("tiny")
     fresh.load_lora_weights(str(path))
@@ -91,20 +102,26 @@ def test_feed_forward_layers_load_in_diffusers_too(tmp_path, fmt):
         without_ff = pictures(pipe)
         for layer, b in zip(ff, saved_b, strict=True):
             layer.lora_B.weight.copy_(b)
-    assert len(ff) == 32 and np.abs(want - without_ff).max() > 1e-2  # the ff part shows in the pictures
+    assert (
+        len(ff) == 32 and np.abs(want - without_ff).max() > 1e-2
+    )  # the ff part shows in the pictures
     path = formats.save_lora(pipe.unet, tmp_path / "ff.safetensors", format=fmt)
     fresh = models.load_pipeline("tiny")
     fresh.load_lora_weights(str(path))
     assert np.abs(pictures(fresh) - want).max() <= 1e-4
     text = formats.describe(path)
-    assert "modules: 96 (" in text and all(f"{kind} x16" in text for kind in inject.PRESETS["attn2+ff"]), text
+    assert "modules: 96 (" in text and all(
+        f"{kind} x16" in text for kind in inject.PRESETS["attn2+ff"]
+    ), text
 
 
 def test_kohya_file_layout_and_metadata(ours, tmp_path):
     path = formats.save_lora(ours["pipe"].unet, tmp_path / "style.safetensors", format="kohya")
     tensors = safetensors.torch.load_file(path)
     name = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_out_0"
-    layer = ours["pipe"].unet.get_submodule("down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_out.0")
+    layer = ours["pipe"].unet.get_submodule(
+        "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_out.0"
+    )
     assert torch.equal(tensors[f"{name}.lora_down.weight"], layer.lora_A.weight)
     assert torch.equal(tensors[f"{name}.lora_up.weight"], layer.lora_B.weight)
     assert tensors[f"{name}.alpha"].ndim == 0 and tensors[f"{name}.alpha"].item() == ALPHA
@@ -119,13 +136,20 @@ def test_kohya_file_layout_and_metadata(ours, tmp_path):
 
 # --- PEFT's and diffusers' LoRAs in lorakit ----------------------------------------------------
 
-def test_a_lora_made_with_peft_and_saved_by_diffusers_loads_with_the_same_output(ours, unet_inputs, tmp_path):
+
+def test_a_lora_made_with_peft_and_saved_by_diffusers_loads_with_the_same_output(
+    ours, unet_inputs, tmp_path
+):
     theirs = copy.deepcopy(ours["base_unet"])
-    theirs.add_adapter(peft.LoraConfig(r=R, lora_alpha=ALPHA, target_modules=ATTN2, init_lora_weights=False))
+    theirs.add_adapter(
+        peft.LoraConfig(r=R, lora_alpha=ALPHA, target_modules=ATTN2, init_lora_weights=False)
+    )
     expected = run(theirs, unet_inputs)
     StableDiffusionPipeline.save_lora_weights(
-        tmp_path, unet_lora_layers=get_peft_model_state_dict(theirs),
-        unet_lora_adapter_metadata=theirs.peft_config["default"].to_dict())
+        tmp_path,
+        unet_lora_layers=get_peft_model_state_dict(theirs),
+        unet_lora_adapter_metadata=theirs.peft_config["default"].to_dict(),
+    )
     weights = formats.load_lora(tmp_path)
     assert (weights.format, weights.r, weights.alpha) == ("diffusers", R, ALPHA)
     mine = copy.deepcopy(ours["base_unet"])
@@ -135,7 +159,9 @@ def test_a_lora_made_with_peft_and_saved_by_diffusers_loads_with_the_same_output
 
     # Without the metadata alpha is lost: diffusers then uses alpha = r, and so does lorakit.
     bare = tmp_path / "bare"
-    StableDiffusionPipeline.save_lora_weights(bare, unet_lora_layers=get_peft_model_state_dict(theirs))
+    StableDiffusionPipeline.save_lora_weights(
+        bare, unet_lora_layers=get_peft_model_state_dict(theirs)
+    )
     loaded_by_diffusers = copy.deepcopy(ours["base_unet"])
     loaded_by_diffusers.load_lora_adapter(str(bare / formats.DIFFUSERS_FILE), prefix="unet")
     q = loaded_by_diffusers.get_submodule("mid_block.attentions.0.transformer_blocks.0.attn2.to_q")
@@ -144,14 +170,23 @@ def test_a_lora_made_with_peft_and_saved_by_diffusers_loads_with_the_same_output
 
 def test_a_peft_folder_round_trips_with_peft(ours, unet_inputs, tmp_path):
     # PEFT's own save_pretrained -> lorakit
-    theirs = peft.get_peft_model(copy.deepcopy(ours["base_unet"]),
-                                 peft.LoraConfig(r=R, lora_alpha=ALPHA, target_modules=ATTN2, init_lora_weights=False))
+    theirs = peft.get_peft_model(
+        copy.deepcopy(ours["base_unet"]),
+        peft.LoraConfig(r=R, lora_alpha=ALPHA, target_modules=ATTN2, init_lora_weights=False),
+    )
     theirs.save_pretrained(tmp_path / "by_peft")
     weights = formats.load_lora(tmp_path / "by_peft")
-    assert (weights.format, weights.r, weights.alpha, len(weights.modules)) == ("peft", R, ALPHA, 64)
+    assert (weights.format, weights.r, weights.alpha, len(weights.modules)) == (
+        "peft",
+        R,
+        ALPHA,
+        64,
+    )
     for path in weights.modules:
         layer = theirs.base_model.model.get_submodule(path)
-        assert torch.allclose(weights.delta_weight(path), layer.get_delta_weight("default"), atol=1e-7)
+        assert torch.allclose(
+            weights.delta_weight(path), layer.get_delta_weight("default"), atol=1e-7
+        )
     # lorakit's folder -> PeftModel.from_pretrained
     folder = formats.save_lora(ours["pipe"].unet, tmp_path / "by_lorakit", format="peft")
     loaded = peft.PeftModel.from_pretrained(copy.deepcopy(ours["base_unet"]), folder)
@@ -161,11 +196,20 @@ def test_a_peft_folder_round_trips_with_peft(ours, unet_inputs, tmp_path):
 
 # --- round trips and conversion ----------------------------------------------------------------
 
+
 def test_round_trips_preserve_delta_w(ours, tmp_path):
     reference = formats.from_model(ours["pipe"].unet)
     path = formats.save_lora(ours["pipe"].unet, tmp_path / "a.safetensors", format="kohya")
-    for i, (to, dst) in enumerate([("diffusers", "b.safetensors"), ("peft", "c"), ("kohya", "d.safetensors"),
-                                   ("peft", "e"), ("diffusers", "f"), ("kohya", "g.safetensors")]):
+    for i, (to, dst) in enumerate(
+        [
+            ("diffusers", "b.safetensors"),
+            ("peft", "c"),
+            ("kohya", "d.safetensors"),
+            ("peft", "e"),
+            ("diffusers", "f"),
+            ("kohya", "g.safetensors"),
+        ]
+    ):
         path = formats.convert(path, tmp_path / dst, to=to)
         weights = formats.load_lora(path)
         assert weights.format == to and (weights.r, weights.alpha) == (R, ALPHA), (i, to)
@@ -179,7 +223,9 @@ def test_rslora_survives_kohya_which_has_no_rslora(ours, tmp_path):
     reference = formats.from_model(unet)
     diffusers_file = formats.save_lora(unet, tmp_path / "rs.safetensors", format="diffusers")
     assert formats.load_lora(diffusers_file).use_rslora
-    kohya = formats.load_lora(formats.convert(diffusers_file, tmp_path / "k.safetensors", to="kohya"))
+    kohya = formats.load_lora(
+        formats.convert(diffusers_file, tmp_path / "k.safetensors", to="kohya")
+    )
     assert not kohya.use_rslora and kohya.alpha == 16.0  # alpha / r = 4: the same scaling
     assert max_delta_diff(kohya, reference) <= 1e-6
 
@@ -201,10 +247,12 @@ def test_apply_lora_into_injected_layers_and_describe(ours, unet_inputs, tmp_pat
 
 # --- bad input -------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def no_unpickling(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("lorakit must never unpickle a LoRA file")
+
     for module, name in [(torch, "load"), (pickle, "load"), (pickle, "loads")]:
         monkeypatch.setattr(module, name, refuse)
 
@@ -221,9 +269,15 @@ def test_pickle_files_are_refused_unopened(ours, tmp_path, name, no_unpickling):
 
 
 def test_garbage_truncated_and_empty_files(ours, tmp_path):
-    good = formats.save_lora(ours["pipe"].unet, tmp_path / "good.safetensors", format="kohya").read_bytes()
-    cases = {"garbage.safetensors": b"this is not a LoRA at all" * 20, "empty.safetensors": b"",
-             "truncated.safetensors": good[: len(good) // 2], "short.safetensors": good[:-10]}
+    good = formats.save_lora(
+        ours["pipe"].unet, tmp_path / "good.safetensors", format="kohya"
+    ).read_bytes()
+    cases = {
+        "garbage.safetensors": b"this is not a LoRA at all" * 20,
+        "empty.safetensors": b"",
+        "truncated.safetensors": good[: len(good) // 2],
+        "short.safetensors": good[:-10],
+    }
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
         with pytest.raises(ValueError, match=f"{name} is not a valid safetensors file: "):
@@ -257,19 +311,28 @@ def test_per_module_alphas_load_and_apply(ours, tmp_path, unet_inputs):
 
 def test_a_file_that_does_not_fit_the_model_loads_nothing(ours, tmp_path):
     tensors = safetensors.torch.load_file(
-        formats.save_lora(ours["pipe"].unet, tmp_path / "a.safetensors", format="kohya"))
+        formats.save_lora(ours["pipe"].unet, tmp_path / "a.safetensors", format="kohya")
+    )
     bad_shape = "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_k"
-    tensors[f"{bad_shape}.lora_down.weight"] = torch.zeros(R, 768)  # SD 1.5's text width, not the tiny SD's
+    tensors[f"{bad_shape}.lora_down.weight"] = torch.zeros(
+        R, 768
+    )  # SD 1.5's text width, not the tiny SD's
     missing = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_q"
     for suffix in ("lora_down.weight", "lora_up.weight", "alpha"):
-        tensors[f"{missing.replace('blocks_0_attentions', 'blocks_7_attentions')}.{suffix}"] = tensors.pop(
-            f"{missing}.{suffix}")
+        tensors[f"{missing.replace('blocks_0_attentions', 'blocks_7_attentions')}.{suffix}"] = (
+            tensors.pop(f"{missing}.{suffix}")
+        )
     safetensors.torch.save_file(tensors, tmp_path / "bad.safetensors")
     unet = copy.deepcopy(ours["base_unet"])
     before = {k: v.clone() for k, v in unet.state_dict().items()}
-    with pytest.raises(ValueError, match=r"2 of 64 modules do not match \(nothing was loaded\)") as error:
+    with pytest.raises(
+        ValueError, match=r"2 of 64 modules do not match \(nothing was loaded\)"
+    ) as error:
         formats.apply_lora(unet, tmp_path / "bad.safetensors")
-    assert re.search(r"mid_block\.attentions\.0\.transformer_blocks\.0\.attn2\.to_k: file 768->\d+ vs model 64->", str(error.value))
+    assert re.search(
+        r"mid_block\.attentions\.0\.transformer_blocks\.0\.attn2\.to_k: file 768->\d+ vs model 64->",
+        str(error.value),
+    )
     assert "down_blocks_7_attentions" in str(error.value) and "no such module" in str(error.value)
     assert not list(inject.lora_layers(unet))
     assert all(torch.equal(v, before[k]) for k, v in unet.state_dict().items())
@@ -282,6 +345,7 @@ def test_a_failed_write_keeps_the_old_file(ours, tmp_path, monkeypatch):
     def half_write(fd, data):
         os.write(fd, data[:100])
         raise OSError(errno.ENOSPC, "No space left on device")
+
     monkeypatch.setattr(files, "_write_all", half_write)
     with pytest.raises(OSError, match="no space left on device: .*s.safetensors"):
         formats.save_lora(ours["pipe"].unet, path, format="kohya")
@@ -291,6 +355,7 @@ def test_a_failed_write_keeps_the_old_file(ours, tmp_path, monkeypatch):
 def test_diffusers_metadata_is_what_diffusers_reads(ours, tmp_path):
     path = formats.save_lora(ours["pipe"].unet, tmp_path / "d.safetensors", format="diffusers")
     from diffusers.utils.state_dict_utils import _load_sft_state_dict_metadata
+
     config = json.loads(json.dumps(_load_sft_state_dict_metadata(str(path))))
     assert config["unet.r"] == R and config["unet.lora_alpha"] == ALPHA
     lora_config = peft.LoraConfig(**{k.removeprefix("unet."): v for k, v in config.items()})
@@ -299,14 +364,22 @@ def test_diffusers_metadata_is_what_diffusers_reads(ours, tmp_path):
 
 def test_text_encoder_tensors_load_and_a_unet_alone_refuses_them(ours, tmp_path):
     tensors = safetensors.torch.load_file(
-        formats.save_lora(ours["pipe"].unet, tmp_path / "a.safetensors", format="kohya"))
+        formats.save_lora(ours["pipe"].unet, tmp_path / "a.safetensors", format="kohya")
+    )
     te = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
-    extra = {f"{te}.lora_down.weight": torch.zeros(R, 64), f"{te}.lora_up.weight": torch.zeros(64, R)}
+    extra = {
+        f"{te}.lora_down.weight": torch.zeros(R, 64),
+        f"{te}.lora_up.weight": torch.zeros(64, R),
+    }
     safetensors.torch.save_file(tensors | extra, tmp_path / "both.safetensors")
     weights = formats.load_lora(tmp_path / "both.safetensors")
-    assert len(weights.modules) == 65 and weights.text_modules == ["text_encoder.text_model.encoder.layers.0.self_attn.q_proj"]
+    assert len(weights.modules) == 65 and weights.text_modules == [
+        "text_encoder.text_model.encoder.layers.0.self_attn.q_proj"
+    ]
     unet = copy.deepcopy(ours["base_unet"])
-    with pytest.raises(ValueError, match="1 of 65 modules do not match.*text-encoder module.*apply_lora\\(pipe"):
+    with pytest.raises(
+        ValueError, match="1 of 65 modules do not match.*text-encoder module.*apply_lora\\(pipe"
+    ):
         formats.apply_lora(unet, weights)
     assert not list(inject.lora_layers(unet))
     safetensors.torch.save_file(extra, tmp_path / "te.safetensors")

@@ -24,8 +24,16 @@ def trained(sd_dir, tmp_path_factory):
     """An SD-shaped pipeline loaded in bfloat16, trained 3 steps with full mode's settings."""
     pipe = models.load_pipeline(sd_dir, device="cpu", dtype="bfloat16")
     base = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
-    cfg = train.TrainConfig.for_mode("full", steps=3, batch_size=2, resolution=64, warmup_steps=1,
-                                     lr=1e-2, progress=False, output_dir=str(tmp_path_factory.mktemp("run")))
+    cfg = train.TrainConfig.for_mode(
+        "full",
+        steps=3,
+        batch_size=2,
+        resolution=64,
+        warmup_steps=1,
+        lr=1e-2,
+        progress=False,
+        output_dir=str(tmp_path_factory.mktemp("run")),
+    )
     dataset = imagefolder.ImageFolderDataset(config.DATA_DIR / "styles" / "outline", resolution=64)
     result = train.train_lora(pipe, dataset, cfg)
     return pipe, base, cfg, result
@@ -33,22 +41,39 @@ def trained(sd_dir, tmp_path_factory):
 
 def test_full_mode_defaults():
     cfg = train.TrainConfig.for_mode("full")
-    assert (cfg.resolution, cfg.mixed_precision, cfg.gradient_checkpointing) == (None, "bf16", True)  # the model's own
-    assert (cfg.r, cfg.target_modules, cfg.lr_schedule, cfg.min_snr_gamma) == (16, "attn2", "cosine", 5.0)
+    assert (cfg.resolution, cfg.mixed_precision, cfg.gradient_checkpointing) == (
+        None,
+        "bf16",
+        True,
+    )  # the model's own
+    assert (cfg.r, cfg.target_modules, cfg.lr_schedule, cfg.min_snr_gamma) == (
+        16,
+        "attn2",
+        "cosine",
+        5.0,
+    )
     assert train.TrainConfig.for_mode("full", r=4).r == 4  # overrides win
     assert config.get_preset("full").model == config.SD15_HUB_ID
     small = train.TrainConfig.for_mode("small")
-    assert (small.resolution, small.mixed_precision, small.gradient_checkpointing) == (None, "no", False)
+    assert (small.resolution, small.mixed_precision, small.gradient_checkpointing) == (
+        None,
+        "no",
+        False,
+    )
 
 
 def test_a_local_directory_loads_in_half_precision(sd_dir):
     pipe = models.load_pipeline(sd_dir, device="cpu", dtype="bfloat16")
     assert isinstance(pipe, StableDiffusionPipeline)
     assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.bfloat16
-    assert list(pipe.unet.config.down_block_types) == list(models.SD15_UNET_CONFIG["down_block_types"])
+    assert list(pipe.unet.config.down_block_types) == list(
+        models.SD15_UNET_CONFIG["down_block_types"]
+    )
     assert pipe.tokenizer.model_max_length == 77
     names = inject.find_targets(pipe.unet, "attn2")
-    assert "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_q" in names and len(names) == 64
+    assert (
+        "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_q" in names and len(names) == 64
+    )
 
 
 def test_bf16_training_with_checkpointing_trains_only_the_float32_lora(trained):
@@ -71,8 +96,15 @@ def test_checkpointing_gives_the_same_first_step(sd_dir):
     histories = []
     for checkpointing in (False, True):
         pipe = models.load_pipeline(sd_dir, device="cpu", dtype="float32")
-        cfg = train.TrainConfig.for_mode("full", steps=1, batch_size=2, resolution=64, mixed_precision="no",
-                                         gradient_checkpointing=checkpointing, progress=False)
+        cfg = train.TrainConfig.for_mode(
+            "full",
+            steps=1,
+            batch_size=2,
+            resolution=64,
+            mixed_precision="no",
+            gradient_checkpointing=checkpointing,
+            progress=False,
+        )
         histories.append(train.train_lora(pipe, dataset, cfg).history)
     assert histories[0] == pytest.approx(histories[1], rel=1e-5)
 
@@ -99,8 +131,14 @@ def test_exported_lora_loads_back_with_load_lora_weights(trained, sd_dir, tmp_pa
 def test_memory_estimate_of_the_local_pipeline(trained):
     pipe, _, cfg, _ = trained
     estimate = memory.estimate_memory(cfg, pipe)
-    assert estimate.weights == sum(p.numel() * 2 for n, p in pipe.unet.named_parameters() if ".lora_" not in n)
-    assert estimate.lora_count == sum(layer.lora_A.weight.numel() + layer.lora_B.weight.numel()
-                                      for _, layer in inject.lora_layers(pipe.unet))
+    assert estimate.weights == sum(
+        p.numel() * 2 for n, p in pipe.unet.named_parameters() if ".lora_" not in n
+    )
+    assert estimate.lora_count == sum(
+        layer.lora_A.weight.numel() + layer.lora_B.weight.numel()
+        for _, layer in inject.lora_layers(pipe.unet)
+    )
     assert estimate.settings["gradient_checkpointing"] and estimate.settings["dtype"] == "bfloat16"
-    assert memory.check_fits(cfg, pipe).total == estimate.total  # the pre-flight check passes on the CPU
+    assert (
+        memory.check_fits(cfg, pipe).total == estimate.total
+    )  # the pre-flight check passes on the CPU

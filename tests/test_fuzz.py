@@ -24,11 +24,28 @@ from hypothesis import strategies as st
 from lorakit import formats, inject, models
 
 R, ALPHA = 4, 2.0
-DTYPES = ["F16", "BF16", "F32", "F64", "I64", "I32", "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2", "XYZ", ""]
+DTYPES = [
+    "F16",
+    "BF16",
+    "F32",
+    "F64",
+    "I64",
+    "I32",
+    "I8",
+    "U8",
+    "BOOL",
+    "F8_E4M3",
+    "F8_E5M2",
+    "XYZ",
+    "",
+]
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | st.floats() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
-    max_leaves=12)
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +62,9 @@ def world(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fuzz")
     valid = {}
     for fmt in formats.FORMATS:
-        written = formats.save_weights(weights, folder / "valid" / (fmt if fmt == "peft" else f"{fmt}.safetensors"), fmt)
+        written = formats.save_weights(
+            weights, folder / "valid" / (fmt if fmt == "peft" else f"{fmt}.safetensors"), fmt
+        )
         tensors = written / formats.PEFT_FILE if fmt == "peft" else written
         config = (written / formats.PEFT_CONFIG).read_bytes() if fmt == "peft" else None
         valid[fmt] = (tensors.read_bytes(), config)
@@ -55,7 +74,7 @@ def world(tmp_path_factory):
 
 def split(data: bytes):
     n = int.from_bytes(data[:8], "little")
-    return json.loads(data[8:8 + n]), data[8 + n:]
+    return json.loads(data[8 : 8 + n]), data[8 + n :]
 
 
 def join(header: dict, body: bytes) -> bytes:
@@ -71,11 +90,15 @@ def mutate(draw, fmt, how, data: bytes, config):
         data = bytearray(data)
         in_header = 8 + int.from_bytes(data[:8], "little")
         for _ in range(draw(st.integers(1, 8))):
-            at = draw(st.integers(0, in_header - 1) if draw(st.integers(0, 3)) == 0 else st.integers(in_header, len(data) - 1))
+            at = draw(
+                st.integers(0, in_header - 1)
+                if draw(st.integers(0, 3)) == 0
+                else st.integers(in_header, len(data) - 1)
+            )
             data[at] = draw(st.integers(0, 255))
         return bytes(data), config
     if how == "cut":
-        return data[:draw(st.integers(0, len(data) - 1))], config
+        return data[: draw(st.integers(0, len(data) - 1))], config
     if how == "header":
         key = draw(st.sampled_from(keys))
         edit = draw(st.sampled_from(["dtype", "shape", "offsets", "rename", "drop", "entry"]))
@@ -84,11 +107,18 @@ def mutate(draw, fmt, how, data: bytes, config):
         elif edit == "shape":
             header[key]["shape"] = draw(st.lists(st.integers(-2, 300), max_size=4))
         elif edit == "offsets":
-            header[key]["data_offsets"] = draw(st.lists(st.integers(-10, len(body) + 10), min_size=0, max_size=3))
+            header[key]["data_offsets"] = draw(
+                st.lists(st.integers(-10, len(body) + 10), min_size=0, max_size=3)
+            )
         elif edit == "rename":
-            header[draw(st.text(min_size=1, max_size=40)) if draw(st.booleans()) else
-                   key.replace(draw(st.sampled_from(["lora_down", "lora_A", "alpha", "attn2", "weight", "."])),
-                               draw(st.sampled_from(["lora_up", "lora_B", "beta", "attn1", "", "..", "_"])))] = header.pop(key)
+            header[
+                draw(st.text(min_size=1, max_size=40))
+                if draw(st.booleans())
+                else key.replace(
+                    draw(st.sampled_from(["lora_down", "lora_A", "alpha", "attn2", "weight", "."])),
+                    draw(st.sampled_from(["lora_up", "lora_B", "beta", "attn1", "", "..", "_"])),
+                )
+            ] = header.pop(key)
         elif edit == "drop":
             del header[key]
         else:
@@ -142,12 +172,21 @@ def mutate(draw, fmt, how, data: bytes, config):
 
 
 KINDS = [  # how a refusal is counted in the report, by the words of its message
-    ("pickle", "a pickle"), ("not a valid safetensors file", "not a safetensors file"),
-    ("cannot tell the LoRA format", "no LoRA keys"), ("cannot read as", "keys that are not LoRA"),
-    ("NaN or infinite", "NaN or infinite values"), ("floating point", "not floating point"),
-    ("does not fit", "does not fit the model"), ("ranks disagree", "halves whose ranks disagree"),
-    ("is not a LoRA lorakit can load", "an A without its B, or no pair"), ("rank 0", "rank 0"), ("alpha", "a bad alpha"), ("JSON", "bad metadata or config JSON"),
-    ("must be", "a bad setting"), ("lorakit applies", "a kind lorakit does not apply"), ("", "another refusal"),
+    ("pickle", "a pickle"),
+    ("not a valid safetensors file", "not a safetensors file"),
+    ("cannot tell the LoRA format", "no LoRA keys"),
+    ("cannot read as", "keys that are not LoRA"),
+    ("NaN or infinite", "NaN or infinite values"),
+    ("floating point", "not floating point"),
+    ("does not fit", "does not fit the model"),
+    ("ranks disagree", "halves whose ranks disagree"),
+    ("is not a LoRA lorakit can load", "an A without its B, or no pair"),
+    ("rank 0", "rank 0"),
+    ("alpha", "a bad alpha"),
+    ("JSON", "bad metadata or config JSON"),
+    ("must be", "a bad setting"),
+    ("lorakit applies", "a kind lorakit does not apply"),
+    ("", "another refusal"),
 ]
 
 
@@ -162,8 +201,11 @@ def outcomes():
 
 
 def snapshot(model):
-    return ({k: v.clone() for k, v in model.state_dict().items()},
-            {n: p.requires_grad for n, p in model.named_parameters()}, [type(m).__name__ for m in model.modules()])
+    return (
+        {k: v.clone() for k, v in model.state_dict().items()},
+        {n: p.requires_grad for n, p in model.named_parameters()},
+        [type(m).__name__ for m in model.modules()],
+    )
 
 
 @given(st.data())
@@ -171,7 +213,11 @@ def test_a_mutated_lora_file_loads_correctly_or_is_refused_cleanly(world, outcom
     draw = data.draw
     fmt = draw(st.sampled_from(formats.FORMATS))
     # Weighted towards the mutations that get past the header: most random bytes there only break its JSON.
-    hows = ["bytes", "cut"] + ["header", "metadata", "tensor"] * 3 + (["config"] * 3 if fmt == "peft" else [])
+    hows = (
+        ["bytes", "cut"]
+        + ["header", "metadata", "tensor"] * 3
+        + (["config"] * 3 if fmt == "peft" else [])
+    )
     how = draw(st.sampled_from(hows))
     good, config = world["valid"][fmt]
     try:
@@ -197,10 +243,14 @@ def test_a_mutated_lora_file_loads_correctly_or_is_refused_cleanly(world, outcom
     except formats.LoRAFileError as error:
         assert "\n" not in str(error)
         kind = next(kind for words, kind in KINDS if words in str(error))
-        outcomes["refused: " + kind + (f" ({str(error)[:160]})" if kind == "another refusal" else "")] += 1
+        outcomes[
+            "refused: " + kind + (f" ({str(error)[:160]})" if kind == "another refusal" else "")
+        ] += 1
         state, flags, kinds = snapshot(unet)
         assert kinds == before[2] and flags == before[1], "a refused file changed the model"
-        assert all(torch.equal(v, before[0][k]) for k, v in state.items()), "a refused file changed the weights"
+        assert all(torch.equal(v, before[0][k]) for k, v in state.items()), (
+            "a refused file changed the weights"
+        )
         return
     # A correct load: finite float weights of one positive rank, a positive finite alpha, in the model now.
     outcomes["loaded"] += 1
@@ -209,7 +259,9 @@ def test_a_mutated_lora_file_loads_correctly_or_is_refused_cleanly(world, outcom
     try:
         assert set(layers) == set(weights.modules)
         for m in weights.modules:
-            assert torch.equal(layers[m].lora_A.weight, weights.A[m]) and torch.equal(layers[m].lora_B.weight, weights.B[m])
+            assert torch.equal(layers[m].lora_A.weight, weights.A[m]) and torch.equal(
+                layers[m].lora_B.weight, weights.B[m]
+            )
             assert bool(torch.isfinite(weights.A[m]).all() and torch.isfinite(weights.B[m]).all())
     finally:
         inject.remove_lora(unet)

@@ -54,6 +54,7 @@ def linear_paths(unet, pattern):
 
 # --- what gets wrapped ------------------------------------------------------------------------
 
+
 def test_attn2_preset_wraps_the_64_cross_attention_projections(unet):
     expected = linear_paths(unet, ATTN2)
     names = inject.inject_lora(unet, r=4)
@@ -70,15 +71,23 @@ def test_attn_preset_wraps_self_and_cross_attention(unet):
 
 def test_attn2_ff_preset_adds_the_feed_forward_layers(unet):
     expected = linear_paths(unet, ATTN2_FF)
-    assert len(expected) == 96  # 16 transformer blocks x (4 attn2 projections + 2 feed-forward layers)
+    assert (
+        len(expected) == 96
+    )  # 16 transformer blocks x (4 attn2 projections + 2 feed-forward layers)
     names = inject.inject_lora(unet, r=2, target_modules="attn2+ff")
     assert names == expected
-    assert sum(n.endswith("ff.net.0.proj") for n in names) == sum(n.endswith("ff.net.2") for n in names) == 16
+    assert (
+        sum(n.endswith("ff.net.0.proj") for n in names)
+        == sum(n.endswith("ff.net.2") for n in names)
+        == 16
+    )
 
 
 def test_module_kind_is_a_suffix_that_names_the_layer():
     block = "down_blocks.0.attentions.0.transformer_blocks.0"
-    assert [inject.module_kind(f"{block}.{s}") for s in inject.PRESETS["attn2+ff"]] == list(inject.PRESETS["attn2+ff"])
+    assert [inject.module_kind(f"{block}.{s}") for s in inject.PRESETS["attn2+ff"]] == list(
+        inject.PRESETS["attn2+ff"]
+    )
     assert inject.module_kind("down_blocks.0.resnets.1.time_emb_proj") == "1.time_emb_proj"
     assert inject.module_kind("time_embedding.linear_1") == "time_embedding.linear_1"
 
@@ -88,7 +97,9 @@ def test_a_target_that_matches_nothing_lists_suffixes_that_do(unet):
         inject.inject_lora(unet, r=2, target_modules=["attn9.to_q"])
     listed = str(error.value).split("include: ")[1].rstrip(".").split(", ")
     assert "attn2.to_out.0" in listed and "ff.net.0.proj" in listed
-    assert all(inject.find_targets(unet, [suffix]) for suffix in listed)  # each one is a target that works
+    assert all(
+        inject.find_targets(unet, [suffix]) for suffix in listed
+    )  # each one is a target that works
 
 
 def test_explicit_suffixes_and_the_same_modules_as_peft(unet, pretrained_unet):
@@ -110,6 +121,7 @@ def test_lora_kwargs_reach_the_layers(unet):
 
 # --- behaviour ---------------------------------------------------------------------------------
 
+
 def test_zero_init_is_the_identity_and_only_lora_trains(unet, unet_inputs):
     before = run(unet, unet_inputs)
     inject.inject_lora(unet, r=4)
@@ -127,8 +139,10 @@ def test_parameter_count_matches_the_injected_model(unet):
     counted = inject.lora_parameter_count(unet, r)
     inject.inject_lora(unet, r=r)
     assert lora.count_parameters(unet) == counted
-    by_hand = sum(r * (layer.base_layer.in_features + layer.base_layer.out_features)
-                  for _, layer in inject.lora_layers(unet))
+    by_hand = sum(
+        r * (layer.base_layer.in_features + layer.base_layer.out_features)
+        for _, layer in inject.lora_layers(unet)
+    )
     assert counted == by_hand > 0
 
 
@@ -136,10 +150,16 @@ def test_parameter_count_matches_the_injected_model(unet):
 def test_sd15_attn2_lora_has_99456_parameters_per_rank(r):
     unet = models.build_sd15()["unet"]  # meta device: shapes, no memory
     cfg = unet.config
-    widths = [w for w in cfg.block_out_channels[:3] for _ in range(cfg.layers_per_block)]  # down blocks
+    widths = [
+        w for w in cfg.block_out_channels[:3] for _ in range(cfg.layers_per_block)
+    ]  # down blocks
     widths += [cfg.block_out_channels[-1]]  # mid block
-    widths += [w for w in reversed(cfg.block_out_channels[:3]) for _ in range(cfg.layers_per_block + 1)]  # up
-    per_rank = sum(6 * w + 2 * cfg.cross_attention_dim for w in widths)  # q, out: w->w; k, v: 768->w
+    widths += [
+        w for w in reversed(cfg.block_out_channels[:3]) for _ in range(cfg.layers_per_block + 1)
+    ]  # up
+    per_rank = sum(
+        6 * w + 2 * cfg.cross_attention_dim for w in widths
+    )  # q, out: w->w; k, v: 768->w
     assert per_rank == 99_456
     assert inject.lora_parameter_count(unet, r) == per_rank * r
     inject.inject_lora(unet, r=r)
@@ -158,13 +178,17 @@ def test_scale_merge_unmerge(unet, unet_inputs):
     with pytest.raises(RuntimeError, match="unmerge"):
         inject.set_lora_scale(unet, 0.5)
     inject.unmerge_lora(unet)
-    restored = {n.replace(".base_layer", ""): p for n, p in unet.state_dict().items() if "lora_" not in n}
+    restored = {
+        n.replace(".base_layer", ""): p for n, p in unet.state_dict().items() if "lora_" not in n
+    }
     assert all(torch.equal(restored[k], v) for k, v in weights.items())
     inject.set_lora_scale(unet, 0.0)
     assert torch.equal(run(unet, unet_inputs), base)
     inject.set_lora_scale(unet, 0.5)
     layer = unet.get_submodule("mid_block.attentions.0.transformer_blocks.0.attn2.to_v")
-    assert torch.allclose(layer.get_delta_weight(), 0.5 * 0.5 * layer.lora_B.weight @ layer.lora_A.weight)
+    assert torch.allclose(
+        layer.get_delta_weight(), 0.5 * 0.5 * layer.lora_B.weight @ layer.lora_A.weight
+    )
 
 
 @pytest.mark.parametrize("merged", [False, True])
@@ -180,7 +204,9 @@ def test_remove_lora_restores_the_original_modules_bit_exactly(unet, unet_inputs
     assert not list(inject.lora_layers(unet))
     assert all(unet.get_submodule(n) is m and type(m) is nn.Linear for n, m in originals.items())
     state = unet.state_dict()
-    assert state.keys() == weights.keys() and all(torch.equal(state[k], v) for k, v in weights.items())
+    assert state.keys() == weights.keys() and all(
+        torch.equal(state[k], v) for k, v in weights.items()
+    )
     assert torch.equal(run(unet, unet_inputs), before)
 
 
@@ -188,7 +214,9 @@ def test_state_dict_round_trip(unet, pretrained_unet, unet_inputs):
     inject.inject_lora(unet, r=4)
     randomize_lora(unet)
     state = inject.lora_state_dict(unet)
-    assert len(state) == 128 and all(re.search(r"attn2\.to_(q|k|v|out\.0)\.lora_[AB]\.weight$", k) for k in state)
+    assert len(state) == 128 and all(
+        re.search(r"attn2\.to_(q|k|v|out\.0)\.lora_[AB]\.weight$", k) for k in state
+    )
     other = copy.deepcopy(pretrained_unet)
     inject.inject_lora(other, r=4)
     inject.load_lora_state_dict(other, state)
@@ -204,6 +232,7 @@ def test_state_dict_round_trip(unet, pretrained_unet, unet_inputs):
 
 # --- clear errors --------------------------------------------------------------------------------
 
+
 def test_injecting_twice_is_refused(unet):
     inject.inject_lora(unet, r=4)
     with pytest.raises(RuntimeError, match="already has 64 LoRA layers.*remove_lora"):
@@ -215,7 +244,9 @@ def test_a_target_that_matches_nothing_names_the_choices(unet):
         inject.inject_lora(unet, target_modules=["attn2.to_q", "attn3.to_q"])
     with pytest.raises(ValueError, match="unknown target_modules preset 'attention'"):
         inject.inject_lora(unet, target_modules="attention")
-    with pytest.raises(ValueError, match="nn.Linear and nn.Conv2d layers only.*attentions.0.norm \\(GroupNorm\\)"):
+    with pytest.raises(
+        ValueError, match="nn.Linear and nn.Conv2d layers only.*attentions.0.norm \\(GroupNorm\\)"
+    ):
         inject.inject_lora(unet, target_modules=["attentions.0.norm"])
     assert not list(inject.lora_layers(unet))
 
@@ -223,7 +254,10 @@ def test_a_target_that_matches_nothing_names_the_choices(unet):
 def test_a_rank_that_does_not_fit_names_the_module(unet):
     k = unet.get_submodule("down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k")
     too_big = min(k.in_features, k.out_features) + 1
-    with pytest.raises(ValueError, match=rf"r={too_big} does not fit.*attn2\.to_k \({k.in_features}->{k.out_features}\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"r={too_big} does not fit.*attn2\.to_k \({k.in_features}->{k.out_features}\)",
+    ):
         inject.inject_lora(unet, r=too_big)
     assert not list(inject.lora_layers(unet))
     assert all(p.requires_grad for p in unet.parameters())  # nothing was frozen either

@@ -23,7 +23,7 @@ LESSONS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 TINY = config.PRESETS["small"]
 FULL = config.PRESETS["full"]
 
-PLAY_A_GPU = '''\
+PLAY_A_GPU = """\
 from lorakit import config, models
 from diffusers import StableDiffusionPipeline
 config.gpu_present = lambda: True  # the mode sees a GPU; the work stays on the CPU
@@ -39,7 +39,7 @@ def _recorded(self, *args, **kwargs):
                         "dtype": str(self.unet.dtype), "tiny": config.is_tiny_sd(self)})
     return _real_call(self, *args, **kwargs)
 StableDiffusionPipeline.__call__ = _recorded
-'''
+"""
 REPORT = 'import json; print(json.dumps({"mode": config.get_mode(), "calls": _pipe_calls}))'
 
 
@@ -50,27 +50,42 @@ def sd15_stand_in(tmp_path_factory):
     return folder
 
 
-def run_on_a_gpu_runtime(path: Path, monkeypatch, sd15_dir: Path, rerun_every_cell: bool = False) -> dict:
+def run_on_a_gpu_runtime(
+    path: Path, monkeypatch, sd15_dir: Path, rerun_every_cell: bool = False
+) -> dict:
     """Execute lesson ``path`` as on a GPU runtime; returns the mode the kernel saw and its pipeline calls."""
-    monkeypatch.delenv("LORAKIT_MODE", raising=False)  # the mode comes from the (played) GPU, as in Colab
+    monkeypatch.delenv(
+        "LORAKIT_MODE", raising=False
+    )  # the mode comes from the (played) GPU, as in Colab
     monkeypatch.setenv("LORAKIT_SD15", str(sd15_dir))
     monkeypatch.setenv("LORAKIT_TEST", "1")
     notebook = nbformat.read(path, as_version=4)
     notebook.cells.insert(1, nbformat.v4.new_code_cell(PLAY_A_GPU))
     report = nbformat.v4.new_code_cell(REPORT)
-    client = NotebookClient(notebook, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     with client.setup_kernel():
         for index, cell in enumerate(notebook.cells):
-            client.execute_cell(cell, index)  # raises CellExecutionError on an error, a failed check included
+            client.execute_cell(
+                cell, index
+            )  # raises CellExecutionError on an error, a failed check included
         if rerun_every_cell:  # a student runs a cell again after later ones, constantly
             for index, cell in enumerate(notebook.cells[2:], start=2):
                 if cell.cell_type == "code":
                     client.execute_cell(cell, index)
         notebook.cells.append(report)
         client.execute_cell(report, len(notebook.cells) - 1)
-    red = [f"cell {i}: {o['text'][:160]}" for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"
-           for o in cell.get("outputs", []) if o.get("name") == "stderr"]
+    red = [
+        f"cell {i}: {o['text'][:160]}"
+        for i, cell in enumerate(notebook.cells)
+        if cell.cell_type == "code"
+        for o in cell.get("outputs", [])
+        if o.get("name") == "stderr"
+    ]
     assert not red, "red output, which a student takes for an error:\n" + "\n".join(red)
     # the whole of the report's stdout: a long line may come back in several stream messages
     return json.loads("".join(o["text"] for o in report.outputs if o.get("name") == "stdout"))
@@ -78,14 +93,19 @@ def run_on_a_gpu_runtime(path: Path, monkeypatch, sd15_dir: Path, rerun_every_ce
 
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name[:2])
 def test_every_lesson_on_a_gpu_runtime(path, monkeypatch, sd15_stand_in):
-    seen = run_on_a_gpu_runtime(path, monkeypatch, sd15_stand_in, rerun_every_cell=path.name.startswith("05"))
+    seen = run_on_a_gpu_runtime(
+        path, monkeypatch, sd15_stand_in, rerun_every_cell=path.name.startswith("05")
+    )
     assert seen["mode"] == "full"
     calls = seen["calls"]
     if path.name.startswith("08"):  # the one lesson that moves to SD 1.5 in full mode
         assert calls, "lesson 08 draws pictures"
         assert {(c["tiny"], c["guidance_scale"], c["num_inference_steps"]) for c in calls} == {
-            (False, FULL.guidance_scale, FULL.num_inference_steps)}, calls
-        assert {(c["height"], c["width"]) for c in calls} == {(64, 64)}, "the model's own resolution"
+            (False, FULL.guidance_scale, FULL.num_inference_steps)
+        }, calls
+        assert {(c["height"], c["width"]) for c in calls} == {(64, 64)}, (
+            "the model's own resolution"
+        )
         return
     for call in calls:  # the tiny SD, with its own settings, whatever the mode says
         assert call["tiny"] and call["dtype"] == "torch.float32", call

@@ -16,8 +16,13 @@ HALF_DTYPES = [torch.float16, torch.bfloat16]
 
 def peft_lora_layer(base, r, lora_alpha, init="kaiming", **config_kwargs):
     """PEFT's ``lora.Linear`` around ``base``, made the way users make it: ``get_peft_model``."""
-    config = peft.LoraConfig(r=r, lora_alpha=lora_alpha, target_modules=["0"],
-                             init_lora_weights=True if init == "kaiming" else init, **config_kwargs)
+    config = peft.LoraConfig(
+        r=r,
+        lora_alpha=lora_alpha,
+        target_modules=["0"],
+        init_lora_weights=True if init == "kaiming" else init,
+        **config_kwargs,
+    )
     return peft.get_peft_model(nn.Sequential(base), config).base_model.model[0]
 
 
@@ -27,8 +32,12 @@ def make_pair(r=4, alpha=None, use_rslora=False, dropout=0.0, init="kaiming", se
     base = nn.Linear(IN, OUT)
     peft_base = nn.Linear(IN, OUT)
     peft_base.load_state_dict(base.state_dict())
-    ours = lora.LoRALinear(base, r=r, alpha=alpha, dropout=dropout, init=init, use_rslora=use_rslora)
-    theirs = peft_lora_layer(peft_base, r, ours.alpha, init, lora_dropout=dropout, use_rslora=use_rslora)
+    ours = lora.LoRALinear(
+        base, r=r, alpha=alpha, dropout=dropout, init=init, use_rslora=use_rslora
+    )
+    theirs = peft_lora_layer(
+        peft_base, r, ours.alpha, init, lora_dropout=dropout, use_rslora=use_rslora
+    )
     with torch.no_grad():
         ours.lora_B.weight.normal_()  # B = 0 would hide every mistake in the LoRA path
         theirs.lora_A["default"].weight.copy_(ours.lora_A.weight)
@@ -47,13 +56,17 @@ def trained_looking(base, r=4, seed=1):
 
 # --- against PEFT --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("r, alpha, use_rslora", [
-    (4, None, False),  # alpha = r: scaling 1
-    (4, 16, False),    # alpha != r: scaling 4
-    (8, 3, False),
-    (4, 16, True),     # rsLoRA: 16 / sqrt(4) = 8
-    (9, 6, True),
-])
+
+@pytest.mark.parametrize(
+    "r, alpha, use_rslora",
+    [
+        (4, None, False),  # alpha = r: scaling 1
+        (4, 16, False),  # alpha != r: scaling 4
+        (8, 3, False),
+        (4, 16, True),  # rsLoRA: 16 / sqrt(4) = 8
+        (9, 6, True),
+    ],
+)
 def test_forward_and_delta_weight_match_peft(r, alpha, use_rslora):
     ours, theirs = make_pair(r=r, alpha=alpha, use_rslora=use_rslora)
     expected = (alpha or r) / (math.sqrt(r) if use_rslora else r)
@@ -106,6 +119,7 @@ def test_dropout_matches_peft_in_train_mode_and_is_off_in_eval_mode():
 
 # --- the contract --------------------------------------------------------------------------
 
+
 def test_zero_init_is_exactly_the_base_layer():
     base = nn.Linear(IN, OUT)
     layer = lora.LoRALinear(base, r=4, alpha=32)
@@ -117,9 +131,20 @@ def test_zero_init_is_exactly_the_base_layer():
 
 def test_attributes_and_state_dict_names():
     layer = lora.LoRALinear(nn.Linear(IN, OUT), r=3)
-    assert (layer.r, layer.alpha, layer.scaling, layer.scale, layer.merged) == (3, 3, 1.0, 1.0, False)
+    assert (layer.r, layer.alpha, layer.scaling, layer.scale, layer.merged) == (
+        3,
+        3,
+        1.0,
+        1.0,
+        False,
+    )
     assert layer.lora_A.weight.shape == (3, IN) and layer.lora_B.weight.shape == (OUT, 3)
-    assert set(layer.state_dict()) == {"base_layer.weight", "base_layer.bias", "lora_A.weight", "lora_B.weight"}
+    assert set(layer.state_dict()) == {
+        "base_layer.weight",
+        "base_layer.bias",
+        "lora_A.weight",
+        "lora_B.weight",
+    }
     layer.alpha = 6
     assert layer.scaling == 2.0
     assert "r=3, alpha=6" in repr(layer)
@@ -130,7 +155,10 @@ def test_only_lora_parameters_get_gradients():
     layer(torch.randn(4, IN)).sum().backward()
     assert layer.base_layer.weight.grad is None and layer.base_layer.bias.grad is None
     assert layer.lora_A.weight.grad.abs().max() > 0 and layer.lora_B.weight.grad.abs().max() > 0
-    assert [name for name, p in layer.named_parameters() if p.requires_grad] == ["lora_A.weight", "lora_B.weight"]
+    assert [name for name, p in layer.named_parameters() if p.requires_grad] == [
+        "lora_A.weight",
+        "lora_B.weight",
+    ]
     assert lora.count_parameters(layer) == 4 * (IN + OUT)
     assert lora.count_parameters(layer, trainable_only=False) == 4 * (IN + OUT) + IN * OUT + OUT
 
@@ -144,7 +172,9 @@ def test_scale_multiplies_the_update(scale):
     if scale == 0.0:
         assert torch.equal(layer(x), layer.base_layer(x))
     assert (layer(x) - layer.base_layer(x) - scale * full_update).abs().max() <= 1e-5
-    assert (layer.get_delta_weight() - scale * layer.lora_B.weight @ layer.lora_A.weight).abs().max() <= 1e-6
+    assert (
+        layer.get_delta_weight() - scale * layer.lora_B.weight @ layer.lora_A.weight
+    ).abs().max() <= 1e-6
 
 
 @pytest.mark.parametrize("scale", [1.0, 0.7])
@@ -195,17 +225,21 @@ def test_lora_stays_float32_on_a_half_precision_base(dtype):
 
 # --- bad input -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    ({"r": 0}, ValueError, "r must be a positive integer"),
-    ({"r": -2}, ValueError, "r must be a positive integer"),
-    ({"r": 2.0}, ValueError, "r must be a positive integer"),
-    ({"r": OUT + 1}, ValueError, r"adds parameters but no expressiveness"),
-    ({"alpha": 0}, ValueError, "alpha must be a positive finite number"),
-    ({"alpha": -4.0}, ValueError, "alpha must be a positive finite number"),
-    ({"alpha": float("inf")}, ValueError, "alpha must be a positive finite number"),
-    ({"dropout": 1.0}, ValueError, r"dropout must be a probability"),
-    ({"init": "orthogonal"}, ValueError, "init must be one of kaiming, gaussian"),
-])
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"r": 0}, ValueError, "r must be a positive integer"),
+        ({"r": -2}, ValueError, "r must be a positive integer"),
+        ({"r": 2.0}, ValueError, "r must be a positive integer"),
+        ({"r": OUT + 1}, ValueError, r"adds parameters but no expressiveness"),
+        ({"alpha": 0}, ValueError, "alpha must be a positive finite number"),
+        ({"alpha": -4.0}, ValueError, "alpha must be a positive finite number"),
+        ({"alpha": float("inf")}, ValueError, "alpha must be a positive finite number"),
+        ({"dropout": 1.0}, ValueError, r"dropout must be a probability"),
+        ({"init": "orthogonal"}, ValueError, "init must be one of kaiming, gaussian"),
+    ],
+)
 def test_bad_arguments_are_refused(kwargs, error, match):
     with pytest.raises(error, match=match):
         lora.LoRALinear(nn.Linear(IN, OUT), **kwargs)

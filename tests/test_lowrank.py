@@ -42,8 +42,12 @@ def test_rank_k_error_is_the_eckart_young_bound(m, n, k):
     bound = np.sqrt(np.sum(S_ref[k:] ** 2))
     error = np.linalg.norm((W - W_k).numpy(), "fro")
     np.testing.assert_allclose(error, bound, rtol=1e-10)
-    np.testing.assert_allclose(lowrank.eckart_young_error(torch.from_numpy(S_ref), k), bound, rtol=1e-12)
-    np.testing.assert_allclose(lowrank.relative_error(W, W_k), bound / np.linalg.norm(S_ref), rtol=1e-10)
+    np.testing.assert_allclose(
+        lowrank.eckart_young_error(torch.from_numpy(S_ref), k), bound, rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        lowrank.relative_error(W, W_k), bound / np.linalg.norm(S_ref), rtol=1e-10
+    )
 
 
 def test_rank_k_approx_matches_numpy_truncation():
@@ -58,7 +62,10 @@ def test_no_other_rank_k_matrix_does_better():
     best = np.linalg.norm((W - lowrank.low_rank_approx(W, 3)).numpy())
     g = torch.Generator().manual_seed(5)
     for _ in range(20):
-        B, A = torch.randn(30, 3, generator=g, dtype=W.dtype), torch.randn(3, 20, generator=g, dtype=W.dtype)
+        B, A = (
+            torch.randn(30, 3, generator=g, dtype=W.dtype),
+            torch.randn(3, 20, generator=g, dtype=W.dtype),
+        )
         B = W @ torch.linalg.pinv(A)  # the best B for this A: still no better than the SVD
         assert np.linalg.norm((W - B @ A).numpy()) >= best - 1e-10
 
@@ -86,7 +93,9 @@ def test_energy_is_monotone_and_ends_at_one():
         assert e[-1].item() == 1.0
         S_ref = np.linalg.svd(W.double().numpy(), compute_uv=False)
         rtol = 1e-12 if W.dtype == torch.float64 else 1e-5
-        np.testing.assert_allclose(e.double().numpy(), np.cumsum(S_ref**2) / np.sum(S_ref**2), rtol=rtol)
+        np.testing.assert_allclose(
+            e.double().numpy(), np.cumsum(S_ref**2) / np.sum(S_ref**2), rtol=rtol
+        )
 
 
 @pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9, 0.99, 0.999, 1.0])
@@ -106,7 +115,9 @@ def test_rank_for_energy_is_the_smallest_rank(fraction):
 
 def test_rank_for_energy_of_an_exactly_low_rank_matrix():
     g = torch.Generator().manual_seed(0)
-    W = torch.randn(50, 3, generator=g, dtype=torch.float64) @ torch.randn(3, 40, generator=g, dtype=torch.float64)
+    W = torch.randn(50, 3, generator=g, dtype=torch.float64) @ torch.randn(
+        3, 40, generator=g, dtype=torch.float64
+    )
     assert lowrank.rank_for_energy(W, 1.0) == 3
     assert lowrank.rank_for_energy(W.float(), 1.0) == 3
 
@@ -125,7 +136,9 @@ def test_parameter_counts():
     assert lowrank.storage_ratio(320, 768, 4) == pytest.approx(4 * 1088 / (320 * 768))
     # A rank-r LoRA is a B (m, r) and an A (r, n): count them as torch would.
     B, A = torch.nn.Linear(4, 320, bias=False), torch.nn.Linear(768, 4, bias=False)
-    assert lowrank.lora_params(320, 768, 4) == sum(p.numel() for p in (*B.parameters(), *A.parameters()))
+    assert lowrank.lora_params(320, 768, 4) == sum(
+        p.numel() for p in (*B.parameters(), *A.parameters())
+    )
 
 
 def test_numpy_and_integer_inputs():
@@ -133,7 +146,9 @@ def test_numpy_and_integer_inputs():
     W_k = lowrank.low_rank_approx(image, 5)
     assert isinstance(W_k, torch.Tensor) and W_k.is_floating_point()
     np.testing.assert_allclose(
-        lowrank.singular_values(image).numpy(), np.linalg.svd(image.astype(np.float64), compute_uv=False), rtol=1e-4
+        lowrank.singular_values(image).numpy(),
+        np.linalg.svd(image.astype(np.float64), compute_uv=False),
+        rtol=1e-4,
     )
 
 

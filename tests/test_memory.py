@@ -24,7 +24,9 @@ def cfg(**overrides) -> train.TrainConfig:
     return train.TrainConfig(**{"batch_size": 2, "progress": False, **overrides})
 
 
-@pytest.mark.parametrize("r, targets", [(4, "attn2"), (8, "attn"), (8, "attn2+ff"), (2, ["attn2.to_k", "attn2.to_v"])])
+@pytest.mark.parametrize(
+    "r, targets", [(4, "attn2"), (8, "attn"), (8, "attn2+ff"), (2, ["attn2.to_k", "attn2.to_v"])]
+)
 def test_lora_parts_match_an_injected_unet(pipe, r, targets):
     unet = copy.deepcopy(pipe.unet)
     inject.inject_lora(unet, r=r, target_modules=targets)
@@ -38,11 +40,17 @@ def test_lora_parts_match_an_injected_unet(pipe, r, targets):
 def test_weights_are_the_unets_parameter_bytes(pipe):
     estimate = memory.estimate_memory(cfg(), pipe)
     assert estimate.weights == sum(p.numel() * p.element_size() for p in pipe.unet.parameters())
-    vae_and_text = sum(p.numel() * p.element_size() for m in (pipe.vae, pipe.text_encoder) for p in m.parameters())
+    vae_and_text = sum(
+        p.numel() * p.element_size() for m in (pipe.vae, pipe.text_encoder) for p in m.parameters()
+    )
     assert estimate.not_in_loop == vae_and_text  # named in the table, not counted
     sd15 = memory.estimate_memory(cfg(mixed_precision="bf16", resolution=256), "sd15")
-    assert sd15.weights == 2 * SD15_UNET_PARAMETERS  # by name: half precision, as load_pipeline on a GPU
-    assert memory.estimate_memory(cfg(), "tiny").weights == estimate.weights  # tiny in float32 by name
+    assert (
+        sd15.weights == 2 * SD15_UNET_PARAMETERS
+    )  # by name: half precision, as load_pipeline on a GPU
+    assert (
+        memory.estimate_memory(cfg(), "tiny").weights == estimate.weights
+    )  # tiny in float32 by name
     assert sd15.total == sum(n for name, n in sd15.rows() if name != "total")
 
 
@@ -57,13 +65,19 @@ def test_activations_grow_with_batch_and_resolution_and_shrink_with_checkpointin
     one = memory.estimate_memory(cfg(batch_size=1), "tiny")
     four = memory.estimate_memory(cfg(batch_size=4), "tiny")
     assert four.activations == 4 * one.activations
-    assert memory.estimate_memory(cfg(batch_size=1, resolution=128), "tiny").activations > 3 * one.activations
+    assert (
+        memory.estimate_memory(cfg(batch_size=1, resolution=128), "tiny").activations
+        > 3 * one.activations
+    )
     for model, extra in (("tiny", {}), ("sd15", dict(mixed_precision="bf16", resolution=256))):
         off = memory.estimate_memory(cfg(**extra), model)
         on = memory.estimate_memory(cfg(gradient_checkpointing=True, **extra), model)
         assert 0 < on.activations < off.activations / 2, (model, on.activations, off.activations)
     # LoRA dropout keeps its mask and the dropped input of every LoRA layer for backward.
-    assert memory.estimate_memory(cfg(lora_dropout=0.1), "tiny").activations > memory.estimate_memory(cfg(), "tiny").activations
+    assert (
+        memory.estimate_memory(cfg(lora_dropout=0.1), "tiny").activations
+        > memory.estimate_memory(cfg(), "tiny").activations
+    )
     bf16 = memory.estimate_memory(cfg(mixed_precision="bf16"), "tiny").activations
     assert bf16 < 0.7 * memory.estimate_memory(cfg(), "tiny").activations
 
@@ -90,12 +104,26 @@ def test_the_attention_stand_in_saves_what_real_sdpa_saves():
     assert want < 2 * 4 * 256 * 77 * 4  # far less than the attention matrix
 
 
-@pytest.mark.parametrize("batch, checkpointing, dropout, targets", [(4, False, 0.0, "attn2"), (4, True, 0.0, "attn2"),
-                                                                     (4, False, 0.1, "attn2"), (4, False, 0.1, "attn2+ff")])
-def test_estimate_is_within_a_factor_of_the_measured_cpu_peak(pipe, batch, checkpointing, dropout, targets):
+@pytest.mark.parametrize(
+    "batch, checkpointing, dropout, targets",
+    [
+        (4, False, 0.0, "attn2"),
+        (4, True, 0.0, "attn2"),
+        (4, False, 0.1, "attn2"),
+        (4, False, 0.1, "attn2+ff"),
+    ],
+)
+def test_estimate_is_within_a_factor_of_the_measured_cpu_peak(
+    pipe, batch, checkpointing, dropout, targets
+):
     """Stated factor: the estimate is within 1.5x of the peak the CPU allocator reports for a real step."""
     unet = copy.deepcopy(pipe.unet).requires_grad_(False)
-    config = cfg(batch_size=batch, gradient_checkpointing=checkpointing, lora_dropout=dropout, target_modules=targets)
+    config = cfg(
+        batch_size=batch,
+        gradient_checkpointing=checkpointing,
+        lora_dropout=dropout,
+        target_modules=targets,
+    )
     estimate = memory.estimate_memory(config, pipe)
     measured, _ = memory_table.measure_step(unet, pipe.scheduler, config, 16, torch.device("cpu"))
     assert measured > estimate.weights  # the step itself allocated something
@@ -106,14 +134,19 @@ def test_check_fits_passes_a_run_that_fits_and_refuses_one_that_does_not(pipe):
     big = cfg(batch_size=16)
     estimate = memory.check_fits(big, pipe, budget_bytes=10 * 2**30)
     assert estimate.total == memory.estimate_memory(big, pipe).total
-    budget = (memory.estimate_memory(cfg(batch_size=16, gradient_checkpointing=True), pipe).total
-              + estimate.weights) // 2 + 1  # between the weights and the checkpointed run
+    budget = (
+        memory.estimate_memory(cfg(batch_size=16, gradient_checkpointing=True), pipe).total
+        + estimate.weights
+    ) // 2 + 1  # between the weights and the checkpointed run
     with pytest.raises(memory.WontFitError, match="Settings that would fit") as info:
         memory.check_fits(big, pipe, budget_bytes=budget)
     error = info.value
     assert error.budget == budget and error.estimate.total > budget and error.suggestions
     for change in error.suggestions:  # every suggestion really fits, estimated again
-        assert memory.estimate_memory(train.TrainConfig(**{**vars(big), **change}), pipe).total <= budget
+        assert (
+            memory.estimate_memory(train.TrainConfig(**{**vars(big), **change}), pipe).total
+            <= budget
+        )
         assert all(f"{k}={v!r}" in str(error) for k, v in change.items())
     with pytest.raises(memory.WontFitError, match="No smaller batch"):
         memory.check_fits(big, pipe, budget_bytes=estimate.weights // 2)

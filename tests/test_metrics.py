@@ -17,7 +17,9 @@ N = 1000  # pictures per accuracy measurement
 def _ground_truth(style, seed=2024):
     """N random pictures of ``style`` and their specs (rendered once, shared by the tests)."""
     specs = [shapes.sample_spec(index, seed=seed, style=style) for index in range(N)]
-    return specs, [np.asarray(shapes.render(spec), dtype=np.float64) for spec in specs]  # (64, 64, 3) each
+    return specs, [
+        np.asarray(shapes.render(spec), dtype=np.float64) for spec in specs
+    ]  # (64, 64, 3) each
 
 
 def _accuracies(style, sigma=0.0):
@@ -52,7 +54,9 @@ def _sketch_accuracy(wobble, corner, count=300):
     """Per-shape fraction of hand-drawn pictures (``shapes.render_sketch``) whose shape is read right."""
     right = {shape: [] for shape in shapes.SHAPES}
     for index in range(count):
-        spec = shapes.sample_spec(index, seed=98, shape=shapes.SHAPES[index % 3], style=shapes.STYLES[index % 2])
+        spec = shapes.sample_spec(
+            index, seed=98, shape=shapes.SHAPES[index % 3], style=shapes.STYLES[index % 2]
+        )
         found = metrics.detect(shapes.render_sketch(spec, wobble=wobble, corner=corner, seed=index))
         right[spec.shape].append(found["shape"] == spec.shape)
         assert found["colour"] == spec.colour and found["style"] == spec.style, (index, found)
@@ -74,11 +78,18 @@ def test_detectors_on_hand_drawn_shapes():
 def test_sketch_renderer():
     for shape in shapes.SHAPES:  # without wobble or corners, a sketch is the shape render() fills
         spec = shapes.sample_spec(4, seed=1, shape=shape)
-        sketch, drawn = metrics.ink_mask(shapes.render_sketch(spec, wobble=0, corner=0)), metrics.ink_mask(shapes.render(spec))
+        sketch, drawn = (
+            metrics.ink_mask(shapes.render_sketch(spec, wobble=0, corner=0)),
+            metrics.ink_mask(shapes.render(spec)),
+        )
         assert (sketch & drawn).sum() / (sketch | drawn).sum() > 0.95, shape
     spec = shapes.sample_spec(4, seed=1, shape="square", style="outline")
-    assert shapes.render_sketch(spec, seed=3).tobytes() == shapes.render_sketch(spec, seed=3).tobytes()
-    assert shapes.render_sketch(spec, seed=3).tobytes() != shapes.render_sketch(spec, seed=4).tobytes()
+    assert (
+        shapes.render_sketch(spec, seed=3).tobytes() == shapes.render_sketch(spec, seed=3).tobytes()
+    )
+    assert (
+        shapes.render_sketch(spec, seed=3).tobytes() != shapes.render_sketch(spec, seed=4).tobytes()
+    )
 
 
 def test_a_broken_stroke_is_no_shape():
@@ -86,7 +97,9 @@ def test_a_broken_stroke_is_no_shape():
     image = shapes.render(spec)
     left, top, right, bottom = metrics.measure(image)["box"]
     broken = np.asarray(image).copy()
-    broken[:, (left + right) // 2 - 2:] = 255  # keep the left arc of the ring: a "(" is not a circle
+    broken[:, (left + right) // 2 - 2 :] = (
+        255  # keep the left arc of the ring: a "(" is not a circle
+    )
     found = metrics.detect(broken)
     assert found["shape"] == "none" and found["colour"] == "red", found
     assert max(metrics.measure(broken)["shape_iou"].values()) < metrics.MIN_SHAPE_IOU
@@ -139,7 +152,12 @@ def _flood_fill_components(mask):
             for dy in (-1, 0, 1):
                 for dx in (-1, 0, 1):
                     ny, nx = y + dy, x + dx
-                    if 0 <= ny < mask.shape[0] and 0 <= nx < mask.shape[1] and mask[ny, nx] and not seen[ny, nx]:
+                    if (
+                        0 <= ny < mask.shape[0]
+                        and 0 <= nx < mask.shape[1]
+                        and mask[ny, nx]
+                        and not seen[ny, nx]
+                    ):
                         seen[ny, nx] = True
                         queue.append((ny, nx))
         components.append(members)
@@ -176,7 +194,11 @@ def _renderer(style="filled", colour_shift=0, shape_shift=0):
             _, colour, shape = prompt.split()[:3]  # "a <colour> <shape>", then maybe more words
             colour = colours[(colours.index(colour) + colour_shift) % len(colours)]
             shape = shape_names[(shape_names.index(shape) + shape_shift) % len(shape_names)]
-            pictures.append(shapes.render(shapes.sample_spec(seed, seed=7, shape=shape, colour=colour, style=style)))
+            pictures.append(
+                shapes.render(
+                    shapes.sample_spec(seed, seed=7, shape=shape, colour=colour, style=style)
+                )
+            )
         return pictures
 
     generate.calls = calls
@@ -192,7 +214,9 @@ def test_grid_of_a_perfect_generator():
     assert (result.colour_accuracy, result.shape_accuracy, result.both_accuracy) == (1.0, 1.0, 1.0)
     assert result.style_rate == 0.0  # nothing drawn in outline
     lines = result.table().splitlines()
-    assert len(lines) == 1 + len(shapes.COLOURS) + 1 and lines[1].split()[1:] == ["4/4"] * len(shapes.SHAPES)
+    assert len(lines) == 1 + len(shapes.COLOURS) + 1 and lines[1].split()[1:] == ["4/4"] * len(
+        shapes.SHAPES
+    )
     assert result.to_dict()["both_accuracy"] == 1.0 and str(result) == result.table()
     print("\n" + result.table())
 
@@ -203,7 +227,9 @@ def test_grid_of_wrong_generators():
     assert wrong_colour.both_accuracy == 0.0
     wrong_shape = metrics.evaluate_grid(_renderer(shape_shift=1), seeds=(0, 1))
     assert wrong_shape.colour_accuracy == 1.0 and wrong_shape.shape_accuracy == 0.0
-    outline = metrics.evaluate_grid(_renderer(style="outline"), colours=["red", "blue"], shapes=["square"])
+    outline = metrics.evaluate_grid(
+        _renderer(style="outline"), colours=["red", "blue"], shapes=["square"]
+    )
     assert outline.style_rate == 1.0 and len(outline.records) == 2 * 1 * 4
     record = wrong_shape.records[0]
     assert record["prompt"] == "a red circle" and record["detected_shape"] == "square"
@@ -220,22 +246,36 @@ def test_grid_refuses_bad_arguments():
 
 def test_scoring_pictures_already_drawn_gives_the_rows_of_the_grid():
     generate = _renderer(style="outline")
-    grid = metrics.evaluate_grid(generate, colours=["red", "blue"], shapes=["square", "circle"], seeds=(0, 1),
-                                 template="a {colour} {shape} in sks style")
+    grid = metrics.evaluate_grid(
+        generate,
+        colours=["red", "blue"],
+        shapes=["square", "circle"],
+        seeds=(0, 1),
+        template="a {colour} {shape} in sks style",
+    )
     prompts = [r["prompt"] for r in grid.records]
     scored = metrics.score_pictures(grid.images, prompts, seeds=[r["seed"] for r in grid.records])
     assert scored.records == grid.records and scored.style_rate == 1.0
-    swapped = metrics.score_pictures(grid.images, prompts[1:] + prompts[:1], style="filled")  # neighbour's prompt
+    swapped = metrics.score_pictures(
+        grid.images, prompts[1:] + prompts[:1], style="filled"
+    )  # neighbour's prompt
     assert swapped.style_rate == 0.0 and swapped.both_accuracy < 1.0
     assert [r["seed"] for r in swapped.records] == [None] * len(prompts)
 
 
-@pytest.mark.parametrize(("images", "prompts", "message"), [
-    ([Image.new("RGB", (8, 8))], [], "1 pictures for 0 prompts"),
-    ([], [], "no pictures"),
-    ([Image.new("RGB", (8, 8))], ["a teal circle"], "prompt 0 .'a teal circle'. does not start"),
-    ([Image.new("RGB", (8, 8))], ["circle"], "prompt 0"),
-])
+@pytest.mark.parametrize(
+    ("images", "prompts", "message"),
+    [
+        ([Image.new("RGB", (8, 8))], [], "1 pictures for 0 prompts"),
+        ([], [], "no pictures"),
+        (
+            [Image.new("RGB", (8, 8))],
+            ["a teal circle"],
+            "prompt 0 .'a teal circle'. does not start",
+        ),
+        ([Image.new("RGB", (8, 8))], ["circle"], "prompt 0"),
+    ],
+)
 def test_scoring_pictures_refuses_what_it_cannot_score(images, prompts, message):
     with pytest.raises(ValueError, match=message):
         metrics.score_pictures(images, prompts)
@@ -257,9 +297,16 @@ EVERYTHING = {"shapes": shapes.ALL_SHAPES, "styles": shapes.ALL_STYLES}
 def _all_world_accuracy(draw, count, seed):
     """Per shape and per style (over every shape x style of ``shapes.ALL_*``): the fraction of ``count``
     pictures that the detectors, told of every shape and style, read right; and the colour's."""
-    right = {"colour": [], **{name: [] for name in (*shapes.ALL_SHAPES, *shapes.ALL_STYLES)}}  # (the cross: 2 styles)
-    combos = [(shape, style) for shape in shapes.ALL_SHAPES for style in shapes.ALL_STYLES  # a cross: filled or outline
-              if not (shape in shapes.NEW_SHAPES and style in shapes.NEW_STYLES)]
+    right = {
+        "colour": [],
+        **{name: [] for name in (*shapes.ALL_SHAPES, *shapes.ALL_STYLES)},
+    }  # (the cross: 2 styles)
+    combos = [
+        (shape, style)
+        for shape in shapes.ALL_SHAPES
+        for style in shapes.ALL_STYLES  # a cross: filled or outline
+        if not (shape in shapes.NEW_SHAPES and style in shapes.NEW_STYLES)
+    ]
     for index in range(count):
         shape, style = combos[index % len(combos)]
         spec = shapes.sample_spec(index, seed=seed, shape=shape, style=style)
@@ -277,7 +324,9 @@ def test_every_shape_and_style_on_clean_ground_truth():
 
 
 def test_every_shape_and_style_hand_drawn():
-    scores = _all_world_accuracy(lambda spec, i: shapes.render_sketch(spec, wobble=0.06, corner=0.15, seed=i), 1600, seed=97)
+    scores = _all_world_accuracy(
+        lambda spec, i: shapes.render_sketch(spec, wobble=0.06, corner=0.15, seed=i), 1600, seed=97
+    )
     print(f"\nevery shape and style, hand-drawn: {scores}")
     assert min(scores.values()) >= 0.97, scores
 
@@ -285,7 +334,10 @@ def test_every_shape_and_style_hand_drawn():
 def test_the_default_detectors_know_only_what_the_tiny_sd_was_pretrained_on():
     cross = shapes.render(shapes.sample_spec(0, seed=1, shape="cross", colour="red"))
     assert metrics.detect(cross, **EVERYTHING)["shape"] == "cross"
-    assert metrics.detect(cross)["shape"] in (*shapes.SHAPES, metrics.NONE)  # the default has no cross template
+    assert metrics.detect(cross)["shape"] in (
+        *shapes.SHAPES,
+        metrics.NONE,
+    )  # the default has no cross template
     striped = shapes.render(shapes.sample_spec(0, seed=1, shape="square", style="striped"))
     assert metrics.detect(striped, **EVERYTHING)["style"] == "striped"
     assert metrics.detect(striped)["style"] in ("filled", "outline")

@@ -16,13 +16,29 @@ def pipe():
 
 def test_tiny_sd_has_sd15_block_layout_and_schedule(pipe):
     unet = pipe.unet.config
-    for key in ("down_block_types", "up_block_types", "layers_per_block", "in_channels", "out_channels"):
-        assert tuple(unet[key]) if isinstance(unet[key], list) else unet[key] == models.SD15_UNET_CONFIG[key]
+    for key in (
+        "down_block_types",
+        "up_block_types",
+        "layers_per_block",
+        "in_channels",
+        "out_channels",
+    ):
+        assert (
+            tuple(unet[key])
+            if isinstance(unet[key], list)
+            else unet[key] == models.SD15_UNET_CONFIG[key]
+        )
     assert list(unet.down_block_types) == list(models.SD15_UNET_CONFIG["down_block_types"])
     assert list(unet.up_block_types) == list(models.SD15_UNET_CONFIG["up_block_types"])
     assert unet.mid_block_type == "UNetMidBlock2DCrossAttn"
     scheduler = pipe.scheduler.config
-    for key in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type"):
+    for key in (
+        "num_train_timesteps",
+        "beta_start",
+        "beta_end",
+        "beta_schedule",
+        "prediction_type",
+    ):
         assert scheduler[key] == models.SD15_SCHEDULER_CONFIG[key]
     assert pipe.vae.config.latent_channels == 4 and pipe.vae_scale_factor == 4  # 64 px -> 16x16x4
 
@@ -57,14 +73,25 @@ def test_tokenizer_has_one_token_per_word_and_reserved_words(pipe):
 def test_plain_diffusers_loads_the_tiny_sd_offline():
     plain = StableDiffusionPipeline.from_pretrained(str(config.TINY_SD_DIR), local_files_only=True)
     assert plain.unet.dtype == plain.text_encoder.dtype == torch.float32
-    image = plain("a red circle", num_inference_steps=2, height=64, width=64,
-                  generator=torch.Generator().manual_seed(0)).images[0]
+    image = plain(
+        "a red circle",
+        num_inference_steps=2,
+        height=64,
+        width=64,
+        generator=torch.Generator().manual_seed(0),
+    ).images[0]
     assert image.size == (64, 64)
 
 
 def test_tiny_sd_draws_what_it_is_asked(pipe):
     """A small slice of the prompt grid (benchmarks/tiny_sd_quality.py runs the whole one)."""
-    prompts = ["a red circle", "a green square", "a blue triangle", "a yellow square", "a purple circle"]
+    prompts = [
+        "a red circle",
+        "a green square",
+        "a blue triangle",
+        "a yellow square",
+        "a purple circle",
+    ]
     images = sample.generate(pipe, prompts, seeds=list(range(5)), num_inference_steps=15)
     found = [metrics.detect(image) for image in images]
     right = sum(f"a {f['colour']} {f['shape']}" == p for f, p in zip(found, prompts, strict=True))
@@ -72,11 +99,17 @@ def test_tiny_sd_draws_what_it_is_asked(pipe):
 
 
 def test_seeded_generation_is_repeatable_and_batch_independent(pipe):
-    first = sample.generate(pipe, ["a red circle", "a blue square"], seeds=[3, 4], num_inference_steps=3)
-    again = sample.generate(pipe, ["a red circle", "a blue square"], seeds=[3, 4], num_inference_steps=3)
+    first = sample.generate(
+        pipe, ["a red circle", "a blue square"], seeds=[3, 4], num_inference_steps=3
+    )
+    again = sample.generate(
+        pipe, ["a red circle", "a blue square"], seeds=[3, 4], num_inference_steps=3
+    )
     alone = sample.generate(pipe, "a blue square", seeds=4, num_inference_steps=3)
     assert [i.tobytes() for i in first] == [i.tobytes() for i in again]
-    assert torch.allclose(imagefolder.to_tensor(first[1]), imagefolder.to_tensor(alone[0]), atol=2 / 127.5)
+    assert torch.allclose(
+        imagefolder.to_tensor(first[1]), imagefolder.to_tensor(alone[0]), atol=2 / 127.5
+    )
 
 
 def test_load_pipeline_from_a_local_directory(tmp_path, pipe):
@@ -100,7 +133,9 @@ def test_hub_ids_go_to_from_pretrained(monkeypatch):
     assert seen["safety_checker"] is None
 
 
-@pytest.mark.parametrize("model, want", [("tiny", torch.float32), (config.SD15_HUB_ID, torch.bfloat16)])
+@pytest.mark.parametrize(
+    "model, want", [("tiny", torch.float32), (config.SD15_HUB_ID, torch.bfloat16)]
+)
 def test_on_a_gpu_the_tiny_sd_stays_float32_and_sd15_goes_half(monkeypatch, model, want):
     """The weights' dtype follows the model: a GPU runtime draws the tiny SD as the lessons' CPU does."""
     seen = {}

@@ -14,16 +14,32 @@ from lorakit.maintainer import pretrain
 @pytest.fixture(autouse=True)
 def narrow_models(monkeypatch):
     """The tiny SD's layout with narrower blocks: the mechanism is the same, the test is fast."""
-    monkeypatch.setattr(models, "TINY_UNET_CONFIG",
-                        dict(models.TINY_UNET_CONFIG, block_out_channels=(16, 16, 16, 16), norm_num_groups=8))
-    monkeypatch.setattr(models, "TINY_VAE_CONFIG",
-                        dict(models.TINY_VAE_CONFIG, block_out_channels=(16, 16, 16), norm_num_groups=8))
+    monkeypatch.setattr(
+        models,
+        "TINY_UNET_CONFIG",
+        dict(models.TINY_UNET_CONFIG, block_out_channels=(16, 16, 16, 16), norm_num_groups=8),
+    )
+    monkeypatch.setattr(
+        models,
+        "TINY_VAE_CONFIG",
+        dict(models.TINY_VAE_CONFIG, block_out_channels=(16, 16, 16), norm_num_groups=8),
+    )
 
 
 def tiny_run(tmp_path, name, **overrides):
-    cfg = pretrain.PretrainConfig(out=str(tmp_path / name / "model"), work_dir=str(tmp_path / name / "work"),
-                                  num_images=24, vae_steps=2, vae_batch_size=4, steps=3, batch_size=2,
-                                  warmup_steps=1, checkpoint_every=100, device="cpu", **overrides)
+    cfg = pretrain.PretrainConfig(
+        out=str(tmp_path / name / "model"),
+        work_dir=str(tmp_path / name / "work"),
+        num_images=24,
+        vae_steps=2,
+        vae_batch_size=4,
+        steps=3,
+        batch_size=2,
+        warmup_steps=1,
+        checkpoint_every=100,
+        device="cpu",
+        **overrides,
+    )
     return pretrain.pretrain(cfg)
 
 
@@ -40,7 +56,9 @@ def test_pretrain_saves_a_loadable_pipeline_and_resumes_exactly(tmp_path):
     assert pipe.unet.dtype == torch.float32  # stored in float16, loaded as float32
 
     again = tiny_run(tmp_path, "again")
-    assert all(torch.equal(v, unet_weights(again)[k]) for k, v in unet_weights(whole).items()), "seeded runs agree"
+    assert all(torch.equal(v, unet_weights(again)[k]) for k, v in unet_weights(whole).items()), (
+        "seeded runs agree"
+    )
 
     tiny_run(tmp_path, "cut", stop_at=2)  # interrupted after step 2: a checkpoint is left behind
     assert (tmp_path / "cut" / "work" / "unet.pt").exists()
@@ -48,7 +66,9 @@ def test_pretrain_saves_a_loadable_pipeline_and_resumes_exactly(tmp_path):
     assert json.loads((resumed / "pretrain_log.json").read_text())["steps_done"] == 3
     a, b = unet_weights(whole), unet_weights(resumed)
     assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a), "the resumed run should end with the same weights"
+    assert all(torch.equal(a[k], b[k]) for k in a), (
+        "the resumed run should end with the same weights"
+    )
 
 
 def test_caption_table_has_empty_row_first_and_one_row_per_caption():
@@ -75,8 +95,10 @@ def test_two_shape_pictures_get_their_own_caption_in_both_columns():
         text = tokenizer.decode(ids[rows[i, 0]], skip_special_tokens=True).strip()
         assert text == shapes.pair_caption(shapes.sample_pair(i, 0)) and " and " in text
     images = pretrain.render_all(4, seed=0, pair_fraction=1.0)
-    assert torch.equal(images[2], torch.from_numpy(
-        np.array(shapes.render_scene(shapes.sample_pair(2, 0)))).permute(2, 0, 1))
+    assert torch.equal(
+        images[2],
+        torch.from_numpy(np.array(shapes.render_scene(shapes.sample_pair(2, 0)))).permute(2, 0, 1),
+    )
 
 
 def test_continuing_from_a_saved_model_keeps_its_vae_and_trains_the_unet(tmp_path):
@@ -88,7 +110,10 @@ def test_continuing_from_a_saved_model_keeps_its_vae_and_trains_the_unet(tmp_pat
     vae = "vae/diffusion_pytorch_model.safetensors"
     a, b = load_file(str(first / vae)), load_file(str(more / vae))
     assert all(torch.equal(a[k], b[k]) for k in a), "the VAE is kept"
-    assert models.load_pipeline(more, device="cpu").vae.config.scaling_factor == log["vae_scaling_factor"]
+    assert (
+        models.load_pipeline(more, device="cpu").vae.config.scaling_factor
+        == log["vae_scaling_factor"]
+    )
     before, after = unet_weights(first), unet_weights(more)
     assert any(not torch.equal(before[k], after[k]) for k in before), "the UNet went on training"
 
@@ -102,13 +127,21 @@ def test_token_loss_is_zero_when_each_word_looks_only_at_its_shape():
     focused = torch.full((1, side * side, tokens), 1e-9)
     focused[0, masks[0, 0].flatten() > 0, 2:4] = 1.0
     focused[0, masks[0, 1].flatten() > 0, 6:8] = 1.0
-    assert pretrain.token_loss({"a": [focused]}, masks, positions).item() == pytest.approx(0.0, abs=1e-6)
+    assert pretrain.token_loss({"a": [focused]}, masks, positions).item() == pytest.approx(
+        0.0, abs=1e-6
+    )
     uniform = torch.full((1, side * side, tokens), 1 / tokens)
-    assert pretrain.token_loss({"a": [uniform]}, masks, positions).item() == pytest.approx((1 - 0.25) ** 2)
+    assert pretrain.token_loss({"a": [uniform]}, masks, positions).item() == pytest.approx(
+        (1 - 0.25) ** 2
+    )
     swapped = torch.full((1, side * side, tokens), 1e-9)
-    swapped[0, masks[0, 1].flatten() > 0, 2:4] = 1.0  # the first shape's words look at the second shape
+    swapped[0, masks[0, 1].flatten() > 0, 2:4] = (
+        1.0  # the first shape's words look at the second shape
+    )
     swapped[0, masks[0, 0].flatten() > 0, 6:8] = 1.0
-    assert pretrain.token_loss({"a": [swapped]}, masks, positions).item() == pytest.approx(1.0, abs=1e-6)
+    assert pretrain.token_loss({"a": [swapped]}, masks, positions).item() == pytest.approx(
+        1.0, abs=1e-6
+    )
     # -1: no such word (a one-shape picture, an empty caption), and maps smaller than min_side: not counted
     assert pretrain.token_loss({"a": [uniform]}, masks, torch.full((1, 2, 2), -1)).item() == 0.0
     assert pretrain.token_loss({"b": [torch.rand(1, 4, tokens)]}, masks, positions).item() == 0.0

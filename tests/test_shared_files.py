@@ -21,7 +21,9 @@ peft = pytest.importorskip("peft")
 
 
 def pictures(pipe):
-    return np.stack(sample.generate(pipe, "a red circle", seeds=[0], num_inference_steps=2, output_type="np"))
+    return np.stack(
+        sample.generate(pipe, "a red circle", seeds=[0], num_inference_steps=2, output_type="np")
+    )
 
 
 def kohya_default_modules(unet, text_encoder):
@@ -31,7 +33,9 @@ def kohya_default_modules(unet, text_encoder):
     for name, module in unet.named_modules():
         if type(module).__name__ == "Transformer2DModel":
             for child, m in module.named_modules():
-                if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)):
+                if isinstance(m, nn.Linear) or (
+                    isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
+                ):
                     found.append(("lora_unet_" + f"{name}.{child}".replace(".", "_"), m))
     for name, m in text_encoder.named_modules():
         if isinstance(m, nn.Linear) and name.endswith(inject.PRESETS["text"]):
@@ -52,10 +56,18 @@ def kohya_file(path, modules, r=4, alpha=2.0, seed=0, dtype=torch.float16, conv3
         else:
             down = torch.randn(rank, m.in_features, generator=gen) * 0.1
             up = torch.randn(m.out_features, rank, generator=gen) * 0.1
-        tensors |= {f"{name}.lora_down.weight": down.to(dtype), f"{name}.lora_up.weight": up.to(dtype),
-                    f"{name}.alpha": torch.tensor(float(rank) / 2 if n3 else alpha).to(dtype)}
-    metadata = {"ss_network_module": "networks.lora", "ss_network_dim": str(r), "ss_network_alpha": str(alpha),
-                "ss_base_model_version": "sd_v1", "ss_v2": "False"}
+        tensors |= {
+            f"{name}.lora_down.weight": down.to(dtype),
+            f"{name}.lora_up.weight": up.to(dtype),
+            f"{name}.alpha": torch.tensor(float(rank) / 2 if n3 else alpha).to(dtype),
+        }
+    metadata = {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(r),
+        "ss_network_alpha": str(alpha),
+        "ss_base_model_version": "sd_v1",
+        "ss_v2": "False",
+    }
     safetensors.torch.save_file(tensors, str(path), metadata=metadata)
     return path
 
@@ -72,28 +84,47 @@ def fresh_pipe():
 
 def test_a_kohya_default_sd15_file_loads_every_key(tmp_path):
     """kohya's default for SD 1.5: 160 linear and 32 1x1-conv modules in the UNet, 72 in the text encoder, 792 keys."""
-    parts = models.build_sd15()  # on the meta device: SD 1.5's real configs, no download (the file needs shapes only)
-    path = kohya_file(tmp_path / "sd15.safetensors", kohya_default_modules(parts["unet"], parts["text_encoder"]),
-                      r=1, alpha=1.0)
+    parts = (
+        models.build_sd15()
+    )  # on the meta device: SD 1.5's real configs, no download (the file needs shapes only)
+    path = kohya_file(
+        tmp_path / "sd15.safetensors",
+        kohya_default_modules(parts["unet"], parts["text_encoder"]),
+        r=1,
+        alpha=1.0,
+    )
     assert len(safetensors.safe_open(str(path), "pt").keys()) == 792
     weights = formats.load_lora(path)
-    counts = (sum(weights.kind(m) == "linear" for m in weights.modules if m not in weights.text_modules),
-              sum(weights.kind(m) == "conv 1x1" for m in weights.modules), len(weights.text_modules))
+    counts = (
+        sum(weights.kind(m) == "linear" for m in weights.modules if m not in weights.text_modules),
+        sum(weights.kind(m) == "conv 1x1" for m in weights.modules),
+        len(weights.text_modules),
+    )
     assert counts == (160, 32, 72)
     assert "text_encoder.text_model.encoder.layers.11.mlp.fc2" in weights.modules
-    assert not any(m.startswith("lora_") for m in weights.modules)  # every kohya name resolved to a module path
+    assert not any(
+        m.startswith("lora_") for m in weights.modules
+    )  # every kohya name resolved to a module path
     text = formats.describe(path)
     assert "kind: LoRA on linear layers and 1x1 convolutions" in text
-    assert "base model: SD 1.x (cross-attention reads a 768-wide text); text encoder 768 wide (SD 1.x)" in text
+    assert (
+        "base model: SD 1.x (cross-attention reads a 768-wide text); text encoder 768 wide (SD 1.x)"
+        in text
+    )
     assert "UNet 192: conv 1x1 32, linear 160; text encoder 72: linear 72" in text
 
 
 def test_a_kohya_default_file_applies_exactly_as_diffusers_applies_it(tiny, tmp_path):
     pipe = tiny["pipe"]
-    path = kohya_file(tmp_path / "kohya.safetensors", kohya_default_modules(pipe.unet, pipe.text_encoder))
+    path = kohya_file(
+        tmp_path / "kohya.safetensors", kohya_default_modules(pipe.unet, pipe.text_encoder)
+    )
     ours = fresh_pipe()
     names = formats.apply_lora(ours, path)
-    assert len(names) == 192 + 12 and sum(isinstance(layer, lora.LoRAConv2d) for _, layer in inject.lora_layers(ours)) == 32
+    assert (
+        len(names) == 192 + 12
+        and sum(isinstance(layer, lora.LoRAConv2d) for _, layer in inject.lora_layers(ours)) == 32
+    )
     theirs = fresh_pipe()
     theirs.load_lora_weights(str(path))
     mine = pictures(ours)
@@ -102,7 +133,9 @@ def test_a_kohya_default_file_applies_exactly_as_diffusers_applies_it(tiny, tmp_
     # The text-encoder half does its part: without it, other pictures.
     unet_only = fresh_pipe()
     weights = formats.load_lora(path)
-    formats.apply_lora(unet_only, weights.subset(m for m in weights.modules if m not in weights.text_modules))
+    formats.apply_lora(
+        unet_only, weights.subset(m for m in weights.modules if m not in weights.text_modules)
+    )
     assert np.abs(pictures(unet_only) - mine).max() > 1e-3
     # scale and merge act on both halves
     inject.set_lora_scale(ours, 0.0)
@@ -115,10 +148,17 @@ def test_a_kohya_default_file_applies_exactly_as_diffusers_applies_it(tiny, tmp_
 
 def test_locon_3x3_convolutions_apply_exactly(tiny, tmp_path):
     pipe = tiny["pipe"]
-    convs = [("lora_unet_" + n.replace(".", "_"), m) for n, m in pipe.unet.named_modules()
-             if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) and ".resnets." in n]
-    path = kohya_file(tmp_path / "locon.safetensors", kohya_default_modules(pipe.unet, pipe.text_encoder)[:8],
-                      conv3x3=convs, conv_r=2)
+    convs = [
+        ("lora_unet_" + n.replace(".", "_"), m)
+        for n, m in pipe.unet.named_modules()
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) and ".resnets." in n
+    ]
+    path = kohya_file(
+        tmp_path / "locon.safetensors",
+        kohya_default_modules(pipe.unet, pipe.text_encoder)[:8],
+        conv3x3=convs,
+        conv_r=2,
+    )
     weights = formats.load_lora(path)
     assert {weights.kind(m) for m in weights.modules} == {"linear", "conv 1x1", "conv 3x3"}
     assert {weights.rank(m) for m in weights.modules if weights.kind(m) == "conv 3x3"} == {2}
@@ -132,7 +172,10 @@ def test_locon_3x3_convolutions_apply_exactly(tiny, tmp_path):
             modules[m].weight += weights.delta_weight(m)
     assert np.abs(pictures(ours) - pictures(reference)).max() <= 1e-4
     text = formats.describe(path)
-    assert "kind: LoCon (LoRA on 3x3 convolutions too)" in text and "r 2, alpha 1: scale 0.5 on" in text
+    assert (
+        "kind: LoCon (LoRA on 3x3 convolutions too)" in text
+        and "r 2, alpha 1: scale 0.5 on" in text
+    )
 
 
 def test_lora_conv2d_matches_peft_conv_lora():
@@ -163,21 +206,35 @@ def test_lora_conv2d_matches_peft_conv_lora():
 
 def test_per_module_ranks_survive_every_format_and_diffusers(tiny, tmp_path):
     pipe = fresh_pipe()
-    inject.inject_lora(pipe.unet, r=4, alpha=2.0, target_modules="attn2",
-                       rank_pattern={"mid_block.attentions.0.transformer_blocks.0.attn2.to_q": 2},
-                       alpha_pattern={"up_blocks.1.attentions.0.transformer_blocks.0.attn2.to_v": 8.0})
+    inject.inject_lora(
+        pipe.unet,
+        r=4,
+        alpha=2.0,
+        target_modules="attn2",
+        rank_pattern={"mid_block.attentions.0.transformer_blocks.0.attn2.to_q": 2},
+        alpha_pattern={"up_blocks.1.attentions.0.transformer_blocks.0.attn2.to_v": 8.0},
+    )
     torch.manual_seed(3)
     with torch.no_grad():
         for _, layer in inject.lora_layers(pipe):
             layer.lora_B.weight.normal_(std=0.05)
     want = pictures(pipe)
     weights = formats.from_model(pipe)
-    assert not weights.uniform and weights.rank("mid_block.attentions.0.transformer_blocks.0.attn2.to_q") == 2
+    assert (
+        not weights.uniform
+        and weights.rank("mid_block.attentions.0.transformer_blocks.0.attn2.to_q") == 2
+    )
     for fmt in formats.FORMATS:
-        path = formats.save_lora(pipe, tmp_path / (fmt if fmt == "peft" else f"{fmt}.safetensors"), format=fmt)
+        path = formats.save_lora(
+            pipe, tmp_path / (fmt if fmt == "peft" else f"{fmt}.safetensors"), format=fmt
+        )
         again = formats.load_lora(path)
-        assert {m: again.rank(m) for m in again.modules} == {m: weights.rank(m) for m in weights.modules}, fmt
-        assert all(torch.allclose(again.matrix(m), weights.matrix(m), atol=1e-7) for m in weights.modules), fmt
+        assert {m: again.rank(m) for m in again.modules} == {
+            m: weights.rank(m) for m in weights.modules
+        }, fmt
+        assert all(
+            torch.allclose(again.matrix(m), weights.matrix(m), atol=1e-7) for m in weights.modules
+        ), fmt
         if fmt != "kohya":  # (kohya: one alpha value, the other module's folded into its lora_up)
             assert again.alphas == weights.alphas, fmt
         if fmt != "peft":
@@ -186,8 +243,14 @@ def test_per_module_ranks_survive_every_format_and_diffusers(tiny, tmp_path):
             assert np.abs(pictures(theirs) - want).max() <= 1e-4, fmt
     assert "ss_network_dim: Dynamic" in formats.describe(tmp_path / "kohya.safetensors")
     assert weights.alphas == {"up_blocks.1.attentions.0.transformer_blocks.0.attn2.to_v": 8.0}
-    config = json.loads(safetensors.safe_open(str(tmp_path / "diffusers.safetensors"), "pt").metadata()[formats.METADATA_KEY])
-    assert config["unet.rank_pattern"] == {"mid_block.attentions.0.transformer_blocks.0.attn2.to_q": 2}
+    config = json.loads(
+        safetensors.safe_open(str(tmp_path / "diffusers.safetensors"), "pt").metadata()[
+            formats.METADATA_KEY
+        ]
+    )
+    assert config["unet.rank_pattern"] == {
+        "mid_block.attentions.0.transformer_blocks.0.attn2.to_q": 2
+    }
 
 
 def test_a_text_encoder_lora_in_diffusers_and_peft_spelling(tiny, tmp_path):
@@ -201,11 +264,15 @@ def test_a_text_encoder_lora_in_diffusers_and_peft_spelling(tiny, tmp_path):
     want = pictures(pipe)
     for fmt in ("kohya", "diffusers"):  # lorakit's own files, both halves, in diffusers
         theirs = fresh_pipe()
-        theirs.load_lora_weights(str(formats.save_lora(pipe, tmp_path / f"{fmt}.safetensors", format=fmt)))
+        theirs.load_lora_weights(
+            str(formats.save_lora(pipe, tmp_path / f"{fmt}.safetensors", format=fmt))
+        )
         assert np.abs(pictures(theirs) - want).max() <= 1e-4, fmt
     path = formats.save_lora(pipe, tmp_path / "d.safetensors", format="diffusers")
     keys = list(safetensors.safe_open(str(path), "pt").keys())
-    assert any(k.startswith("text_encoder.text_model.encoder.layers.0.") for k in keys)  # the spelling every tool reads
+    assert any(
+        k.startswith("text_encoder.text_model.encoder.layers.0.") for k in keys
+    )  # the spelling every tool reads
     folder = formats.save_lora(pipe, tmp_path / "peft", format="peft")
     assert (folder / "text_encoder" / formats.PEFT_FILE).is_file()
     for source in (path, folder):
@@ -217,28 +284,77 @@ def test_a_text_encoder_lora_in_diffusers_and_peft_spelling(tiny, tmp_path):
 
 
 KINDS = [
-    ({"lora_unet_mid_block_attentions_0_proj_in.hada_w1_a": (4, 4), "lora_unet_mid_block_attentions_0_proj_in.hada_w1_b": (4, 4)},
-     "LoHa"),
-    ({"lora_unet_mid_block_attentions_0_proj_in.lokr_w1": (4, 4), "lora_unet_mid_block_attentions_0_proj_in.lokr_w2": (4, 4)},
-     "LoKr"),
-    ({"lora_unet_mid_block_attentions_0_proj_in.lora_down.weight": (4, 128), "lora_unet_mid_block_attentions_0_proj_in.lora_up.weight": (128, 4),
-      "lora_unet_mid_block_attentions_0_proj_in.dora_scale": (1, 128)}, "DoRA"),
-    ({"lora_unet_mid_block_resnets_0_conv1.lora_down.weight": (4, 128, 3, 3), "lora_unet_mid_block_resnets_0_conv1.lora_mid.weight": (4, 4, 3, 3),
-      "lora_unet_mid_block_resnets_0_conv1.lora_up.weight": (128, 4, 1, 1)}, "Tucker"),
-    ({"lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": (4, 768), "lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_up.weight": (3072, 4),
-      "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": (4, 1280), "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_up.weight": (5120, 4)},
-     "SDXL"),
-    ({"lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_down.weight": (4, 2048),
-      "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_up.weight": (640, 4)}, "LDM layout"),
-    ({"transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight": (4, 3072),
-      "transformer.single_transformer_blocks.0.attn.to_q.lora_B.weight": (3072, 4)}, "diffusion transformer"),
-    ({"unet.mid_block.attentions.0.proj_in.lora_A.weight": (4, 128), "unet.mid_block.attentions.0.proj_in.lora_B.weight": (128, 4),
-      "unet.mid_block.attentions.0.proj_in.lora_magnitude_vector": (128,)}, "DoRA"),
+    (
+        {
+            "lora_unet_mid_block_attentions_0_proj_in.hada_w1_a": (4, 4),
+            "lora_unet_mid_block_attentions_0_proj_in.hada_w1_b": (4, 4),
+        },
+        "LoHa",
+    ),
+    (
+        {
+            "lora_unet_mid_block_attentions_0_proj_in.lokr_w1": (4, 4),
+            "lora_unet_mid_block_attentions_0_proj_in.lokr_w2": (4, 4),
+        },
+        "LoKr",
+    ),
+    (
+        {
+            "lora_unet_mid_block_attentions_0_proj_in.lora_down.weight": (4, 128),
+            "lora_unet_mid_block_attentions_0_proj_in.lora_up.weight": (128, 4),
+            "lora_unet_mid_block_attentions_0_proj_in.dora_scale": (1, 128),
+        },
+        "DoRA",
+    ),
+    (
+        {
+            "lora_unet_mid_block_resnets_0_conv1.lora_down.weight": (4, 128, 3, 3),
+            "lora_unet_mid_block_resnets_0_conv1.lora_mid.weight": (4, 4, 3, 3),
+            "lora_unet_mid_block_resnets_0_conv1.lora_up.weight": (128, 4, 1, 1),
+        },
+        "Tucker",
+    ),
+    (
+        {
+            "lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": (4, 768),
+            "lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_up.weight": (3072, 4),
+            "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": (4, 1280),
+            "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_up.weight": (5120, 4),
+        },
+        "SDXL",
+    ),
+    (
+        {
+            "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_down.weight": (
+                4,
+                2048,
+            ),
+            "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_up.weight": (640, 4),
+        },
+        "LDM layout",
+    ),
+    (
+        {
+            "transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight": (4, 3072),
+            "transformer.single_transformer_blocks.0.attn.to_q.lora_B.weight": (3072, 4),
+        },
+        "diffusion transformer",
+    ),
+    (
+        {
+            "unet.mid_block.attentions.0.proj_in.lora_A.weight": (4, 128),
+            "unet.mid_block.attentions.0.proj_in.lora_B.weight": (128, 4),
+            "unet.mid_block.attentions.0.proj_in.lora_magnitude_vector": (128,),
+        },
+        "DoRA",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("tensors", "kind"), KINDS, ids=[k for _, k in KINDS])
-def test_kinds_lorakit_does_not_apply_are_named_and_nothing_is_applied(tiny, tmp_path, tensors, kind, lorakit_cli):
+def test_kinds_lorakit_does_not_apply_are_named_and_nothing_is_applied(
+    tiny, tmp_path, tensors, kind, lorakit_cli
+):
     path = tmp_path / "other.safetensors"
     safetensors.torch.save_file({k: torch.zeros(shape) for k, shape in tensors.items()}, str(path))
     pipe = tiny["pipe"]
@@ -254,14 +370,36 @@ def test_kinds_lorakit_does_not_apply_are_named_and_nothing_is_applied(tiny, tmp
 
 
 BROKEN = [
-    ("mixed", {"lora_unet_mid_block_attentions_0_proj_in.lora_down.weight": (4, 128), "lora_unet_mid_block_attentions_0_proj_in.lora_up.weight": (128, 4),
-               "lora_unet_mid_block_attentions_0_proj_out.hada_w1_a": (128, 4)}, r"on 1 module beside 1 plain LoRA modules \(a file of mixed kinds\) \(e.g. lora_unet_mid_block_attentions_0_proj_out:"),
-    ("no up", {"lora_unet_mid_block_attentions_0_proj_in.lora_down.weight": (4, 128)},
-     r"mid_block.attentions.0.proj_in: lora_up is missing \(lora_down is there\)"),
-    ("ranks", {"lora_unet_mid_block_attentions_0_proj_in.lora_down.weight": (4, 128), "lora_unet_mid_block_attentions_0_proj_in.lora_up.weight": (128, 8)},
-     r"mid_block.attentions.0.proj_in: the ranks disagree, lora_down \(4, 128\) has 4 rows but lora_up \(128, 8\) has 8 columns"),
-    ("nan", {"lora_unet_mid_block_attentions_0_proj_in.lora_down.weight": (4, 128), "lora_unet_mid_block_attentions_0_proj_in.lora_up.weight": (128, 4)},
-     r"proj_in.lora_up.weight holds 1 NaN or infinite values"),
+    (
+        "mixed",
+        {
+            "lora_unet_mid_block_attentions_0_proj_in.lora_down.weight": (4, 128),
+            "lora_unet_mid_block_attentions_0_proj_in.lora_up.weight": (128, 4),
+            "lora_unet_mid_block_attentions_0_proj_out.hada_w1_a": (128, 4),
+        },
+        r"on 1 module beside 1 plain LoRA modules \(a file of mixed kinds\) \(e.g. lora_unet_mid_block_attentions_0_proj_out:",
+    ),
+    (
+        "no up",
+        {"lora_unet_mid_block_attentions_0_proj_in.lora_down.weight": (4, 128)},
+        r"mid_block.attentions.0.proj_in: lora_up is missing \(lora_down is there\)",
+    ),
+    (
+        "ranks",
+        {
+            "lora_unet_mid_block_attentions_0_proj_in.lora_down.weight": (4, 128),
+            "lora_unet_mid_block_attentions_0_proj_in.lora_up.weight": (128, 8),
+        },
+        r"mid_block.attentions.0.proj_in: the ranks disagree, lora_down \(4, 128\) has 4 rows but lora_up \(128, 8\) has 8 columns",
+    ),
+    (
+        "nan",
+        {
+            "lora_unet_mid_block_attentions_0_proj_in.lora_down.weight": (4, 128),
+            "lora_unet_mid_block_attentions_0_proj_in.lora_up.weight": (128, 4),
+        },
+        r"proj_in.lora_up.weight holds 1 NaN or infinite values",
+    ),
 ]
 
 
@@ -284,11 +422,22 @@ def test_a_text_encoder_part_that_does_not_fit_applies_nothing_anywhere(tiny, tm
     modules = kohya_default_modules(pipe.unet, pipe.text_encoder)
     path = kohya_file(tmp_path / "k.safetensors", modules)
     tensors = safetensors.torch.load_file(str(path))
-    key = next(k for k in tensors if k.startswith("lora_te_") and k.endswith("q_proj.lora_down.weight"))
-    tensors[key] = torch.zeros(4, 768, dtype=torch.float16)  # SD 1.5's text width, not the tiny SD's
+    key = next(
+        k for k in tensors if k.startswith("lora_te_") and k.endswith("q_proj.lora_down.weight")
+    )
+    tensors[key] = torch.zeros(
+        4, 768, dtype=torch.float16
+    )  # SD 1.5's text width, not the tiny SD's
     safetensors.torch.save_file(tensors, str(path))
-    before = {k: v.clone() for part in (pipe.unet, pipe.text_encoder) for k, v in part.state_dict().items()}
-    with pytest.raises(formats.LoRAFileError, match=r"1 of 204 modules do not match \(nothing was loaded\).*q_proj: file 768->64"):
+    before = {
+        k: v.clone()
+        for part in (pipe.unet, pipe.text_encoder)
+        for k, v in part.state_dict().items()
+    }
+    with pytest.raises(
+        formats.LoRAFileError,
+        match=r"1 of 204 modules do not match \(nothing was loaded\).*q_proj: file 768->64",
+    ):
         formats.apply_lora(pipe, path)
     assert not list(inject.lora_layers(pipe))
     after = {k: v for part in (pipe.unet, pipe.text_encoder) for k, v in part.state_dict().items()}
@@ -297,12 +446,25 @@ def test_a_text_encoder_part_that_does_not_fit_applies_nothing_anywhere(tiny, tm
 
 def test_lorakit_train_with_the_text_encoder_writes_a_file_diffusers_applies(tmp_path, lorakit_cli):
     out = tmp_path / "run"
-    code, stdout, err = lorakit_cli("train", "--data", "data/styles/outline", "--out", out, "--steps", "2",
-                                    "--text-encoder", "--quiet", "--sample-steps", "2")
+    code, stdout, err = lorakit_cli(
+        "train",
+        "--data",
+        "data/styles/outline",
+        "--out",
+        out,
+        "--steps",
+        "2",
+        "--text-encoder",
+        "--quiet",
+        "--sample-steps",
+        "2",
+    )
     assert code == 0, err
     weights = formats.load_lora(out / "lora.safetensors")
     assert len(weights.text_modules) == 12 and len(weights.modules) == 96 + 12
-    assert all(float(weights.B[m].abs().max()) > 0 for m in weights.text_modules)  # the text encoder's half trained
+    assert all(
+        float(weights.B[m].abs().max()) > 0 for m in weights.text_modules
+    )  # the text encoder's half trained
     ours, theirs = fresh_pipe(), fresh_pipe()
     formats.apply_lora(ours, weights)
     theirs.load_lora_weights(str(out / "lora.safetensors"))
@@ -314,10 +476,15 @@ def test_extract_computes_in_float32_from_half_precision_models(tiny):
     tuned = copy.deepcopy(base)
     with torch.no_grad():
         layer = tuned.get_submodule("mid_block.attentions.0.transformer_blocks.0.attn2.to_v")
-        layer.weight += (torch.randn(layer.weight.shape[0], 2) @ torch.randn(2, layer.weight.shape[1]) * 0.01).half()
+        layer.weight += (
+            torch.randn(layer.weight.shape[0], 2) @ torch.randn(2, layer.weight.shape[1]) * 0.01
+        ).half()
     from lorakit import svd_tools
+
     m = "mid_block.attentions.0.transformer_blocks.0.attn2.to_v"
-    full = min(tuned.get_submodule(m).weight.shape)  # every direction: the half-precision rounding is full rank
+    full = min(
+        tuned.get_submodule(m).weight.shape
+    )  # every direction: the half-precision rounding is full rank
     weights, reports = svd_tools.extract(base, tuned, rank=full)
     assert weights.modules == [m] and weights.A[m].dtype == torch.float32
     want = tuned.get_submodule(m).weight.float() - base.get_submodule(m).weight.float()

@@ -18,7 +18,9 @@ R = 4
 
 
 def pictures(pipe):
-    return np.stack(sample.generate(pipe, "a red circle", seeds=[0], num_inference_steps=2, output_type="np"))
+    return np.stack(
+        sample.generate(pipe, "a red circle", seeds=[0], num_inference_steps=2, output_type="np")
+    )
 
 
 def random_lora(pipe_unet, r=R, alpha=2.0, seed=0, targets="kohya", std=0.05):
@@ -69,9 +71,15 @@ def test_svd_resize_error_is_the_eckart_young_bound(world):
         s = torch.linalg.svdvals(a.matrix(m).double())
         bound = lowrank.eckart_young_error(s, 2)
         error = float(torch.linalg.matrix_norm(small.matrix(m).double() - a.matrix(m).double()))
-        assert error == pytest.approx(bound, rel=1e-4, abs=1e-7) and report.error == pytest.approx(bound, rel=1e-4, abs=1e-7)
-        assert report.energy_kept == pytest.approx(float((s[:2] ** 2).sum() / (s ** 2).sum()), rel=1e-4)
-        assert small.rank(m) == 2 and small.scaling_of(m) == pytest.approx(a.scaling_of(m))  # kohya keeps the scaling
+        assert error == pytest.approx(bound, rel=1e-4, abs=1e-7) and report.error == pytest.approx(
+            bound, rel=1e-4, abs=1e-7
+        )
+        assert report.energy_kept == pytest.approx(
+            float((s[:2] ** 2).sum() / (s**2).sum()), rel=1e-4
+        )
+        assert small.rank(m) == 2 and small.scaling_of(m) == pytest.approx(
+            a.scaling_of(m)
+        )  # kohya keeps the scaling
 
 
 def test_a_resize_to_the_same_rank_changes_nothing(world):
@@ -85,8 +93,12 @@ def test_dynamic_resize_follows_kohyas_three_criteria():
     s = torch.tensor([8.0, 4.0, 2.0, 1.0])  # energies 64, 16, 4, 1 of 85; sums 8, 4, 2, 1 of 15
     assert svd_tools.keep_rank(s, sv_ratio=4.0) == 2  # s > 8 / 4 = 2: 8 and 4
     assert svd_tools.keep_rank(s, sv_ratio=9.0) == 4
-    assert svd_tools.keep_rank(s, sv_fro=(80 / 85) ** 0.5) == 2  # exactly 80 of 85 of the energy: two
-    assert svd_tools.keep_rank(s, sv_fro=0.95) == 2  # 0.95^2 = 0.9025 of the energy: 80/85 = 0.941 is enough
+    assert (
+        svd_tools.keep_rank(s, sv_fro=(80 / 85) ** 0.5) == 2
+    )  # exactly 80 of 85 of the energy: two
+    assert (
+        svd_tools.keep_rank(s, sv_fro=0.95) == 2
+    )  # 0.95^2 = 0.9025 of the energy: 80/85 = 0.941 is enough
     assert svd_tools.keep_rank(s, sv_fro=0.98) == 3  # 0.98^2 = 0.9604: 84/85 needed
     assert svd_tools.keep_rank(s, sv_cumulative=0.8) == 2  # 12 / 15 = 0.8
     assert svd_tools.keep_rank(s, sv_cumulative=0.81) == 3
@@ -101,14 +113,18 @@ def test_extract_recovers_a_known_rank_r_change(world):
     changed = svd_tools.merge_into(tuned, [(known, 1.0)])
     assert sorted(changed) == sorted(known.modules)
     extracted, reports = svd_tools.extract(base, tuned, rank=R)
-    assert sorted(extracted.modules) == sorted(known.modules)  # the unchanged layers are not extracted
+    assert sorted(extracted.modules) == sorted(
+        known.modules
+    )  # the unchanged layers are not extracted
     worst = max(float((extracted.matrix(m) - known.matrix(m)).abs().max()) for m in known.modules)
     assert worst <= 1e-5
     assert all(r.energy_kept == pytest.approx(1.0, abs=1e-6) for r in reports)
     by_energy, _ = svd_tools.extract(base, tuned, energy=0.5)
     assert all(by_energy.rank(m) <= R for m in by_energy.modules)
     clamped, _ = svd_tools.extract(base, tuned, rank=R, clamp_quantile=0.9)
-    assert max(svd_tools.delta_error(clamped, known).values()) > 1e-3  # clamping costs some accuracy, as documented
+    assert (
+        max(svd_tools.delta_error(clamped, known).values()) > 1e-3
+    )  # clamping costs some accuracy, as documented
 
 
 def test_the_naive_merge_is_wrong_where_it_must_be(world):
@@ -120,7 +136,9 @@ def test_the_naive_merge_is_wrong_where_it_must_be(world):
     alone = svd_tools.merge([(a, 0.7)], "naive")  # one LoRA: nothing to cross, so exact
     assert max(svd_tools.delta_error(alone, [(a, 0.7)]).values()) <= 1e-5
     svd = svd_tools.merge(items, "svd", rank=R)
-    assert max(svd_tools.delta_error(svd, items).values()) < min(errors.values())  # the best rank-R is better
+    assert max(svd_tools.delta_error(svd, items).values()) < min(
+        errors.values()
+    )  # the best rank-R is better
 
 
 @pytest.mark.parametrize("fmt", ["kohya", "diffusers"])
@@ -144,34 +162,72 @@ def test_every_output_loads_in_diffusers_with_the_pictures_lorakit_draws(world, 
 
 def test_merge_into_a_model_bakes_the_exact_sum(world, tmp_path, lorakit_cli):
     a_file = formats.save_weights(world["a"], tmp_path / "a.safetensors")
-    code, out, err = lorakit_cli("merge", f"{a_file}:0.5", "--into", "tiny", "--out", tmp_path / "model")
+    code, out, err = lorakit_cli(
+        "merge", f"{a_file}:0.5", "--into", "tiny", "--out", tmp_path / "model"
+    )
     assert code == 0, err
-    baked = models.load_pipeline(tmp_path / "model")  # (a folder: the full preset's defaults, so set them here)
+    baked = models.load_pipeline(
+        tmp_path / "model"
+    )  # (a folder: the full preset's defaults, so set them here)
     ours = models.load_pipeline("tiny")
     formats.apply_lora(ours, world["a"], scale=0.5)
     same = dict(num_inference_steps=2, guidance_scale=5.0, output_type="np")
-    assert np.abs(np.stack(sample.generate(baked, "a red circle", **same)) -
-                  np.stack(sample.generate(ours, "a red circle", **same))).max() <= 1e-4
+    assert (
+        np.abs(
+            np.stack(sample.generate(baked, "a red circle", **same))
+            - np.stack(sample.generate(ours, "a red circle", **same))
+        ).max()
+        <= 1e-4
+    )
 
 
 def test_the_cli_verbs_report_and_write(world, tmp_path, lorakit_cli):
     a_file = formats.save_weights(world["a"], tmp_path / "a.safetensors")
     b_file = formats.save_weights(world["b"], tmp_path / "b.safetensors", "diffusers")
-    code, out, err = lorakit_cli("resize", a_file, "--sv-fro", "0.9", "--rank", "3", "--out", tmp_path / "small.safetensors")
+    code, out, err = lorakit_cli(
+        "resize", a_file, "--sv-fro", "0.9", "--rank", "3", "--out", tmp_path / "small.safetensors"
+    )
     assert code == 0, err
     assert "energy kept" in out and "resized 192 modules: mean energy kept" in out
-    assert max(formats.load_lora(tmp_path / "small.safetensors").rank(m) for m in world["a"].modules) <= 3
-    code, out, err = lorakit_cli("merge", f"{a_file}:0.7", f"{b_file}:0.5", "--method", "naive", "--out", tmp_path / "n.safetensors")
+    assert (
+        max(formats.load_lora(tmp_path / "small.safetensors").rank(m) for m in world["a"].modules)
+        <= 3
+    )
+    code, out, err = lorakit_cli(
+        "merge",
+        f"{a_file}:0.7",
+        f"{b_file}:0.5",
+        "--method",
+        "naive",
+        "--out",
+        tmp_path / "n.safetensors",
+    )
     assert code == 0 and "naive merge of 2 LoRAs: 192 modules, ranks 4-4" in out, err
-    assert float(out.split("largest ")[1].split(";")[0].split()[0]) > 0.1  # the error it prints is the naive merge's
-    code, out, err = lorakit_cli("merge", f"{a_file}:0.7", f"{b_file}:0.5", "--out", tmp_path / "c.safetensors")
+    assert (
+        float(out.split("largest ")[1].split(";")[0].split()[0]) > 0.1
+    )  # the error it prints is the naive merge's
+    code, out, err = lorakit_cli(
+        "merge", f"{a_file}:0.7", f"{b_file}:0.5", "--out", tmp_path / "c.safetensors"
+    )
     assert code == 0 and "concat merge of 2 LoRAs: 192 modules, ranks 4-8" in out, err
     assert float(out.split("largest ")[1].split()[0].rstrip(";")) <= 1e-5
     full = tmp_path / "unet.safetensors"
     tuned = copy.deepcopy(world["pipe"].unet)
     svd_tools.merge_into(tuned, [(world["b"], 1.0)])
-    files.write_atomically(full, formats.safetensors_bytes(tuned.state_dict(), {"lorakit_method": "full"}))
-    code, out, err = lorakit_cli("extract", "--base", "tiny", "--tuned", full, "--rank", "4", "--out", tmp_path / "x.safetensors")
+    files.write_atomically(
+        full, formats.safetensors_bytes(tuned.state_dict(), {"lorakit_method": "full"})
+    )
+    code, out, err = lorakit_cli(
+        "extract",
+        "--base",
+        "tiny",
+        "--tuned",
+        full,
+        "--rank",
+        "4",
+        "--out",
+        tmp_path / "x.safetensors",
+    )
     assert code == 0 and "extracted 64 modules: mean energy kept 100.00%" in out, (out, err)
     code, out, err = lorakit_cli("info", tmp_path / "x.safetensors")
     assert code == 0 and "r: 4  alpha: 4" in out
@@ -180,10 +236,18 @@ def test_the_cli_verbs_report_and_write(world, tmp_path, lorakit_cli):
 BAD = [
     (("resize", "{a}", "--rank", "9", "--out", "{out}"), "rank 9 is above the rank of 192 modules"),
     (("resize", "{a}", "--out", "{out}"), "give a rank, or one of sv_ratio"),
-    (("merge", "{a}", "{other}", "--out", "{out}"), "disagree on mid_block.attentions.0.transformer_blocks.0.attn2.to_k"),
-    (("extract", "--base", "tiny", "--tuned", "{wrong}", "--rank", "2", "--out", "{out}"),
-     "not a UNet of the base model's architecture"),
-    (("extract", "--base", "tiny", "--tuned", "tiny", "--rank", "2", "--out", "{out}"), "no layer differs"),
+    (
+        ("merge", "{a}", "{other}", "--out", "{out}"),
+        "disagree on mid_block.attentions.0.transformer_blocks.0.attn2.to_k",
+    ),
+    (
+        ("extract", "--base", "tiny", "--tuned", "{wrong}", "--rank", "2", "--out", "{out}"),
+        "not a UNet of the base model's architecture",
+    ),
+    (
+        ("extract", "--base", "tiny", "--tuned", "tiny", "--rank", "2", "--out", "{out}"),
+        "no layer differs",
+    ),
     (("merge", "{a}:nan", "--out", "{out}"), "finite number"),
 ]
 
@@ -202,13 +266,17 @@ def test_bad_input_is_one_line_and_writes_nothing(world, tmp_path, lorakit_cli, 
     out = tmp_path / "out.safetensors"
     filled = [a.format(a=a_file, other=other_file, wrong=wrong, out=out) for a in argv]
     code, stdout, err = lorakit_cli(*filled)
-    assert code == 2 and err.startswith("lorakit: error: ") and err.count("\n") == 1 and message in err, err
+    assert (
+        code == 2 and err.startswith("lorakit: error: ") and err.count("\n") == 1 and message in err
+    ), err
     assert not out.exists()
 
 
 def test_extraction_between_different_architectures_names_the_layer(world):
     sd15 = models.build_sd15()["unet"]  # meta device: only the names and shapes are compared
-    with pytest.raises(svd_tools.AlgebraError, match="different architectures: .* differ in shape .*conv_in"):
+    with pytest.raises(
+        svd_tools.AlgebraError, match="different architectures: .* differ in shape .*conv_in"
+    ):
         svd_tools.extract(world["pipe"].unet, sd15, rank=2)
 
 

@@ -55,7 +55,9 @@ def lora_weights(pipe) -> dict[str, torch.Tensor]:
 
 
 def test_validation_loss_decreases_on_a_new_style(pipe, dataset):
-    result = train.train_lora(pipe, dataset, quick(steps=15, lr=3e-3, validation_every=15, num_validation=8))
+    result = train.train_lora(
+        pipe, dataset, quick(steps=15, lr=3e-3, validation_every=15, num_validation=8)
+    )
     (step0, before), (step15, after) = result.val_history
     assert (step0, step15) == (0, 15) and len(result.history) == 15
     assert after < 0.9 * before, f"fixed-seed validation loss went {before:.4f} -> {after:.4f}"
@@ -69,7 +71,11 @@ def test_only_lora_parameters_change(pipe, dataset):
     assert len(result.lora_names) > 0 and all(".attn2." in n for n in result.lora_names)
     after = pipe.unet.state_dict()
     for key, value in base.items():  # LoRALinear renames foo.weight to foo.base_layer.weight
-        new_key = key if key in after else key.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")
+        new_key = (
+            key
+            if key in after
+            else key.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")
+        )
         assert torch.equal(after[new_key], value), key
     for name, layer in inject.lora_layers(pipe.unet):
         assert layer.lora_B.weight.abs().max() > 0, f"{name}: lora_B is still zero"
@@ -81,25 +87,44 @@ def test_only_lora_parameters_change(pipe, dataset):
 
 @pytest.mark.parametrize("ema_decay", [None, 0.9])
 def test_resume_is_bit_exact(base_pipe, dataset, tmp_path, monkeypatch, ema_decay):
-    cfg = dict(steps=5, checkpoint_every=2, lr_schedule="cosine", warmup_steps=2, lr=3e-3, ema_decay=ema_decay)
+    cfg = dict(
+        steps=5,
+        checkpoint_every=2,
+        lr_schedule="cosine",
+        warmup_steps=2,
+        lr=3e-3,
+        ema_decay=ema_decay,
+    )
     whole_pipe = copy.deepcopy(base_pipe)
     whole = train.train_lora(whole_pipe, dataset, quick(**cfg, output_dir=str(tmp_path / "whole")))
 
-    interrupt_after(3, base_pipe, dataset, quick(**cfg, output_dir=str(tmp_path / "cut")), monkeypatch)  # checkpoint after 2
+    interrupt_after(
+        3, base_pipe, dataset, quick(**cfg, output_dir=str(tmp_path / "cut")), monkeypatch
+    )  # checkpoint after 2
     saved = torch.load(tmp_path / "cut" / train.CHECKPOINT, weights_only=True)
     assert saved["step"] == 2 and len(saved["history"]) == 2
 
     resumed_pipe = copy.deepcopy(base_pipe)
-    resumed = train.train_lora(resumed_pipe, dataset, quick(**cfg, output_dir=str(tmp_path / "cut")))
+    resumed = train.train_lora(
+        resumed_pipe, dataset, quick(**cfg, output_dir=str(tmp_path / "cut"))
+    )
     assert resumed.history == whole.history
     want, got = lora_weights(whole_pipe), lora_weights(resumed_pipe)
     assert want.keys() == got.keys()
-    assert all(torch.equal(want[k], got[k]) for k in want), "resumed LoRA differs from the uninterrupted one"
+    assert all(torch.equal(want[k], got[k]) for k in want), (
+        "resumed LoRA differs from the uninterrupted one"
+    )
 
     with pytest.raises(ValueError, match=r"other settings \(r: 4 -> 8\).*resume=False"):
-        train.train_lora(copy.deepcopy(base_pipe), dataset, quick(**cfg, r=8, output_dir=str(tmp_path / "cut")))
+        train.train_lora(
+            copy.deepcopy(base_pipe), dataset, quick(**cfg, r=8, output_dir=str(tmp_path / "cut"))
+        )
     with pytest.raises(ValueError, match=r"other settings \(flip: False -> True\)"):
-        train.train_lora(copy.deepcopy(base_pipe), dataset, quick(**cfg, flip=True, output_dir=str(tmp_path / "cut")))
+        train.train_lora(
+            copy.deepcopy(base_pipe),
+            dataset,
+            quick(**cfg, flip=True, output_dir=str(tmp_path / "cut")),
+        )
     out = tmp_path / "cut"
     assert not list(out.glob("*.tmp")), "a temporary checkpoint file was left behind"
     assert (out / "loss.png").stat().st_size > 0
@@ -112,12 +137,16 @@ def test_flip_caches_every_picture_mirrored_too(pipe, dataset):
     latents, embeddings, rows = train.cache_dataset(pipe, dataset, 64, flip=True)
     n = len(dataset)
     assert latents.shape == (2 * n, *plain_latents.shape[1:])
-    torch.testing.assert_close(latents[:n], plain_latents, rtol=1e-4, atol=1e-4)  # (encoded in other batches)
+    torch.testing.assert_close(
+        latents[:n], plain_latents, rtol=1e-4, atol=1e-4
+    )  # (encoded in other batches)
     assert torch.equal(embeddings, plain_embeddings) and torch.equal(rows, plain_rows.repeat(2))
     pixels = torch.stack([dataset[i][0].flip(-1) for i in range(n)])  # (N, 3, 64, 64) mirrored
     mirrored = pipe.vae.encode(pixels).latent_dist.mode() * pipe.vae.config.scaling_factor
     torch.testing.assert_close(latents[n:], mirrored, rtol=1e-4, atol=1e-4)
-    assert not torch.allclose(latents[n:], plain_latents, atol=1e-2)  # the shapes sit elsewhere: not the same
+    assert not torch.allclose(
+        latents[n:], plain_latents, atol=1e-2
+    )  # the shapes sit elsewhere: not the same
 
     seen = []
     real = train.cache_dataset
@@ -135,31 +164,42 @@ def test_flip_caches_every_picture_mirrored_too(pipe, dataset):
 
 def test_caption_dropout_shows_some_pictures_with_the_empty_prompt(pipe, dataset, monkeypatch):
     _, embeddings, _ = train.cache_dataset(pipe, dataset, 64, empty_prompt=True)
-    ids = pipe.tokenizer([""], padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         return_tensors="pt").input_ids
-    torch.testing.assert_close(embeddings[-1], pipe.text_encoder(ids)[0][0])  # the last row: the empty prompt
+    ids = pipe.tokenizer(
+        [""], padding="max_length", max_length=pipe.tokenizer.model_max_length, return_tensors="pt"
+    ).input_ids
+    torch.testing.assert_close(
+        embeddings[-1], pipe.text_encoder(ids)[0][0]
+    )  # the last row: the empty prompt
 
     def empty_fraction(dropout: float) -> float:
         seen, real = [], train.epsilon_loss
 
         def spy(unet, scheduler, latents, context, *args):
             if unet.training:  # training steps, not the validation loss
-                seen.extend(torch.isclose(context, embeddings[-1], atol=1e-5).flatten(1).all(1).tolist())
+                seen.extend(
+                    torch.isclose(context, embeddings[-1], atol=1e-5).flatten(1).all(1).tolist()
+                )
             return real(unet, scheduler, latents, context, *args)
 
         monkeypatch.setattr(train, "epsilon_loss", spy)
-        train.train_lora(copy.deepcopy(pipe), dataset, quick(steps=10, batch_size=8, caption_dropout=dropout))
+        train.train_lora(
+            copy.deepcopy(pipe), dataset, quick(steps=10, batch_size=8, caption_dropout=dropout)
+        )
         return sum(seen) / len(seen)
 
     assert empty_fraction(0.0) == 0.0
     assert 0.3 < empty_fraction(0.5) < 0.7  # 80 pictures drawn at 1/2
 
 
-def test_lora_dropout_drops_while_training_only_and_repeats_with_the_seed(base_pipe, dataset, monkeypatch):
+def test_lora_dropout_drops_while_training_only_and_repeats_with_the_seed(
+    base_pipe, dataset, monkeypatch
+):
     modes, real = [], train.epsilon_loss
 
     def spy(unet, *args):  # (a gradient is taken, the LoRA dropout is on) at every loss
-        modes.append((torch.is_grad_enabled(), all(layer.training for _, layer in inject.lora_layers(unet))))
+        modes.append(
+            (torch.is_grad_enabled(), all(layer.training for _, layer in inject.lora_layers(unet)))
+        )
         return real(unet, *args)
 
     monkeypatch.setattr(train, "epsilon_loss", spy)
@@ -170,10 +210,14 @@ def test_lora_dropout_drops_while_training_only_and_repeats_with_the_seed(base_p
         pipe = copy.deepcopy(base_pipe)
         result = train.train_lora(pipe, dataset, quick(lora_dropout=dropout, validation_every=2))
         layers = [layer for _, layer in inject.lora_layers(pipe.unet)]
-        assert all(isinstance(layer.lora_dropout, torch.nn.Dropout) == (dropout > 0) for layer in layers)
+        assert all(
+            isinstance(layer.lora_dropout, torch.nn.Dropout) == (dropout > 0) for layer in layers
+        )
         runs.append((result, lora_weights(pipe)))
     (first, a), (second, b), (plain, c) = runs
-    assert first.history == second.history and all(torch.equal(a[k], b[k]) for k in a)  # same seed, same masks
+    assert first.history == second.history and all(
+        torch.equal(a[k], b[k]) for k in a
+    )  # same seed, same masks
     assert first.history != plain.history  # the masks change the steps
     assert torch.equal(torch.get_rng_state(), before)  # the caller's generator is left alone
     # Training steps drop, validation losses (no gradient) do not: 4 steps and 3 validations a run.
@@ -238,8 +282,14 @@ def lora_grads(pipe, dataset, checkpointing: bool) -> list[torch.Tensor]:
     t = torch.randint(0, 1000, (2,), generator=gen)
     noise = torch.randn((2, *latents.shape[1:]), generator=gen)
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    train.epsilon_loss(unet, scheduler, latents[:2], embeddings[rows[:2]], t, noise, None).backward()
-    return [p.grad for _, layer in inject.lora_layers(unet) for p in (layer.lora_A.weight, layer.lora_B.weight)]
+    train.epsilon_loss(
+        unet, scheduler, latents[:2], embeddings[rows[:2]], t, noise, None
+    ).backward()
+    return [
+        p.grad
+        for _, layer in inject.lora_layers(unet)
+        for p in (layer.lora_A.weight, layer.lora_B.weight)
+    ]
 
 
 def test_gradient_checkpointing_gives_the_same_lora_grads(base_pipe, dataset, monkeypatch):
@@ -260,11 +310,15 @@ def test_gradient_checkpointing_gives_the_same_lora_grads(base_pipe, dataset, mo
 
 
 def test_train_with_gradient_checkpointing_and_bf16(pipe, dataset):
-    result = train.train_lora(pipe, dataset, quick(steps=2, gradient_checkpointing=True, mixed_precision="bf16"))
+    result = train.train_lora(
+        pipe, dataset, quick(steps=2, gradient_checkpointing=True, mixed_precision="bf16")
+    )
     assert len(result.history) == 2 and all(torch.isfinite(torch.tensor(result.history)))
     assert not pipe.unet.is_gradient_checkpointing  # switched off again
-    assert all(layer.lora_B.weight.abs().max() > 0 and layer.lora_B.weight.dtype == torch.float32
-               for _, layer in inject.lora_layers(pipe.unet))
+    assert all(
+        layer.lora_B.weight.abs().max() > 0 and layer.lora_B.weight.dtype == torch.float32
+        for _, layer in inject.lora_layers(pipe.unet)
+    )
 
 
 def test_min_snr_weights_match_the_formula_and_diffusers(base_pipe):
@@ -276,7 +330,11 @@ def test_min_snr_weights_match_the_formula_and_diffusers(base_pipe):
     got = train.min_snr_weights(scheduler.alphas_cumprod, t, 5.0)
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=0)
     diffusers_snr = compute_snr(scheduler, t)
-    torch.testing.assert_close(got, torch.stack([diffusers_snr, 5.0 * torch.ones_like(diffusers_snr)]).min(0)[0] / diffusers_snr)
+    torch.testing.assert_close(
+        got,
+        torch.stack([diffusers_snr, 5.0 * torch.ones_like(diffusers_snr)]).min(0)[0]
+        / diffusers_snr,
+    )
     assert got[0] < 0.01 and got[-1] == 1.0  # low noise is down-weighted, high noise kept
 
 
@@ -317,8 +375,13 @@ def test_accumulation_equals_a_bigger_batch(base_pipe, dataset, monkeypatch):
     results = []
     for batch_size, grad_accum in ((2, 1), (1, 2)):
         recorded.append([])
-        results.append(train.train_lora(copy.deepcopy(base_pipe), dataset,
-                                        quick(steps=2, batch_size=batch_size, grad_accum=grad_accum)))
+        results.append(
+            train.train_lora(
+                copy.deepcopy(base_pipe),
+                dataset,
+                quick(steps=2, batch_size=batch_size, grad_accum=grad_accum),
+            )
+        )
     torch.testing.assert_close(results[0].history, results[1].history, rtol=1e-5, atol=1e-7)
     for big, accumulated in zip(*recorded, strict=True):
         for a, b in zip(big, accumulated, strict=True):
@@ -326,8 +389,10 @@ def test_accumulation_equals_a_bigger_batch(base_pipe, dataset, monkeypatch):
 
 
 def test_sample_images_during_training(pipe, dataset):
-    result = train.train_lora(pipe, dataset, quick(steps=2, sample_every=2, sample_prompts=["a red circle"]))
-    (step, images), = result.samples
+    result = train.train_lora(
+        pipe, dataset, quick(steps=2, sample_every=2, sample_prompts=["a red circle"])
+    )
+    ((step, images),) = result.samples
     assert step == 2 and len(images) == 1 and images[0].size == (64, 64)
 
 
@@ -337,7 +402,9 @@ def test_processes_split_every_micro_batch_exactly():
         assert [row for part in parts for row in range(batch_size)[part]] == list(range(batch_size))
         assert all(part.stop > part.start for part in parts), parts  # nobody idles
     assert train.process_rows(8, 1, 0) == slice(0, 8)  # one process: the whole batch, as always
-    with pytest.raises(ValueError, match=r"batch_size 1 is smaller than the number of processes \(2\)"):
+    with pytest.raises(
+        ValueError, match=r"batch_size 1 is smaller than the number of processes \(2\)"
+    ):
         train.process_rows(1, 2, 1)
 
 
@@ -345,7 +412,9 @@ def test_one_process_all_reduce_is_a_no_op(pipe, dataset):
     accelerator = train._make_accelerator(quick(), torch.device("cpu"))
     params = [torch.nn.Parameter(torch.ones(3))]
     params[0].grad = torch.full((3,), 2.0)
-    assert accelerator.num_processes == 1 and train.all_reduce_grads(accelerator, params, 0.25) == 0.25
+    assert (
+        accelerator.num_processes == 1 and train.all_reduce_grads(accelerator, params, 0.25) == 0.25
+    )
     assert torch.equal(params[0].grad, torch.full((3,), 2.0))
 
 
@@ -359,11 +428,22 @@ def test_learning_rate_schedule():
 
 def test_for_mode():
     small, full = train.TrainConfig.for_mode("small"), train.TrainConfig.for_mode("full", r=8)
-    assert small.resolution is None and small.mixed_precision == "no"  # the resolution is the model's own
+    assert (
+        small.resolution is None and small.mixed_precision == "no"
+    )  # the resolution is the model's own
     # The small preset is the one measured on the outline style set (docs/style-lora.md).
-    assert (small.r, small.min_snr_gamma, small.flip, small.caption_dropout, small.lora_dropout, small.target_modules,
-            small.steps) == (8, 2.0, True, 0.3, 0.1, "attn2+ff", 300)
-    assert full.target_modules == "attn2"  # SD 1.5: cross-attention only (the small preset's ff measured on the tiny SD)
+    assert (
+        small.r,
+        small.min_snr_gamma,
+        small.flip,
+        small.caption_dropout,
+        small.lora_dropout,
+        small.target_modules,
+        small.steps,
+    ) == (8, 2.0, True, 0.3, 0.1, "attn2+ff", 300)
+    assert (
+        full.target_modules == "attn2"
+    )  # SD 1.5: cross-attention only (the small preset's ff measured on the tiny SD)
     assert not full.flip and full.caption_dropout == 0  # SD 1.5 subjects may not be symmetric
     assert train.TrainConfig().lora_dropout == 0 and full.lora_dropout == 0
     assert full.resolution is None and full.mixed_precision == "bf16" and full.r == 8
@@ -371,34 +451,51 @@ def test_for_mode():
 
 def test_the_full_preset_trains_the_tiny_sd_at_its_own_resolution(pipe, dataset):
     """On a GPU runtime for_mode() gives the full preset: on the tiny SD it is a valid run at 64 px, not 512."""
-    cfg = train.TrainConfig.for_mode("full", steps=2, batch_size=2, warmup_steps=1, mixed_precision="no",
-                                     gradient_checkpointing=False, progress=False)
+    cfg = train.TrainConfig.for_mode(
+        "full",
+        steps=2,
+        batch_size=2,
+        warmup_steps=1,
+        mixed_precision="no",
+        gradient_checkpointing=False,
+        progress=False,
+    )
     result = train.train_lora(pipe, dataset, cfg)
     assert len(result.history) == 2 and all(math.isfinite(v) for v in result.history)
     assert len(result.lora_names) == 64 and all(".attn2." in n for n in result.lora_names)
 
 
 def test_a_resolution_the_model_does_not_draw_says_what_to_set(pipe, dataset):
-    with pytest.raises(ValueError, match=r"training expects \(3, 512, 512\): build the dataset with resolution=512 "
-                                         r"or set TrainConfig.resolution"):
+    with pytest.raises(
+        ValueError,
+        match=r"training expects \(3, 512, 512\): build the dataset with resolution=512 "
+        r"or set TrainConfig.resolution",
+    ):
         train.train_lora(pipe, dataset, quick(resolution=512))
     assert next(inject.lora_layers(pipe.unet), None) is None, "nothing was injected"
 
 
-@pytest.mark.parametrize("data_kind, overrides, message", [
-    ("empty", {}, "dataset is empty"),
-    ("shapes", {"steps": 0}, "steps must be a positive integer"),
-    ("shapes", {"batch_size": 0}, "batch_size must be a positive integer"),
-    ("shapes", {"mixed_precision": "fp16"}, "needs a CUDA GPU"),
-    ("shapes", {"lr_schedule": "linear"}, "lr_schedule must be one of"),
-    ("shapes", {"save_format": "ckpt"}, "save_format must be one of"),
-    ("shapes", {"caption_dropout": 1.0}, r"caption_dropout must be in \[0, 1\), got 1.0"),
-    ("shapes", {"lora_dropout": -0.1}, r"lora_dropout must be in \[0, 1\), got -0.1"),
-    ("shapes", {"ema_decay": 1.0}, r"ema_decay must be in \(0, 1\) or None, got 1.0"),
-    ("small_images", {}, r"shape \(3, 32, 32\).*resolution=64"),
-])
+@pytest.mark.parametrize(
+    "data_kind, overrides, message",
+    [
+        ("empty", {}, "dataset is empty"),
+        ("shapes", {"steps": 0}, "steps must be a positive integer"),
+        ("shapes", {"batch_size": 0}, "batch_size must be a positive integer"),
+        ("shapes", {"mixed_precision": "fp16"}, "needs a CUDA GPU"),
+        ("shapes", {"lr_schedule": "linear"}, "lr_schedule must be one of"),
+        ("shapes", {"save_format": "ckpt"}, "save_format must be one of"),
+        ("shapes", {"caption_dropout": 1.0}, r"caption_dropout must be in \[0, 1\), got 1.0"),
+        ("shapes", {"lora_dropout": -0.1}, r"lora_dropout must be in \[0, 1\), got -0.1"),
+        ("shapes", {"ema_decay": 1.0}, r"ema_decay must be in \(0, 1\) or None, got 1.0"),
+        ("small_images", {}, r"shape \(3, 32, 32\).*resolution=64"),
+    ],
+)
 def test_bad_input_is_refused_clearly(pipe, data_kind, overrides, message):
-    dataset = {"empty": [], "shapes": shapes.ShapesDataset(2), "small_images": shapes.ShapesDataset(2, resolution=32)}[data_kind]
+    dataset = {
+        "empty": [],
+        "shapes": shapes.ShapesDataset(2),
+        "small_images": shapes.ShapesDataset(2, resolution=32),
+    }[data_kind]
     with pytest.raises(ValueError, match=message):
         train.train_lora(pipe, dataset, quick(**overrides))
     assert not list(inject.lora_layers(pipe.unet))  # nothing was injected
@@ -414,18 +511,26 @@ def test_preflight_checks_memory_on_a_gpu_only(monkeypatch):
     assert calls == ["cuda"]
 
 
-
 # --- full fine-tuning: the baseline, with the same loop ----------------------------------------
+
 
 def test_full_fine_tuning_changes_every_unet_weight_and_saves_them(pipe, dataset, tmp_path):
     before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
     vae = {k: v.clone() for k, v in pipe.vae.state_dict().items()}
-    result = train.train_lora(pipe, dataset, quick(method="full", steps=2, lr=1e-4, output_dir=str(tmp_path)))
+    result = train.train_lora(
+        pipe, dataset, quick(method="full", steps=2, lr=1e-4, output_dir=str(tmp_path))
+    )
     after = pipe.unet.state_dict()
-    assert result.lora_names == [] and not list(inject.lora_layers(pipe.unet)) and after.keys() == before.keys()
+    assert (
+        result.lora_names == []
+        and not list(inject.lora_layers(pipe.unet))
+        and after.keys() == before.keys()
+    )
     unchanged = [k for k in before if torch.equal(before[k], after[k])]
     assert unchanged == [], f"{len(unchanged)} UNet tensors did not change, e.g. {unchanged[:3]}"
-    assert all(torch.equal(v, pipe.vae.state_dict()[k]) for k, v in vae.items())  # the VAE stays frozen
+    assert all(
+        torch.equal(v, pipe.vae.state_dict()[k]) for k, v in vae.items()
+    )  # the VAE stays frozen
     saved = safetensors.torch.load_file(tmp_path / train.FULL_FILE)
     assert saved.keys() == after.keys() and all(torch.equal(saved[k], after[k]) for k in saved)
     assert not (tmp_path / "lora.safetensors").exists()
@@ -435,14 +540,22 @@ def test_a_full_fine_tune_resumes_bit_exactly(base_pipe, dataset, tmp_path, monk
     cfg = dict(method="full", steps=4, checkpoint_every=2, lr=1e-4)
     whole_pipe = copy.deepcopy(base_pipe)
     whole = train.train_lora(whole_pipe, dataset, quick(**cfg, output_dir=str(tmp_path / "whole")))
-    interrupt_after(2, base_pipe, dataset, quick(**cfg, output_dir=str(tmp_path / "cut")), monkeypatch)
+    interrupt_after(
+        2, base_pipe, dataset, quick(**cfg, output_dir=str(tmp_path / "cut")), monkeypatch
+    )
     resumed_pipe = copy.deepcopy(base_pipe)
-    resumed = train.train_lora(resumed_pipe, dataset, quick(**cfg, output_dir=str(tmp_path / "cut")))
+    resumed = train.train_lora(
+        resumed_pipe, dataset, quick(**cfg, output_dir=str(tmp_path / "cut"))
+    )
     assert resumed.history == whole.history
     want, got = whole_pipe.unet.state_dict(), resumed_pipe.unet.state_dict()
     assert all(torch.equal(want[k], got[k]) for k in want)
     with pytest.raises(ValueError, match=r"other settings \(method: 'full' -> 'lora'\)"):
-        train.train_lora(copy.deepcopy(base_pipe), dataset, quick(**cfg | {"method": "lora"}, output_dir=str(tmp_path / "cut")))
+        train.train_lora(
+            copy.deepcopy(base_pipe),
+            dataset,
+            quick(**cfg | {"method": "lora"}, output_dir=str(tmp_path / "cut")),
+        )
 
 
 def test_full_fine_tuning_refuses_a_unet_with_lora_layers_or_in_half_precision(pipe, dataset):

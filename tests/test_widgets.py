@@ -26,7 +26,9 @@ def smooth_image(m=48, n=40, seed=0):
 def reference_view(channels: list[torch.Tensor], k: int):
     """Error and energy of the rank-k reconstruction, per channel with lorakit.lowrank."""
     approx = [lowrank.low_rank_approx(c, k) for c in channels]
-    err2 = sum(torch.linalg.matrix_norm(c - a).item() ** 2 for c, a in zip(channels, approx, strict=True))
+    err2 = sum(
+        torch.linalg.matrix_norm(c - a).item() ** 2 for c, a in zip(channels, approx, strict=True)
+    )
     norm2 = sum(torch.linalg.matrix_norm(c).item() ** 2 for c in channels)
     kept = sum(lowrank.singular_values(c)[:k].pow(2).sum().item() for c in channels)
     return torch.stack(approx, -1).squeeze(-1).numpy(), np.sqrt(err2 / norm2), kept / norm2
@@ -41,7 +43,9 @@ def test_matrix_explorer_shows_what_lowrank_computes():
         ui.slider.value = k
         shown = ui.shown
         assert shown.rank == k
-        np.testing.assert_allclose(shown.reconstruction, lowrank.low_rank_approx(W, k).numpy(), atol=1e-10)
+        np.testing.assert_allclose(
+            shown.reconstruction, lowrank.low_rank_approx(W, k).numpy(), atol=1e-10
+        )
         S = lowrank.singular_values(W)
         assert shown.energy_kept == pytest.approx(lowrank.energy(S)[k - 1].item(), rel=1e-12)
         expected_error = lowrank.relative_error(W, lowrank.low_rank_approx(W, k))
@@ -92,7 +96,9 @@ def test_one_slider_move_is_one_update_and_changes_the_picture():
 def test_the_svd_is_computed_once(monkeypatch):
     calls = []
     real_svd = torch.linalg.svd
-    monkeypatch.setattr(torch.linalg, "svd", lambda *a, **k: calls.append(a[0].shape) or real_svd(*a, **k))
+    monkeypatch.setattr(
+        torch.linalg, "svd", lambda *a, **k: calls.append(a[0].shape) or real_svd(*a, **k)
+    )
     ui = widgets.svd_explorer(smooth_image())
     assert calls == [(48, 40)] * 3  # one SVD per colour channel, when the UI is built
     for k in (2, 4, 6):
@@ -127,7 +133,9 @@ def test_bad_inputs_say_what_to_do():
 
 # --------------------------------------------------------------------------- the LoRA explorers
 
-STEPS = {"num_inference_steps": 2}  # enough to exercise the pipeline; the tests compare, not judge, pictures
+STEPS = {
+    "num_inference_steps": 2
+}  # enough to exercise the pipeline; the tests compare, not judge, pictures
 COMBOS = (("red", "square"), ("blue", "circle"))
 
 
@@ -178,7 +186,9 @@ def test_scale_explorer_shows_what_lorakit_draws(pipe):
     from lorakit import inject
 
     weights = random_lora(pipe, r=4, alpha=8)
-    ui = widgets.lora_scale_explorer(pipe, weights, prompt="a blue circle in sks style", seed=3, scale=1.0, **STEPS)
+    ui = widgets.lora_scale_explorer(
+        pipe, weights, prompt="a blue circle in sks style", seed=3, scale=1.0, **STEPS
+    )
     assert isinstance(ui, ipywidgets.VBox) and ui.output in ui.children
     assert (ui.slider.min, ui.slider.max, ui.slider.continuous_update) == (0.0, 1.5, False)
     assert ui.prompt_box.continuous_update is False
@@ -197,19 +207,25 @@ def test_scale_explorer_shows_what_lorakit_draws(pipe):
 
     [base] = sample.generate(pipe, "a blue circle in sks style", 3, **STEPS)
     np.testing.assert_array_equal(shown_pixels(ui.figure.axes[0]), np.asarray(base))
-    assert np.abs(np.asarray(want, float) - np.asarray(base, float)).max() > 0  # the LoRA does something
+    assert (
+        np.abs(np.asarray(want, float) - np.asarray(base, float)).max() > 0
+    )  # the LoRA does something
     assert next(inject.lora_layers(pipe.unet), None) is None  # the pipeline is left as it was
 
 
 def test_scale_explorer_caches_every_seen_setting(pipe, monkeypatch):
-    ui = widgets.lora_scale_explorer(pipe, random_lora(pipe, r=2), prompt="a red circle in sks style", **STEPS)
+    ui = widgets.lora_scale_explorer(
+        pipe, random_lora(pipe, r=2), prompt="a red circle in sks style", **STEPS
+    )
     calls = count_generations(monkeypatch)
     ui.slider.value = 1.5
     assert calls == [("a red circle in sks style", 0)]  # only the new scale; scale 0 is cached
     first = ui.shown.image
     ui.slider.value = 1.0
     ui.slider.value = 1.5
-    assert len(calls) == 1 and ui.shown.image is first and ui.updates == 4  # redrawn, not regenerated
+    assert (
+        len(calls) == 1 and ui.shown.image is first and ui.updates == 4
+    )  # redrawn, not regenerated
     ui.seed_box.value = 5
     assert calls[1:] == [("a red circle in sks style", 5)] * 2  # scale 1.5 and the base picture
     ui.prompt_box.value = "a green square in sks style"
@@ -220,9 +236,15 @@ def test_scale_explorer_caches_every_seen_setting(pipe, monkeypatch):
 def test_rank_alpha_explorer_shows_what_lorakit_computes(pipe, tmp_path):
     from lorakit import formats, inject, metrics, styles
 
-    paths = {r: formats.save_weights(random_lora(pipe, r, seed=r), tmp_path / f"r{r}.safetensors") for r in (1, 4)}
+    paths = {
+        r: formats.save_weights(random_lora(pipe, r, seed=r), tmp_path / f"r{r}.safetensors")
+        for r in (1, 4)
+    }
     ui = widgets.rank_alpha_explorer(pipe, paths, combos=COMBOS, seeds=(0, 1), rank=4, **STEPS)
-    assert ui.slider.continuous_update is False and [v for _, v in ui.rank_buttons.options] == [1, 4]
+    assert ui.slider.continuous_update is False and [v for _, v in ui.rank_buttons.options] == [
+        1,
+        4,
+    ]
     assert (ui.shown.rank, ui.shown.alpha, ui.shown.scaling) == (4, 4.0, 1.0)
     updates = ui.updates
     ui.slider.value = 8.0
@@ -235,19 +257,35 @@ def test_rank_alpha_explorer_shows_what_lorakit_computes(pipe, tmp_path):
     prompts = [styles.TEMPLATE.format(colour=c, shape=s) for c, s in COMBOS for _ in (0, 1)]
     want = reference_images(pipe, formats.load_lora(paths[4]), prompts, [0, 1, 0, 1], scale=2.0)
     got = np.stack([np.asarray(i, float) for i in shown.images])
-    assert np.abs(got - np.stack([np.asarray(i, float) for i in want])).max() <= 1  # one level of rounding
+    assert (
+        np.abs(got - np.stack([np.asarray(i, float) for i in want])).max() <= 1
+    )  # one level of rounding
     drawn = dict(zip(zip(prompts, [0, 1, 0, 1], strict=True), shown.images, strict=True))
     for colour, shape in COMBOS:  # the scores are evaluate_grid's on those pictures
-        grid = metrics.evaluate_grid(lambda ps, ss: [drawn[p, s] for p, s in zip(ps, ss, strict=True)],
-                                     [colour], [shape], (0, 1), styles.TEMPLATE, "outline")
+        grid = metrics.evaluate_grid(
+            lambda ps, ss: [drawn[p, s] for p, s in zip(ps, ss, strict=True)],
+            [colour],
+            [shape],
+            (0, 1),
+            styles.TEMPLATE,
+            "outline",
+        )
         mine = [r for r in shown.grid.records if (r["colour"], r["shape"]) == (colour, shape)]
         assert mine == grid.records
     # the figure: base row, LoRA row, then bars of (outline, colour, shape) for base and LoRA
     for i, image in enumerate(shown.images):
         np.testing.assert_array_equal(shown_pixels(ui.figure.axes[4 + i]), np.asarray(image))
     heights = [bar.get_height() for bar in ui.figure.axes[-1].patches]
-    assert heights[:3] == [shown.grid.style_rate, shown.grid.colour_accuracy, shown.grid.shape_accuracy]
-    assert heights[3:] == [ui.base_grid.style_rate, ui.base_grid.colour_accuracy, ui.base_grid.shape_accuracy]
+    assert heights[:3] == [
+        shown.grid.style_rate,
+        shown.grid.colour_accuracy,
+        shown.grid.shape_accuracy,
+    ]
+    assert heights[3:] == [
+        ui.base_grid.style_rate,
+        ui.base_grid.colour_accuracy,
+        ui.base_grid.shape_accuracy,
+    ]
     assert f"{shown.parameters:,} parameters" in ui.summary.value
     ui.rank_buttons.value = 1  # alpha stays 8: scaling 8 / 1
     assert (ui.shown.rank, ui.shown.scaling) == (1, 8.0)
@@ -266,20 +304,30 @@ def test_rank_alpha_explorer_never_recomputes_a_seen_setting(pipe, monkeypatch):
     ui.slider.value = 1.0
     ui.rank_buttons.value = 2
     ui.slider.value = 3.0
-    assert len(calls) == 5 and ui.updates == 7 and sorted(ui.cache) == [(1, 1.0), (1, 3.0), (2, 1.0), (2, 3.0)]
+    assert (
+        len(calls) == 5
+        and ui.updates == 7
+        and sorted(ui.cache) == [(1, 1.0), (1, 3.0), (2, 1.0), (2, 3.0)]
+    )
 
 
 @pytest.mark.parametrize("build", ["scale", "rank_alpha", "ledger"])
 def test_errors_in_the_lora_callbacks_surface_and_are_kept(pipe, monkeypatch, build):
     if build == "ledger":
         ui, control, value = widgets.alpha_ledger_explorer(), "r_slider", 9
-        monkeypatch.setattr(lora, "alpha_ledger", lambda r, alpha: (_ for _ in ()).throw(RuntimeError("boom")))
+        monkeypatch.setattr(
+            lora, "alpha_ledger", lambda r, alpha: (_ for _ in ()).throw(RuntimeError("boom"))
+        )
     else:
         weights = random_lora(pipe, 1)
         if build == "scale":
             ui, control, value = widgets.lora_scale_explorer(pipe, weights, **STEPS), "slider", 0.25
         else:
-            ui, control, value = widgets.rank_alpha_explorer(pipe, [weights], combos=COMBOS[:1], **STEPS), "slider", 2.5
+            ui, control, value = (
+                widgets.rank_alpha_explorer(pipe, [weights], combos=COMBOS[:1], **STEPS),
+                "slider",
+                2.5,
+            )
 
         def broken(*args):
             raise RuntimeError("boom")
@@ -341,19 +389,34 @@ def test_alpha_ledger_matches_peft_kohya_files_and_lorakit(r, alpha, tmp_path):
     ledger = widgets.alpha_ledger(r, alpha)
     assert ledger.peft == pytest.approx(peft_scaling(r, alpha, use_rslora=False), rel=1e-12)
     assert ledger.rslora == pytest.approx(peft_scaling(r, alpha, use_rslora=True), rel=1e-12)
-    assert ledger.lorakit == pytest.approx(lora.LoRALinear(torch.nn.Linear(64, 64), r=r, alpha=alpha).scaling)
+    assert ledger.lorakit == pytest.approx(
+        lora.LoRALinear(torch.nn.Linear(64, 64), r=r, alpha=alpha).scaling
+    )
     # kohya: the alpha stored in the file over r (kohya's trainer stores 1 when not told)
     stored = widgets.KOHYA_DEFAULT_ALPHA if alpha is None else alpha
-    weights = formats.LoRAWeights("lorakit", r, stored, {"m": torch.zeros(r, 8)}, {"m": torch.zeros(8, r)})
+    weights = formats.LoRAWeights(
+        "lorakit", r, stored, {"m": torch.zeros(r, 8)}, {"m": torch.zeros(8, r)}
+    )
     path = formats.save_weights(weights, tmp_path / "k.safetensors", "kohya")
     import safetensors.torch
 
     file_alpha = safetensors.torch.load_file(path)["lora_unet_m.alpha"].item()
-    assert ledger.kohya == pytest.approx(file_alpha / r) == pytest.approx(formats.load_lora(path).scaling)
-    if alpha is not None:  # the same numbers: PEFT, kohya and lorakit agree, rsLoRA is sqrt(r) times stronger
+    assert (
+        ledger.kohya
+        == pytest.approx(file_alpha / r)
+        == pytest.approx(formats.load_lora(path).scaling)
+    )
+    if (
+        alpha is not None
+    ):  # the same numbers: PEFT, kohya and lorakit agree, rsLoRA is sqrt(r) times stronger
         assert ledger.peft == ledger.kohya == ledger.lorakit
         assert ledger.rslora == pytest.approx(ledger.peft * r**0.5)
-    assert [row[3] for row in ledger.rows()] == [ledger.peft, ledger.rslora, ledger.kohya, ledger.lorakit]
+    assert [row[3] for row in ledger.rows()] == [
+        ledger.peft,
+        ledger.rslora,
+        ledger.kohya,
+        ledger.lorakit,
+    ]
 
 
 def test_alpha_ledger_explorer_updates_its_table():
@@ -384,14 +447,22 @@ def test_train_or_load_trains_once_per_setting(pipe, tmp_path, monkeypatch):
 
     calls = []
     real = train.train_lora
-    monkeypatch.setattr(train, "train_lora", lambda *a, **k: calls.append(a[2].steps) or real(*a, **k))
+    monkeypatch.setattr(
+        train, "train_lora", lambda *a, **k: calls.append(a[2].steps) or real(*a, **k)
+    )
     path = styles.train_or_load(pipe, 2, 1, tmp_path, batch_size=2, warmup_steps=0)
     assert path.is_file() and "steps1" in path.parent.name and calls == [1]
     assert formats.load_lora(path).r == 2 and next(inject.lora_layers(pipe.unet), None) is None
-    assert styles.train_or_load(pipe, 2, 1, tmp_path, batch_size=2, warmup_steps=0) == path and calls == [1]
-    other = styles.train_or_load(pipe, 2, 2, tmp_path, batch_size=2, warmup_steps=0)  # more steps: not the same LoRA
+    assert styles.train_or_load(
+        pipe, 2, 1, tmp_path, batch_size=2, warmup_steps=0
+    ) == path and calls == [1]
+    other = styles.train_or_load(
+        pipe, 2, 2, tmp_path, batch_size=2, warmup_steps=0
+    )  # more steps: not the same LoRA
     assert other != path and calls == [1, 2]
-    edited = tmp_path / "edited_set"  # the same settings on a set with one caption changed: not the same LoRA
+    edited = (
+        tmp_path / "edited_set"
+    )  # the same settings on a set with one caption changed: not the same LoRA
     shutil.copytree(styles.OUTLINE_DIR, edited)
     metadata = edited / "metadata.jsonl"
     metadata.write_text(metadata.read_text().replace("a red circle", "a blue circle", 1))
@@ -409,10 +480,19 @@ def test_train_or_load_trains_once_per_setting(pipe, tmp_path, monkeypatch):
 def test_sliders_are_wide_enough_to_aim_and_labels_are_not_cut():
     """ipywidgets' default slider is ~120 px of track for 1-200 ranks; the ledger's checkbox label was cut short."""
     from lorakit.widgets import _base
-    svd, ledger = widgets.svd_explorer(smooth_image(), max_rank=40), widgets.alpha_ledger_explorer(r=16)
+
+    svd, ledger = (
+        widgets.svd_explorer(smooth_image(), max_rank=40),
+        widgets.alpha_ledger_explorer(r=16),
+    )
     for control in (svd.slider, ledger.r_slider, ledger.slider):
-        assert control.layout.width == _base.SLIDER_LAYOUT["width"] and control.layout.max_width == "640px"
+        assert (
+            control.layout.width == _base.SLIDER_LAYOUT["width"]
+            and control.layout.max_width == "640px"
+        )
         assert control.style.description_width == _base.LABEL_STYLE["description_width"]
         assert not control.continuous_update
     assert ledger.defaults.indent is False and ledger.defaults.layout.width == "auto"
-    assert ledger.defaults in ledger.children, "the checkbox has a row of its own, not squeezed beside two sliders"
+    assert ledger.defaults in ledger.children, (
+        "the checkbox has a row of its own, not squeezed beside two sliders"
+    )

@@ -59,12 +59,22 @@ class PretrainConfig:
     empty_caption_prob: float = 0.1
     checkpoint_every: int = 500
     stop_at: int = 0  # >0: stop after this many steps of the `steps`-long schedule (same weights as a run cut there)
-    max_seconds: float = 0.0  # >0: a time limit; the UNet stage stops and saves there (resume from the checkpoint)
+    max_seconds: float = (
+        0.0  # >0: a time limit; the UNet stage stops and saves there (resume from the checkpoint)
+    )
     device: str = ""  # "" picks CUDA when present (config.get_device)
-    pair_fraction: float = 0.0  # share of pictures with two shapes, "a red circle and a blue square"
-    init_from: str = ""  # a saved tiny SD to continue from: its VAE is kept, the UNet and text encoder go on
-    token_loss_weight: float = 0.0  # >0: add TokenCompose's token loss on the attn2 maps (see token_loss)
-    decoder_steps: int = 0  # >0: then fine-tune the VAE's decoder alone on filled and outline pictures
+    pair_fraction: float = (
+        0.0  # share of pictures with two shapes, "a red circle and a blue square"
+    )
+    init_from: str = (
+        ""  # a saved tiny SD to continue from: its VAE is kept, the UNet and text encoder go on
+    )
+    token_loss_weight: float = (
+        0.0  # >0: add TokenCompose's token loss on the attn2 maps (see token_loss)
+    )
+    decoder_steps: int = (
+        0  # >0: then fine-tune the VAE's decoder alone on filled and outline pictures
+    )
 
 
 def is_pair(index: int, seed: int, pair_fraction: float) -> bool:
@@ -79,9 +89,15 @@ def specs_of(index: int, seed: int, pair_fraction: float = 0.0) -> list[shapes.S
     return [shapes.sample_spec(index, seed)]
 
 
-def render_all(num_images: int, seed: int, resolution: int = 64, pair_fraction: float = 0.0) -> torch.Tensor:
+def render_all(
+    num_images: int, seed: int, resolution: int = 64, pair_fraction: float = 0.0
+) -> torch.Tensor:
     """Pictures 0..num_images-1 of the stream ``seed`` as uint8 (N, 3, H, W), in parallel."""
-    return _in_chunks(_render_chunk, num_images, seed, resolution, pair_fraction).permute(0, 3, 1, 2).contiguous()
+    return (
+        _in_chunks(_render_chunk, num_images, seed, resolution, pair_fraction)
+        .permute(0, 3, 1, 2)
+        .contiguous()
+    )
 
 
 def _in_chunks(fn, num_images: int, *args) -> torch.Tensor:
@@ -93,12 +109,17 @@ def _in_chunks(fn, num_images: int, *args) -> torch.Tensor:
 
 def _render_chunk(args: tuple[int, int, int, int, float]) -> np.ndarray:
     start, stop, seed, resolution, pair_fraction = args
-    return np.stack([np.asarray(shapes.render_scene(specs_of(i, seed, pair_fraction), resolution))
-                     for i in range(start, stop)])
+    return np.stack(
+        [
+            np.asarray(shapes.render_scene(specs_of(i, seed, pair_fraction), resolution))
+            for i in range(start, stop)
+        ]
+    )
 
 
-def render_masks(num_images: int, seed: int, pair_fraction: float = 0.0, latent: int = 16,
-                 resolution: int = 64) -> torch.Tensor:
+def render_masks(
+    num_images: int, seed: int, pair_fraction: float = 0.0, latent: int = 16, resolution: int = 64
+) -> torch.Tensor:
     """Where each shape of each picture is: (N, 2, latent, latent), the share of its pixels in each latent cell.
 
     Row 1 is all zeros for a one-shape picture. The token loss uses these as ground truth.
@@ -133,8 +154,12 @@ def grounding_table(num_images: int, seed: int, pair_fraction: float = 0.0) -> t
     return out
 
 
-def token_loss(records: dict[str, list[torch.Tensor]], masks: torch.Tensor, positions: torch.Tensor,
-               min_side: int = 4) -> torch.Tensor:
+def token_loss(
+    records: dict[str, list[torch.Tensor]],
+    masks: torch.Tensor,
+    positions: torch.Tensor,
+    min_side: int = 4,
+) -> torch.Tensor:
     """TokenCompose's token loss (Wang et al., 2024) on the last maps of every ``attn2`` of at least ``min_side``.
 
     For each word that names a shape, the share of its attention (over the picture) that falls on
@@ -163,8 +188,9 @@ def token_loss(records: dict[str, list[torch.Tensor]], masks: torch.Tensor, posi
     return torch.cat(terms).mean()
 
 
-def caption_table(num_images: int, seed: int, tokenizer,
-                  pair_fraction: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def caption_table(
+    num_images: int, seed: int, tokenizer, pair_fraction: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids of every distinct caption, and for each picture the rows of its short and long caption.
 
     Row 0 is the empty caption. A two-shape picture has one caption ("a red circle and a blue
@@ -184,8 +210,13 @@ def caption_table(num_images: int, seed: int, tokenizer,
                 captions.append(text)
             pair.append(where[text])
         rows.append(pair)
-    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
-                    truncation=True, return_tensors="pt").input_ids
+    ids = tokenizer(
+        captions,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
     return ids, torch.tensor(rows)
 
 
@@ -230,9 +261,18 @@ def tune_decoder(vae, images: torch.Tensor, cfg: PretrainConfig, device) -> list
     so the decoder also learns thin lines of the right colour. The encoder is frozen, so the
     latent space the UNet learned stays exactly the same. Returns the loss every 10 steps.
     """
-    outlines = torch.from_numpy(np.stack([
-        np.asarray(shapes.render(shapes.sample_spec(i, cfg.seed + 7, style="outline"), images.shape[-1]))
-        for i in range(len(images))])).permute(0, 3, 1, 2)  # (N, 3, H, W)
+    outlines = torch.from_numpy(
+        np.stack(
+            [
+                np.asarray(
+                    shapes.render(
+                        shapes.sample_spec(i, cfg.seed + 7, style="outline"), images.shape[-1]
+                    )
+                )
+                for i in range(len(images))
+            ]
+        )
+    ).permute(0, 3, 1, 2)  # (N, 3, H, W)
     pictures = torch.cat([images, outlines])
     vae.to(device).requires_grad_(False).decoder.requires_grad_(True)
     vae.post_quant_conv.requires_grad_(True)
@@ -242,7 +282,9 @@ def tune_decoder(vae, images: torch.Tensor, cfg: PretrainConfig, device) -> list
     history = []
     for step in (bar := tqdm(range(cfg.decoder_steps), desc="VAE decoder")):
         for group in opt.param_groups:
-            group["lr"] = cfg.vae_lr * 0.2 * warmup_cosine(step, min(50, cfg.warmup_steps), cfg.decoder_steps)
+            group["lr"] = (
+                cfg.vae_lr * 0.2 * warmup_cosine(step, min(50, cfg.warmup_steps), cfg.decoder_steps)
+            )
         idx = torch.randint(len(pictures), (cfg.vae_batch_size,), generator=gen)
         x = pictures[idx].to(device).float() / 127.5 - 1  # (B, 3, H, W)
         with torch.no_grad():
@@ -263,23 +305,41 @@ def tune_decoder(vae, images: torch.Tensor, cfg: PretrainConfig, device) -> list
 def encode_all(vae, images: torch.Tensor, device, batch_size: int = 512) -> torch.Tensor:
     """Latents (mode of the posterior, unscaled) of every picture, (N, 4, 16, 16) on the CPU."""
     vae.to(device).eval()
-    out = [vae.encode(images[i:i + batch_size].to(device).float() / 127.5 - 1).latent_dist.mode().cpu()
-           for i in range(0, len(images), batch_size)]
+    out = [
+        vae.encode(images[i : i + batch_size].to(device).float() / 127.5 - 1)
+        .latent_dist.mode()
+        .cpu()
+        for i in range(0, len(images), batch_size)
+    ]
     vae.cpu()
     return torch.cat(out)
 
 
-def train_unet(parts: dict, latents: torch.Tensor, ids: torch.Tensor, rows: torch.Tensor,
-               cfg: PretrainConfig, device, work: Path, masks: torch.Tensor | None = None,
-               positions: torch.Tensor | None = None) -> dict:
+def train_unet(
+    parts: dict,
+    latents: torch.Tensor,
+    ids: torch.Tensor,
+    rows: torch.Tensor,
+    cfg: PretrainConfig,
+    device,
+    work: Path,
+    masks: torch.Tensor | None = None,
+    positions: torch.Tensor | None = None,
+) -> dict:
     """SD's epsilon loss on cached latents (plus ``cfg.token_loss_weight`` x :func:`token_loss` given
     ``masks`` and ``positions``); returns the EMA state dicts and the loss history (epsilon MSE)."""
     unet, text_encoder = parts["unet"].to(device).train(), parts["text_encoder"].to(device).train()
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
     ema = [p.detach().clone() for p in params]
-    noise_scheduler = DDPMScheduler(**{k: v for k, v in models.SD15_SCHEDULER_CONFIG.items()
-                                       if k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")})
+    noise_scheduler = DDPMScheduler(
+        **{
+            k: v
+            for k, v in models.SD15_SCHEDULER_CONFIG.items()
+            if k
+            in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
+        }
+    )
     alphas = noise_scheduler.alphas_cumprod.to(device)
     history, start = [], 0
     ckpt_path = work / "unet.pt"
@@ -298,13 +358,39 @@ def train_unet(parts: dict, latents: torch.Tensor, ids: torch.Tensor, rows: torc
     started = time.time()
     grounded = cfg.token_loss_weight > 0
     if grounded and (masks is None or positions is None):
-        raise ValueError("token_loss_weight > 0 needs the shapes' masks and word positions (render_masks, grounding_table).")
+        raise ValueError(
+            "token_loss_weight > 0 needs the shapes' masks and word positions (render_masks, grounding_table)."
+        )
     with contextlib.ExitStack() as stack:
-        records = stack.enter_context(attention.capture_cross_attention(unet, keep_graph=True)) if grounded else None
+        records = (
+            stack.enter_context(attention.capture_cross_attention(unet, keep_graph=True))
+            if grounded
+            else None
+        )
         if grounded:
             masks, positions = masks.to(device), positions.to(device)
-        step = _unet_steps(unet, text_encoder, params, opt, ema, noise_scheduler, alphas, latents, ids, rows,
-                           cfg, device, bar, history, started, autocast, ckpt_path, records, masks, positions)
+        step = _unet_steps(
+            unet,
+            text_encoder,
+            params,
+            opt,
+            ema,
+            noise_scheduler,
+            alphas,
+            latents,
+            ids,
+            rows,
+            cfg,
+            device,
+            bar,
+            history,
+            started,
+            autocast,
+            ckpt_path,
+            records,
+            masks,
+            positions,
+        )
     with torch.no_grad():
         for p, e in zip(params, ema, strict=True):
             p.copy_(e)
@@ -313,15 +399,37 @@ def train_unet(parts: dict, latents: torch.Tensor, ids: torch.Tensor, rows: torc
     return {"history": history, "steps_done": step + 1}
 
 
-def _unet_steps(unet, text_encoder, params, opt, ema, noise_scheduler, alphas, latents, ids, rows, cfg, device,
-                bar, history, started, autocast, ckpt_path, records, masks, positions) -> int:
+def _unet_steps(
+    unet,
+    text_encoder,
+    params,
+    opt,
+    ema,
+    noise_scheduler,
+    alphas,
+    latents,
+    ids,
+    rows,
+    cfg,
+    device,
+    bar,
+    history,
+    started,
+    autocast,
+    ckpt_path,
+    records,
+    masks,
+    positions,
+) -> int:
     """The loop of :func:`train_unet`; returns the index of the last step taken."""
     step = bar.n - 1
     for step in bar:
         # Everything random in a step comes from (seed, step): a resumed run draws the same batches.
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         idx = torch.randint(len(latents), (cfg.batch_size,), generator=gen)
-        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=gen)
+        t = torch.randint(
+            0, noise_scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=gen
+        )
         noise = torch.randn((cfg.batch_size, *latents.shape[1:]), generator=gen).to(device)
         choice = torch.rand(cfg.batch_size, generator=gen)
         long_caption = (torch.rand(cfg.batch_size, generator=gen) < 0.5).long()
@@ -339,8 +447,12 @@ def _unet_steps(unet, text_encoder, params, opt, ema, noise_scheduler, alphas, l
         mse = F.mse_loss(pred.float(), noise)
         loss = mse
         if records is not None:
-            pos = positions[idx].gather(1, long_caption.to(device).view(-1, 1, 1, 1).expand(-1, 1, 2, 2))[:, 0]  # (B, 2, 2)
-            pos = torch.where((caption_rows != 0).view(-1, 1, 1), pos, -1)  # no words in an empty caption
+            pos = positions[idx].gather(
+                1, long_caption.to(device).view(-1, 1, 1, 1).expand(-1, 1, 2, 2)
+            )[:, 0]  # (B, 2, 2)
+            pos = torch.where(
+                (caption_rows != 0).view(-1, 1, 1), pos, -1
+            )  # no words in an empty caption
             tokens = token_loss(records, masks[idx], pos)
             loss = mse + cfg.token_loss_weight * tokens
             records.clear()
@@ -354,15 +466,29 @@ def _unet_steps(unet, text_encoder, params, opt, ema, noise_scheduler, alphas, l
         if step % 10 == 0:
             history.append(mse.item())
         if step % 50 == 0:
-            bar.set_postfix(loss=f"{np.mean(history[-20:]):.4f}",
-                            **({"token_loss": f"{tokens.item():.3f}"} if records is not None else {}))
-        out_of_time = (cfg.max_seconds > 0 and time.time() - started > cfg.max_seconds) or step + 1 == cfg.stop_at
+            bar.set_postfix(
+                loss=f"{np.mean(history[-20:]):.4f}",
+                **({"token_loss": f"{tokens.item():.3f}"} if records is not None else {}),
+            )
+        out_of_time = (
+            cfg.max_seconds > 0 and time.time() - started > cfg.max_seconds
+        ) or step + 1 == cfg.stop_at
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps or out_of_time:
-            save_atomic({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(),
-                         "opt": opt.state_dict(), "ema": [e.cpu() for e in ema],
-                         "history": history, "step": step + 1}, ckpt_path)
+            save_atomic(
+                {
+                    "unet": unet.state_dict(),
+                    "text_encoder": text_encoder.state_dict(),
+                    "opt": opt.state_dict(),
+                    "ema": [e.cpu() for e in ema],
+                    "history": history,
+                    "step": step + 1,
+                },
+                ckpt_path,
+            )
         if out_of_time:
-            print(f"UNet: stopped after {step + 1} of {cfg.steps} steps (--stop-at / --max-seconds)")
+            print(
+                f"UNet: stopped after {step + 1} of {cfg.steps} steps (--stop-at / --max-seconds)"
+            )
             break
     return step
 
@@ -372,12 +498,16 @@ def pretrain(cfg: PretrainConfig) -> Path:
     work, out = Path(cfg.work_dir), Path(cfg.out)
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    images = render_all(cfg.num_images, cfg.seed, pair_fraction=cfg.pair_fraction)  # before CUDA: the pool forks
+    images = render_all(
+        cfg.num_images, cfg.seed, pair_fraction=cfg.pair_fraction
+    )  # before CUDA: the pool forks
     device = config.get_device(cfg.device or None)
     torch.manual_seed(cfg.seed)
     if cfg.init_from:  # continue from a saved tiny SD: keep its tokenizer, VAE and latent scale
         pipe = models.load_pipeline(cfg.init_from, device="cpu", dtype="float32")
-        parts = {k: getattr(pipe, k) for k in ("tokenizer", "text_encoder", "vae", "unet", "scheduler")}
+        parts = {
+            k: getattr(pipe, k) for k in ("tokenizer", "text_encoder", "vae", "unet", "scheduler")
+        }
         latents = encode_all(parts["vae"], images, device)
         scaling = parts["vae"].config.scaling_factor
     else:
@@ -392,22 +522,39 @@ def pretrain(cfg: PretrainConfig) -> Path:
         masks = render_masks(cfg.num_images, cfg.seed, cfg.pair_fraction, latent=latents.shape[-1])
         positions = grounding_table(cfg.num_images, cfg.seed, cfg.pair_fraction)
     result = train_unet(parts, latents * scaling, ids, rows, cfg, device, work, masks, positions)
-    decoder_history = tune_decoder(parts["vae"], images, cfg, device) if cfg.decoder_steps > 0 else []
+    decoder_history = (
+        tune_decoder(parts["vae"], images, cfg, device) if cfg.decoder_steps > 0 else []
+    )
     parts["unet"].half()
     parts["vae"].half()
     pipe = models.make_pipeline(parts)
     tmp = out.with_name(out.name + ".tmp")
     pipe.save_pretrained(tmp, safe_serialization=True)
-    log = {"config": _portable_paths(asdict(cfg)), "vae_scaling_factor": scaling, "device": str(device),
-           "steps_done": result["steps_done"], "torch": torch.__version__, "seconds": round(time.time() - started, 1),
-           "loss_every_10_steps": [round(v, 5) for v in result["history"]],
-           **({"decoder_loss_every_10_steps": [round(v, 5) for v in decoder_history]} if decoder_history else {})}
+    log = {
+        "config": _portable_paths(asdict(cfg)),
+        "vae_scaling_factor": scaling,
+        "device": str(device),
+        "steps_done": result["steps_done"],
+        "torch": torch.__version__,
+        "seconds": round(time.time() - started, 1),
+        "loss_every_10_steps": [round(v, 5) for v in result["history"]],
+        **(
+            {"decoder_loss_every_10_steps": [round(v, 5) for v in decoder_history]}
+            if decoder_history
+            else {}
+        ),
+    }
     earlier = Path(cfg.init_from) / "pretrain_log.json" if cfg.init_from else None
-    if earlier is not None and earlier.exists():  # the run this one continued, without its loss curve
-        log["continued_from"] = {k: v for k, v in json.loads(earlier.read_text()).items() if k != "loss_every_10_steps"}
+    if (
+        earlier is not None and earlier.exists()
+    ):  # the run this one continued, without its loss curve
+        log["continued_from"] = {
+            k: v for k, v in json.loads(earlier.read_text()).items() if k != "loss_every_10_steps"
+        }
     (tmp / "pretrain_log.json").write_text(json.dumps(log, indent=1))
     if out.exists():
         import shutil
+
         shutil.rmtree(out)
     os.replace(tmp, out)
     print(f"saved the tiny SD to {out} in {log['seconds']} s")
@@ -428,8 +575,9 @@ def _portable_paths(settings: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     for field, default in asdict(PretrainConfig()).items():
         kind = type(default)
         parser.add_argument("--" + field.replace("_", "-"), type=kind, default=default)

@@ -43,7 +43,20 @@ from lorakit.widgets.lora_explorers import (
 from lorakit.widgets.svd_explorer import SVDExplorer, SVDView, svd_explorer
 
 __all__ = [
-    "KOHYA_DEFAULT_ALPHA", "PEFT_DEFAULT_ALPHA", "AlphaLedger", "AlphaLedgerExplorer", "LoRAScaleExplorer",
-    "RankAlphaExplorer", "RankAlphaView", "SVDExplorer", "SVDView", "ScaleView", "alpha_ledger",
-    "alpha_ledger_explorer", "lora_applied", "lora_scale_explorer", "rank_alpha_explorer", "svd_explorer",
+    "KOHYA_DEFAULT_ALPHA",
+    "PEFT_DEFAULT_ALPHA",
+    "AlphaLedger",
+    "AlphaLedgerExplorer",
+    "LoRAScaleExplorer",
+    "RankAlphaExplorer",
+    "RankAlphaView",
+    "SVDExplorer",
+    "SVDView",
+    "ScaleView",
+    "alpha_ledger",
+    "alpha_ledger_explorer",
+    "lora_applied",
+    "lora_scale_explorer",
+    "rank_alpha_explorer",
+    "svd_explorer",
 ]

@@ -23,7 +23,12 @@ LABEL_STYLE = {"description_width": "7em"}
 
 def slider(kind: type[ipywidgets.Widget], **kwargs) -> ipywidgets.Widget:
     """An ``IntSlider`` or ``FloatSlider`` that redraws on release, wide enough to aim, its label in full."""
-    return kind(continuous_update=False, layout=ipywidgets.Layout(**SLIDER_LAYOUT), style=dict(LABEL_STYLE), **kwargs)
+    return kind(
+        continuous_update=False,
+        layout=ipywidgets.Layout(**SLIDER_LAYOUT),
+        style=dict(LABEL_STYLE),
+        **kwargs,
+    )
 
 
 def labelled(kind: type[ipywidgets.Widget], **kwargs) -> ipywidgets.Widget:

@@ -38,7 +38,9 @@ class SVDView:
 def _to_channels(image_or_matrix) -> tuple[torch.Tensor, bool]:
     """(C, m, n) float64 channels and whether the input is an image (shown in grey or colour)."""
     if hasattr(image_or_matrix, "convert") and hasattr(image_or_matrix, "size"):  # a PIL image
-        image_or_matrix = np.array(image_or_matrix.convert("RGB" if image_or_matrix.mode != "L" else "L"))
+        image_or_matrix = np.array(
+            image_or_matrix.convert("RGB" if image_or_matrix.mode != "L" else "L")
+        )
     if not isinstance(image_or_matrix, torch.Tensor | np.ndarray):
         raise TypeError(
             f"svd_explorer needs a PIL image, a numpy array or a torch tensor, got {type(image_or_matrix).__name__}."
@@ -64,8 +66,14 @@ class SVDExplorer(Explorer):
         channels, self.is_image = _to_channels(image_or_matrix)  # (C, m, n)
         _, self.m, self.n = channels.shape
         full_rank = min(self.m, self.n)
-        max_rank = full_rank if max_rank is None else lowrank.check_rank(max_rank, full_rank, "max_rank")
-        rank = max(1, max_rank // 10) if rank is None else lowrank.check_rank(rank, max_rank, "rank", "max_rank")
+        max_rank = (
+            full_rank if max_rank is None else lowrank.check_rank(max_rank, full_rank, "max_rank")
+        )
+        rank = (
+            max(1, max_rank // 10)
+            if rank is None
+            else lowrank.check_rank(rank, max_rank, "rank", "max_rank")
+        )
 
         self.original = channels.permute(1, 2, 0).squeeze(-1).numpy()  # (m, n) or (m, n, 3)
         self.factors = [lowrank.svd(c) for c in channels]  # the only SVDs: C x (U, S, Vh)
@@ -79,7 +87,9 @@ class SVDExplorer(Explorer):
         self.shown: SVDView | None = None
         self.figure: Figure | None = None
 
-        self.slider = slider(ipywidgets.IntSlider, value=rank, min=1, max=max_rank, step=1, description="rank r")
+        self.slider = slider(
+            ipywidgets.IntSlider, value=rank, min=1, max=max_rank, step=1, description="rank r"
+        )
         self.summary = ipywidgets.HTML()
         super().__init__([self.slider, self.summary, self.output])
         self._watch(self.slider)
@@ -102,9 +112,12 @@ class SVDExplorer(Explorer):
         """Recompute the view for ``rank`` and redraw the summary and the figure."""
         self.updates += 1
         shown = self.view(rank)
-        self._present(shown, f"<b>rank {rank}</b> of {min(self.m, self.n)} &nbsp;|&nbsp; relative error "
-                             f"{shown.relative_error:.2%} &nbsp;|&nbsp; energy kept {shown.energy_kept:.2%} &nbsp;|&nbsp; "
-                             f"storage r(m+n)/mn = {shown.storage_ratio:.2%}")
+        self._present(
+            shown,
+            f"<b>rank {rank}</b> of {min(self.m, self.n)} &nbsp;|&nbsp; relative error "
+            f"{shown.relative_error:.2%} &nbsp;|&nbsp; energy kept {shown.energy_kept:.2%} &nbsp;|&nbsp; "
+            f"storage r(m+n)/mn = {shown.storage_ratio:.2%}",
+        )
 
     def refresh(self) -> None:
         self.show(self.slider.value)
@@ -117,7 +130,11 @@ class SVDExplorer(Explorer):
             ax_in.imshow(np.clip(self.original, 0, 1))
             ax_out.imshow(np.clip(shown.reconstruction, 0, 1))
         else:
-            style = {"cmap": "gray" if self.is_image else "RdBu_r", "vmin": self._limits[0], "vmax": self._limits[1]}
+            style = {
+                "cmap": "gray" if self.is_image else "RdBu_r",
+                "vmin": self._limits[0],
+                "vmax": self._limits[1],
+            }
             ax_in.imshow(self.original, **style)
             ax_out.imshow(shown.reconstruction, **style)
         ax_in.set_title(f"original ({self.m} x {self.n})")
@@ -128,12 +145,19 @@ class SVDExplorer(Explorer):
         ax_energy.plot(ranks, self._energy.numpy(), color="tab:blue")
         ax_energy.axvline(shown.rank, color="tab:red", linestyle="--")
         ax_energy.plot([shown.rank], [shown.energy_kept], "o", color="tab:red")
-        ax_energy.set(xscale="log", ylim=(0, 1.02), xlabel="rank r", ylabel="energy kept",
-                      title=f"energy kept {shown.energy_kept:.1%}, storage {shown.storage_ratio:.1%}")
+        ax_energy.set(
+            xscale="log",
+            ylim=(0, 1.02),
+            xlabel="rank r",
+            ylabel="energy kept",
+            title=f"energy kept {shown.energy_kept:.1%}, storage {shown.storage_ratio:.1%}",
+        )
         return fig
 
 
-def svd_explorer(image_or_matrix, max_rank: int | None = None, rank: int | None = None) -> SVDExplorer:
+def svd_explorer(
+    image_or_matrix, max_rank: int | None = None, rank: int | None = None
+) -> SVDExplorer:
     """A rank slider that shows the rank-r reconstruction, its error, energy kept and storage.
 
     ``image_or_matrix``: a PIL image, an (m, n, 3) uint8 or float RGB array in [0, 1] (one SVD per
