@@ -34,8 +34,11 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: setup
 	$(BIN)/jupyter lab $(ROOT_FLAG) notebooks/
 
+LINTED := lorakit tests benchmarks browser_tests classroom/*.py docs
+
 lint: setup
-	$(BIN)/ruff check lorakit tests benchmarks browser_tests classroom/*.py docs
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 # Two processes (pytest-xdist), one thread each: on a 2-core laptop this halves the wall time, where two
 # processes of several threads each would slow each other down. `--dist loadgroup` keeps the tests of
