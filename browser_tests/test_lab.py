@@ -53,20 +53,22 @@ TEST_ENV = {
     "LORAKIT_MODE": "small",
     "LORAKIT_TEST": "1",
 }
-# Run All takes about 30 s (lesson 01) and 55 s (lesson 07, which loads its LoRAs from data/loras/ or
-# runs/lesson07/) on 2 cores; the margin is for slower machines, the whole test stays under 4 minutes.
+# Run All takes about 30 s (lesson 01) and 55 s (lesson 07, which loads its LoRAs from
+# data/loras/ or runs/lesson07/) on 2 cores; the margin is for slower machines, the whole test
+# stays under 4 minutes.
 RUN_ALL_TIMEOUT_S = 200
 REDRAW_TIMEOUT_S = 30  # a redraw takes 1-4 s; a new LoRA scale draws one picture first
-MIN_SLIDER_PX = (
-    450  # ipywidgets' default is 300 px in all, about 120 px of track: too coarse to aim at a rank
-)
+# ipywidgets' default is 300 px in all, about 120 px of track: too coarse to aim at a rank
+MIN_SLIDER_PX = 450
 
-# Sizes as the student sees them: every slider's width, and every label the browser had to cut short.
+# Sizes as the student sees them: every slider's width, every label the browser had to cut short.
 LAYOUT_JS = """() => {
   const shown = e => e.offsetParent !== null;
   const sliders = [...document.querySelectorAll('.jp-Cell-outputArea .widget-slider')].filter(shown)
-    .map(e => ({label: e.querySelector('.widget-label')?.textContent ?? '', px: Math.round(e.getBoundingClientRect().width)}));
-  const cut = [...document.querySelectorAll('.jp-Cell-outputArea .widget-label, .jp-Cell-outputArea .widget-label-basic')]
+    .map(e => ({label: e.querySelector('.widget-label')?.textContent ?? '', \
+px: Math.round(e.getBoundingClientRect().width)}));
+  const cut = [...document.querySelectorAll(\
+'.jp-Cell-outputArea .widget-label, .jp-Cell-outputArea .widget-label-basic')]
     .filter(e => shown(e) && e.scrollWidth > e.clientWidth + 1).map(e => e.textContent);
   return {sliders, cut};
 }"""
@@ -90,12 +92,14 @@ LAB_SETTINGS = {
 }
 
 # What the notebook shows now, per code cell: prompt, source's first line, errors and widgets.
-# JupyterLab 4 draws an error like any stderr text (data-mime-type="application/vnd.jupyter.stderr"),
-# so errors are read from the notebook's model (`window.jupyterapp`, exposed by the server's
-# --LabApp.expose_app_in_browser, as JupyterLab's own UI tests do); without it, from stderr text
-# whose line starts with an exception name ("ZeroDivisionError: division by zero").
+# JupyterLab 4 draws an error like any stderr text
+# (data-mime-type="application/vnd.jupyter.stderr"), so errors are read from the notebook's model
+# (`window.jupyterapp`, exposed by the server's --LabApp.expose_app_in_browser, as JupyterLab's own
+# UI tests do); without it, from stderr text whose line starts with an exception name
+# ("ZeroDivisionError: division by zero").
 NOTEBOOK_STATE_JS = """() => {
-  const cells = [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-CodeCell')];
+  const cells = [...document.querySelectorAll(\
+'.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-CodeCell')];
   const model = window.jupyterapp?.shell?.currentWidget?.content?.model;
   const modelErrors = [];
   if (model) {
@@ -112,7 +116,8 @@ NOTEBOOK_STATE_JS = """() => {
   }
   const exceptionLine = /^[A-Za-z_][\\w.]*(Error|Exception|Exit|Interrupt)\\b.*/m;
   return {
-    status: document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator')
+    status: document.querySelector(\
+'.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator')
               ?.getAttribute('data-status') ?? null,
     cells: cells.map((cell, index) => {
       const outputs = cell.querySelector('.jp-Cell-outputArea');
@@ -127,15 +132,20 @@ NOTEBOOK_STATE_JS = """() => {
         errors: model && modelErrors.length === cells.length
           ? modelErrors[index].map(e => `${e.ename}: ${e.evalue}`)
           : all(':scope > .jp-OutputArea-child > [data-mime-type="application/vnd.jupyter.stderr"]')
-              .map(e => e.innerText).filter(t => exceptionLine.test(t)).map(t => t.match(exceptionLine)[0]),
-        stderr: all(':scope > .jp-OutputArea-child > [data-mime-type="application/vnd.jupyter.stderr"]')
+              .map(e => e.innerText).filter(t => exceptionLine.test(t))\
+.map(t => t.match(exceptionLine)[0]),
+        stderr: all(\
+':scope > .jp-OutputArea-child > [data-mime-type="application/vnd.jupyter.stderr"]')
                   .map(e => e.innerText.slice(-2000)),
         tracebacks: all('[data-mime-type="application/vnd.jupyter.stderr"]').map(e => e.innerText)
-                      .filter(t => t.includes('Traceback (most recent call last)')).map(t => t.slice(-2000)),
+                      .filter(t => t.includes('Traceback (most recent call last)'))\
+.map(t => t.slice(-2000)),
         widgets: widgets.length,
         widgets_rendered: widgets.filter(w => w.querySelector(':scope > .jupyter-widgets')
-                                              && !/Error displaying widget|Loading widget/.test(w.innerText)).length,
-        widget_problems: widgets.map(w => w.innerText).filter(t => /Error displaying widget/.test(t))
+                                              && \
+!/Error displaying widget|Loading widget/.test(w.innerText)).length,
+        widget_problems: widgets.map(w => w.innerText)\
+.filter(t => /Error displaying widget/.test(t))
                                 .map(t => t.slice(0, 300)),
         sliders: all('.widget-slider').length,
       };
@@ -144,7 +154,7 @@ NOTEBOOK_STATE_JS = """() => {
 }"""
 
 LESSONS = [
-    # (notebook, the public function whose slider is moved, widget outputs the lesson shows at least)
+    # (notebook, public function whose slider is moved, widget outputs the lesson shows at least)
     pytest.param("01_low_rank_intuition.ipynb", "svd_explorer", 2, id="01-svd-explorer"),
     pytest.param("07_rank_alpha_lab.ipynb", "lora_scale_explorer", 3, id="07-lora-scale-explorer"),
 ]
@@ -184,7 +194,8 @@ def _tail(path: Path, chars: int = 3000) -> str:
 
 @pytest.fixture(scope="module")
 def lab(request, tmp_path_factory):
-    """JupyterLab from this environment on 127.0.0.1: (base URL, token, log file); stopped after the module."""
+    """JupyterLab from this environment on 127.0.0.1: (base URL, token, log file); stopped after
+    the module."""
     started = time.monotonic()
     home = tmp_path_factory.mktemp("lab")
     for plugin, values in LAB_SETTINGS.items():
@@ -279,7 +290,8 @@ def _wait_for_kernel(page, base: str, token: str, path: str, timeout_s: float = 
         shown = page.evaluate("""() => {
           const panel = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
           const name = panel?.querySelector('.jp-Toolbar-kernelName')?.innerText.trim() ?? '';
-          const status = panel?.querySelector('.jp-Notebook-ExecutionIndicator')?.getAttribute('data-status');
+          const status = panel?.querySelector('.jp-Notebook-ExecutionIndicator')\
+?.getAttribute('data-status');
           return name !== '' && name !== 'No Kernel' && status === 'idle';
         }""")
         if started and shown:
@@ -289,7 +301,8 @@ def _wait_for_kernel(page, base: str, token: str, path: str, timeout_s: float = 
 
 
 def _accept_kernel_dialog(page) -> None:
-    """Should JupyterLab still ask which kernel to start, take the one it proposes (the notebook's)."""
+    """Should JupyterLab still ask which kernel to start, take the one it proposes (the
+    notebook's)."""
     dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
     try:
         dialog.wait_for(timeout=1500)
@@ -299,7 +312,8 @@ def _accept_kernel_dialog(page) -> None:
 
 
 def _wait_for_run_all(page, timeout_s: float) -> dict:
-    """Poll until every code cell has an execution count and the kernel is idle, or a cell failed."""
+    """Poll until every code cell has an execution count and the kernel is idle, or a cell
+    failed."""
     deadline = time.monotonic() + timeout_s
     while True:
         state = page.evaluate(NOTEBOOK_STATE_JS)
@@ -393,7 +407,8 @@ def test_lesson_runs_and_its_slider_redraws(
         widgets = sum(c["widgets"] for c in state["cells"])
         sliders = sum(c["sliders"] for c in state["cells"])
         assert widgets >= min_widgets and sliders >= min_widgets, (
-            f"{notebook} shows {widgets} widgets with {sliders} sliders; expected at least {min_widgets} of each"
+            f"{notebook} shows {widgets} widgets with {sliders} sliders; "
+            f"expected at least {min_widgets} of each"
         )
 
         layout = page.evaluate(LAYOUT_JS)
@@ -441,14 +456,16 @@ def test_lesson_runs_and_its_slider_redraws(
             f"{notebook}: the {explorer} slider did not move ({before_value})"
         )
         assert after_figure not in ("", before_figure), (
-            f"{notebook}: the {explorer} figure did not change within {REDRAW_TIMEOUT_S} s of moving the slider "
+            f"{notebook}: the {explorer} figure did not change within {REDRAW_TIMEOUT_S} s "
+            "of moving the slider "
             f"from {before_value} to {after_value}"
         )
         problems = _problems(page.evaluate(NOTEBOOK_STATE_JS))
         assert not problems, f"{notebook} after moving the slider:\n" + "\n\n".join(problems)
         _report(
             request,
-            f"{notebook}: sliders {sorted({s['px'] for s in layout['sliders']})} px wide, no label cut",
+            f"{notebook}: sliders {sorted({s['px'] for s in layout['sliders']})} px wide, "
+            "no label cut",
         )
         _report(
             request,

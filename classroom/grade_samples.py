@@ -1,12 +1,12 @@
 """The teacher's loop, end to end, on the sample submissions: ``python classroom/grade_samples.py``.
 
-In a scratch copy of this course directory it runs what a teacher runs (``nbgrader generate_assignment``,
-``nbgrader db student add``, ``nbgrader autograde``, ``nbgrader export``) on the submissions under
-``tests/submissions/<assignment>/<student>.ipynb``, plus the untouched student version (the student
-``untouched``), and prints every student's score per graded cell and the CSV's total; a ``?`` marks a
-manually graded cell that waits for the teacher. It also checks that
-``release/`` is what ``generate_assignment`` makes from ``source/`` today. ``tests/test_classroom.py``
-asserts the scores; ``make assignments`` runs that test.
+In a scratch copy of this course directory it runs what a teacher runs
+(``nbgrader generate_assignment``, ``nbgrader db student add``, ``nbgrader autograde``,
+``nbgrader export``) on the submissions under ``tests/submissions/<assignment>/<student>.ipynb``,
+plus the untouched student version (the student ``untouched``), and prints every student's score
+per graded cell and the CSV's total; a ``?`` marks a manually graded cell that waits for the
+teacher. It also checks that ``release/`` is what ``generate_assignment`` makes from ``source/``
+today. ``tests/test_classroom.py`` asserts the scores; ``make assignments`` runs that test.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def assignments() -> list[str]:
 def nbgrader(
     course: Path, *args: str, timeout_s: float | None = None
 ) -> subprocess.CompletedProcess:
-    """``nbgrader ARGS`` in ``course``, with this Python's scripts first on PATH (nbgrader runs ``alembic``)."""
+    """``nbgrader ARGS`` in ``course``, with this Python's scripts first on PATH (nbgrader runs
+    ``alembic``)."""
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -51,19 +52,22 @@ def nbgrader(
     )
     if done.returncode != 0:
         raise RuntimeError(
-            f"nbgrader {' '.join(args)} failed (exit {done.returncode}):\n{done.stdout}\n{done.stderr}"
+            f"nbgrader {' '.join(args)} failed (exit {done.returncode}):\n"
+            f"{done.stdout}\n{done.stderr}"
         )
     return done
 
 
 def student_view(path: Path) -> list[tuple[str, str, dict]]:
-    """What a student sees of a notebook: each cell's type, source and nbgrader metadata (no ids, no outputs)."""
+    """What a student sees of a notebook: each cell's type, source and nbgrader metadata (no ids,
+    no outputs)."""
     nb = nbformat.read(path, as_version=4)
     return [(c.cell_type, c.source, c.metadata.get("nbgrader", {})) for c in nb.cells]
 
 
 def stale_releases(course: Path) -> list[str]:
-    """Student versions in the repository's ``release/`` that differ from the ones just generated in ``course``."""
+    """Student versions in the repository's ``release/`` that differ from the ones just generated
+    in ``course``."""
     stale = []
     for made in sorted((course / "release").rglob("*.ipynb")):
         committed = HERE / made.relative_to(course)
@@ -90,7 +94,8 @@ def left_to_the_teacher(course: Path, names: list[str]) -> dict:
 
 
 def give_marks(course: Path, marks: dict) -> None:
-    """Record a teacher's points for manually graded cells, as the formgrader does (``manual_score``)."""
+    """Record a teacher's points for manually graded cells, as the formgrader does
+    (``manual_score``)."""
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
@@ -101,7 +106,8 @@ def give_marks(course: Path, marks: dict) -> None:
                     cell = gb.find_grade(grade_id, notebook, name, student)
                     if not 0 <= points <= cell.max_score:
                         raise ValueError(
-                            f"{name}/{student}/{grade_id}: {points} points, the cell has {cell.max_score:g}"
+                            f"{name}/{student}/{grade_id}: {points} points, "
+                            f"the cell has {cell.max_score:g}"
                         )
                     cell.manual_score, cell.needs_manual_grade = points, False
         gb.db.commit()
@@ -112,13 +118,15 @@ def grade(
     only: list[str] | None = None,
     marks: dict | None = None,
 ) -> dict:
-    """Run the loop: ``scores`` ({assignment: {student: {grade_id: (score, max)}}}), ``manual`` (the cells
-    autograde left to the teacher: {assignment: {student: [grade_id, ...]}}), ``totals`` (the CSV's, by
-    ``assignment/student``), ``stale`` (see :func:`stale_releases`) and ``logs`` (autograde's output).
+    """Run the loop: ``scores`` ({assignment: {student: {grade_id: (score, max)}}}), ``manual`` (the
+    cells autograde left to the teacher: {assignment: {student: [grade_id, ...]}}), ``totals`` (the
+    CSV's, by ``assignment/student``), ``stale`` (see :func:`stale_releases`) and ``logs``
+    (autograde's output).
 
-    ``timeout_s``: seconds a cell may run when graded, for every assignment or by assignment (default:
-    ``nbgrader_config.py``'s). ``marks`` ({assignment: {student: {grade_id: points}}}): the teacher's points for
-    manually graded cells, given after autograde and before export, as the formgrader gives them.
+    ``timeout_s``: seconds a cell may run when graded, for every assignment or by assignment
+    (default: ``nbgrader_config.py``'s). ``marks`` ({assignment: {student: {grade_id: points}}}):
+    the teacher's points for manually graded cells, given after autograde and before export, as the
+    formgrader gives them.
     """
     from nbgrader.api import Gradebook
 
@@ -201,7 +209,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{student:<14}{row} {result['totals'][f'{name}/{student}']:>8g}")
     if any(cells for students in result["manual"].values() for cells in students.values()):
         print(
-            "\n?: a manually graded cell, for the teacher to grade (nbgrader formgrader); 0 in the CSV until then"
+            "\n?: a manually graded cell, for the teacher to grade (nbgrader formgrader); "
+            "0 in the CSV until then"
         )
     if result["stale"]:
         print(

@@ -1,15 +1,17 @@
 """nbgrader's settings for the course's assignments (https://nbgrader.readthedocs.io).
 
-Run nbgrader from this folder: `nbgrader generate_assignment 01_low_rank`, `nbgrader autograde 01_low_rank`,
-`nbgrader export`. The teacher's guide (docs/teaching.md) walks through them.
+Run nbgrader from this folder: `nbgrader generate_assignment 01_low_rank`,
+`nbgrader autograde 01_low_rank`, `nbgrader export`. The teacher's guide (docs/teaching.md) walks
+through them.
 """
 
 c = get_config()  # noqa: F821 (nbgrader defines it)
 
 c.CourseDirectory.course_id = "lorakit"
-# Every cell of a student's notebook may run this long when graded; a cell that runs longer is stopped,
-# marked as an error, and the grader goes on with the next cell. Assignment 4's training cell is the longest:
-# about two minutes on a 2-core laptop, so five minutes leave room for a slower machine.
+# Every cell of a student's notebook may run this long when graded; a cell that runs longer is
+# stopped, marked as an error, and the grader goes on with the next cell. Assignment 4's training
+# cell is the longest: about two minutes on a 2-core laptop, so five minutes leave room for a
+# slower machine.
 c.ExecutePreprocessor.timeout = 300
 c.ExecutePreprocessor.interrupt_on_timeout = True
 # What a student sees in place of a solution.

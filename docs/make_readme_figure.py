@@ -30,7 +30,8 @@ LABEL_W, HEADER_H, GAP = 96, 22, 6
 
 
 def label_font() -> ImageFont.ImageFont:
-    """Pillow's own font at a readable size (Pillow >= 10.1 with FreeType), else its small bitmap font."""
+    """Pillow's own font at a readable size (Pillow >= 10.1 with FreeType), else its small bitmap
+    font."""
     try:
         return ImageFont.load_default(size=13)
     except TypeError:

@@ -34,8 +34,9 @@ EXPECTED = {
         "runs_forever": {
             "lora_merge_test": 0
         },  # merge() never returns: the cell is stopped, the rest graded
-        # scaling = alpha (caught by the hidden tests of the cell it deleted, which nbgrader grades 0), and an edited
-        # setup cell that replaced every check by a no-op: nbgrader puts the locked cell back, so the checks still run.
+        # scaling = alpha (caught by the hidden tests of the cell it deleted, which nbgrader
+        # grades 0), and an edited setup cell that replaced every check by a no-op: nbgrader puts
+        # the locked cell back, so the checks still run.
         "tampered": {"lora_scaling_test": 0},
     },
     "02_cross_attention": {
@@ -73,7 +74,8 @@ EXPECTED = {
         },  # figures typed in, not measured
     },
 }
-# The points a teacher gives the written answers (the formgrader's manual grades), before the CSV is exported.
+# The points a teacher gives the written answers (the formgrader's manual grades), before the CSV
+# is exported.
 MARKS = {
     name: {
         student: {g: cells.get(g, EXPECTED[name]["solved"][g]) for g in by_hand}
@@ -139,8 +141,8 @@ def test_source_follows_nbgrader_conventions(path):
                 r"\blowrank\.|reference\.|lorakit import (lowrank|lora)\b", visible
             ), where
             last = ast.parse(cell.source).body[-1]
-            # nbgrader reads a number in a graded cell's result as partial credit: no bare expression last,
-            # except the course's checks and print, which return None.
+            # nbgrader reads a number in a graded cell's result as partial credit: no bare
+            # expression last, except the course's checks and print, which return None.
             assert not isinstance(last, ast.Expr) or ast.unparse(last).startswith(
                 ("checks.", "print(")
             ), where
@@ -149,9 +151,10 @@ def test_source_follows_nbgrader_conventions(path):
     assert sum(m.get("points", 0) for _, m in cells if m["grade"]) > 0
 
 
-# A graded cell's time limit in the test, by assignment: the sample that loops forever (assignment 1) waits it
-# out, and the slowest honest cell stays well inside it on a busy 2-core CPU (assignment 3 loads the tiny SD and
-# runs its UNet; assignment 4 trains 30 steps under make test; assignment 5 draws 75 pictures).
+# A graded cell's time limit in the test, by assignment: the sample that loops forever
+# (assignment 1) waits it out, and the slowest honest cell stays well inside it on a busy
+# 2-core CPU (assignment 3 loads the tiny SD and runs its UNet; assignment 4 trains 30 steps
+# under make test; assignment 5 draws 75 pictures).
 TIMEOUT_S = {
     "01_low_rank": 30,
     "02_cross_attention": 30,
@@ -163,20 +166,23 @@ TIMEOUT_S = {
 
 @pytest.fixture(scope="module")
 def loop(request):
-    """The teacher's loop on one assignment, the written answers marked as in ``MARKS``. Under `make test` each
-    assignment is an xdist group, so the two workers share the five loops and each loop runs once."""
+    """The teacher's loop on one assignment, the written answers marked as in ``MARKS``. Under
+    `make test` each assignment is an xdist group, so the two workers share the five loops and each
+    loop runs once."""
     name = request.param
     with pytest.MonkeyPatch.context() as env:
         if os.environ.get("PYTEST_XDIST_WORKER"):
-            # Beside another worker, each kernel gets one thread (as `make test` sets): two torch processes
-            # with a thread per core each slow each other down many times over, past the cells' timeouts.
+            # Beside another worker, each kernel gets one thread (as `make test` sets): two torch
+            # processes with a thread per core each slow each other down many times over, past the
+            # cells' timeouts.
             env.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
         return name, grade_samples.grade(
             timeout_s=TIMEOUT_S[name], only=[name], marks={name: MARKS.get(name, {})}
         )
 
 
-# Each test of the loop, once per assignment (an xdist group: the assignment's tests and its loop on one worker).
+# Each test of the loop, once per assignment (an xdist group: the assignment's tests and its loop
+# on one worker).
 by_assignment = pytest.mark.parametrize(
     "loop",
     [
@@ -241,11 +247,12 @@ def test_written_answers_wait_for_the_teacher_unless_left_empty(loop):
         sorted(MARKS.get(name, {}).get("solved", {})) == manual
     )  # the test marks every manually graded cell
     for student, waiting in result["manual"][name].items():
-        # nbgrader gives an answer cell left as handed out 0 points itself; an answer written waits for the teacher.
+        # nbgrader gives an answer cell left as handed out 0 points itself; an answer written waits
+        # for the teacher.
         answers = [g for g in waiting if g in manual]
         assert answers == ([] if student == "untouched" else manual), student
-        # Beyond the answers, only a test cell the student deleted waits for the teacher: nbgrader puts it
-        # back and flags it, so that a teacher sees it.
+        # Beyond the answers, only a test cell the student deleted waits for the teacher: nbgrader
+        # puts it back and flags it, so that a teacher sees it.
         flagged = [g for g in waiting if g not in manual]
         assert flagged == (
             ["lora_scaling_test"] if (name, student) == ("01_low_rank", "tampered") else []
