@@ -70,7 +70,7 @@ IPYW7 := $(VENV)/ipywidgets7
 test-ipywidgets7: setup
 	test -d $(IPYW7) || $(BIN)/python -m pip install --quiet --no-deps --target $(IPYW7) \
 		ipywidgets==7.7.5 widgetsnbextension==3.6.10 jupyterlab_widgets==1.1.11 ipython_genutils==0.2.0
-	PYTHONPATH=$(IPYW7) $(TEST_ENV) $(BIN)/python -m pytest -p no:cacheprovider tests/test_widgets.py
+	PYTHONPATH=$(IPYW7) $(TEST_ENV) $(BIN)/python -m pytest -p no:cacheprovider tests/widgets
 
 # JupyterLab in a real browser (not part of `make test`): lessons 01 and 07 run in headless Chromium,
 # their widgets render and their sliders redraw. Needs the system's Chromium (Debian: apt-get install

@@ -1,4 +1,5 @@
-"""Do the tiny SD's cross-attention maps tie each word to its shape? ``python -m benchmarks.attention_maps``.
+"""Do the tiny SD's cross-attention maps tie each word to its shape?
+``python -m benchmarks.attention_maps``.
 
 Lesson 04 overlays per-token attention maps on generated pictures. This script measures what the
 lesson shows, on every colour x shape prompt and on two-shape prompts:
@@ -17,13 +18,12 @@ share of words on their own shape, and how often the picture shows both colours.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 
 import numpy as np
-import torch
 
-from lorakit import attention, metrics, models, sample, shapes
+from benchmarks import _common
+from lorakit import attention, metrics, sample, shapes
 
 PAIRS = [
     ("red", "circle", "blue", "square"),
@@ -66,7 +66,8 @@ def single_shape(pipe, seeds: list[int], steps: int) -> dict:
 
 
 def two_shapes(pipe, seeds: list[int], steps: int) -> dict:
-    """For two-shape prompts: is each word's map higher over the shape it names than over the other?"""
+    """For two-shape prompts: is each word's map higher over the shape it names than over the
+    other?"""
     cells = [(p, seed) for p in PAIRS for seed in seeds]
     prompts = [f"a {c1} {s1} and a {c2} {s2}" for (c1, s1, c2, s2), _ in cells]
     with attention.capture_cross_attention(pipe.unet) as records:
@@ -94,7 +95,7 @@ def two_shapes(pipe, seeds: list[int], steps: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.parser(__doc__)
     parser.add_argument(
         "--model", default="tiny", help='"tiny" (the committed model) or a saved pipeline folder'
     )
@@ -103,20 +104,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default=None)
     parser.add_argument("--grid", default=None, help="save the two-shape pictures to this PNG")
     args = parser.parse_args(argv)
-    torch.manual_seed(0)
-    pipe = models.load_pipeline(args.model, device=args.device, dtype="float32")
+    pipe = _common.seeded_pipeline(args)
     seeds = list(range(args.seeds))
     one = single_shape(pipe, seeds, args.steps)
     two = two_shapes(pipe, seeds, args.steps)
     print(f"model {args.model}; {args.seeds} seeds a prompt, {args.steps} steps")
     print(
-        f"\n1. one shape, {len(one['shape word'])} pictures: correlation of the token's map with the shape"
+        f"\n1. one shape, {len(one['shape word'])} pictures: correlation of the token's map with "
+        "the shape"
     )
     print(f"{'token':<18}{'mean corr':>10}{'> 0.2':>8}")
     for label, values in one.items():
         print(f"{label:<18}{values.mean():>10.3f}{(values > 0.2).mean():>8.1%}")
     print(
-        f"\n2. two shapes, {len(two['prompts'])} pictures, both colours drawn in {two['both_drawn']:.0%}: "
+        f"\n2. two shapes, {len(two['prompts'])} pictures, both colours drawn in "
+        f"{two['both_drawn']:.0%}: "
         f"word's map higher over its own shape (chance 50%)"
     )
     for label, values in two["on_own"].items():

@@ -1,22 +1,42 @@
-"""The article's claims about LoRA, measured on the tiny SD: ``python -m benchmarks.claims --claim 2``.
+"""The article's claims about LoRA, measured on the tiny SD:
+``python -m benchmarks.claims --claim 2``.
 
-One entry per claim (``--claim N``); each trains with ``lorakit.train`` (LoRA and, as the baseline, a
-full fine-tune of the UNet with the same loop, data, seeds and objective), judges with
-``lorakit.metrics``, prints a table of the mean and standard error over training seeds
-(``--train-seeds``), and writes every run as JSON (``--out``).
+One entry per claim (``--claim N``); each runs ``lorakit.claims``' experiments (which train with
+``lorakit.train``: LoRA and, as the baseline, a full fine-tune of the UNet with the same loop, data,
+seeds and objective; and judge with ``lorakit.metrics``), each run in a fresh process, prints a
+table of the mean and standard error over training seeds (``--train-seeds``), and writes every run
+as JSON (``--out``; ``--publish``: to docs/claims/, what lessons 09-10 show). Steps: 200 for claim
+4, 150 for claim 9, 300 for the others (``--steps``). What each claim runs:
 
-* **1, where LoRA sits**: the same rank and steps on ``attn2`` (cross-attention, the article's place),
-  ``attn1``, both, the feed-forward layers, ``attn2+ff``, every linear layer, and a full fine-tune,
-  for two kinds of change: a drawing style (the outline set; style rate and content on the held-out
-  prompts) and a new meaning for a word ("a red vex" for red triangles; how often "a <colour> vex"
-  draws a triangle, and of its colour); for both, whether the model still draws its own plain
-  prompts right, and filled.
-* **2 and 3, size and resources** (one experiment): LoRA (the small preset, rank 8 on ``attn2+ff``)
-  against a full fine-tune on the outline set: trainable parameters, the file it saves, the
-  optimizer's state, the median time of a training step, the process's peak memory (RSS, model
-  included), and the steps and seconds each needs to reach a style rate of ``--target`` on the
-  held-out prompts (4 prompts x 4 seeds, judged every ``--every`` steps up to ``--max-steps``).
-  Each run is its own process, so that peak memories do not mix.
+* **1, where LoRA sits** (``where_lora_sits``, and ``base_model``): the same rank and steps on
+  ``attn2`` (cross-attention, the article's place), ``attn1``, both, the feed-forward layers,
+  ``attn2+ff``, every linear layer, and a full fine-tune, for two kinds of change: a drawing style
+  (the outline set; style rate and content on the held-out prompts) and a new meaning for a word
+  ("a red vex" for red triangles; how often "a <colour> vex" draws a triangle, and of its colour);
+  for both, whether the model still draws its own plain prompts right, and filled.
+* **2 and 3, size and resources** (one experiment, :func:`resources_run`): LoRA (the small preset,
+  rank 8 on ``attn2+ff``) against a full fine-tune on the outline set: trainable parameters, the
+  file it saves, the optimizer's state, the median time of a training step, the process's peak
+  memory (RSS, model included), and the steps and seconds each needs to reach a style rate of
+  ``--target`` on the held-out prompts (4 prompts x 4 seeds, judged every ``--every`` steps up to
+  ``--max-steps``). Each run is its own process, so that peak memories do not mix.
+* **4, small data** (``small_data``, ``base_memorisation``): a learning-rate sweep on the whole
+  outline set (``--lora-lrs``, ``--full-lrs``; first training seed), then LoRA r2, LoRA r8 and a
+  full fine-tune on its first ``--sizes`` pictures at their best rate: style and content on the
+  held-out prompts, plain prompts still right, and memorisation (``--plot``: learning against
+  forgetting).
+* **5, many kinds of models** (``text_encoder_lora``, ``where_lora_sits``, ``classifier_study``):
+  "a red vex" taught by a LoRA in CLIP's text encoder and by one on the UNet's ``attn2``; a toy
+  text classifier adapted to a shifted task by LoRA, a full fine-tune or its head alone.
+* **6, combining** (``two_loras``, ``inversion_and_lora``, ``vae_ceiling``): the outline and
+  striped LoRAs trained apart, then applied together and merged; "a red plim" = a red cross by
+  textual inversion, a LoRA, or both trained together.
+* **7, complex data** (``many_styles``, ``vae_ceiling``): one LoRA holding 1, 2 or 3 styles at
+  each of ``--ranks`` (1 4 16), ``--steps-per-style`` steps a style.
+* **8, large changes** (``large_change``): the cross by LoRA on ``attn2`` r8, ``attn2+ff`` r8, every
+  linear layer r4 and r32, and a full fine-tune, with the rank of its update.
+* **9, sensitivity** (``sensitivity``): the outline LoRA over ``--lrs`` x ``--ranks`` (2 16) x
+  ``--alphas``, each run's outcome, also by lr x alpha and by lr x alpha / r.
 
 Run it with nothing else busy on the machine: two torch jobs at once slow each other down.
 The figures and verdicts are in docs/claims.md.
@@ -28,7 +48,6 @@ import argparse
 import contextlib
 import io
 import json
-import math
 import os
 import resource
 import statistics
@@ -38,6 +57,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import _common
 from lorakit import claims, files
 from lorakit.claims import FULL_LR, WHERE
 
@@ -69,7 +89,8 @@ def _peak_rss_mb() -> float:
 def resources_run(
     method: str, seed: int, target: float, every: int, max_steps: int, lr: float | None
 ) -> dict:
-    """One training run of ``method`` ("lora" or "full"), in this process: its sizes, times and progress."""
+    """One training run of ``method`` ("lora" or "full"), in this process: its sizes, times and
+    progress."""
     from lorakit import claims, metrics, models, sample, styles, train
 
     pipe = models.load_pipeline("tiny", dtype="float32")
@@ -129,9 +150,10 @@ def call_key(function: str, kwargs: dict) -> str:
 
 
 def child(function: str, **kwargs) -> dict:
-    """Run ``lorakit.claims.<function>(**kwargs)`` in a fresh process (so that runs share no state) and return
-    its figures; print them as they come. A run given by ``--reuse`` (the same function and arguments) is taken
-    from there instead: more training seeds add to a table without training the first ones again."""
+    """Run ``lorakit.claims.<function>(**kwargs)`` in a fresh process (so that runs share no state)
+    and return its figures; print them as they come. A run given by ``--reuse`` (the same function
+    and arguments) is taken from there instead: more training seeds add to a table without training
+    the first ones again."""
     if call_key(function, kwargs) in REUSE:
         result = REUSE[call_key(function, kwargs)]
         CALLS.append({"function": function, "kwargs": kwargs, "result": result})
@@ -153,7 +175,7 @@ def child(function: str, **kwargs) -> dict:
 
 def cell(values: list[float], percent: bool = True) -> str:
     """ "81% ± 4%" (mean ± standard error; no ± for one value)."""
-    mean, se = mean_se(values)
+    mean, se = _common.mean_se(values)
     if percent:
         return f"{mean:.0%}" + (f" ± {se:.0%}" if se else "")
     return f"{mean:.3g}" + (f" ± {se:.2g}" if se else "")
@@ -161,7 +183,8 @@ def cell(values: list[float], percent: bool = True) -> str:
 
 def seeds_line(args) -> str:
     n = len(args.train_seeds)
-    return f"{n} training seed{'s' if n > 1 else ''} ({' '.join(map(str, args.train_seeds))}); mean ± standard error"
+    seeds = " ".join(map(str, args.train_seeds))
+    return f"{n} training seed{'s' if n > 1 else ''} ({seeds}); mean ± standard error"
 
 
 def claim_1(args) -> dict:
@@ -177,8 +200,10 @@ def claim_1(args) -> dict:
     base = child("base_model")
     n = len(args.train_seeds)
     print(
-        f"\nclaim 1, where the LoRA sits: rank 8, {args.steps} steps, the small preset otherwise; full fine-tune at "
-        f"lr {FULL_LR} ({n} training seed{'s' if n > 1 else ''}; mean ± standard error; 16-20 pictures a figure)"
+        f"\nclaim 1, where the LoRA sits: rank 8, {args.steps} steps, the small preset otherwise; "
+        "full fine-tune at "
+        f"lr {FULL_LR} ({n} training seed{'s' if n > 1 else ''}; mean ± standard error; 16-20 "
+        "pictures a figure)"
     )
     columns = {
         "style": [("style", "style_rate"), ("content", "content")],
@@ -194,7 +219,7 @@ def claim_1(args) -> dict:
             mine = [r for r in runs if r["task"] == task and r["variant"] == variant]
             cells = []
             for _, key in heads:
-                mean, se = mean_se([r[key] for r in mine])
+                mean, se = _common.mean_se([r[key] for r in mine])
                 cells.append(f"{mean:.0%}" + (f" ± {se:.0%}" if se else ""))
             print(
                 f"{'':<7}{variant:<16}{mine[0]['trainable_params']:>11,}"
@@ -206,12 +231,6 @@ def claim_1(args) -> dict:
             + f"{base['plain_content']:>22.0%}{base['plain_outline']:>22.0%}"
         )
     return {"claim": "1", "runs": runs, "base_model": base}
-
-
-def mean_se(values: list[float]) -> tuple[float, float]:
-    """The mean and its standard error (0 for one value)."""
-    mean = statistics.fmean(values)
-    return mean, (statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0)
 
 
 def claim_2_3(args) -> dict:
@@ -237,12 +256,14 @@ def claim_2_3(args) -> dict:
             done = subprocess.run(command, capture_output=True, text=True, check=True)
             runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(
-                f"  seed {seed} {method}: {json.dumps({k: v for k, v in runs[-1].items() if k != 'curve'})}",
+                f"  seed {seed} {method}: "
+                f"{json.dumps({k: v for k, v in runs[-1].items() if k != 'curve'})}",
                 flush=True,
             )
     print(
         f"\nclaims 2 and 3, LoRA against a full fine-tune of the tiny SD's UNet on the outline set "
-        f"({len(args.train_seeds)} training seed{'s' if len(args.train_seeds) > 1 else ''}; mean ± standard error)"
+        f"({len(args.train_seeds)} training seed{'s' if len(args.train_seeds) > 1 else ''}; mean ± "
+        "standard error)"
     )
     rows = [
         ("trainable parameters", "trainable_params", "{:,.0f}"),
@@ -256,7 +277,9 @@ def claim_2_3(args) -> dict:
     for name, key, fmt in rows:
         cells, means = [], []
         for method in ("lora", "full"):
-            mean, se = mean_se([r[key] * scale.get(key, 1) for r in runs if r["method"] == method])
+            mean, se = _common.mean_se(
+                [r[key] * scale.get(key, 1) for r in runs if r["method"] == method]
+            )
             means.append(mean)
             cells.append((fmt.format(mean) + (f" ± {fmt.format(se)}" if se else "")).rjust(22))
         print(f"{name:<28}{''.join(cells)}{means[1] / means[0]:>12.2f}x")
@@ -265,20 +288,22 @@ def claim_2_3(args) -> dict:
         got = [h for h in hits if h]
         if got:
             (steps, steps_se), (secs, secs_se) = (
-                mean_se([h[k] for h in got]) for k in ("steps", "train_seconds")
+                _common.mean_se([h[k] for h in got]) for k in ("steps", "train_seconds")
             )
             text = f"{steps:.1f} ± {steps_se:.1f} steps, {secs:.1f} ± {secs_se:.1f} s"
         else:
             text = "not reached"
         print(
-            f"to a style rate of {args.target:.0%} ({method}): {text} ({len(got)} of {len(hits)} runs within "
+            f"to a style rate of {args.target:.0%} ({method}): {text} ({len(got)} of {len(hits)} "
+            "runs within "
             f"{args.max_steps} steps)"
         )
     return {"claim": "2-3", "runs": runs}
 
 
 def claim_4(args) -> dict:
-    """Small data: a learning-rate sweep at the full set (first training seed), then every size at each best rate."""
+    """Small data: a learning-rate sweep at the full set (first training seed), then every size at
+    each best rate."""
     methods = {
         "LoRA r2": {"method": "lora", "r": 2},
         "LoRA r8": {"method": "lora", "r": 8},
@@ -322,8 +347,10 @@ def claim_4(args) -> dict:
                 )
     base = {size: child("base_memorisation", size=size) for size in args.sizes}
     print(
-        f"\nclaim 4, small data: the first N pictures of the outline set, {args.steps} steps, each method at its best "
-        f"learning rate of the sweep ({', '.join(f'{k} {v:g}' for k, v in best.items())}); {seeds_line(args)}; "
+        f"\nclaim 4, small data: the first N pictures of the outline set, {args.steps} steps, each "
+        "method at its best "
+        f"learning rate of the sweep ({', '.join(f'{k} {v:g}' for k, v in best.items())}); "
+        f"{seeds_line(args)}; "
         "16 pictures a style figure, 32 a plain one"
     )
     heads = ("style, held-out", "content, held-out", "plain prompts right", "memorised (IoU)")
@@ -341,7 +368,8 @@ def claim_4(args) -> dict:
 
 
 def learning_forgetting_plot(runs: list[dict], methods, sizes, path: str) -> None:
-    """Style learnt (held-out prompts) against content forgotten (plain prompts), a point per method and set size."""
+    """Style learnt (held-out prompts) against content forgotten (plain prompts), a point per method
+    and set size."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -352,8 +380,8 @@ def learning_forgetting_plot(runs: list[dict], methods, sizes, path: str) -> Non
         xs, ys = [], []
         for size in sizes:
             mine = [r for r in runs if r["size"] == size and r["name"] == name]
-            xs.append(1 - mean_se([r["plain_content"] for r in mine])[0])
-            ys.append(mean_se([r["style_rate"] for r in mine])[0])
+            xs.append(1 - _common.mean_se([r["plain_content"] for r in mine])[0])
+            ys.append(_common.mean_se([r["style_rate"] for r in mine])[0])
         ax.plot(xs, ys, marker=marker, label=name)
         for x, y, size in zip(xs, ys, sizes, strict=True):
             ax.annotate(str(size), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
@@ -378,19 +406,24 @@ def claim_5(args) -> dict:
     te = [r for r in runs if r.get("where") == "text encoder"]
     unet = [r for r in runs if r.get("variant") == "attn2"]
     print(
-        f"'a red vex' = a red triangle, {args.steps} steps, rank 8 (20 pictures a figure, 32 plain):"
+        f"'a red vex' = a red triangle, {args.steps} steps, rank 8 (20 pictures a figure, 32 "
+        "plain):"
     )
     print(
-        f"{'':<4}{'where':<28}{'trainable':>10}{'vex = triangle':>18}{'its colour':>14}{'plain prompts right':>22}"
+        f"{'':<4}{'where':<28}{'trainable':>10}{'vex = triangle':>18}{'its colour':>14}"
+        f"{'plain prompts right':>22}"
     )
     for name, mine in (("CLIP text encoder (attn+mlp)", te), ("UNet attn2", unet)):
         print(
-            f"{'':<4}{name:<28}{mine[0]['trainable_params']:>10,}{cell([r['concept_shape'] for r in mine]):>18}"
-            f"{cell([r['concept_colour'] for r in mine]):>14}{cell([r['plain_content'] for r in mine]):>22}"
+            f"{'':<4}{name:<28}{mine[0]['trainable_params']:>10,}"
+            f"{cell([r['concept_shape'] for r in mine]):>18}"
+            f"{cell([r['concept_colour'] for r in mine]):>14}"
+            f"{cell([r['plain_content'] for r in mine]):>22}"
         )
     studies = [r for r in runs if "base" in r]
     print(
-        "a text classifier (word embeddings, 2 hidden layers), trained to name the shape in a sentence, then "
+        "a text classifier (word embeddings, 2 hidden layers), trained to name the shape in a "
+        "sentence, then "
         "adapted to sentences that count its corners (600 held-out sentences a figure):"
     )
     print(f"{'':<4}{'model':<26}{'trainable':>10}{'names task':>16}{'corners task':>16}")
@@ -402,7 +435,8 @@ def claim_5(args) -> dict:
             "head only": "head only",
         }[how]
         print(
-            f"{'':<4}{label:<26}{studies[0][how]['trainable_params']:>10,}{cell([s[how]['names'] for s in studies]):>16}"
+            f"{'':<4}{label:<26}{studies[0][how]['trainable_params']:>10,}"
+            f"{cell([s[how]['names'] for s in studies]):>16}"
             f"{cell([s[how]['corners'] for s in studies]):>16}"
         )
     return {"claim": "5", "runs": runs}
@@ -415,11 +449,13 @@ def claim_6(args) -> dict:
         for method in ("inversion", "lora", "both"):
             runs.append(child("inversion_and_lora", method=method, seed=seed, steps=args.steps))
     print(
-        f"\nclaim 6, LoRA with other LoRAs and with textual inversion; {args.steps} steps; {seeds_line(args)}"
+        f"\nclaim 6, LoRA with other LoRAs and with textual inversion; {args.steps} steps; "
+        f"{seeds_line(args)}"
     )
     two = [r for r in runs if "together" in r]
     print(
-        "two style LoRAs (outline under 'sks', striped under 'ohwx'), trained apart, used together (16 pictures a figure):"
+        "two style LoRAs (outline under 'sks', striped under 'ohwx'), trained apart, used together "
+        "(16 pictures a figure):"
     )
     print(f"{'':<4}{'':<22}{'outline rate':>16}{'striped rate':>16}{'content':>12}")
     for name in ("outline alone", "striped alone", "together"):
@@ -439,13 +475,16 @@ def claim_6(args) -> dict:
         + ", ".join(f"{k} {v:.0%}" for k, v in ceilings.items())
     )
     print(
-        f"    together, plain prompts right: {cell([r['together']['plain_content'] for r in two])}; merged into the "
-        f"weights against applied: largest pixel difference {max(r['merged_vs_applied_max_pixel'] for r in two)} of 255"
+        "    together, plain prompts right: "
+        f"{cell([r['together']['plain_content'] for r in two])}; merged into the "
+        "weights against applied: largest pixel difference "
+        f"{max(r['merged_vs_applied_max_pixel'] for r in two)} of 255"
     )
     inv = [r for r in runs if "method" in r and "cross" in r]
     print("'a red plim' = a red cross, a shape the tiny SD never saw (20 pictures a figure):")
     print(
-        f"{'':<4}{'method':<26}{'trainable':>10}{'plim = cross':>16}{'its colour':>14}{'plain prompts right':>22}"
+        f"{'':<4}{'method':<26}{'trainable':>10}{'plim = cross':>16}{'its colour':>14}"
+        f"{'plain prompts right':>22}"
     )
     for method in ("inversion", "lora", "both"):
         mine = [r for r in inv if r["method"] == method]
@@ -455,7 +494,8 @@ def claim_6(args) -> dict:
             "both": "both, trained together",
         }[method]
         print(
-            f"{'':<4}{label:<26}{mine[0]['trainable_params']:>10,}{cell([r['cross'] for r in mine]):>16}"
+            f"{'':<4}{label:<26}{mine[0]['trainable_params']:>10,}"
+            f"{cell([r['cross'] for r in mine]):>16}"
             f"{cell([r['colour'] for r in mine]):>14}{cell([r['plain_content'] for r in mine]):>22}"
         )
     return {"claim": "6", "runs": runs}
@@ -470,7 +510,8 @@ def claim_7(args) -> dict:
         for r in args.ranks
     ]
     print(
-        f"\nclaim 7, several styles in one LoRA, each under its trigger; {args.steps_per_style} steps a style; "
+        f"\nclaim 7, several styles in one LoRA, each under its trigger; {args.steps_per_style} "
+        "steps a style; "
         f"{seeds_line(args)}; the mean style rate over the styles (16 pictures a style)"
     )
     print(f"{'styles':<30}" + "".join(f"{'r' + str(r):>14}" for r in args.ranks))
@@ -493,7 +534,8 @@ def claim_7(args) -> dict:
             ]
             print(f"{'    ' + style:<30}" + "".join(f"{c:>14}" for c in row))
     print(
-        "the most any LoRA can draw of each style: its set's pictures through the VAE alone, read as that style: "
+        "the most any LoRA can draw of each style: its set's pictures through the VAE alone, read "
+        "as that style: "
         + ", ".join(f"{style} {c['style_rate']:.0%}" for style, c in ceilings.items())
         + f" ({ceilings['outline']['pictures']} pictures each)"
     )
@@ -521,17 +563,20 @@ def claim_8(args) -> dict:
         for v, r in variants
     ]
     print(
-        f"\nclaim 8, a shape the tiny SD never saw ('a red cross'), {args.steps} steps; {seeds_line(args)}; 20 pictures "
+        f"\nclaim 8, a shape the tiny SD never saw ('a red cross'), {args.steps} steps; "
+        f"{seeds_line(args)}; 20 pictures "
         "a figure, 32 plain"
     )
     print(
-        f"{'':<4}{'where':<22}{'trainable':>11}{'cross drawn':>16}{'its colour':>14}{'plain prompts right':>22}"
+        f"{'':<4}{'where':<22}{'trainable':>11}{'cross drawn':>16}{'its colour':>14}"
+        f"{'plain prompts right':>22}"
     )
     for v, r in variants:
         mine = [x for x in runs if x["variant"] == v and x["r"] == r]
         label = v + (f" r{r}" if r else "")
         print(
-            f"{'':<4}{label:<22}{mine[0]['trainable_params']:>11,}{cell([x['cross'] for x in mine]):>16}"
+            f"{'':<4}{label:<22}{mine[0]['trainable_params']:>11,}"
+            f"{cell([x['cross'] for x in mine]):>16}"
             f"{cell([x['colour'] for x in mine]):>14}{cell([x['plain_content'] for x in mine]):>22}"
         )
     full = [x for x in runs if x["variant"] == "full fine-tune"]
@@ -541,9 +586,12 @@ def claim_8(args) -> dict:
     attn2 = [row["rank"] for row in layers if ".attn2." in row["name"]]
     noise = [row["noise_rank"] / row["max_rank"] for row in layers if "noise_rank" in row]
     print(
-        f"the full fine-tune's update, rank keeping 90 % of each linear layer's energy ({len(layers) // len(full)} "
-        f"layers x {len(full)} runs): median {statistics.median(ranks):g}, largest {max(ranks)}, median share of the "
-        f"layer's full rank {statistics.median(share):.0%}; attn2 layers: median {statistics.median(attn2):g}, "
+        "the full fine-tune's update, rank keeping 90 % of each linear layer's energy "
+        f"({len(layers) // len(full)} "
+        f"layers x {len(full)} runs): median {statistics.median(ranks):g}, largest {max(ranks)}, "
+        "median share of the "
+        f"layer's full rank {statistics.median(share):.0%}; attn2 layers: median "
+        f"{statistics.median(attn2):g}, "
         f"largest {max(attn2)} (LoRA here: r 8)"
         + (
             f"; a random matrix of each layer's shape needs a median "
@@ -564,7 +612,8 @@ def claim_9(args) -> dict:
         for lr in args.lrs
     ]
     print(
-        f"\nclaim 9, the outline LoRA over learning rate x rank x alpha, {args.steps} steps; {seeds_line(args)}; "
+        f"\nclaim 9, the outline LoRA over learning rate x rank x alpha, {args.steps} steps; "
+        f"{seeds_line(args)}; "
         "each cell: the outcome of most seeds, style / content on the held-out prompts"
     )
     print(
@@ -579,8 +628,8 @@ def claim_9(args) -> dict:
                 names = [claims.outcome(x) for x in mine]
                 common = max(set(names), key=names.count)
                 cells.append(
-                    f"{common} {mean_se([x['style_rate'] for x in mine])[0]:.0%}/"
-                    f"{mean_se([x['content'] for x in mine])[0]:.0%}"
+                    f"{common} {_common.mean_se([x['style_rate'] for x in mine])[0]:.0%}/"
+                    f"{_common.mean_se([x['content'] for x in mine])[0]:.0%}"
                 )
             print(f"{r:>4}{alpha:>7g}{alpha / r:>9.3g}" + "".join(f"{c:>26}" for c in cells))
     for label, product in (
@@ -595,14 +644,15 @@ def claim_9(args) -> dict:
             names = [claims.outcome(x) for x in by[key]]
             ranks = sorted({x["r"] for x in by[key]})
             print(
-                f"    {label} = {key:<10.3g} r {','.join(map(str, ranks)):<6} {len(names):>2} runs: "
-                + ", ".join(f"{n} {names.count(n)}" for n in sorted(set(names)))
+                f"    {label} = {key:<10.3g} r {','.join(map(str, ranks)):<6} {len(names):>2} "
+                "runs: " + ", ".join(f"{n} {names.count(n)}" for n in sorted(set(names)))
             )
     return {"claim": "9", "runs": runs}
 
 
 def command_line(argv: list[str]) -> str:
-    """The command that measures a report, without where it was written or read from (--out, --reuse, --plot)."""
+    """The command that measures a report, without where it was written or read from (--out,
+    --reuse, --plot)."""
     kept, skipping = [], False
     for word in argv:
         if word.startswith("--"):
@@ -613,7 +663,7 @@ def command_line(argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict | None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.parser(__doc__)
     parser.add_argument(
         "--claim",
         type=int,
@@ -735,10 +785,9 @@ def main(argv: list[str] | None = None) -> dict | None:
         "calls": list(CALLS),
     }
     if args.publish:
-        claims.PUBLISHED_DIR.mkdir(parents=True, exist_ok=True)
-        files.write_atomically(
-            claims.PUBLISHED_DIR / claims.published_name(args.claim), json.dumps(report, indent=1)
-        )
+        path = claims.published_path(args.claim)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        files.write_atomically(path, json.dumps(report, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
     return report

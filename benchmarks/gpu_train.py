@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from peft import LoraConfig
 
+from benchmarks import _common
 from benchmarks.lora_speed import saved_bytes, sync
 from lorakit import inject, models
 from lorakit.memory import flops_per_sample
@@ -71,7 +72,8 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, repeats: int =
 def build(
     variant: str, unet_config: dict, rank: int, device: torch.device, dtype: torch.dtype, seed: int
 ):
-    """A fresh UNet (same random weights for every variant) set up for ``variant``; returns (unet, params)."""
+    """A fresh UNet (same random weights for every variant) set up for ``variant``; returns (unet,
+    params)."""
     torch.manual_seed(seed)
     with torch.device(device):
         unet = UNet2DConditionModel(**unet_config)
@@ -167,7 +169,8 @@ def run_variant(variant: str, args, unet_config: dict, batches: list, device: to
 
 
 def make_batches(args, unet_config: dict, device: torch.device, count: int = 4) -> list:
-    """``count`` fixed batches (noisy latents, timesteps, text embeddings, noise), as cached data gives."""
+    """``count`` fixed batches (noisy latents, timesteps, text embeddings, noise), as cached data
+    gives."""
     gen = torch.Generator().manual_seed(args.seed)
     latent = (
         CONFIGS[args.config]["resolution"] // 8 if args.resolution is None else args.resolution // 8
@@ -192,9 +195,7 @@ def make_batches(args, unet_config: dict, device: torch.device, count: int = 4) 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = _common.parser(__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument(
         "--config",
         choices=sorted(CONFIGS),
@@ -231,7 +232,8 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = sorted(set(variants) - set(VARIANTS + EXTRAS))
     if unknown or "peft" not in variants:
         parser.error(
-            f"--variants must include peft (the reference) and only {VARIANTS + EXTRAS}; got {unknown}"
+            f"--variants must include peft (the reference) and only {VARIANTS + EXTRAS}; got "
+            f"{unknown}"
         )
     unet_config = CONFIGS[args.config]["unet"]
     resolution = args.resolution or CONFIGS[args.config]["resolution"]
@@ -251,12 +253,15 @@ def main(argv: list[str] | None = None) -> dict:
         else f"CPU, {torch.get_num_threads()} threads"
     )
     print(
-        f"device: {name}; torch {torch.__version__}; measured {str(dtype)[6:]} matmul rate {rate / 1e12:.1f} TFLOP/s"
+        f"device: {name}; torch {torch.__version__}; measured {str(dtype)[6:]} matmul rate "
+        f"{rate / 1e12:.1f} TFLOP/s"
     )
     print(
-        f"UNet: {args.config} config at {resolution}x{resolution} ({latent}x{latent} latents), batch {args.batch}, "
+        f"UNet: {args.config} config at {resolution}x{resolution} ({latent}x{latent} latents), "
+        f"batch {args.batch}, "
         f"rank {args.rank} on attn2; FLOPs per sample (forward + input-gradient backward): "
-        f"{flops['forward'] / 1e12:.3f} + {flops['backward_input'] / 1e12:.3f} = {per_sample / 1e12:.3f} TFLOP"
+        f"{flops['forward'] / 1e12:.3f} + {flops['backward_input'] / 1e12:.3f} = "
+        f"{per_sample / 1e12:.3f} TFLOP"
     )
 
     batches = make_batches(args, unet_config, device)
@@ -274,7 +279,8 @@ def main(argv: list[str] | None = None) -> dict:
     ref = results["peft"]
     memory_label = "peak GiB" if device.type == "cuda" else "saved GiB"
     print(
-        f"\nmedian of {args.steps} steps after {args.warmup} warm-up; ratios against peft in this run"
+        f"\nmedian of {args.steps} steps after {args.warmup} warm-up; ratios against peft in this "
+        "run"
     )
     print(
         f"{'variant':<24}{'trainable':>12}{'step ms':>10}{'samples/s':>11}{'vs peft':>9}"
@@ -289,17 +295,21 @@ def main(argv: list[str] | None = None) -> dict:
             memory_vs_peft=r["peak_bytes"] / ref["peak_bytes"],
         )
         print(
-            f"{variant:<24}{r['trainable']:>12,}{r['step_s'] * 1e3:>10.1f}{sps:>11.2f}{r['speed_vs_peft']:>9.3f}"
-            f"{r['peak_bytes'] / 2**30:>11.2f}{r['memory_vs_peft']:>9.3f}{r['mfu']:>8.1%}{r['warmup_s']:>11.1f}"
+            f"{variant:<24}{r['trainable']:>12,}{r['step_s'] * 1e3:>10.1f}{sps:>11.2f}"
+            f"{r['speed_vs_peft']:>9.3f}"
+            f"{r['peak_bytes'] / 2**30:>11.2f}{r['memory_vs_peft']:>9.3f}{r['mfu']:>8.1%}"
+            f"{r['warmup_s']:>11.1f}"
         )
     if "lorakit" in results:
         print(
-            f"first-step loss: lorakit {results['lorakit']['losses'][0]:.6f}, peft {ref['losses'][0]:.6f} "
+            f"first-step loss: lorakit {results['lorakit']['losses'][0]:.6f}, peft "
+            f"{ref['losses'][0]:.6f} "
             f"(same weights and batch; LoRA B = 0 at the start, so they must agree)"
         )
     if "full" in results and "lorakit" in results:
         print(
-            f"full fine-tuning / lorakit step time: {results['full']['step_s'] / results['lorakit']['step_s']:.2f}x, "
+            "full fine-tuning / lorakit step time: "
+            f"{results['full']['step_s'] / results['lorakit']['step_s']:.2f}x, "
             f"memory {results['full']['peak_bytes'] / results['lorakit']['peak_bytes']:.2f}x"
         )
     summary = dict(

@@ -1,26 +1,29 @@
-"""How long do resize and extract take on an SD 1.5-sized LoRA? ``python -m benchmarks.lora_algebra``.
+"""How long do resize and extract take on an SD 1.5-sized LoRA?
+``python -m benchmarks.lora_algebra``.
 
-The LoRA has kohya's default layout for SD 1.5 (every linear layer and 1x1 convolution of the 16 transformer
-blocks: 192 modules, shapes from SD 1.5's real config), rank ``--rank`` (default 32), random factors. Two rows,
-each the median of ``--repeats`` runs on the CPU, each against its peer in the same run:
+The LoRA has kohya's default layout for SD 1.5 (every linear layer and 1x1 convolution of the 16
+transformer blocks: 192 modules, shapes from SD 1.5's real config), rank ``--rank`` (default 32),
+random factors. Two rows, each the median of ``--repeats`` runs on the CPU, each against its peer in
+the same run:
 
-1. **resize** to ``--new-rank``: lorakit's ``svd_tools.resize`` (the SVD of the r x r core after QR of the two
-   factors, ``O((in + out) r^2)``) against what kohya's ``resize_lora.py`` does, the full SVD of every dense
-   ``up @ down``. Both truncate to the same rank; the largest difference of their delta W is printed.
-2. **extract** at ``--new-rank`` from a "fine-tune" of the same 192 layers (the base weights plus a random
-   change of rank 64 and a little full-rank noise): lorakit's ``svd_tools.extract`` (float32, full SVD of each
-   difference) against the bare loop of ``torch.linalg.svd`` over the same differences (its peer: what is left
-   of extract without the checks, the bookkeeping and the factor split).
+1. **resize** to ``--new-rank``: lorakit's ``svd_tools.resize`` (the SVD of the r x r core after QR
+   of the two factors, ``O((in + out) r^2)``) against what kohya's ``resize_lora.py`` does, the full
+   SVD of every dense ``up @ down``. Both truncate to the same rank; the largest difference of their
+   delta W is printed.
+2. **extract** at ``--new-rank`` from a "fine-tune" of the same 192 layers (the base weights plus a
+   random change of rank 64 and a little full-rank noise): lorakit's ``svd_tools.extract`` (float32,
+   full SVD of each difference) against the bare loop of ``torch.linalg.svd`` over the same
+   differences (its peer: what is left of extract without the checks, the bookkeeping and the factor
+   split).
 
-Only the 192 layers are real (the rest of the UNet stays on the meta device, as no extraction reads it), so
-the run needs about 2 GB. Left out: the GPU (``svd_tools`` runs where the weights are), randomised SVD.
+Only the 192 layers are real (the rest of the UNet stays on the meta device, as no extraction reads
+it), so the run needs about 2 GB. Left out: the GPU (``svd_tools`` runs where the weights are),
+randomised SVD.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import os
 import statistics
 import time
 
@@ -28,6 +31,7 @@ import torch
 from diffusers import UNet2DConditionModel
 from torch import nn
 
+from benchmarks import _common
 from lorakit import formats, inject, models, svd_tools
 
 
@@ -45,12 +49,12 @@ def sd15_lora(rank: int, seed: int = 0) -> formats.LoRAWeights:
         b = torch.randn(n_out, rank, generator=gen) * 0.01
         conv = isinstance(modules[p], nn.Conv2d)
         A[p], B[p] = (a[..., None, None], b[..., None, None]) if conv else (a, b)
-    return formats._build("lorakit", A, B, {p: float(rank) for p in paths})
+    return formats.build_weights("lorakit", A, B, {p: float(rank) for p in paths})
 
 
 def sd15_pair(seed: int = 0, layers: int | None = None) -> tuple[nn.Module, nn.Module]:
-    """An SD 1.5 UNet whose 192 kohya-default layers (or the first ``layers``) are real (the rest on meta), and a
-    fine-tune of it."""
+    """An SD 1.5 UNet whose 192 kohya-default layers (or the first ``layers``) are real (the rest on
+    meta), and a fine-tune of it."""
     with torch.device("meta"):
         base = UNet2DConditionModel(**models.SD15_UNET_CONFIG)
     gen = torch.Generator().manual_seed(seed)
@@ -75,7 +79,8 @@ def sd15_pair(seed: int = 0, layers: int | None = None) -> tuple[nn.Module, nn.M
 
 
 def dense_resize(weights: formats.LoRAWeights, rank: int) -> dict[str, torch.Tensor]:
-    """kohya's way: the dense delta W of every module, its full SVD, truncated (the peer of svd_tools.resize)."""
+    """kohya's way: the dense delta W of every module, its full SVD, truncated (the peer of
+    svd_tools.resize)."""
     out = {}
     for m in weights.modules:
         u, s, vh = torch.linalg.svd(weights.matrix(m), full_matrices=False)
@@ -84,7 +89,8 @@ def dense_resize(weights: formats.LoRAWeights, rank: int) -> dict[str, torch.Ten
 
 
 def bare_svds(base: nn.Module, tuned: nn.Module, paths: list[str], rank: int) -> list[torch.Tensor]:
-    """The SVDs of extract alone: each float32 difference, full SVD, the first ``rank`` singular values kept."""
+    """The SVDs of extract alone: each float32 difference, full SVD, the first ``rank`` singular
+    values kept."""
     kept = []
     with torch.no_grad():
         for p in paths:
@@ -102,7 +108,7 @@ def timed(fn) -> tuple[float, object]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = _common.parser(__doc__)
     parser.add_argument(
         "--rank", type=int, default=32, help="rank of the LoRA that is resized (default 32)"
     )
@@ -121,7 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = parser.parse_args(argv)
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
+        f"{_common.load_average(last_minute=True)}"
     )
     weights = sd15_lora(args.rank)
     weights = weights.subset(weights.modules[: args.layers])
@@ -156,23 +163,26 @@ def main(argv: list[str] | None = None) -> dict:
             ours=statistics.median(ours), peer=statistics.median(theirs), check=energy
         )
     print(
-        f"\nSD 1.5-shaped LoRA: {len(weights.modules)} of kohya's 192 default modules, rank {args.rank}; "
+        f"\nSD 1.5-shaped LoRA: {len(weights.modules)} of kohya's 192 default modules, rank "
+        f"{args.rank}; "
         f"median of {args.repeats} runs, CPU"
     )
     print(f"{'':8s} {'lorakit s':>10s} {'peer s':>10s} {'peer/ours':>9s}  the peer; a check")
     if "resize" in rows:
         r = rows["resize"]
         print(
-            f"{'resize':8s} {r['ours']:10.3f} {r['peer']:10.3f} {r['peer'] / r['ours']:8.1f}x  kohya's dense SVD "
+            f"{'resize':8s} {r['ours']:10.3f} {r['peer']:10.3f} {r['peer'] / r['ours']:8.1f}x  "
+            "kohya's dense SVD "
             f"of up @ down; largest difference of delta W {r['check']:.2e}"
         )
     if "extract" in rows:
         r = rows["extract"]
         print(
-            f"{'extract':8s} {r['ours']:10.3f} {r['peer']:10.3f} {r['peer'] / r['ours']:8.2f}x  the bare SVD loop; "
+            f"{'extract':8s} {r['ours']:10.3f} {r['peer']:10.3f} {r['peer'] / r['ours']:8.2f}x  "
+            "the bare SVD loop; "
             f"mean energy kept at rank {args.new_rank}: {r['check']:.1%}"
         )
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    print(f"load average after: {_common.load_average(last_minute=True)}")
     return rows
 
 

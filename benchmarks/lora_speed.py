@@ -30,7 +30,6 @@ numbers taken on a busy machine are noisy, the ratios less so than the times.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import statistics
@@ -40,6 +39,7 @@ import torch
 from diffusers import DDPMScheduler
 from peft import LoraConfig
 
+from benchmarks import _common
 from lorakit import inject, models, train
 
 
@@ -49,7 +49,8 @@ def sync(device: torch.device) -> None:
 
 
 def saved_bytes(fn) -> tuple[object, int]:
-    """Run ``fn()`` and count the bytes of the distinct non-parameter storages autograd saves meanwhile."""
+    """Run ``fn()`` and count the bytes of the distinct non-parameter storages autograd saves
+    meanwhile."""
     seen: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -192,12 +193,8 @@ def infer_table(unet, args, device) -> dict:
     return dict(times=times, merge_diff=merge_diff, peft_diff=peft_diff)
 
 
-def _load() -> str:
-    return "load average " + "/".join(f"{x:.2f}" for x in os.getloadavg()) + " (1/5/15 min)"
-
-
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--batch", type=int, default=8, help="training batch (latents 4x16x16)")
     parser.add_argument("--infer-batch", type=int, default=16, help="inference batch")
@@ -223,19 +220,22 @@ def main(argv: list[str] | None = None) -> dict:
     scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(device)
     print(
         f"device {device}, torch threads {torch.get_num_threads()}, "
-        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, {_load()}"
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+        f"load average {_common.load_average()}"
     )
 
     tr = train_table(unet, scheduler, args, device)
     v = tr["variants"]
     med = {k: statistics.median(x["times"]) for k, x in v.items()}
     print(
-        f"\n1. Training step: rank {args.rank} on {tr['targets']} attn2 projections, batch {args.batch}, "
+        f"\n1. Training step: rank {args.rank} on {tr['targets']} attn2 projections, batch "
+        f"{args.batch}, "
         f"AdamW, median of {args.steps} after {args.warmup} warm-up"
     )
     mem_head = "  peak MiB" if device.type == "cuda" else ""
     print(
-        f"{'variant':<10} {'step ms':>9} {'ratio':>7} {'saved MiB':>10} {'ratio':>7}{mem_head} {'1st loss':>10}"
+        f"{'variant':<10} {'step ms':>9} {'ratio':>7} {'saved MiB':>10} {'ratio':>7}{mem_head} "
+        f"{'1st loss':>10}"
     )
     for k, x in v.items():
         peak = f" {x['peak'] / 2**20:9.1f}" if x["peak"] is not None else ""
@@ -245,7 +245,8 @@ def main(argv: list[str] | None = None) -> dict:
         )
     loss_diff = abs(v["lorakit"]["loss"] - v["PEFT"]["loss"])
     print(
-        f"ratios are lorakit/PEFT; |first-step loss difference| {loss_diff:.2e} (same weights, same batch)"
+        f"ratios are lorakit/PEFT; |first-step loss difference| {loss_diff:.2e} (same weights, "
+        "same batch)"
     )
     if device.type == "cuda":
         print(f"peak ratio lorakit/PEFT {v['lorakit']['peak'] / v['PEFT']['peak']:.3f}")
@@ -263,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"max |output difference|: lorakit merged vs unmerged {inf['merge_diff']:.2e}, "
         f"PEFT vs lorakit unmerged {inf['peft_diff']:.2e}"
     )
-    print(f"\n{_load()}")
+    print(f"\nload average {_common.load_average()}")
     return dict(
         train_ms={k: m * 1e3 for k, m in med.items()},
         saved_bytes={k: x["saved"] for k, x in v.items()},

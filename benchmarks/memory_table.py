@@ -27,8 +27,6 @@ encoder (the loop never runs them: latents and text embeddings are cached before
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 import time
 from dataclasses import replace
@@ -37,6 +35,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from torch.profiler import ProfilerActivity, profile
 
+from benchmarks import _common
 from lorakit import inject, memory, models, train
 
 # (batch, checkpointing, rank): what the table tries by default.
@@ -56,7 +55,8 @@ def _param_bytes(module: torch.nn.Module) -> int:
 
 
 def cpu_peak_growth(fn) -> int:
-    """Bytes by which the CPU allocations live during ``fn()`` rise above those live before it, at most."""
+    """Bytes by which the CPU allocations live during ``fn()`` rise above those live before it, at
+    most."""
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     changes = sorted(
@@ -74,7 +74,8 @@ def cpu_peak_growth(fn) -> int:
 def measure_step(
     unet: torch.nn.Module, scheduler, cfg: train.TrainConfig, latent_side: int, device: torch.device
 ) -> tuple[int, float]:
-    """(measured peak bytes, seconds) of the first training step of a fresh rank-``cfg.r`` LoRA on ``unet``.
+    """(measured peak bytes, seconds) of the first training step of a fresh rank-``cfg.r`` LoRA on
+    ``unet``.
 
     ``unet`` is left as it was (the LoRA is removed again).
     """
@@ -134,7 +135,8 @@ def measure_step(
 def build_unet(
     model: str, device: torch.device, dtype: torch.dtype
 ) -> tuple[UNet2DConditionModel, int]:
-    """(frozen UNet, VAE scale factor): the committed tiny SD, or SD 1.5's UNet with random weights."""
+    """(frozen UNet, VAE scale factor): the committed tiny SD, or SD 1.5's UNet with random
+    weights."""
     if model == "tiny":
         pipe = models.load_pipeline("tiny", device=device, dtype=dtype)
         return pipe.unet.requires_grad_(False), pipe.vae_scale_factor
@@ -144,12 +146,8 @@ def build_unet(
     return unet.requires_grad_(False), 8
 
 
-def _load() -> str:
-    return "load average " + "/".join(f"{x:.2f}" for x in os.getloadavg()) + " (1/5/15 min)"
-
-
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument(
         "--model",
@@ -178,7 +176,8 @@ def main(argv: list[str] | None = None) -> dict:
         )
     except ValueError:
         parser.error(
-            f"--settings {args.settings!r}: give batch:checkpointing:rank triples, e.g. 8:1:4,16:0:4"
+            f"--settings {args.settings!r}: give batch:checkpointing:rank triples, e.g. "
+            "8:1:4,16:0:4"
         )
 
     device = torch.device(args.device)
@@ -197,12 +196,15 @@ def main(argv: list[str] | None = None) -> dict:
     )
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(
-        f"{args.model} UNet at {resolution}px on {name}, weights {str(dtype).removeprefix('torch.')}, "
-        f"mixed precision {args.mixed_precision}; measured = parameters + peak growth of one step ({how}); "
-        f"{_load()}"
+        f"{args.model} UNet at {resolution}px on {name}, weights "
+        f"{str(dtype).removeprefix('torch.')}, "
+        f"mixed precision {args.mixed_precision}; measured = parameters + peak growth of one step "
+        f"({how}); "
+        f"load average {_common.load_average()}"
     )
     print(
-        f"{'batch':>5} {'ckpt':>5} {'r':>3} {'activations':>12} {'estimate':>10} {'measured':>10} {'ratio':>6} "
+        f"{'batch':>5} {'ckpt':>5} {'r':>3} {'activations':>12} {'estimate':>10} {'measured':>10} "
+        f"{'ratio':>6} "
         f"{'step s':>7}"
     )
     rows = []
@@ -235,13 +237,15 @@ def main(argv: list[str] | None = None) -> dict:
             )
         )
         print(
-            f"{batch:>5} {'on' if ckpt else 'off':>5} {rank:>3} {memory.format_bytes(estimate.activations):>12} "
+            f"{batch:>5} {'on' if ckpt else 'off':>5} {rank:>3} "
+            f"{memory.format_bytes(estimate.activations):>12} "
             f"{memory.format_bytes(estimate.total):>10} {memory.format_bytes(measured):>10} "
             f"{estimate.total / measured:6.2f} {seconds:7.2f}"
         )
     print(
-        f"ratio = estimate / measured; step time: median of {args.repeats} (the first step, with the "
-        f"profiler on for the CPU: not a speed figure); {_load()}"
+        f"ratio = estimate / measured; step time: median of {args.repeats} (the first step, with "
+        "the "
+        f"profiler on for the CPU: not a speed figure); load average {_common.load_average()}"
     )
     return dict(device=name, rows=rows)
 

@@ -1,4 +1,5 @@
-"""How long each lesson takes, under ``make test`` and in a student's own run: ``python -m benchmarks.notebook_times``.
+"""How long each lesson takes, under ``make test`` and in a student's own run:
+``python -m benchmarks.notebook_times``.
 
 Executes every notebook (or those named) with nbclient, in small mode and offline, several times
 each, and prints a table: the median and every run, in test mode (``LORAKIT_TEST=1``, as ``make
@@ -12,7 +13,6 @@ Run it with nothing else busy on the machine: two torch jobs at once slow each o
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -21,6 +21,8 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+
+from benchmarks import _common
 
 ROOT = Path(__file__).resolve().parent.parent
 OFFLINE = {
@@ -34,7 +36,8 @@ BUDGET_S = {"test": 60, "student": 300}
 
 
 def run_once(path: Path, mode: str) -> float:
-    """Seconds to execute ``path`` top to bottom in a fresh kernel, in ``mode`` ("test" or "student")."""
+    """Seconds to execute ``path`` top to bottom in a fresh kernel, in ``mode`` ("test" or
+    "student")."""
     before = dict(os.environ)
     os.environ.update(OFFLINE)  # the kernel inherits this process's environment
     os.environ.pop("LORAKIT_TEST", None)
@@ -56,7 +59,7 @@ def run_once(path: Path, mode: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("notebooks", nargs="*", help="default: every notebooks/NN_*.ipynb")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))

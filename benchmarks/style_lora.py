@@ -1,4 +1,5 @@
-"""Does a style LoRA learn the outline style and keep the content? ``python -m benchmarks.style_lora``.
+"""Does a style LoRA learn the outline style and keep the content?
+``python -m benchmarks.style_lora``.
 
 Trains a LoRA with the default small-world settings (``train.TrainConfig.for_mode("small")``) on
 ``data/styles/outline``, then scores, with lorakit's detectors, the same prompts and seeds drawn by
@@ -20,7 +21,6 @@ Lesson: notebooks/06_train_style_lora.ipynb.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 import typing
@@ -30,11 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lorakit import imagefolder, inject, metrics, models, sample, shapes, styles, train
+from benchmarks import _common
+from lorakit import formats, imagefolder, inject, metrics, sample, shapes, styles, train
 
 
 def evaluate(pipe, combos, seeds, template: str) -> metrics.GridResult:
-    """Score every (colour, shape) of ``combos`` x ``seeds`` on ``template`` (default sampler settings)."""
+    """Score every (colour, shape) of ``combos`` x ``seeds`` on ``template`` (default sampler
+    settings)."""
 
     def generate(prompts, seeds_):
         return sample.generate(pipe, prompts, seeds_, batch_size=32)
@@ -68,13 +70,15 @@ def max_diff(a, b) -> float:
 
 def row(name: str, result: metrics.GridResult) -> str:
     return (
-        f"{name:<34}{result.style_rate:>8.1%}{result.colour_accuracy:>9.1%}{result.shape_accuracy:>9.1%}"
+        f"{name:<34}{result.style_rate:>8.1%}{result.colour_accuracy:>9.1%}"
+        f"{result.shape_accuracy:>9.1%}"
         f"{result.both_accuracy:>9.1%}{len(result.records):>6}"
     )
 
 
 GRID_NAMES = {"held-out": "held_out", "all 15": "all"}  # file names of the --out grids
-# TrainConfig fields that take None, with the type of their other values (alpha: float, resolution: int, ...).
+# TrainConfig fields that take None, with the type of their other values (alpha: float, resolution:
+# int, ...).
 OPTIONAL = {
     name: next(a for a in typing.get_args(hint) if a is not type(None))
     for name, hint in typing.get_type_hints(train.TrainConfig).items()
@@ -83,7 +87,8 @@ OPTIONAL = {
 
 
 def parse_settings(items: list[str]) -> dict:
-    """``["r=8", "flip=false", "min_snr_gamma=none", "target_modules=attn2.to_k,attn2.to_v"]`` as TrainConfig overrides, typed."""
+    """``["r=8", "flip=false", "min_snr_gamma=none", "target_modules=attn2.to_k,attn2.to_v"]`` as
+    TrainConfig overrides, typed."""
     defaults, overrides = train.TrainConfig(), {}
     for item in items:
         field, _, value = item.partition("=")
@@ -107,7 +112,8 @@ def parse_settings(items: list[str]) -> dict:
 
 
 def pooled(results: list[metrics.GridResult]) -> metrics.GridResult:
-    """One result of several LoRAs' pictures: its rates are the mean over the LoRAs (each scored the same pictures)."""
+    """One result of several LoRAs' pictures: its rates are the mean over the LoRAs (each scored the
+    same pictures)."""
     return metrics.GridResult(
         records=[r for result in results for r in result.records],
         style=results[0].style,
@@ -116,19 +122,22 @@ def pooled(results: list[metrics.GridResult]) -> metrics.GridResult:
 
 
 def standard_error(results: list[metrics.GridResult]) -> dict[str, float]:
-    """Standard error of the mean over the LoRAs (sample std / sqrt(n)) of style, colour and shape; 0 for one LoRA.
+    """Standard error of the mean over the LoRAs (sample std / sqrt(n)) of style, colour and shape;
+    0 for one LoRA.
 
-    It holds both sources of spread: the training seed, and the sampling seeds each LoRA is scored on.
+    It holds both sources of spread: the training seed, and the sampling seeds each LoRA is scored
+    on.
     """
-    rates = np.array(
-        [[r.style_rate, r.colour_accuracy, r.shape_accuracy] for r in results]
-    )  # (LoRAs, 3)
-    err = rates.std(axis=0, ddof=1) / np.sqrt(len(rates)) if len(rates) > 1 else np.zeros(3)
-    return dict(zip(("style", "colour", "shape"), map(float, err), strict=True))
+    rates = {
+        "style": [r.style_rate for r in results],
+        "colour": [r.colour_accuracy for r in results],
+        "shape": [r.shape_accuracy for r in results],
+    }
+    return {name: _common.mean_se(values)[1] for name, values in rates.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.parser(__doc__)
     parser.add_argument(
         "--steps", type=int, default=None, help="training steps (default: TrainConfig's 300)"
     )
@@ -153,7 +162,8 @@ def main(argv: list[str] | None = None) -> None:
         nargs="*",
         default=[],
         metavar="FIELD=VALUE",
-        help="other TrainConfig settings, e.g. r=8 lr=5e-4 target_modules=attn min_snr_gamma=5 flip=false",
+        help="other TrainConfig settings, e.g. r=8 lr=5e-4 target_modules=attn min_snr_gamma=5 "
+        "flip=false",
     )
     parser.add_argument(
         "--held-out-only",
@@ -163,8 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
-    torch.manual_seed(0)
-    pipe = models.load_pipeline(args.model, device=args.device, dtype="float32")
+    pipe = _common.seeded_pipeline(args)
     overrides = {"steps": args.steps} if args.steps else {}
     try:
         overrides.update(parse_settings(args.set))
@@ -197,8 +206,10 @@ def main(argv: list[str] | None = None) -> None:
         seconds = time.perf_counter() - start
         train_seconds.append(seconds)
         print(
-            f"seed {seed}: trained rank-{cfg.r} LoRA on {cfg.target_modules}, {cfg.steps} steps, batch {cfg.batch_size}, "
-            f"lr {cfg.lr}: {seconds:.0f} s, loss first 10 {np.mean(result.history[:10]):.4f} -> last 10 "
+            f"seed {seed}: trained rank-{cfg.r} LoRA on {cfg.target_modules}, {cfg.steps} steps, "
+            f"batch {cfg.batch_size}, "
+            f"lr {cfg.lr}: {seconds:.0f} s, loss first 10 {np.mean(result.history[:10]):.4f} -> "
+            "last 10 "
             f"{np.mean(result.history[-10:]):.4f}, torch threads {torch.get_num_threads()}",
             flush=True,
         )
@@ -222,14 +233,15 @@ def main(argv: list[str] | None = None) -> None:
                     out / f"{GRID_NAMES[key]}_lora.png"
                 )
             train.save_loss_plot(result, out / "loss.png")
-            train.formats.save_lora(pipe.unet, out / "lora.safetensors", "kohya")
+            formats.save_lora(pipe.unet, out / "lora.safetensors", "kohya")
         inject.remove_lora(pipe.unet)
 
     header = f"{'':<34}{'outline':>8}{'colour':>9}{'shape':>9}{'both':>9}{'n':>6}"
     figures = {}
     for label in sets:
         print(
-            f"\n== {label} combinations, {args.seeds} seeds each, LoRAs of training seeds {train_seeds} =="
+            f"\n== {label} combinations, {args.seeds} seeds each, LoRAs of training seeds "
+            f"{train_seeds} =="
         )
         print(header)
         for seed, one in zip(train_seeds, lora[label], strict=True):
@@ -252,8 +264,10 @@ def main(argv: list[str] | None = None) -> None:
         drop_s = base[label, "trigger"].shape_accuracy - mean.shape_accuracy
         what = "mean " if len(train_seeds) > 1 else ""
         print(
-            f"{what}style rate {mean.style_rate:.1%} (goal >= 80%): {'PASS' if mean.style_rate >= 0.8 else 'FAIL'}; "
-            f"{what}colour {drop_c * 100:+.1f} / shape {drop_s * 100:+.1f} points below base on the same prompts "
+            f"{what}style rate {mean.style_rate:.1%} (goal >= 80%): "
+            f"{'PASS' if mean.style_rate >= 0.8 else 'FAIL'}; "
+            f"{what}colour {drop_c * 100:+.1f} / shape {drop_s * 100:+.1f} points below base on "
+            "the same prompts "
             f"(goal <= 10): {'PASS' if max(drop_c, drop_s) <= 0.10 else 'FAIL'}"
         )
         diff = max(off_diff[label])

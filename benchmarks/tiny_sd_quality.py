@@ -6,18 +6,18 @@ with lorakit's detectors, and times sampling a 4x4 grid (median of several runs)
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
 from diffusers import DPMSolverMultistepScheduler, PNDMScheduler
 
-from lorakit import metrics, models, sample
+from benchmarks import _common
+from lorakit import metrics, sample, shapes
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.parser(__doc__)
     parser.add_argument(
         "--model", default="tiny", help="'tiny', a local pipeline directory or a hub id"
     )
@@ -36,8 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--save-grid", default=None, help="write the prompt grid as a PNG here")
     args = parser.parse_args(argv)
 
-    torch.manual_seed(0)
-    pipe = models.load_pipeline(args.model, device=args.device, dtype="float32")
+    pipe = _common.seeded_pipeline(args)
     samplers = {"dpm": DPMSolverMultistepScheduler, "pndm": PNDMScheduler}
     if args.scheduler in samplers:
         pipe.scheduler = samplers[args.scheduler].from_config(pipe.scheduler.config)
@@ -56,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     result = metrics.evaluate_grid(generate, seeds=tuple(range(args.seeds)))
     print(result.table())
     if args.save_grid:
-        cols = args.seeds * len(metrics.data.SHAPES)
+        cols = args.seeds * len(shapes.SHAPES)
         sample.image_grid(result.images, cols=cols, scale=2).save(args.save_grid)
 
     times = []
@@ -71,7 +70,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         times.append(time.perf_counter() - start)
     print(
-        f"4x4 grid on {pipe.device}: median {statistics.median(times):.2f} s over {args.repeats} runs "
+        f"4x4 grid on {pipe.device}: median {statistics.median(times):.2f} s over {args.repeats} "
+        "runs "
         f"({', '.join(f'{t:.2f}' for t in times)}), torch threads {torch.get_num_threads()}"
     )
 

@@ -2,28 +2,17 @@
 
 Introduced in notebooks/04_cross_attention.ipynb.
 
-Every ``attn2`` in Stable Diffusion's UNet is a cross-attention: the image features ``x``
-(B, N, C), one row per latent position (N = h * w), ask the questions (queries, Q); the text
-embeddings ``context`` (B, T, D), one row per prompt token (T = 77), hold the answers (keys K
-and values V). Each position gets a softmax over the tokens, ``softmax(Q K^T / sqrt(d))``, and
-takes that mix of the tokens' values. These four linear layers, ``to_q``, ``to_k``, ``to_v``
-and ``to_out.0``, are what a cross-attention LoRA adapts (Lesson 05).
+Every ``attn2`` of SD's UNet is a cross-attention: the image features ``x`` (B, N, C), one row a
+latent position, ask (queries Q); the text embeddings ``context`` (B, T, D), one row a token,
+answer (keys K, values V); each position takes the ``softmax(Q K^T / sqrt(d))`` mix of the
+tokens' values. Its ``to_q``, ``to_k``, ``to_v`` and ``to_out.0`` are what lesson 05's LoRA adapts.
+:func:`cross_attention` computes it from scratch, :func:`attention_from_module` with a diffusers
+``Attention``'s weights; :func:`capture_cross_attention` records the maps of every ``attn2`` for a
+``with`` block, and :func:`token_maps` turns them into one map a picture for a token.
 
-* :func:`cross_attention` is the computation from scratch (heads split and merged by hand);
-  :func:`attention_from_module` runs it on a diffusers ``Attention`` module's own weights, and
-  :func:`attention_probs` returns its softmax maps (B, heads, N, T).
-* :func:`attn2_modules` lists the 16 ``attn2`` of an SD 1.5-shaped UNet by module path.
-* :func:`capture_cross_attention` swaps a recording processor into every ``attn2`` for the
-  length of a ``with`` block (the original processors come back on exit, even on errors);
-  :func:`token_maps` turns the records into one (resolution x resolution) map per picture for
-  a token, and :func:`token_indices` finds a word's token positions in a prompt.
-
-Left out: attention masks, and the extras of diffusers' ``Attention`` that SD 1.5's ``attn2``
-does not use (group/spatial norms, residual connections, cross-attention norms; they raise a
-clear error); fast kernels (``scaled_dot_product_attention``, xformers, flash attention compute
-the same maths in less memory); self-attention maps (``attn1`` is the same formula with
-``context = x``). Records keep the head average unless ``keep_heads=True``: SD 1.5 at 512x512
-would otherwise store gigabytes per picture.
+Left out: attention masks, the ``Attention`` extras SD 1.5's ``attn2`` does not use (they raise),
+fast kernels (the same maths in less memory), self-attention maps. Records average the heads
+unless ``keep_heads=True`` (SD 1.5 at 512x512 would store gigabytes a picture).
 """
 
 from __future__ import annotations
@@ -35,6 +24,19 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+__all__ = [
+    "CrossAttentionRecorder",
+    "attention_from_module",
+    "attention_probs",
+    "attn2_modules",
+    "capture_cross_attention",
+    "cross_attention",
+    "merge_heads",
+    "split_heads",
+    "token_indices",
+    "token_maps",
+]
 
 
 def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
@@ -112,7 +114,8 @@ def attention_from_module(
     context: torch.Tensor | None = None,
     return_probs: bool = False,
 ):
-    """:func:`cross_attention` with a diffusers ``Attention``'s weights, heads and scale (context None: self-attention)."""
+    """:func:`cross_attention` with a diffusers ``Attention``'s weights, heads and scale
+    (``context=None``: self-attention)."""
     _check_plain(attn, x)
     context = x if context is None else context
     return cross_attention(
@@ -150,8 +153,8 @@ class CrossAttentionRecorder:
     appends its maps to ``records[name]``: (B, N, T) averaged over heads, or (B, heads, N, T).
 
     With ``keep_graph`` the maps stay on their device and in the autograd graph, so that a loss
-    on them trains the model (``lorakit.maintainer.pretrain``'s token loss); otherwise they are detached
-    float32 copies on the CPU."""
+    on them trains the model (``lorakit.maintainer.pretrain``'s token loss); otherwise they are
+    detached float32 copies on the CPU."""
 
     def __init__(
         self,
@@ -203,7 +206,8 @@ def capture_cross_attention(
 ) -> Iterator[dict[str, list[torch.Tensor]]]:
     """Record every ``attn2``'s maps while the block runs: yields ``{attn2 path: [maps per call]}``.
 
-    One UNet call per denoising step (both CFG halves in one batch), so ``records[path][i]`` is step i.
+    One UNet call per denoising step (both CFG halves in one batch), so ``records[path][i]`` is
+    step i.
     """
     if not hasattr(unet, "set_attn_processor"):
         raise TypeError(
@@ -250,11 +254,12 @@ def token_maps(
     resolution: int = 64,
     cfg: bool = True,
 ) -> torch.Tensor:
-    """One (resolution, resolution) map per picture for ``token_index`` (a list is summed): (B, res, res).
+    """One (resolution, resolution) map per picture for ``token_index`` (a list is summed):
+    (B, res, res).
 
-    Averages over heads, steps and every layer whose grid is square (16x16, ..., 2x2 in the tiny SD),
-    each upsampled to ``resolution``. ``cfg=True`` keeps the conditional (second) half of the batch,
-    where the pipeline put the prompt; the first half attended to the empty prompt.
+    Averages over heads, steps and every layer whose grid is square (16x16, ..., 2x2 in the tiny
+    SD), each upsampled to ``resolution``. ``cfg=True`` keeps the conditional (second) half of the
+    batch, where the pipeline put the prompt; the first half attended to the empty prompt.
     """
     indices = [token_index] if isinstance(token_index, int) else list(token_index)
     total, layers = None, 0

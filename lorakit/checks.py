@@ -3,19 +3,12 @@
 Introduced in notebooks/01_low_rank_intuition.ipynb; every lesson after it uses the same checks.
 
 A check compares what a lesson (or a student's exercise) computed with a reference computed
-another way (PEFT, diffusers, numpy, a brute-force search), prints ``PASS`` or ``FAIL`` with the
-largest difference, and on ``FAIL`` raises :class:`CheckFailed`. Raising is the point: a check
-that only prints cannot fail ``make test`` (nbval passes a cell that prints FAIL), and a student
-who runs all cells should stop at the first thing that is wrong, not scroll past it. In a notebook
-the error shows as its one FAIL line, without a traceback.
-
-* :func:`close`: two arrays (tensors, numbers, lists) agree within ``tol``;
-* :func:`same_pixels`: two pictures or stacks of pictures agree within ``tol`` levels;
-* :func:`equal`: two values are equal (lists of names, counts, shapes);
-* :func:`true`: a condition holds, with a line that says what was measured.
-
-A check returns nothing: a check on a cell's last line shows no ``Out[]``, and nbgrader, which reads a
-number in a graded cell's result as partial credit, sees none. :func:`max_difference` gives the figure.
+another way (PEFT, diffusers, numpy), prints ``PASS`` or ``FAIL`` with the largest difference,
+and on ``FAIL`` raises :class:`CheckFailed`, shown in a notebook as its one FAIL line: a check that
+only prints cannot fail ``make test`` (nbval passes a cell that prints FAIL). :func:`close`
+compares arrays within ``tol``, :func:`same_pixels` pictures, :func:`equal` values, :func:`true`
+a condition with what was measured. A check returns nothing (no ``Out[]``, and nbgrader sees no
+partial credit); :func:`max_difference` gives the figure.
 
 Left out: the answers. A check never re-implements the exercise it checks; the reference is
 passed in by the cell that calls it.
@@ -24,6 +17,8 @@ passed in by the cell that calls it.
 from __future__ import annotations
 
 import numpy as np
+
+__all__ = ["CheckFailed", "close", "equal", "max_difference", "same_pixels", "true"]
 
 
 class CheckFailed(AssertionError):
@@ -79,7 +74,7 @@ def same_pixels(name: str, got, want, tol: float = 0) -> None:
 
 
 def equal(name: str, got, want) -> None:
-    """PASS when ``got == want`` (for lists, shapes, counts); the line shows both when they differ."""
+    """PASS when ``got == want`` (lists, shapes, counts); the line shows both when they differ."""
     ok = bool(got == want)
     shown = f"{got!r}" if ok else f"got {got!r}, want {want!r}"
     if len(shown) > 200:

@@ -1,27 +1,15 @@
-"""Which model and sizes, which device, and the test switch: the one place that reads lorakit's environment variables.
+"""Which model and sizes, which device, and the test switch: the one reader of lorakit's variables.
 
 Introduced in notebooks/01_low_rank_intuition.ipynb.
 
-Two worlds share one API. A world is a *model* and the settings that follow from it, never a device:
+Two worlds share one API. ``small``: the tiny SD in ``data/models/tiny-sd`` at 64x64 (lessons
+01-07, on any device). ``full``: SD 1.5 at 512x512 (lesson 08 on a CUDA GPU). :func:`preset_for`
+gives the settings that follow from a model, so a GPU changes where the tiny SD runs, not what it
+draws; :func:`get_mode` says which model lesson 08 loads.
 
-* ``small``: the tiny Stable Diffusion shipped in ``data/models/tiny-sd``, 64x64 images, 10 sampler
-  steps. Lessons 01-07 are written around it and use it, with its own settings, on any device: a
-  laptop CPU, CI, or Colab's GPU (where it only runs faster).
-* ``full``: Stable Diffusion 1.5 at 512x512, 30 sampler steps. Lesson 08 moves to it when a CUDA
-  GPU is there; so does ``train.TrainConfig.for_mode()`` called without a mode.
-
-:func:`preset_for` gives the settings of a model (a name, a folder or a loaded pipeline): the
-tiny SD's for the tiny SD, SD 1.5's for any other. Sampling and training take resolution, sampler
-steps and dtype from the model they are given, so a GPU changes where the tiny SD runs, not what it
-draws. :func:`get_mode` answers the other question: which model lesson 08 loads.
-
-Environment variables (read here and nowhere else):
-
-* ``LORAKIT_MODE=small|full`` overrides the default mode (``full`` with a CUDA GPU, else ``small``).
-* ``LORAKIT_SD15`` is where full mode loads SD 1.5 from: a hub id or a local folder saved with
-  ``save_pretrained`` (default: the hub's ``stable-diffusion-v1-5/stable-diffusion-v1-5``).
-* ``LORAKIT_TEST=1`` is set by ``make test``: lessons whose real run takes minutes shorten
-  it (fewer steps) so every notebook executes in about a minute. Students never set it.
+Environment variables, read here and nowhere else: ``LORAKIT_MODE=small|full`` (default ``full``
+with a CUDA GPU), ``LORAKIT_SD15`` (a hub id or a local folder for SD 1.5), ``LORAKIT_TEST=1``
+(set by ``make test``: long lesson runs take fewer steps; students never set it).
 
 Left out: multi-GPU placement (``accelerate`` handles it) and per-user config files.
 """
@@ -40,6 +28,26 @@ DATA_DIR = REPO_ROOT / "data"
 TINY_SD_DIR = DATA_DIR / "models" / "tiny-sd"
 SD15_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
+__all__ = [
+    "DATA_DIR",
+    "MODES",
+    "PRESETS",
+    "REPO_ROOT",
+    "SD15_HUB_ID",
+    "TINY_SD_DIR",
+    "Preset",
+    "get_device",
+    "get_dtype",
+    "get_mode",
+    "get_preset",
+    "gpu_present",
+    "is_test_run",
+    "is_tiny_sd",
+    "preset_for",
+    "sd15_source",
+    "steps_for",
+]
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -54,7 +62,8 @@ class Preset:
 
 
 PRESETS = {
-    # float32 everywhere: the tiny SD is small, and its figures (and the lessons' tolerances) are float32's.
+    # float32 everywhere: the tiny SD is small, and its figures (and the lessons' tolerances)
+    # are float32's.
     "small": Preset(
         mode="small",
         model="tiny",
@@ -75,7 +84,8 @@ PRESETS = {
 
 
 def gpu_present() -> bool:
-    """Whether a CUDA GPU is there: what picks the default mode (tests patch it to play a GPU runtime on the CPU)."""
+    """Whether a CUDA GPU is there: what picks the default mode (tests patch it to play a GPU
+    runtime on the CPU)."""
     return torch.cuda.is_available()
 
 
@@ -94,12 +104,13 @@ def get_mode() -> str:
 
 
 def sd15_source() -> str:
-    """Where full mode loads SD 1.5 from: ``LORAKIT_SD15`` (a hub id or a local folder), else the hub id."""
+    """Where full mode loads SD 1.5 from: ``LORAKIT_SD15`` (a hub id or a local folder), else the
+    hub id."""
     return os.environ.get("LORAKIT_SD15", "").strip() or SD15_HUB_ID
 
 
 def get_preset(mode: str | None = None) -> Preset:
-    """The preset of ``mode`` (default: :func:`get_mode`); full mode's model is :func:`sd15_source`."""
+    """The preset of ``mode`` (default: :func:`get_mode`); full mode loads :func:`sd15_source`."""
     mode = mode or get_mode()
     if mode not in PRESETS:
         raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}.")
@@ -108,10 +119,10 @@ def get_preset(mode: str | None = None) -> Preset:
 
 
 def is_tiny_sd(model) -> bool:
-    """Whether ``model`` (``"tiny"``, a folder, a hub id, or a pipeline loaded from one) is the committed tiny SD."""
-    name = getattr(
-        model, "name_or_path", model
-    )  # a diffusers pipeline remembers where it was loaded from
+    """Whether ``model`` (``"tiny"``, a folder, a hub id, or a pipeline loaded from one) is the
+    committed tiny SD."""
+    # a diffusers pipeline remembers where it was loaded from
+    name = getattr(model, "name_or_path", model)
     if name is None:
         return False
     if str(name) == "tiny":
@@ -123,7 +134,8 @@ def is_tiny_sd(model) -> bool:
 
 
 def preset_for(model) -> Preset:
-    """The settings that follow from ``model``: the tiny SD's (small) for the tiny SD, SD 1.5's (full) for any other.
+    """The settings that follow from ``model``: the tiny SD's (small) for the tiny SD, SD 1.5's
+    (full) for any other.
 
     ``model`` is ``"tiny"``, a hub id, a folder or a loaded pipeline. Resolution, sampler steps,
     guidance and dtype come from here, never from the presence of a GPU.
@@ -142,7 +154,8 @@ def steps_for(real_steps: int, test_steps: int) -> int:
 
 
 def get_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else CUDA, then Apple's MPS, then the CPU: where the work runs, whatever the mode."""
+    """``device`` if given, else CUDA, then Apple's MPS, then the CPU: where the work runs,
+    whatever the mode."""
     if device is not None:
         return torch.device(device)
     if torch.cuda.is_available():
@@ -155,7 +168,8 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
 def get_dtype(
     device: str | torch.device | None = None, dtype: str | torch.dtype | None = None
 ) -> torch.dtype:
-    """``dtype`` if given; else bfloat16 on GPUs that support it, float16 on other GPUs, float32 on the CPU.
+    """``dtype`` if given; else bfloat16 on GPUs that support it, float16 on other GPUs, float32 on
+    the CPU.
 
     The half precisions are for the frozen base model; LoRA parameters stay float32.
     """

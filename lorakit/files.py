@@ -1,16 +1,14 @@
-"""Writing files atomically, and one run at a time in a folder: a crash, a full disk or a second run never
-leaves half a file behind, or a folder whose files belong to two runs.
+"""Writing files atomically, and one run at a time in a folder: a crash, a full disk or a second
+run never leaves half a file behind, or a folder whose files belong to two runs.
 
-Plumbing, not a lesson's concept: no lesson calls it, but every file lorakit writes (lesson 06's
-checkpoints and LoRA files, the CLI's configs and pictures, image folders) goes through it.
-
-:func:`write_atomically` makes the whole content in memory first (a LoRA file, a checkpoint, a PNG:
-megabytes, not gigabytes), writes it to a temporary file beside the target, then renames it over the
-target with ``os.replace``, which is atomic on POSIX and Windows. A reader sees the old file or the
-new one, never a mix; a failed write (a full disk says ``no space left on device: <path>``) leaves
-the old file as it was and no temporary file. :func:`remove_stale` deletes the temporary files of
-runs that were killed before they could; :func:`lock_folder` keeps a second run out of a folder
-that a first is writing to.
+Introduced in notebooks/06_train_style_lora.ipynb, whose checkpoints and LoRA files go through it,
+as every file lorakit writes does (the CLI's configs and pictures, image folders). Plumbing: no
+lesson calls it. :func:`write_atomically` makes the whole content in memory first (megabytes, not
+gigabytes), writes it to a temporary file beside the target, then renames it over the target with
+``os.replace``, atomic on POSIX and Windows: a reader sees the old file or the new one, never a
+mix, and a failed write (a full disk says ``no space left on device: <path>``) leaves the old file
+and no temporary one. :func:`remove_stale` deletes the temporary files of runs killed before they
+could; :func:`lock_folder` keeps a second run out of a folder that a first is writing to.
 
 Left out: fsync of the file and the folder (a power cut right after the rename may still lose the
 new file on some file systems, but never corrupts the old one).
@@ -31,6 +29,8 @@ LOCK = ".lorakit.lock"
 _TEMPORARY = re.compile(r"^\..+\.(\d+)\.tmp$")  # .<name>.<pid>.tmp, as write_atomically names them
 NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
+__all__ = ["LOCK", "NO_SPACE", "lock_folder", "remove_stale", "write_atomically"]
+
 
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
@@ -43,8 +43,9 @@ def write_atomically(
 ) -> Path:
     """Write ``content`` to ``path`` atomically; returns ``path``.
 
-    ``content``: the bytes, a text (written as UTF-8), or a function that writes the content to the
-    binary file object it is given (``lambda f: torch.save(state, f)``, ``lambda f: image.save(f, "PNG")``).
+    ``content``: the bytes, a text (written as UTF-8), or a function that writes the content to
+    the binary file object it is given (``lambda f: torch.save(state, f)``,
+    ``lambda f: image.save(f, "PNG")``).
     """
     path = Path(path)
     if callable(content):
@@ -68,8 +69,8 @@ def write_atomically(
         if error.errno in NO_SPACE:
             kept = "the previous file is kept" if path.exists() else "nothing was written"
             full = OSError(
-                f"no space left on device: {path} ({len(data):,} bytes to write; {kept}). Free some "
-                "space, or write somewhere else."
+                f"no space left on device: {path} ({len(data):,} bytes to write; {kept}). "
+                "Free some space, or write somewhere else."
             )
             full.errno = error.errno
             raise full from None
@@ -93,7 +94,8 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files (``.<name>.<pid>.tmp``) that killed processes left in ``folder``; returns them."""
+    """Delete the temporary files (``.<name>.<pid>.tmp``) that killed processes left in
+    ``folder``; returns them."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -110,8 +112,9 @@ def remove_stale(folder: str | os.PathLike) -> list[Path]:
 
 @contextlib.contextmanager
 def lock_folder(folder: str | os.PathLike) -> Iterator[Path]:
-    """Hold ``folder`` for one run: a second ``lock_folder`` on it, from any process, raises ``RuntimeError``
-    until the first is done. The lock is the operating system's (released even if the process is killed)."""
+    """Hold ``folder`` for one run: a second ``lock_folder`` on it, from any process, raises
+    ``RuntimeError`` until the first is done. The lock is the operating system's (released even if
+    the process is killed)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     handle = open(folder / LOCK, "a+")  # noqa: SIM115 (held for the whole run)

@@ -1,14 +1,13 @@
-"""Image-caption folders in the Hugging Face ``imagefolder`` layout: read them, check them, write them.
+"""Image-caption folders in the Hugging Face ``imagefolder`` layout: read, check and write them.
 
 Introduced in notebooks/06_train_style_lora.ipynb.
 
-An *image folder* is the layout Hugging Face ``datasets`` calls ``imagefolder``: pictures and a
-``metadata.jsonl`` with one JSON object a line, ``{"file_name": "0001.png", "text": "a red circle"}``.
-The style sets in ``data/styles/`` use it, and so can a user's own photos. ``ImageFolderDataset``
-checks the whole folder when it is built and lists every problem at once (file and line), so a
-training run never stops halfway on a bad file; ``write_imagefolder`` makes such a folder.
-``to_tensor`` and ``to_image`` convert between PIL pictures and the (3, H, W) tensors in [-1, 1]
-that Stable Diffusion's VAE reads.
+An *image folder* is pictures and a ``metadata.jsonl`` with one JSON object a line,
+``{"file_name": "0001.png", "text": "a red circle"}``. The style sets in ``data/styles/`` use it,
+and so can a user's own photos. ``ImageFolderDataset`` checks the whole folder when it is built
+and lists every problem at once (file and line), so a training run never stops halfway on a bad
+file; ``write_imagefolder`` makes such a folder. ``to_tensor``, ``to_image`` and ``to_rgb`` are
+``lorakit.imaging``'s (lesson 03), named here too.
 
 Left out: random crops (mirroring is ``train.TrainConfig.flip``, on cached latents), image folders
 without ``metadata.jsonl`` (class-per-subfolder layouts).
@@ -21,66 +20,30 @@ import os
 from collections.abc import Sequence
 from pathlib import Path, PureWindowsPath
 
-import numpy as np
 import torch
 from PIL import Image
 
 from lorakit import files
+from lorakit.imaging import to_image, to_rgb, to_tensor
+
+__all__ = [
+    "MAX_ASPECT",
+    "MAX_LISTED_PROBLEMS",
+    "METADATA",
+    "ImageFolderDataset",
+    "read_imagefolder",
+    "to_image",
+    "to_rgb",
+    "to_tensor",
+    "write_imagefolder",
+]
 
 METADATA = "metadata.jsonl"
 MAX_LISTED_PROBLEMS = 10
 MAX_ASPECT = 8  # the longest side over the shortest: beyond it the centre crop would keep a sliver
-WHITE = (255, 255, 255)  # what transparent pixels become
 
 
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """An RGB PIL image as a (3, H, W) float tensor in [-1, 1], the range Stable Diffusion's VAE reads."""
-    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0  # (H, W, 3)
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
-
-
-def to_image(tensor: torch.Tensor) -> Image.Image:
-    """The inverse of :func:`to_tensor` for one (3, H, W) tensor in [-1, 1]."""
-    array = ((tensor.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte()
-    return Image.fromarray(array.permute(1, 2, 0).cpu().numpy())
-
-
-def _eight_bit(image: Image.Image) -> Image.Image:
-    """A 16-bit, 32-bit integer or float grey picture as 8-bit grey ("L"), scaled, not clipped.
-
-    (PIL's own ``convert`` clips every value above 255: a 16-bit picture comes out nearly white, a
-    float picture in [0, 1] black.) 16-bit pictures are scaled from 0-65535; 32-bit integer ones must
-    hold 16-bit values (PNG's 16-bit grey opens so); float ones values in [0, 1]. Anything else is refused.
-    """
-    values = np.asarray(image, dtype=np.float64)  # (H, W)
-    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-    if image.mode.startswith("I;16") or (image.mode == "I" and low >= 0 and high <= 65535):
-        scaled = values / 257.0  # 65535 -> 255
-    elif image.mode == "F" and np.isfinite(values).all() and low >= 0 and high <= 1:
-        scaled = values * 255.0
-    else:
-        raise ValueError(
-            f"a {image.mode} picture with values from {low:g} to {high:g}, which lorakit cannot map to "
-            "colours: save it as an 8-bit or 16-bit PNG"
-        )
-    return Image.fromarray(np.round(scaled).astype(np.uint8), mode="L")
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """``image`` in RGB; transparent pixels (RGBA, LA, P with transparency) become white; 16-bit,
-    32-bit and float grey pictures are scaled to 8 bits (:func:`_eight_bit`)."""
-    if image.mode == "RGB":
-        return image
-    if image.mode.startswith(("I", "F")):
-        return _eight_bit(image).convert("RGB")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (*WHITE, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def _fit(image: Image.Image, resolution: int, center_crop: bool) -> Image.Image:
+def _to_square(image: Image.Image, resolution: int, center_crop: bool) -> Image.Image:
     """Resize to ``resolution`` x ``resolution``: scale the short side and crop the centre,
     or (``center_crop=False``) squash the whole picture to a square."""
     if not center_crop:
@@ -93,9 +56,8 @@ def _fit(image: Image.Image, resolution: int, center_crop: bool) -> Image.Image:
     return image.crop((left, top, left + resolution, top + resolution))
 
 
-def _check_row(line_no: int, line: bytes, folder: Path, seen: dict[str, int]) -> tuple[Path, str]:
-    """The (image path, caption) of one metadata line; raises ValueError saying what is wrong."""
-    where = f"{METADATA} line {line_no}"
+def _parse_row(where: str, line: bytes) -> tuple[str, str]:
+    """The (file name, caption) a metadata line gives; raises ValueError saying what is wrong."""
     try:
         line = line.decode("utf-8-sig")  # -sig: tolerate the byte-order mark some editors write
     except UnicodeDecodeError:
@@ -122,6 +84,11 @@ def _check_row(line_no: int, line: bytes, folder: Path, seen: dict[str, int]) ->
         raise ValueError(
             f'{where} has no \'file_name\' field: name the image, e.g. "file_name": "0001.png".'
         )
+    return name, text
+
+
+def _image_path(where: str, name: str, folder: Path, seen: dict[str, int], line_no: int) -> Path:
+    """The file ``name`` leads to in ``folder``, once; raises ValueError saying what is wrong."""
     if os.path.isabs(name) or name.startswith(("/", "\\")) or PureWindowsPath(name).drive:
         raise ValueError(
             f"{where}: file_name {name!r} is an absolute path; give it relative to {folder}."
@@ -137,9 +104,14 @@ def _check_row(line_no: int, line: bytes, folder: Path, seen: dict[str, int]) ->
         raise ValueError(f"{where}: file {name!r} does not exist in {folder}.")
     if not path.resolve().is_relative_to(folder.resolve()):  # a link that leads out of the folder
         raise ValueError(
-            f"{where}: file_name {name!r} is a link to {path.resolve()}, outside the folder {folder}; "
-            "copy the picture into the folder instead."
+            f"{where}: file_name {name!r} is a link to {path.resolve()}, outside the folder "
+            f"{folder}; copy the picture into the folder instead."
         )
+    return path
+
+
+def _check_picture(where: str, name: str, path: Path) -> None:
+    """Raises ValueError if ``path`` is no picture training can use, saying why."""
     try:
         with Image.open(path) as image:
             image.verify()  # checksums and structure
@@ -160,6 +132,14 @@ def _check_row(line_no: int, line: bytes, folder: Path, seen: dict[str, int]) ->
         to_rgb(image)
     except ValueError as error:  # values that cannot be mapped to colours
         raise ValueError(f"{where}: {name!r} is {error}.") from None
+
+
+def _check_row(line_no: int, line: bytes, folder: Path, seen: dict[str, int]) -> tuple[Path, str]:
+    """The (image path, caption) of one metadata line; raises ValueError saying what is wrong."""
+    where = f"{METADATA} line {line_no}"
+    name, text = _parse_row(where, line)
+    path = _image_path(where, name, folder, seen, line_no)
+    _check_picture(where, name, path)
     return path, text
 
 
@@ -209,7 +189,8 @@ def read_imagefolder(folder: str | os.PathLike) -> list[tuple[Path, str]]:
 
 
 class ImageFolderDataset(torch.utils.data.Dataset):
-    """An image folder as ``(image in [-1, 1] of shape (3, R, R), caption)`` pairs, like ShapesDataset.
+    """An image folder as ``(image in [-1, 1] of shape (3, R, R), caption)`` pairs, as
+    ShapesDataset gives.
 
     Every row is checked when the dataset is built (see :func:`read_imagefolder`). Pictures of any
     mode (L, P, RGBA, CMYK, ...) are converted to RGB, transparency composited on white. With
@@ -232,7 +213,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def image(self, index: int) -> Image.Image:
         """Picture ``index`` as RGB at ``resolution`` x ``resolution``."""
         with Image.open(self.rows[index][0]) as image:
-            return _fit(to_rgb(image), self.resolution, self.center_crop)
+            return _to_square(to_rgb(image), self.resolution, self.center_crop)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
         if not 0 <= index < len(self.rows):
@@ -243,7 +224,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 def write_imagefolder(
     folder: str | os.PathLike, images: Sequence[Image.Image | torch.Tensor], captions: Sequence[str]
 ) -> Path:
-    """Write ``images`` as ``0000.png``, ``0001.png``, ... and their ``captions`` as ``metadata.jsonl``.
+    """Write ``images`` as ``0000.png``, ``0001.png``, ... and their ``captions`` as
+    ``metadata.jsonl``.
 
     Tensors are read as (3, H, W) in [-1, 1]. Each file is written to a temporary name and then
     renamed, so an interrupted call never leaves a half-written file. Returns the folder.

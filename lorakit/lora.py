@@ -2,34 +2,15 @@
 
 Introduced in notebooks/02_lora_from_scratch.ipynb.
 
-``LoRALinear`` wraps a linear layer ``h = W0 x + b`` and adds ``(alpha / r) * B A x``::
+``LoRALinear`` computes ``base_layer(x) + scale * scaling * lora_B(lora_A(dropout(x)))``: W0 (out,
+in) frozen, A = ``lora_A.weight`` (r, in), B = ``lora_B.weight`` (out, r), zero at first, and
+``scaling = alpha / r``. ``merge()`` folds the update into W0; ``unmerge()`` restores W0 bit-exactly
+from a copy. Names follow PEFT and the output matches PEFT's ``lora.Linear``. ``LoRAConv2d`` is the
+same layer around an ``nn.Conv2d`` (kohya's LoCon; lesson 11), and :func:`alpha_ledger` what one
+``(r, alpha)`` means in PEFT, rsLoRA, kohya and lorakit (lesson 07).
 
-    h = base_layer(x) + scale * scaling * lora_B(lora_A(dropout(x)))
-        W0: (out, in) frozen     A = lora_A.weight: (r, in)     B = lora_B.weight: (out, r)
-
-B starts at zero, so a freshly wrapped layer computes exactly what the base layer computes.
-``merge()`` folds ``scale * scaling * B @ A`` into ``W0`` for zero-overhead inference and
-``unmerge()`` restores ``W0`` bit-exactly from a copy kept at merge time (subtracting the
-delta again would lose bits in float16/bfloat16). LoRA parameters stay float32 when the base
-is float16/bfloat16; the LoRA path runs in their dtype and its result is cast back.
-
-Names follow PEFT (``base_layer``, ``lora_A``, ``lora_B``, ``r``, ``alpha``, ``scaling``,
-``get_delta_weight``, ``merge``, ``unmerge``), and the output matches PEFT's ``lora.Linear``.
-
-The same ``r`` and ``alpha`` mean different strengths in different tools: :func:`alpha_ledger`
-gives the scaling of one ``(r, alpha)`` under PEFT (``alpha / r``, default alpha 8), rsLoRA
-(``alpha / sqrt(r)``), kohya (the alpha stored in the file, default 1) and lorakit (alpha = r);
-lesson 07 explores it with sliders.
-
-``LoRAConv2d`` is the same layer around an ``nn.Conv2d`` (kohya's "LoCon", PEFT's ``lora.Conv2d``):
-A is a convolution with the base layer's kernel, stride and padding into ``r`` channels, B a 1x1
-convolution back out, so ``B A`` is again a rank-``r`` matrix, of shape ``(out, in * kh * kw)``. On a 1x1
-convolution (SD 1.5's ``proj_in`` and ``proj_out``) it is exactly a linear LoRA over the channels.
-Introduced in notebooks/11_lora_algebra.ipynb.
-
-Left out: multiple adapters per layer, grouped convolutions and embeddings, DoRA and other variants,
-a bias on ``lora_B``, ``fan_in_fan_out`` (GPT-2's Conv1D). Putting LoRA into a whole model
-is ``lorakit.inject``; saving it in kohya/diffusers/PEFT files is ``lorakit.formats``.
+Left out: several adapters per layer, grouped convolutions, embeddings, DoRA, a bias on ``lora_B``,
+``fan_in_fan_out`` (GPT-2's Conv1D). A whole model is ``lorakit.inject``; files ``lorakit.formats``.
 """
 
 from __future__ import annotations
@@ -41,17 +22,27 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+__all__ = [
+    "INITS",
+    "KOHYA_DEFAULT_ALPHA",
+    "PEFT_DEFAULT_ALPHA",
+    "AlphaLedger",
+    "LoRAConv2d",
+    "LoRALayer",
+    "LoRALinear",
+    "alpha_ledger",
+    "count_parameters",
+]
+
 INITS = ("kaiming", "gaussian")
 
 
 class LoRALayer(nn.Module):
-    """What :class:`LoRALinear` and :class:`LoRAConv2d` share: the checks, ``scaling``, merge and unmerge.
+    """What :class:`LoRALinear` and :class:`LoRAConv2d` share: checks, ``scaling``, merge, unmerge.
 
     A subclass builds ``lora_A`` and ``lora_B`` for its kind of layer and says how ``B @ A`` takes
     the shape of the base weight (:meth:`_delta_shape`).
     """
-
-    base_kind: type = nn.Module
 
     def __init__(
         self,
@@ -80,7 +71,8 @@ class LoRALayer(nn.Module):
             or not (math.isfinite(alpha) and alpha > 0)
         ):
             raise ValueError(
-                f"alpha must be a positive finite number (or None for alpha = r), got alpha={alpha!r}."
+                "alpha must be a positive finite number (or None for alpha = r), "
+                f"got alpha={alpha!r}."
             )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a probability in [0, 1), got dropout={dropout!r}.")
@@ -108,10 +100,8 @@ class LoRALayer(nn.Module):
     @torch.no_grad()
     def reset_lora_parameters(self, init: str = "kaiming") -> None:
         """A as PEFT initialises it, B to zero: the wrapped layer starts as the identity update."""
-        if init == "kaiming":
-            nn.init.kaiming_uniform_(
-                self.lora_A.weight, a=math.sqrt(5)
-            )  # what nn.Linear and nn.Conv2d do
+        if init == "kaiming":  # what nn.Linear and nn.Conv2d do
+            nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
         else:
             nn.init.normal_(self.lora_A.weight, std=1 / self.r)
         nn.init.zeros_(self.lora_B.weight)
@@ -130,14 +120,14 @@ class LoRALayer(nn.Module):
         """Fold the update into ``base_layer.weight``; forward then costs one matmul."""
         if self.merged:
             raise RuntimeError(
-                f"this {type(self).__name__} is already merged; call unmerge() before merging again."
+                f"this {type(self).__name__} is already merged; "
+                "call unmerge() before merging again."
             )
         weight = self.base_layer.weight
         self.original_weight = weight.detach().clone()
-        merged = weight.to(torch.float32) + self.get_delta_weight().to(
-            device=weight.device, dtype=torch.float32
-        )
-        weight.copy_(merged.to(weight.dtype))  # in place: the Parameter object stays the same
+        delta = self.get_delta_weight().to(device=weight.device, dtype=torch.float32)
+        # in place: the Parameter object stays the same
+        weight.copy_((weight.to(torch.float32) + delta).to(weight.dtype))
 
     @torch.no_grad()
     def unmerge(self) -> None:
@@ -173,7 +163,7 @@ class LoRALinear(LoRALayer):
         r: the rank of the update, ``1 <= r <= min(in_features, out_features)``.
         alpha: the LoRA alpha; ``None`` means ``alpha = r`` (scaling 1).
         dropout: dropout probability on the LoRA path's input (training only).
-        init: ``"kaiming"`` (PEFT's default, as ``nn.Linear``) or ``"gaussian"`` (std ``1/r``) for A.
+        init: how A starts, ``"kaiming"`` (PEFT's, as ``nn.Linear``) or ``"gaussian"`` (std 1/r).
         use_rslora: rank-stabilised scaling ``alpha / sqrt(r)`` instead of ``alpha / r``.
 
     ``scaling`` is derived from ``alpha``, ``r`` and ``use_rslora`` whenever it is read, so
@@ -194,7 +184,8 @@ class LoRALinear(LoRALayer):
             raise TypeError(
                 f"LoRALinear wraps an nn.Linear, but base_layer is a {type(base_layer).__name__}; "
                 "pass the linear layer itself (e.g. attn2.to_q), not its parent module"
-                f"{' (LoRAConv2d wraps a convolution)' if isinstance(base_layer, nn.Conv2d) else ''}."
+                + (" (LoRAConv2d wraps a convolution)" if isinstance(base_layer, nn.Conv2d) else "")
+                + "."
             )
         in_features, out_features = base_layer.in_features, base_layer.out_features
         super().__init__(base_layer, r, alpha, dropout, init, use_rslora, in_features, out_features)
@@ -206,12 +197,12 @@ class LoRALinear(LoRALayer):
 
 
 class LoRAConv2d(LoRALayer):
-    """The same update around an ``nn.Conv2d``: ``lora_A`` has the base's kernel, stride, padding and
-    dilation, ``lora_B`` is 1x1, so ``B @ A`` (flattened over ``in * kh * kw``) is of rank ``r``.
+    """The same update around an ``nn.Conv2d``: ``lora_A`` has the base's kernel, stride, padding
+    and dilation, ``lora_B`` is 1x1, so ``B @ A`` (flattened over ``in * kh * kw``) has rank ``r``.
 
-    A: ``lora_A.weight`` (r, in, kh, kw); B: ``lora_B.weight`` (out, r, 1, 1); ``get_delta_weight()``
-    has the base weight's shape (out, in, kh, kw). Arguments as :class:`LoRALinear`; ``r`` is at most
-    ``min(in * kh * kw, out)``. Grouped convolutions are refused.
+    A: ``lora_A.weight`` (r, in, kh, kw); B: ``lora_B.weight`` (out, r, 1, 1); the delta weight has
+    the base weight's shape (out, in, kh, kw). Arguments as :class:`LoRALinear`, ``r`` at most
+    ``min(in * kh * kw, out)``; grouped convolutions are refused.
     """
 
     def __init__(
@@ -226,7 +217,8 @@ class LoRAConv2d(LoRALayer):
         if not isinstance(base_layer, nn.Conv2d):
             raise TypeError(
                 f"LoRAConv2d wraps an nn.Conv2d, but base_layer is a {type(base_layer).__name__} "
-                f"{'(LoRALinear wraps a linear layer)' if isinstance(base_layer, nn.Linear) else ''}."
+                + ("(LoRALinear wraps a linear layer)" if isinstance(base_layer, nn.Linear) else "")
+                + "."
             )
         if base_layer.groups != 1 or base_layer.padding_mode != "zeros":
             raise ValueError(
@@ -236,25 +228,17 @@ class LoRAConv2d(LoRALayer):
         kh, kw = base_layer.kernel_size
         n_in, n_out = base_layer.in_channels * kh * kw, base_layer.out_channels
         super().__init__(base_layer, r, alpha, dropout, init, use_rslora, n_in, n_out)
-        device = base_layer.weight.device
+        b = base_layer  # A: the base's kernel into r channels; B: 1x1 back out; float32 as above
+        float32 = {"bias": False, "device": b.weight.device, "dtype": torch.float32}
         self.lora_A = nn.Conv2d(
-            base_layer.in_channels,
-            r,
-            base_layer.kernel_size,
-            base_layer.stride,
-            base_layer.padding,
-            base_layer.dilation,
-            bias=False,
-            device=device,
-            dtype=torch.float32,
+            b.in_channels, r, b.kernel_size, b.stride, b.padding, b.dilation, **float32
         )
-        self.lora_B = nn.Conv2d(r, n_out, 1, bias=False, device=device, dtype=torch.float32)
+        self.lora_B = nn.Conv2d(r, n_out, 1, **float32)
         self.reset_lora_parameters(init)
 
     def _delta_shape(self, product: torch.Tensor) -> torch.Tensor:
-        return product.reshape(
-            self.base_layer.weight.shape
-        )  # (out, in * kh * kw) -> (out, in, kh, kw)
+        # (out, in * kh * kw) -> (out, in, kh, kw)
+        return product.reshape(self.base_layer.weight.shape)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
@@ -270,7 +254,7 @@ KOHYA_DEFAULT_ALPHA = 1.0  # kohya sd-scripts, train_network.py --network_alpha 
 
 @dataclass(frozen=True)
 class AlphaLedger:
-    """What multiplies B @ A for one (r, alpha) under each convention; ``alpha=None``: each tool's default."""
+    """What multiplies B @ A for one (r, alpha) in each convention (alpha None: their defaults)."""
 
     r: int
     alpha: float | None
@@ -281,32 +265,14 @@ class AlphaLedger:
 
     def rows(self) -> list[tuple[str, float, str, float]]:
         """(convention, alpha used, formula, scaling) for a table."""
-        given = self.alpha
+        peft_alpha = PEFT_DEFAULT_ALPHA if self.alpha is None else self.alpha
+        kohya_alpha = KOHYA_DEFAULT_ALPHA if self.alpha is None else self.alpha
+        lorakit_alpha = float(self.r) if self.alpha is None else self.alpha
         return [
-            (
-                "PEFT LoraConfig",
-                PEFT_DEFAULT_ALPHA if given is None else given,
-                "alpha / r",
-                self.peft,
-            ),
-            (
-                "rsLoRA (PEFT use_rslora=True)",
-                PEFT_DEFAULT_ALPHA if given is None else given,
-                "alpha / sqrt(r)",
-                self.rslora,
-            ),
-            (
-                "kohya sd-scripts (alpha in the file)",
-                KOHYA_DEFAULT_ALPHA if given is None else given,
-                "alpha / r",
-                self.kohya,
-            ),
-            (
-                "lorakit, diffusers' scripts",
-                float(self.r) if given is None else given,
-                "alpha / r",
-                self.lorakit,
-            ),
+            ("PEFT LoraConfig", peft_alpha, "alpha / r", self.peft),
+            ("rsLoRA (PEFT use_rslora=True)", peft_alpha, "alpha / sqrt(r)", self.rslora),
+            ("kohya sd-scripts (alpha in the file)", kohya_alpha, "alpha / r", self.kohya),
+            ("lorakit, diffusers' scripts", lorakit_alpha, "alpha / r", self.lorakit),
         ]
 
 

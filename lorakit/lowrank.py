@@ -2,19 +2,15 @@
 
 Introduced in notebooks/01_low_rank_intuition.ipynb.
 
-A matrix W of shape (m, n) is a sum of rank-one pieces ``S[i] * outer(U[:, i], Vh[i])``, largest
-first. Keeping the first k pieces gives the best rank-k approximation in the Frobenius norm
-(Eckart-Young), with error ``sqrt(S[k]**2 + S[k+1]**2 + ...)``. The *energy* kept by rank k is the
-fraction of ``sum(S**2)`` (the squared Frobenius norm of W) that those k pieces carry.
+A matrix W (m, n) is a sum of rank-one pieces ``S[i] * outer(U[:, i], Vh[i])``, largest first;
+the first k give the best rank-k approximation in the Frobenius norm (Eckart-Young), with error
+``sqrt(S[k]**2 + S[k+1]**2 + ...)``. The *energy* kept by rank k is the fraction of ``sum(S**2)``
+those k pieces carry. LoRA stores an update of W (out m, in n, as ``nn.Linear``) as ``B @ A``,
+B (m, r) and A (r, n): ``r * (m + n)`` numbers instead of ``m * n``.
 
-LoRA stores an update of a weight W (out_features m, in_features n, as in ``nn.Linear``) as
-``B @ A`` with B of shape (m, r) and A of shape (r, n): ``r * (m + n)`` numbers instead of ``m * n``.
-
-Every function takes torch tensors or numpy arrays and returns torch tensors (or Python numbers).
-Integer inputs (an 8-bit image, say) are converted to the default float dtype.
-
-Left out: randomized and streaming SVD (``torch.svd_lowrank``), batched matrices, and extracting
-a LoRA from a fine-tuned model.
+Functions take torch tensors or numpy arrays (integer ones become the default float dtype) and
+return torch tensors or Python numbers. Left out: randomized and streaming SVD
+(``torch.svd_lowrank``), batched matrices, extracting a LoRA from a fine-tune (``svd_tools``).
 """
 
 from __future__ import annotations
@@ -23,6 +19,23 @@ import math
 
 import numpy as np
 import torch
+
+__all__ = [
+    "ArrayLike",
+    "check_rank",
+    "eckart_young_error",
+    "effective_rank",
+    "energy",
+    "full_params",
+    "lora_params",
+    "low_rank_approx",
+    "rank_for_energy",
+    "reconstruct",
+    "relative_error",
+    "singular_values",
+    "storage_ratio",
+    "svd",
+]
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -45,7 +58,8 @@ def _as_matrix(W: ArrayLike, name: str = "W") -> torch.Tensor:
     if t.ndim != 2:
         raise ValueError(
             f"{name} must be a 2-D matrix, got shape {tuple(t.shape)}: "
-            "for an RGB image take one channel at a time, for a conv kernel reshape it to (out, -1)."
+            "for an RGB image take one channel at a time, "
+            "for a conv kernel reshape it to (out, -1)."
         )
     return t
 
@@ -122,18 +136,22 @@ def energy(S: ArrayLike) -> torch.Tensor:
     return cumulative / total
 
 
-def rank_for_energy(S_or_W: ArrayLike, fraction: float) -> int:
+def rank_for_energy(S_or_W: ArrayLike, fraction: float = 0.99) -> int:
     """The smallest rank k whose approximation keeps at least ``fraction`` of the energy.
 
-    ``S_or_W`` is either the singular values (1-D) or the matrix itself (2-D).
+    ``S_or_W`` is either the singular values (1-D) or the matrix itself (2-D). A zero matrix has
+    rank 0 (the rank an untrained LoRA module, B = 0, really uses).
     """
     if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
         raise ValueError(
             f"fraction={fraction!r} must be a number in (0, 1], e.g. 0.9 for 90% of the energy."
         )
     S = singular_values(S_or_W)  # (p,)
-    # Singular values at rounding level are zero (numpy's matrix_rank tolerance): without this, a float32
-    # matrix of rank 3 "needs" rank 4 for all of its energy, by how its rounding noise happens to add up.
+    if float(S.max()) == 0:
+        return 0
+    # Singular values at rounding level are zero (numpy's matrix_rank tolerance): without this, a
+    # float32 matrix of rank 3 "needs" rank 4 for all of its energy, by how its rounding noise
+    # happens to add up.
     size = max(_as_tensor(S_or_W, "S_or_W").shape)
     S = torch.where(S > S.max() * size * torch.finfo(S.dtype).eps, S, torch.zeros_like(S))
     kept = energy(S)  # (p,)

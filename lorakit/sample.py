@@ -23,10 +23,12 @@ from PIL import Image, ImageDraw
 
 from lorakit import config
 
+__all__ = ["generate", "image_grid", "warn_if_cut"]
+
 
 def warn_if_cut(tokenizer, texts: Sequence[str], what: str = "prompt") -> int:
-    """Warn, once for all ``texts``, if some are longer than the text encoder reads (CLIP: 77 tokens with the
-    start and end tokens), and say how much it reads; returns how many are cut."""
+    """Warn, once for all ``texts``, if some are longer than the text encoder reads (CLIP: 77
+    tokens with the start and end tokens), and say how much it reads; returns how many are cut."""
     limit = tokenizer.model_max_length
     lengths = [
         len(ids) for ids in tokenizer(list(texts), truncation=False, verbose=False).input_ids
@@ -34,8 +36,9 @@ def warn_if_cut(tokenizer, texts: Sequence[str], what: str = "prompt") -> int:
     long = [n for n in lengths if n > limit]
     if long:
         warnings.warn(
-            f"{len(long)} of {len(lengths)} {what}s are longer than the {limit} tokens the text encoder "
-            f"reads (the longest has {max(long)}): only their first {limit} tokens are used.",
+            f"{len(long)} of {len(lengths)} {what}s are longer than the {limit} tokens the text "
+            f"encoder reads (the longest has {max(long)}): only their first {limit} tokens are "
+            "used.",
             stacklevel=3,
         )
     return len(long)
@@ -43,7 +46,8 @@ def warn_if_cut(tokenizer, texts: Sequence[str], what: str = "prompt") -> int:
 
 @contextlib.contextmanager
 def _quiet(logger_name: str):
-    """diffusers' pipeline logs each cut prompt in full (``warn_if_cut`` has said it once): silence that."""
+    """diffusers' pipeline logs each cut prompt in full (``warn_if_cut`` has said it once):
+    silence that."""
     logger = logging.getLogger(logger_name)
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -71,17 +75,7 @@ def generate(
     guidance 5, SD 1.5's 30 at 7.5), on any device. A picture that comes out NaN or infinite
     (a LoRA too strong for the model) raises ``ValueError`` instead of becoming a black image.
     """
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
-    if len(prompts) == 1 and len(seeds) > 1:
-        prompts = prompts * len(seeds)
-    if len(seeds) == 1 and len(prompts) > 1:
-        seeds = seeds * len(prompts)
-    if len(prompts) != len(seeds):
-        raise ValueError(
-            f"got {len(prompts)} prompts and {len(seeds)} seeds: give one seed per prompt, "
-            "or a single prompt or a single seed."
-        )
+    prompts, seeds = _pairs(prompts, seeds)
     preset = config.preset_for(pipe)
     resolution = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
     steps = num_inference_steps or preset.num_inference_steps
@@ -108,22 +102,45 @@ def generate(
                 **kwargs,
             )
         batch = out.images
-        broken = [i for i, ok in enumerate(_finite(batch)) if not ok]
-        if broken:  # as a PIL image, NaN pixels would be a black picture that looks like a result
-            raise ValueError(
-                f"{len(broken)} of {len(batch)} pictures came out NaN or infinite (first: "
-                f"{batch_prompts[broken[0]]!r}, seed {batch_seeds[broken[0]]}): the LoRA or its scale is "
-                "too strong for this model, or its weights are broken; lower the LoRA scale or check "
-                "the file (lorakit info)."
-            )
+        _refuse_broken(batch, batch_prompts, batch_seeds)
         images.extend(
             numpy_to_pil(batch) if wanted == "pil" and isinstance(batch, np.ndarray) else batch
         )
     return images
 
 
+def _pairs(prompts: str | Sequence[str], seeds: int | Sequence[int]) -> tuple[list, list]:
+    """One prompt per seed: a single prompt or a single seed repeated to match the other."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+    if len(prompts) == 1 and len(seeds) > 1:
+        prompts = prompts * len(seeds)
+    if len(seeds) == 1 and len(prompts) > 1:
+        seeds = seeds * len(prompts)
+    if len(prompts) != len(seeds):
+        raise ValueError(
+            f"got {len(prompts)} prompts and {len(seeds)} seeds: give one seed per prompt, "
+            "or a single prompt or a single seed."
+        )
+    return prompts, seeds
+
+
+def _refuse_broken(batch, prompts: list[str], seeds: list[int]) -> None:
+    """Raise if a picture came out NaN or infinite: as a PIL image it would be a black picture
+    that looks like a result."""
+    broken = [i for i, ok in enumerate(_finite(batch)) if not ok]
+    if broken:
+        raise ValueError(
+            f"{len(broken)} of {len(batch)} pictures came out NaN or infinite (first: "
+            f"{prompts[broken[0]]!r}, seed {seeds[broken[0]]}): the LoRA or its scale is too "
+            "strong for this model, or its weights are broken; lower the LoRA scale or check the "
+            "file (lorakit info)."
+        )
+
+
 def _finite(batch) -> list[bool]:
-    """Whether each picture of a pipeline's output (an array, a tensor, or a list of either or of PIL images) is finite."""
+    """Whether each picture of a pipeline's output (an array, a tensor, or a list of either or of
+    PIL images) is finite."""
     if isinstance(batch, np.ndarray):
         return np.isfinite(batch.reshape(len(batch), -1)).all(1).tolist()
     if isinstance(batch, torch.Tensor):
@@ -144,7 +161,8 @@ def image_grid(
     labels: Sequence[str] | None = None,
     scale: int = 1,
 ) -> Image.Image:
-    """Paste ``images`` into a grid ``cols`` wide (default: square-ish), optionally labelled underneath."""
+    """Paste ``images`` into a grid ``cols`` wide (default: square-ish), optionally labelled
+    underneath."""
     if not images:
         raise ValueError("image_grid needs at least one image.")
     cols = cols or max(1, round(len(images) ** 0.5))

@@ -11,22 +11,19 @@ TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    return models.load_pipeline("tiny")
-
-
-@pytest.fixture(scope="module")
-def prompt_embeds(pipe):
-    """Real text embeddings (2, 77, 64): the empty prompt and a caption, as a CFG batch holds them."""
-    ids = pipe.tokenizer(
+def prompt_embeds(shared_pipe):
+    """Real text embeddings (2, 77, 64): the empty prompt and a caption, as a CFG batch holds
+    them."""
+    ids = shared_pipe.tokenizer(
         ["", "a red circle"], padding="max_length", max_length=77, return_tensors="pt"
     ).input_ids
     with torch.no_grad():
-        return pipe.text_encoder(ids)[0]
+        return shared_pipe.text_encoder(ids)[0]
 
 
 def random_attention(heads, dim_head=8, query_dim=32, context_dim=24, seed=0):
-    """A diffusers cross-attention with random weights, biases included (zeros would hide a missing bias)."""
+    """A diffusers cross-attention with random weights, biases included (zeros would hide a missing
+    bias)."""
     torch.manual_seed(seed)
     attn = Attention(
         query_dim=query_dim,
@@ -79,8 +76,8 @@ def test_self_attention_when_context_is_none():
         assert (attention.attention_from_module(attn, x) - attn(x)).abs().max() <= TOL
 
 
-def test_matches_every_attn2_of_the_tiny_sd(pipe, prompt_embeds):
-    modules = attention.attn2_modules(pipe.unet)
+def test_matches_every_attn2_of_the_tiny_sd(shared_pipe, prompt_embeds):
+    modules = attention.attn2_modules(shared_pipe.unet)
     torch.manual_seed(0)
     for name, attn in modules.items():
         x = torch.randn(2, 16, attn.to_q.in_features)  # (B, N, C) at this block's width
@@ -90,8 +87,8 @@ def test_matches_every_attn2_of_the_tiny_sd(pipe, prompt_embeds):
         assert (got - want).abs().max() <= TOL, name
 
 
-def test_attention_probs_are_diffusers_softmax_and_sum_to_one(pipe, prompt_embeds):
-    attn = attention.attn2_modules(pipe.unet)[
+def test_attention_probs_are_diffusers_softmax_and_sum_to_one(shared_pipe, prompt_embeds):
+    attn = attention.attn2_modules(shared_pipe.unet)[
         "down_blocks.1.attentions.0.transformer_blocks.0.attn2"
     ]
     x = torch.randn(2, 64, attn.to_q.in_features)
@@ -124,12 +121,14 @@ def test_unsupported_attention_features_raise_clear_errors():
 # --- where attn2 sits -------------------------------------------------------------------------
 
 
-def test_tiny_sd_has_sd15s_sixteen_attn2_paths(pipe):
-    tiny = attention.attn2_modules(pipe.unet)
+def test_tiny_sd_has_sd15s_sixteen_attn2_paths(shared_pipe):
+    tiny = attention.attn2_modules(shared_pipe.unet)
     sd15 = attention.attn2_modules(models.build_sd15()["unet"])
     assert len(tiny) == 16
     assert list(tiny) == list(sd15)
-    assert {m.to_k.in_features for m in tiny.values()} == {pipe.text_encoder.config.hidden_size}
+    assert {m.to_k.in_features for m in tiny.values()} == {
+        shared_pipe.text_encoder.config.hidden_size
+    }
     assert {m.to_k.in_features for m in sd15.values()} == {
         models.SD15_UNET_CONFIG["cross_attention_dim"]
     }
@@ -138,8 +137,10 @@ def test_tiny_sd_has_sd15s_sixteen_attn2_paths(pipe):
 # --- capturing maps ---------------------------------------------------------------------------
 
 
-def test_capture_leaves_the_unet_output_unchanged_and_restores_processors(pipe, prompt_embeds):
-    unet = pipe.unet
+def test_capture_leaves_the_unet_output_unchanged_and_restores_processors(
+    shared_pipe, prompt_embeds
+):
+    unet = shared_pipe.unet
     before = unet.attn_processors
     torch.manual_seed(0)
     latents = torch.randn(2, 4, 16, 16)
@@ -169,29 +170,39 @@ def test_capture_leaves_the_unet_output_unchanged_and_restores_processors(pipe, 
     assert sides == {256, 64, 16, 4}  # 16x16, 8x8, 4x4 and the mid block's 2x2
 
 
-def test_capture_restores_processors_after_an_error(pipe):
-    before = pipe.unet.attn_processors
-    with pytest.raises(RuntimeError, match="boom"), attention.capture_cross_attention(pipe.unet):
+def test_capture_restores_processors_after_an_error(shared_pipe):
+    before = shared_pipe.unet.attn_processors
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        attention.capture_cross_attention(shared_pipe.unet),
+    ):
         raise RuntimeError("boom")
-    assert all(pipe.unet.attn_processors[k] is before[k] for k in before)
-    with pytest.raises(TypeError, match="pipe.unet"), attention.capture_cross_attention(pipe):
+    assert all(shared_pipe.unet.attn_processors[k] is before[k] for k in before)
+    with (
+        pytest.raises(TypeError, match="pipe.unet"),
+        attention.capture_cross_attention(shared_pipe),
+    ):
         pass
 
 
-def test_keep_heads_records_every_head(pipe, prompt_embeds):
-    with torch.no_grad(), attention.capture_cross_attention(pipe.unet, keep_heads=True) as records:
-        pipe.unet(torch.randn(2, 4, 16, 16), 10, prompt_embeds)
+def test_keep_heads_records_every_head(shared_pipe, prompt_embeds):
+    with (
+        torch.no_grad(),
+        attention.capture_cross_attention(shared_pipe.unet, keep_heads=True) as records,
+    ):
+        shared_pipe.unet(torch.randn(2, 4, 16, 16), 10, prompt_embeds)
     maps = records["mid_block.attentions.0.transformer_blocks.0.attn2"][0]
     assert maps.shape == (
         2,
-        pipe.unet.mid_block.attentions[0].transformer_blocks[0].attn2.heads,
+        shared_pipe.unet.mid_block.attentions[0].transformer_blocks[0].attn2.heads,
         4,
         77,
     )
 
 
 def synthetic_records():
-    """Two layers, two steps, a CFG batch of 2: the conditional half attends to token 2 at one spot."""
+    """Two layers, two steps, a CFG batch of 2: the conditional half attends to token 2 at one
+    spot."""
     records = {}
     for name, side in [("a.attn2", 4), ("b.attn2", 2)]:
         maps = torch.full((2, side * side, 77), 1 / 77)  # (B, N, T): uniform
@@ -224,25 +235,25 @@ def test_token_maps_takes_the_conditional_half_and_averages_layers():
         attention.token_maps({"a.attn2": [records["a.attn2"][0][:1]]}, 2)
 
 
-def test_token_indices_finds_words_after_the_start_token(pipe):
-    assert attention.token_indices(pipe.tokenizer, "a red circle", "circle") == [3]
-    assert attention.token_indices(pipe.tokenizer, "a red circle", "red") == [2]
+def test_token_indices_finds_words_after_the_start_token(shared_pipe):
+    assert attention.token_indices(shared_pipe.tokenizer, "a red circle", "circle") == [3]
+    assert attention.token_indices(shared_pipe.tokenizer, "a red circle", "red") == [2]
     with pytest.raises(ValueError, match="not in the prompt"):
-        attention.token_indices(pipe.tokenizer, "a red circle", "square")
+        attention.token_indices(shared_pipe.tokenizer, "a red circle", "square")
 
 
-def test_capture_on_a_real_run_changes_no_pixel_and_seeds_repeat(pipe):
+def test_capture_on_a_real_run_changes_no_pixel_and_seeds_repeat(shared_pipe):
     first = sample.generate(
-        pipe, ["a red circle", "a blue square"], seeds=[3, 4], num_inference_steps=4
+        shared_pipe, ["a red circle", "a blue square"], seeds=[3, 4], num_inference_steps=4
     )
-    with attention.capture_cross_attention(pipe.unet) as records:
+    with attention.capture_cross_attention(shared_pipe.unet) as records:
         captured = sample.generate(
-            pipe, ["a red circle", "a blue square"], seeds=[3, 4], num_inference_steps=4
+            shared_pipe, ["a red circle", "a blue square"], seeds=[3, 4], num_inference_steps=4
         )
     again = sample.generate(
-        pipe, ["a red circle", "a blue square"], seeds=[3, 4], num_inference_steps=4
+        shared_pipe, ["a red circle", "a blue square"], seeds=[3, 4], num_inference_steps=4
     )
-    other_seed = sample.generate(pipe, "a red circle", seeds=5, num_inference_steps=4)
+    other_seed = sample.generate(shared_pipe, "a red circle", seeds=5, num_inference_steps=4)
     assert [i.tobytes() for i in first] == [i.tobytes() for i in again]
     assert first[0].tobytes() != other_seed[0].tobytes()
     for a, b in zip(first, captured, strict=True):
@@ -250,7 +261,7 @@ def test_capture_on_a_real_run_changes_no_pixel_and_seeds_repeat(pipe):
             imagefolder.to_tensor(a) - imagefolder.to_tensor(b)
         ).abs().max() <= 2 / 127.5  # at most one 8-bit level
     steps = len(next(iter(records.values())))
-    assert steps == len(pipe.scheduler.timesteps)  # one record per denoising step
+    assert steps == len(shared_pipe.scheduler.timesteps)  # one record per denoising step
     assert attention.token_maps(records, 3).shape == (2, 64, 64)
 
 
@@ -269,15 +280,16 @@ def test_plain_diffusers_loads_the_tiny_sd_and_capture_works_on_it():
     assert attention.token_maps(records, 3).shape == (1, 64, 64)
 
 
-def test_the_committed_tiny_sds_words_look_at_their_shape(pipe):
-    """Lesson 04's "circle lights up the shape": the colour and shape words' maps correlate with the drawn shape."""
+def test_the_committed_tiny_sds_words_look_at_their_shape(shared_pipe):
+    """Lesson 04's "circle lights up the shape": the colour and shape words' maps correlate with the
+    drawn shape."""
     import numpy as np
 
     from lorakit import metrics
 
     prompts = ["a red circle", "a blue square", "a green triangle"]
-    with attention.capture_cross_attention(pipe.unet) as records:
-        images = sample.generate(pipe, prompts, seeds=[0, 1, 2], num_inference_steps=10)
+    with attention.capture_cross_attention(shared_pipe.unet) as records:
+        images = sample.generate(shared_pipe, prompts, seeds=[0, 1, 2], num_inference_steps=10)
     for position in (2, 3):  # the colour word, the shape word (0 is the start token)
         maps = attention.token_maps(records, position).numpy()  # (3, 64, 64)
         for m, image in zip(maps, images, strict=True):

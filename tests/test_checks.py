@@ -1,4 +1,5 @@
-"""The lessons' visible checks: one PASS/FAIL line, and a FAIL that stops the run (and so fails make test)."""
+"""The lessons' visible checks: one PASS/FAIL line, and a FAIL that stops the run (and so fails
+make test)."""
 
 import numpy as np
 import pytest
@@ -63,7 +64,8 @@ def test_tensors_on_any_dtype_are_compared_in_float64():
 
 
 def _nbval(tmp_path, check_cell: str):
-    """Run a two-cell notebook (import, then ``check_cell``) through nbval as ``make notebooks`` does."""
+    """Run a two-cell notebook (import, then ``check_cell``) through nbval as ``make notebooks``
+    does."""
     import os
     import subprocess
     import sys

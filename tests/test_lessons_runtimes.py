@@ -1,12 +1,14 @@
-"""Every lesson on a GPU runtime (Colab's, say), played on the CPU; and lesson 05 with every cell run twice.
+"""Every lesson on a GPU runtime (Colab's, say), played on the CPU; and lesson 05 with every cell
+run twice.
 
 ``make test`` executes the lessons as a laptop runs them (no GPU: small mode). On a machine with
 CUDA, ``config.get_mode()`` says ``full``. The lessons written around the tiny SD (01-07) must then
 still run the tiny SD with its own settings (64x64, float32, the tiny SD's sampler), and only lesson
 08 moves to SD 1.5. Here the kernel is told a GPU is there (``config.gpu_present``, the seam the
 mode reads) while the work stays on the CPU, and every ``StableDiffusionPipeline`` call is recorded.
-Lesson 08's "SD 1.5" is an SD-shaped pipeline with fresh weights in a local folder (``LORAKIT_SD15``),
-since nothing downloads here: it runs SD 1.5's code path and settings at that model's own 64 px.
+Lesson 08's "SD 1.5" is an SD-shaped pipeline with fresh weights in a local folder
+(``LORAKIT_SD15``), since nothing downloads here: it runs SD 1.5's code path and settings at that
+model's own 64 px.
 """
 
 import json
@@ -32,8 +34,10 @@ _pipe_calls, _real_call = [], StableDiffusionPipeline.__call__
 def _recorded(self, *args, **kwargs):
     asked = inspect.signature(_real_call).bind(self, *args, **kwargs)
     asked.apply_defaults()  # what the pipeline will use, given or not
-    side = self.unet.config.sample_size * self.vae_scale_factor  # diffusers' own default for height and width
-    _pipe_calls.append({"height": asked.arguments["height"] or side, "width": asked.arguments["width"] or side,
+    # diffusers' own default for height and width
+    side = self.unet.config.sample_size * self.vae_scale_factor
+    _pipe_calls.append({"height": asked.arguments["height"] or side,
+                        "width": asked.arguments["width"] or side,
                         "guidance_scale": asked.arguments["guidance_scale"],
                         "num_inference_steps": asked.arguments["num_inference_steps"],
                         "dtype": str(self.unet.dtype), "tiny": config.is_tiny_sd(self)})
@@ -53,7 +57,8 @@ def sd15_stand_in(tmp_path_factory):
 def run_on_a_gpu_runtime(
     path: Path, monkeypatch, sd15_dir: Path, rerun_every_cell: bool = False
 ) -> dict:
-    """Execute lesson ``path`` as on a GPU runtime; returns the mode the kernel saw and its pipeline calls."""
+    """Execute lesson ``path`` as on a GPU runtime; returns the mode the kernel saw and its
+    pipeline calls."""
     monkeypatch.delenv(
         "LORAKIT_MODE", raising=False
     )  # the mode comes from the (played) GPU, as in Colab

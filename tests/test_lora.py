@@ -27,7 +27,8 @@ def peft_lora_layer(base, r, lora_alpha, init="kaiming", **config_kwargs):
 
 
 def make_pair(r=4, alpha=None, use_rslora=False, dropout=0.0, init="kaiming", seed=0):
-    """Our layer and PEFT's around two identical copies of a base layer, with the same A and a random B."""
+    """Our layer and PEFT's around two identical copies of a base layer, with the same A and a
+    random B."""
     torch.manual_seed(seed)
     base = nn.Linear(IN, OUT)
     peft_base = nn.Linear(IN, OUT)
@@ -45,13 +46,16 @@ def make_pair(r=4, alpha=None, use_rslora=False, dropout=0.0, init="kaiming", se
     return ours, theirs
 
 
-def trained_looking(base, r=4, seed=1):
-    """A LoRALinear whose B is non-zero, as after training."""
-    layer = lora.LoRALinear(base, r=r)
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        layer.lora_B.weight.normal_(std=0.5)
-    return layer
+@pytest.fixture
+def trained_looking(randomize_lora):
+    """``trained_looking(base, r=4)``: a LoRALinear whose B is non-zero, as after training."""
+
+    def make(base, r=4):
+        layer = lora.LoRALinear(base, r=r)
+        randomize_lora(layer, std=0.5, seed=1)
+        return layer
+
+    return make
 
 
 # --- against PEFT --------------------------------------------------------------------------
@@ -150,7 +154,7 @@ def test_attributes_and_state_dict_names():
     assert "r=3, alpha=6" in repr(layer)
 
 
-def test_only_lora_parameters_get_gradients():
+def test_only_lora_parameters_get_gradients(trained_looking):
     layer = trained_looking(nn.Linear(IN, OUT))
     layer(torch.randn(4, IN)).sum().backward()
     assert layer.base_layer.weight.grad is None and layer.base_layer.bias.grad is None
@@ -164,7 +168,7 @@ def test_only_lora_parameters_get_gradients():
 
 
 @pytest.mark.parametrize("scale", [0.0, 0.5, 1.0, -1.0])
-def test_scale_multiplies_the_update(scale):
+def test_scale_multiplies_the_update(trained_looking, scale):
     layer = trained_looking(nn.Linear(IN, OUT))
     x = torch.randn(4, IN)
     full_update = layer(x) - layer.base_layer(x)
@@ -178,7 +182,7 @@ def test_scale_multiplies_the_update(scale):
 
 
 @pytest.mark.parametrize("scale", [1.0, 0.7])
-def test_merged_forward_equals_unmerged_forward(scale):
+def test_merged_forward_equals_unmerged_forward(trained_looking, scale):
     layer = trained_looking(nn.Linear(IN, OUT))
     layer.scale = scale
     x = torch.randn(16, IN)
@@ -191,7 +195,7 @@ def test_merged_forward_equals_unmerged_forward(scale):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, *HALF_DTYPES])
-def test_unmerge_restores_the_weight_bit_exactly(dtype):
+def test_unmerge_restores_the_weight_bit_exactly(trained_looking, dtype):
     base = nn.Linear(64, 48).to(dtype)
     original = base.weight.detach().clone()
     layer = trained_looking(base, r=8)
@@ -255,7 +259,7 @@ def test_base_layer_must_be_linear(module):
         lora.LoRALinear(module, r=2)
 
 
-def test_merge_twice_and_unmerge_unmerged_are_refused():
+def test_merge_twice_and_unmerge_unmerged_are_refused(trained_looking):
     layer = trained_looking(nn.Linear(IN, OUT))
     with pytest.raises(RuntimeError, match="not merged"):
         layer.unmerge()

@@ -122,6 +122,13 @@ def test_rank_for_energy_of_an_exactly_low_rank_matrix():
     assert lowrank.rank_for_energy(W.float(), 1.0) == 3
 
 
+def test_rank_for_energy_of_a_zero_matrix_is_0_and_99_percent_by_default():
+    assert lowrank.rank_for_energy(torch.zeros(4, 3)) == 0  # an untrained LoRA module: B = 0
+    assert lowrank.rank_for_energy(np.zeros(3), 0.5) == 0
+    S = torch.tensor([3.0, 2.0, 1.0])  # energies 9, 4, 1 of 14: 13 / 14 is short of 99%
+    assert lowrank.rank_for_energy(S) == lowrank.rank_for_energy(S, 0.99) == 3
+
+
 def test_effective_rank():
     S = torch.tensor([3.0, 3.0, 3.0, 3.0, 0.0, 0.0])
     assert lowrank.effective_rank(S) == pytest.approx(4.0)

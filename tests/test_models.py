@@ -6,15 +6,11 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
-from lorakit import config, imagefolder, metrics, models, sample, shapes
+from lorakit import config, imaging, metrics, models, sample, shapes
 
 
-@pytest.fixture(scope="module")
-def pipe():
-    return models.load_pipeline("tiny")
-
-
-def test_tiny_sd_has_sd15_block_layout_and_schedule(pipe):
+def test_tiny_sd_has_sd15_block_layout_and_schedule(shared_pipe):
+    pipe = shared_pipe
     unet = pipe.unet.config
     for key in (
         "down_block_types",
@@ -23,11 +19,8 @@ def test_tiny_sd_has_sd15_block_layout_and_schedule(pipe):
         "in_channels",
         "out_channels",
     ):
-        assert (
-            tuple(unet[key])
-            if isinstance(unet[key], list)
-            else unet[key] == models.SD15_UNET_CONFIG[key]
-        )
+        value = tuple(unet[key]) if isinstance(unet[key], list | tuple) else unet[key]
+        assert value == models.SD15_UNET_CONFIG[key], key  # lists and tuples compared alike
     assert list(unet.down_block_types) == list(models.SD15_UNET_CONFIG["down_block_types"])
     assert list(unet.up_block_types) == list(models.SD15_UNET_CONFIG["up_block_types"])
     assert unet.mid_block_type == "UNetMidBlock2DCrossAttn"
@@ -43,7 +36,8 @@ def test_tiny_sd_has_sd15_block_layout_and_schedule(pipe):
     assert pipe.vae.config.latent_channels == 4 and pipe.vae_scale_factor == 4  # 64 px -> 16x16x4
 
 
-def test_tiny_sd_fits_the_budget_and_loads_in_float32(pipe):
+def test_tiny_sd_fits_the_budget_and_loads_in_float32():
+    pipe = models.load_pipeline("tiny")  # its own dtype, as a lesson loads it
     assert {p.dtype for p in pipe.unet.parameters()} == {torch.float32}
     assert {p.dtype for p in pipe.text_encoder.parameters()} == {torch.float32}
     total = sum(models.count_parameters(getattr(pipe, k)) for k in ("unet", "vae", "text_encoder"))
@@ -58,8 +52,8 @@ def test_sd15_built_on_meta_has_its_real_sizes():
     assert next(sd15["unet"].parameters()).device.type == "meta"
 
 
-def test_tokenizer_has_one_token_per_word_and_reserved_words(pipe):
-    tokenizer = pipe.tokenizer
+def test_tokenizer_has_one_token_per_word_and_reserved_words(shared_pipe):
+    tokenizer = shared_pipe.tokenizer
     for word in models.CAPTION_WORDS + models.RESERVED_WORDS:
         assert len(tokenizer(word, add_special_tokens=False).input_ids) == 1, word
     captions = {shapes.ShapesDataset(500, empty_caption_prob=0.1).caption(i) for i in range(500)}
@@ -83,7 +77,7 @@ def test_plain_diffusers_loads_the_tiny_sd_offline():
     assert image.size == (64, 64)
 
 
-def test_tiny_sd_draws_what_it_is_asked(pipe):
+def test_tiny_sd_draws_what_it_is_asked(shared_pipe):
     """A small slice of the prompt grid (benchmarks/tiny_sd_quality.py runs the whole one)."""
     prompts = [
         "a red circle",
@@ -92,13 +86,14 @@ def test_tiny_sd_draws_what_it_is_asked(pipe):
         "a yellow square",
         "a purple circle",
     ]
-    images = sample.generate(pipe, prompts, seeds=list(range(5)), num_inference_steps=15)
+    images = sample.generate(shared_pipe, prompts, seeds=list(range(5)), num_inference_steps=15)
     found = [metrics.detect(image) for image in images]
     right = sum(f"a {f['colour']} {f['shape']}" == p for f, p in zip(found, prompts, strict=True))
     assert right >= 4, found
 
 
-def test_seeded_generation_is_repeatable_and_batch_independent(pipe):
+def test_seeded_generation_is_repeatable_and_batch_independent(shared_pipe):
+    pipe = shared_pipe
     first = sample.generate(
         pipe, ["a red circle", "a blue square"], seeds=[3, 4], num_inference_steps=3
     )
@@ -107,16 +102,14 @@ def test_seeded_generation_is_repeatable_and_batch_independent(pipe):
     )
     alone = sample.generate(pipe, "a blue square", seeds=4, num_inference_steps=3)
     assert [i.tobytes() for i in first] == [i.tobytes() for i in again]
-    assert torch.allclose(
-        imagefolder.to_tensor(first[1]), imagefolder.to_tensor(alone[0]), atol=2 / 127.5
-    )
+    assert torch.allclose(imaging.to_tensor(first[1]), imaging.to_tensor(alone[0]), atol=2 / 127.5)
 
 
-def test_load_pipeline_from_a_local_directory(tmp_path, pipe):
-    pipe.save_pretrained(tmp_path / "sd")
+def test_load_pipeline_from_a_local_directory(tmp_path, shared_pipe):
+    shared_pipe.save_pretrained(tmp_path / "sd")
     again = models.load_pipeline(tmp_path / "sd")
     assert isinstance(again, StableDiffusionPipeline)
-    assert torch.equal(again.unet.conv_in.weight, pipe.unet.conv_in.weight)
+    assert torch.equal(again.unet.conv_in.weight, shared_pipe.unet.conv_in.weight)
 
 
 def test_hub_ids_go_to_from_pretrained(monkeypatch):
@@ -137,7 +130,8 @@ def test_hub_ids_go_to_from_pretrained(monkeypatch):
     "model, want", [("tiny", torch.float32), (config.SD15_HUB_ID, torch.bfloat16)]
 )
 def test_on_a_gpu_the_tiny_sd_stays_float32_and_sd15_goes_half(monkeypatch, model, want):
-    """The weights' dtype follows the model: a GPU runtime draws the tiny SD as the lessons' CPU does."""
+    """The weights' dtype follows the model: a GPU runtime draws the tiny SD as the lessons' CPU
+    does."""
     seen = {}
 
     def fake_from_pretrained(source, **kwargs):

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import CLIPTextModel, CLIPTokenizer
 
-from lorakit import config, imagefolder, metrics, models, shapes, styles
+from lorakit import imagefolder, metrics, models, shapes, styles
 
 
 def _rows(folder):
@@ -84,80 +83,46 @@ def test_style_prompts_with_and_without_trigger():
     with_trigger = styles.style_prompts()
     plain = styles.style_prompts(trigger=False)
     assert [p.replace(f" in {styles.TRIGGER} style", "") for p in with_trigger] == plain
-    assert (
-        styles.TEMPLATE.format(colour="blue", shape="circle") in with_trigger
-    )  # evaluate_grid's template
+    # evaluate_grid's template
+    assert styles.TEMPLATE.format(colour="blue", shape="circle") in with_trigger
 
 
-@pytest.fixture(scope="module")
-def tiny_sd():
-    if not (config.TINY_SD_DIR / "model_index.json").is_file():
-        pytest.skip("the tiny SD is not in data/models/tiny-sd")
-    return (
-        CLIPTokenizer.from_pretrained(config.TINY_SD_DIR / "tokenizer"),
-        CLIPTextModel.from_pretrained(config.TINY_SD_DIR / "text_encoder").eval(),
-    )
+@pytest.mark.parametrize("style", ["outline", "striped", "double"])
+def test_style_prompts_take_each_style_under_its_own_trigger(style):
+    prompts = styles.style_prompts(style=style)
+    assert prompts == [styles.style_caption(style, c, s) for c, s in styles.OUTLINE_HELD_OUT]
+    assert all(p.endswith(f" in {styles.TRIGGERS[style]} style") for p in prompts)
+    assert styles.style_prompts(trigger=False, style=style) == styles.style_prompts(trigger=False)
+    with pytest.raises(ValueError, match="no style set"):
+        styles.style_prompts(style="cross")
 
 
-def test_trigger_is_a_word_the_tiny_sd_never_saw_and_one_token(tiny_sd):
+def test_trigger_is_a_word_the_tiny_sd_never_saw_and_one_token(shared_pipe):
     assert styles.TRIGGER in models.RESERVED_WORDS and styles.TRIGGER not in models.CAPTION_WORDS
-    tokenizer, _ = tiny_sd
+    tokenizer = shared_pipe.tokenizer
     unknown = tokenizer.unk_token_id
     for text in styles.style_prompts(held_out=False):
         ids = tokenizer(text, add_special_tokens=False).input_ids
-        assert len(ids) == len(text.split()) and unknown not in ids, (
-            text
-        )  # one token a word, none unknown
+        # one token a word, none unknown
+        assert len(ids) == len(text.split()) and unknown not in ids, text
 
 
-def test_trigger_after_the_prompt_leaves_the_prompt_tokens_unchanged(tiny_sd):
-    """CLIP's text encoder is causal: "a blue circle" is encoded the same with the trigger after it."""
-    tokenizer, encoder = tiny_sd
+def test_trigger_after_the_prompt_leaves_the_prompt_tokens_unchanged(shared_pipe):
+    """CLIP's text encoder is causal: "a blue circle" is encoded the same with the trigger after
+    it."""
+    tokenizer, encoder = shared_pipe.tokenizer, shared_pipe.text_encoder
     plain, styled = (
         tokenizer(styles.caption("blue", "circle", trigger=t), return_tensors="pt").input_ids
         for t in (False, True)
     )
-    n = (
-        plain.shape[1] - 1
-    )  # <start> a blue circle (the plain prompt's <end> is where the trigger goes)
+    # <start> a blue circle (the plain prompt's <end> is where the trigger goes)
+    n = plain.shape[1] - 1
     with torch.no_grad():
         a = encoder(plain).last_hidden_state[0, :n]  # (n, width)
         full = encoder(styled).last_hidden_state[0]  # (n + 4, width): + in sks style <end>
     torch.testing.assert_close(a, full[:n])
-    assert (
-        full.shape[0] == n + 4 and (full[n:] - a[-1]).abs().max() > 0.1
-    )  # the trigger adds new tokens
-
-
-def test_lesson_07s_loras_are_committed_for_the_current_settings():
-    """Lesson 07 loads these instead of training four LoRAs in class: they must be the preset's, at every rank."""
-    from lorakit import formats
-
-    want = {styles.lora_folder_name(r, styles.LAB_STEPS): r for r in styles.LAB_RANKS}
-    committed = {p.parent.name for p in styles.TRAINED_DIR.glob("*/lora.safetensors")}
-    assert committed == set(want), (
-        "data/loras/outline does not hold lesson 07's LoRAs for the current settings "
-        f"(missing {set(want) - committed}, stale {committed - set(want)}): retrain them "
-        "with `python -m lorakit.styles --loras` and delete the stale folders."
-    )
-    for name, r in want.items():
-        weights = formats.load_lora(styles.TRAINED_DIR / name / "lora.safetensors")
-        assert (weights.format, weights.r, weights.alpha, len(weights.modules)) == (
-            "kohya",
-            r,
-            float(r),
-            96,
-        )
-        assert not any(
-            p.name != "lora.safetensors" for p in (styles.TRAINED_DIR / name).iterdir()
-        ), "no checkpoints"
-
-
-def test_train_or_load_takes_a_committed_lora_without_training(tmp_path):
-    path = styles.train_or_load(
-        object(), styles.LAB_RANKS[0], styles.LAB_STEPS, tmp_path
-    )  # no pipeline needed
-    assert path.is_relative_to(styles.TRAINED_DIR) and not any(tmp_path.iterdir())
+    # the trigger adds new tokens
+    assert full.shape[0] == n + 4 and (full[n:] - a[-1]).abs().max() > 0.1
 
 
 @pytest.mark.parametrize("name", ["striped", "double", "cross"])

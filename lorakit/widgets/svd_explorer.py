@@ -1,6 +1,6 @@
 """Lesson 01's explorer: a rank slider over the SVD of an image or a matrix.
 
-Part of ``lorakit.widgets``; introduced in notebooks/01_low_rank_intuition.ipynb.
+Introduced in notebooks/01_low_rank_intuition.ipynb.
 
 The SVDs (one per colour channel) are computed once, when the UI is built; each slider release
 only multiplies the cached factors (``lowrank.reconstruct``). What it shows is what
@@ -21,12 +21,15 @@ import torch
 from matplotlib.figure import Figure
 
 from lorakit import lowrank
-from lorakit.widgets._base import Explorer, slider
+from lorakit.widgets.base import Explorer, slider
+
+__all__ = ["SVDExplorer", "SVDView", "svd_explorer"]
 
 
 @dataclass(frozen=True)
 class SVDView:
-    """What the SVD explorer shows for one rank (colour pictures are clipped to [0, 1] only when drawn)."""
+    """What the SVD explorer shows for one rank (colour pictures are clipped to [0, 1] only when
+    drawn)."""
 
     rank: int
     reconstruction: np.ndarray  # (m, n) or (m, n, 3), not clipped
@@ -43,7 +46,8 @@ def _to_channels(image_or_matrix) -> tuple[torch.Tensor, bool]:
         )
     if not isinstance(image_or_matrix, torch.Tensor | np.ndarray):
         raise TypeError(
-            f"svd_explorer needs a PIL image, a numpy array or a torch tensor, got {type(image_or_matrix).__name__}."
+            "svd_explorer needs a PIL image, a numpy array or a torch tensor, got "
+            f"{type(image_or_matrix).__name__}."
         )
     x = torch.as_tensor(image_or_matrix).detach().cpu()
     is_image = x.dtype == torch.uint8
@@ -53,8 +57,8 @@ def _to_channels(image_or_matrix) -> tuple[torch.Tensor, bool]:
     if x.ndim == 3 and x.shape[-1] in (3, 4):
         return x[..., :3].permute(2, 0, 1), True  # (3, m, n): drop alpha, one SVD per channel
     raise ValueError(
-        f"svd_explorer needs a matrix (m, n) or an RGB image (m, n, 3), got shape {tuple(x.shape)}; "
-        "for a (3, m, n) tensor pass x.permute(1, 2, 0)."
+        "svd_explorer needs a matrix (m, n) or an RGB image (m, n, 3), got shape "
+        f"{tuple(x.shape)}; for a (3, m, n) tensor pass x.permute(1, 2, 0)."
     )
 
 
@@ -115,8 +119,8 @@ class SVDExplorer(Explorer):
         self._present(
             shown,
             f"<b>rank {rank}</b> of {min(self.m, self.n)} &nbsp;|&nbsp; relative error "
-            f"{shown.relative_error:.2%} &nbsp;|&nbsp; energy kept {shown.energy_kept:.2%} &nbsp;|&nbsp; "
-            f"storage r(m+n)/mn = {shown.storage_ratio:.2%}",
+            f"{shown.relative_error:.2%} &nbsp;|&nbsp; energy kept {shown.energy_kept:.2%} "
+            f"&nbsp;|&nbsp; storage r(m+n)/mn = {shown.storage_ratio:.2%}",
         )
 
     def refresh(self) -> None:

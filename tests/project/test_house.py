@@ -140,6 +140,7 @@ def defined_names(source: str) -> set[str]:
         n.name
         for n in ast.parse(source).body
         if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        and not n.name.startswith("__")  # a module's own __getattr__ is Python's hook, not a name
     }
 
 

@@ -1,0 +1,146 @@
+"""The article's claims about LoRA as experiments on the tiny SD: one function a claim.
+
+Introduced in notebooks/09_claims_advantages.ipynb (claims 1-6) and
+notebooks/10_claims_limitations.ipynb (claims 7-9).
+
+First the harness: the benchmark's published figures (``figures``), settings, data, training and
+giving the pipeline back (``harness``), drawing and judging (``judging``), and a second training
+loop with the text encoder in it (``text_side``). Then one file a section of lessons 09-10:
+``where`` (claim 1), ``costs`` (2-3), ``overfitting`` (4), ``many_kinds`` and its
+``text_classifier`` (5), ``combining`` (6), ``complex_data`` (7), ``large_changes`` (8),
+``sensitivity_map`` (9). Every experiment returns a dict of plain figures (fractions of pictures,
+counts, seconds); ``python -m benchmarks.claims --claim N`` runs the same functions with full
+budgets and several training seeds (docs/claims.md). Every name is here: ``claims.two_loras``.
+
+Left out: the GPU (these are the tiny SD's figures), runs longer than a few CPU minutes.
+"""
+
+from lorakit.claims.combining import (
+    INVERSION_WORD,
+    combined_state,
+    inversion_and_lora,
+    one_lora_each,
+    trainable_groups,
+    two_loras,
+)
+from lorakit.claims.complex_data import STYLE_ORDER, many_styles
+from lorakit.claims.costs import optimizer_bytes, saved_sizes, size_and_speed
+from lorakit.claims.figures import (
+    PUBLISHED_DIR,
+    published,
+    published_name,
+    published_path,
+    published_table,
+    table_of,
+)
+from lorakit.claims.harness import (
+    FULL_LR,
+    config,
+    count_lora_weights,
+    fit,
+    load,
+    lora_weights,
+    pairs_set,
+    restored,
+    style_set,
+    unet_targets,
+)
+from lorakit.claims.judging import (
+    EVAL_SEEDS,
+    base_model,
+    draw,
+    judge,
+    kept,
+    plain_prompts,
+    read_all,
+    style_rates,
+    vae_ceiling,
+)
+from lorakit.claims.large_changes import LARGE_CHANGE_VARIANTS, large_change, update_ranks
+from lorakit.claims.many_kinds import (
+    TEXT_TARGETS,
+    adapted_classifier,
+    classifier_study,
+    text_encoder_lora,
+)
+from lorakit.claims.overfitting import (
+    base_memorisation,
+    memorisation,
+    small_data,
+    training_captions,
+)
+from lorakit.claims.sensitivity_map import DIVERGED_RUN, SAFE, outcome, sensitivity
+from lorakit.claims.text_classifier import (
+    CORNERS,
+    FILLERS,
+    TextClassifier,
+    accuracy,
+    fit_classifier,
+    sentences,
+)
+from lorakit.claims.text_side import train_text_side
+from lorakit.claims.where import WHERE, concept_prompts, where_lora_sits
+
+__all__ = [
+    "CORNERS",
+    "DIVERGED_RUN",
+    "EVAL_SEEDS",
+    "FILLERS",
+    "FULL_LR",
+    "INVERSION_WORD",
+    "LARGE_CHANGE_VARIANTS",
+    "PUBLISHED_DIR",
+    "SAFE",
+    "STYLE_ORDER",
+    "TEXT_TARGETS",
+    "TextClassifier",
+    "WHERE",
+    "accuracy",
+    "adapted_classifier",
+    "base_memorisation",
+    "base_model",
+    "classifier_study",
+    "combined_state",
+    "concept_prompts",
+    "config",
+    "count_lora_weights",
+    "draw",
+    "fit",
+    "fit_classifier",
+    "inversion_and_lora",
+    "judge",
+    "kept",
+    "large_change",
+    "load",
+    "lora_weights",
+    "many_styles",
+    "memorisation",
+    "one_lora_each",
+    "optimizer_bytes",
+    "outcome",
+    "pairs_set",
+    "plain_prompts",
+    "published",
+    "published_name",
+    "published_path",
+    "published_table",
+    "read_all",
+    "restored",
+    "saved_sizes",
+    "sensitivity",
+    "sentences",
+    "size_and_speed",
+    "small_data",
+    "style_rates",
+    "style_set",
+    "table_of",
+    "text_encoder_lora",
+    "train_text_side",
+    "trainable_groups",
+    "training_captions",
+    "two_loras",
+    "unet_targets",
+    "update_ranks",
+    "vae_ceiling",
+    "where_lora_sits",
+]

@@ -1,0 +1,56 @@
+"""Claim 7, complex data: one LoRA holding 1, 2 or 3 styles, each under its own trigger.
+
+Introduced in notebooks/10_claims_limitations.ipynb.
+
+:func:`many_styles` trains one LoRA of a given rank on the first sets of ``STYLE_ORDER`` at once
+(outline, striped, double: each set captioned with its own trigger word) for the same steps per
+style, and reads each style's rate on its held-out prompts. ``judging.vae_ceiling`` says how much
+of each style any LoRA could draw at all.
+
+Left out: one LoRA a style, applied together (claim 6, ``claims.combining``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from lorakit.claims import harness, judging
+
+__all__ = ["STYLE_ORDER", "many_styles"]
+
+STYLE_ORDER = ("outline", "striped", "double")  # claim 7 adds the styles in this order
+
+
+def many_styles(
+    count: int = 2,
+    r: int = 8,
+    seed: int = 0,
+    steps_per_style: int = 300,
+    pipe=None,
+    seeds: Sequence[int] = judging.EVAL_SEEDS,
+) -> dict:
+    """Claim 7, one run: one LoRA of rank ``r`` trained on the first ``count`` of ``STYLE_ORDER``
+    at once (each set under its own trigger) for ``steps_per_style`` x ``count`` steps; each
+    style's rate on its held-out prompts."""
+    if not 1 <= count <= len(STYLE_ORDER):
+        raise ValueError(f"count is 1 to {len(STYLE_ORDER)} styles, not {count}.")
+    chosen = STYLE_ORDER[:count]
+    pipe = harness.load(pipe)
+    with harness.restored(pipe):
+        dataset = [pair for style in chosen for pair in harness.style_set(style)]
+        done = harness.fit(pipe, dataset, r=r, seed=seed, steps=steps_per_style * count)
+        rates = judging.style_rates(pipe, chosen, seeds)
+        return {
+            "count": count,
+            "r": r,
+            "seed": seed,
+            "steps": steps_per_style * count,
+            "trainable_params": done["trainable_params"],
+            "styles": rates,
+            "mean_style": float(np.mean([v["style"] for v in rates.values()])),
+            "mean_content": float(np.mean([v["content"] for v in rates.values()])),
+            **judging.kept(pipe, seeds),
+            "train_seconds": done["train_seconds"],
+        }

@@ -1,0 +1,107 @@
+"""LoRA files: kohya (A1111/ComfyUI), diffusers and PEFT, read, checked, written and applied.
+
+Introduced in notebooks/06_train_style_lora.ipynb; the files people share, in
+notebooks/11_lora_algebra.ipynb.
+
+One file a concept, as PEFT's ``tuners/lora`` and diffusers' ``loaders``. Lesson 06's:
+``lora_weights`` (the in-memory :class:`LoRAWeights` and its checks), ``safetensors_io`` (safe
+reading, byte-stable writing), ``kohya`` and ``diffusers`` (the key spellings, with the table of
+names), ``load``, ``save`` and ``apply``. Lesson 11's: ``refused`` (LoHa, LoKr, DoRA, SDXL, ...:
+named, with nothing applied) and ``describe`` (``lorakit info``). Import the package and use its
+names: ``formats.load_lora``, ``formats.apply_lora``, ``formats.save_lora``.
+
+Left out: the wrapping itself (``lorakit.inject``), the algebra on LoRA files (extract, resize,
+merge: ``lorakit.svd_tools``), SDXL's key layout, LyCORIS's other algorithms, DoRA.
+"""
+
+from lorakit.formats.apply import apply_lora, resolve_modules
+from lorakit.formats.describe import BLOCK_WIDTHS, CONTEXT_WIDTHS, block_of, describe, guess_base
+from lorakit.formats.diffusers import (
+    DIFFUSERS_FILE,
+    DIFFUSERS_PREFIX,
+    MAX_CONFIG_BYTES,
+    METADATA_KEY,
+    PEFT_CONFIG,
+    PEFT_FILE,
+    PEFT_PREFIX,
+    PEFT_TEXT_FOLDER,
+)
+from lorakit.formats.kohya import (
+    KOHYA_PREFIX,
+    KOHYA_PREFIXES,
+    KOHYA_TEXT_PREFIXES,
+    kohya_name,
+    kohya_names_of,
+)
+from lorakit.formats.load import load_lora
+from lorakit.formats.lora_weights import (
+    TEXT_MODEL,
+    TEXT_PREFIX,
+    LoRAFileError,
+    LoRAWeights,
+    UnsupportedKind,
+    build_weights,
+    canonical,
+    check_weights,
+    from_model,
+)
+from lorakit.formats.refused import ARCHITECTURES, VARIANTS
+from lorakit.formats.safetensors_io import (
+    FLOAT_DTYPES,
+    MAX_HEADER_BYTES,
+    MAX_TENSORS,
+    PICKLE_SUFFIXES,
+    read_header,
+    safetensors_bytes,
+)
+from lorakit.formats.save import FORMATS, convert, save_lora, save_weights
+
+__all__ = [
+    # the in-memory LoRA (lora_weights)
+    "build_weights",
+    "canonical",
+    "check_weights",
+    "from_model",
+    "LoRAFileError",
+    "LoRAWeights",
+    "TEXT_MODEL",
+    "TEXT_PREFIX",
+    "UnsupportedKind",
+    # safetensors files (safetensors_io)
+    "FLOAT_DTYPES",
+    "MAX_HEADER_BYTES",
+    "MAX_TENSORS",
+    "PICKLE_SUFFIXES",
+    "read_header",
+    "safetensors_bytes",
+    # the key spellings (kohya, diffusers)
+    "DIFFUSERS_FILE",
+    "DIFFUSERS_PREFIX",
+    "kohya_name",
+    "kohya_names_of",
+    "KOHYA_PREFIX",
+    "KOHYA_PREFIXES",
+    "KOHYA_TEXT_PREFIXES",
+    "MAX_CONFIG_BYTES",
+    "METADATA_KEY",
+    "PEFT_CONFIG",
+    "PEFT_FILE",
+    "PEFT_PREFIX",
+    "PEFT_TEXT_FOLDER",
+    # load, save, apply
+    "apply_lora",
+    "convert",
+    "FORMATS",
+    "load_lora",
+    "resolve_modules",
+    "save_lora",
+    "save_weights",
+    # the kinds refused (refused), lorakit info (describe)
+    "ARCHITECTURES",
+    "block_of",
+    "BLOCK_WIDTHS",
+    "CONTEXT_WIDTHS",
+    "describe",
+    "guess_base",
+    "VARIANTS",
+]

@@ -1,0 +1,166 @@
+"""What a LoRA file holds, for ``lorakit info``: its kind, its base model, its modules and scales.
+
+Introduced in notebooks/11_lora_algebra.ipynb.
+
+:func:`describe` reports a file: its format and kind (LoRA on linear layers, 1x1 convolutions,
+LoCon), the base model its shapes and ``ss_*`` metadata point to (:func:`guess_base`), its
+modules per kind and per block (:func:`block_of`), rank and alpha per module, the scale a UI
+applies at weight 1, parameters, size and metadata. A file of a kind lorakit does not apply is
+still described from its header, with the reason.
+
+Left out: checking a LoRA against a model (``apply.resolve_modules``).
+"""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+from lorakit import inject
+from lorakit.formats import load, lora_weights, safetensors_io
+
+__all__ = ["CONTEXT_WIDTHS", "BLOCK_WIDTHS", "block_of", "guess_base", "describe"]
+
+CONTEXT_WIDTHS = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL", 64: "the tiny SD (this course's)"}
+BLOCK_WIDTHS = {1280: "SD 1.x or 2.x", 128: "the tiny SD (this course's)"}  # mid_block's channels
+
+
+def block_of(path: str) -> str:
+    """The block a module sits in: ``down_blocks.0``, ``mid_block``, ``up_blocks.2``,
+    ``text_encoder``, or its first name."""
+    parts = path.split(".")
+    if parts[0] in ("down_blocks", "up_blocks") and len(parts) > 1:
+        return ".".join(parts[:2])
+    return parts[0].rstrip("_") if parts[0] != "text_encoder" else "text_encoder"
+
+
+def guess_base(weights: lora_weights.LoRAWeights) -> str:
+    """The base model the shapes point to (cross-attention's text width, the middle block's
+    channels), and what the kohya metadata says."""
+    clues = []
+    to_k = next((m for m in weights.modules if m.endswith("attn2.to_k")), None)
+    mid = next((m for m in weights.modules if m.startswith("mid_block")), None)
+    text = next((m for m in weights.text_modules if m.endswith("self_attn.q_proj")), None)
+    if to_k is not None:
+        width = weights.A[to_k].shape[1]
+        base = CONTEXT_WIDTHS.get(width, "an SD-like model")
+        clues.append(f"{base} (cross-attention reads a {width}-wide text)")
+    elif mid is not None:
+        width = weights.B[mid].shape[0]
+        base = BLOCK_WIDTHS.get(width, "an SD-like model")
+        clues.append(f"{base} (the middle block has {width} channels)")
+    if text is not None:
+        width = weights.A[text].shape[1]
+        clues.append(f"text encoder {width} wide ({CONTEXT_WIDTHS.get(width, 'unknown')})")
+    said = [
+        f"{k}: {weights.metadata[k]}"
+        for k in ("ss_base_model_version", "ss_sd_model_name", "ss_v2")
+        if weights.metadata.get(k)
+    ]
+    if said:
+        clues.append("the file says " + ", ".join(said))
+    return "; ".join(clues) or "unknown (no module shows the text width)"
+
+
+def _counted(w: lora_weights.LoRAWeights, paths) -> str:
+    """How many of ``paths`` are of each kind: ``conv 1x1 32, linear 160``."""
+    c = collections.Counter(w.kind(m) for m in paths)
+    return ", ".join(f"{k} {n}" for k, n in sorted(c.items()))
+
+
+def _lora_kind(w: lora_weights.LoRAWeights) -> str:
+    kinds = collections.Counter(w.kind(m) for m in w.modules)
+    if any(k.startswith("conv") and k != "conv 1x1" for k in kinds):
+        return "LoCon (LoRA on 3x3 convolutions too)"
+    if "conv 1x1" in kinds:
+        return "LoRA on linear layers and 1x1 convolutions"
+    return "LoRA on linear layers"
+
+
+def _scaling_line(w: lora_weights.LoRAWeights) -> str:
+    if w.uniform:
+        rslora = "  (rsLoRA)" if w.use_rslora else ""
+        return f"r: {w.r}  alpha: {w.alpha:g}  scaling: {w.scaling:g}{rslora}"
+    return f"r: {w.r}  alpha: {w.alpha:g} on most modules; per-module ranks or alphas below"
+
+
+def _module_lines(w: lora_weights.LoRAWeights) -> list[str]:
+    """The modules by name, by part (UNet, text encoder) and by block."""
+    text = set(w.text_modules)
+    unet = [m for m in w.modules if m not in text]
+    parts = ([f"UNet {len(unet)}: {_counted(w, unet)}"] if unet else []) + (
+        [f"text encoder {len(text)}: {_counted(w, text)}"] if text else []
+    )
+    names = collections.Counter(
+        inject.module_kind(m) if "transformer_blocks" in m else m.split(".")[-1] for m in w.modules
+    )
+    lines = [
+        f"modules: {len(w.modules)} ({', '.join(f'{k} x{n}' for k, n in names.items())})",
+        f"  {'; '.join(parts)}",
+        "per block:",
+    ]
+    blocks: dict[str, list[str]] = {}
+    for m in w.modules:
+        blocks.setdefault(block_of(m), []).append(m)
+    for block, paths in blocks.items():
+        lines.append(f"  {block:14s} {len(paths):3d}: {_counted(w, paths)}")
+    return lines
+
+
+def _rank_alpha_lines(w: lora_weights.LoRAWeights) -> list[str]:
+    """The modules grouped by rank and alpha, largest group first, with the scale of each."""
+    rule = ", rsLoRA: alpha / sqrt(r))" if w.use_rslora else ")"
+    lines = [f"rank and alpha (the scale a UI applies at weight 1 is alpha / r{rule}:"]
+    groups: dict[tuple[int, float], list[str]] = {}
+    for m in w.modules:
+        groups.setdefault((w.rank(m), w.alpha_of(m)), []).append(m)
+    for (r, alpha), paths in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        example = "" if len(groups) == 1 else f" (e.g. {paths[0]})"
+        lines.append(
+            f"  r {r}, alpha {alpha:g}: scale {w.scaling_of(paths[0]):.4g} on {len(paths)} "
+            f"modules{example}"
+        )
+    return lines
+
+
+def _metadata_lines(metadata: dict[str, str]) -> list[str]:
+    if not metadata:
+        return []
+    return ["metadata:"] + [
+        f"  {k}: {v if len(v) < 80 else v[:77] + '...'}" for k, v in sorted(metadata.items())
+    ]
+
+
+def describe(path: str | Path) -> str:
+    """A report on a LoRA file, for ``lorakit info``: its format and kind, the base model its
+    shapes and metadata point to, its modules per kind and block, rank and alpha per module
+    (grouped), the scale a UI applies at weight 1, parameters, size and metadata. A file lorakit
+    does not apply is still described from its header, with the reason."""
+    path = Path(path)
+    size = (
+        sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        if path.is_dir()
+        else (path.stat().st_size if path.is_file() else 0)
+    )
+    try:
+        w = load.load_lora(path)
+    except lora_weights.UnsupportedKind as error:
+        if not path.is_file():
+            raise
+        header, metadata = safetensors_io.read_header(path)
+        lines = [
+            f"file: {path} ({size / 1e6:.2f} MB, {len(header)} tensors)",
+            f"not applied by lorakit: {error}",
+        ]
+        return "\n".join(lines + _metadata_lines(metadata))
+    lines = [
+        f"file: {path} ({size / 1e6:.2f} MB)",
+        f"format: {w.format}",
+        f"kind: {_lora_kind(w)}",
+        f"base model: {guess_base(w)}",
+        _scaling_line(w),
+        *_module_lines(w),
+        *_rank_alpha_lines(w),
+        f"parameters: {sum(w.A[m].numel() + w.B[m].numel() for m in w.modules):,}",
+    ]
+    return "\n".join(lines + _metadata_lines(w.metadata))

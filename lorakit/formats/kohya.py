@@ -1,0 +1,179 @@
+"""The kohya spelling of a LoRA (A1111, ComfyUI, kohya's sd-scripts), read and written.
+
+Introduced in notebooks/06_train_style_lora.ipynb.
+
+``lora_unet_<P with . as _>.lora_down.weight`` is A, ``.lora_up.weight`` B, and a 0-dim ``.alpha``
+per module; the text encoder's modules are ``lora_te_<path>`` (``lora_te1_`` in some tools);
+``ss_*`` metadata, all strings. Where the dots were is not guessed: kohya names are mapped back
+to module paths through a model's real module names (SD 1.5's by default). lorakit reads any
+alpha per module and writes one value for all, folding a module's other alpha into its
+``lora_up`` (diffusers misreads per-module alphas there).
+
+Left out: which file is which spelling (``load``), the diffusers/PEFT spelling (``diffusers``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import torch
+
+from lorakit import inject
+from lorakit.formats import lora_weights, safetensors_io
+
+__all__ = [
+    "KOHYA_PREFIX",
+    "KOHYA_TEXT_PREFIXES",
+    "KOHYA_PREFIXES",
+    "HALF_NAMES",
+    "kohya_names_of",
+    "kohya_name",
+    "kohya_name_map",
+    "group_kohya_keys",
+    "kohya_halves",
+    "alpha_value",
+    "kohya_tensors",
+]
+
+KOHYA_PREFIX = "lora_unet_"
+KOHYA_TEXT_PREFIXES = ("lora_te_", "lora_te1_")  # SD 1.x/2.x's one text encoder (te1: some tools)
+KOHYA_PREFIXES = (KOHYA_PREFIX, *KOHYA_TEXT_PREFIXES)
+HALF_NAMES = ("lora_down", "lora_up")  # A and B
+SUFFIXES = ("lora_down.weight", "lora_up.weight", "alpha")
+TEXT_PREFIX = lora_weights.TEXT_PREFIX
+
+
+def kohya_names_of(path: str) -> list[str]:
+    """The kohya keys of a module path: ``lora_unet_<path with _>``; a text-encoder module's
+    ``lora_te_<path>`` and the ``lora_te1_`` some tools write. A kohya name that no model resolved
+    is its own."""
+    if path.startswith(KOHYA_PREFIXES):
+        return [path]
+    if path.startswith(TEXT_PREFIX):
+        return [kp + path[len(TEXT_PREFIX) :].replace(".", "_") for kp in KOHYA_TEXT_PREFIXES]
+    return [KOHYA_PREFIX + path.replace(".", "_")]
+
+
+def kohya_name(path: str) -> str:
+    """The kohya key lorakit writes for a module path (the first of :func:`kohya_names_of`)."""
+    return kohya_names_of(path)[0]
+
+
+def kohya_name_map(model) -> dict[str, str]:
+    """kohya name -> module path, from the model's real module names (no guessing where the dots
+    were): a UNet's, or a pipeline's UNet and text encoder (``text_encoder.<path>``); a UNet alone
+    takes SD 1.5's text encoder's."""
+    parts = inject.components(model)
+    paths = [
+        lora_weights.canonical(prefix + n)
+        for prefix, part in parts
+        for n, _ in part.named_modules()
+        if n
+    ]
+    names = {name: path for path in paths for name in kohya_names_of(path)}
+    if len(parts) == 1:
+        names = _sd_text_names() | names
+    return names
+
+
+@functools.lru_cache(maxsize=1)
+def _sd_text_names() -> dict[str, str]:
+    """kohya name -> ``text_encoder.<path>`` of SD 1.5's text encoder (the tiny SD's layers are its
+    first), on meta."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from lorakit import models
+
+    with torch.device("meta"):
+        te = CLIPTextModel(CLIPTextConfig(**models.SD15_TEXT_CONFIG))
+    paths = [lora_weights.canonical(TEXT_PREFIX + n) for n, _ in te.named_modules() if n]
+    return {name: path for path in paths for name in kohya_names_of(path)}
+
+
+@functools.lru_cache(maxsize=1)
+def _sd_name_map() -> dict[str, str]:
+    """:func:`kohya_name_map` of SD 1.5's UNet and text encoder (the tiny SD shares every path),
+    built on the meta device."""
+    from diffusers import UNet2DConditionModel
+
+    from lorakit import models
+
+    with torch.device("meta"):
+        return kohya_name_map(UNet2DConditionModel(**models.SD15_UNET_CONFIG))
+
+
+def group_kohya_keys(keys) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """A kohya file's keys by module, ``{kohya name: {suffix: key}}``, and the keys that are not
+    plain kohya LoRA (other endings, other prefixes)."""
+    groups, others = safetensors_io.group_keys(keys, SUFFIXES)
+    others += [k for m, g in groups.items() if not m.startswith(KOHYA_PREFIXES) for k in g.values()]
+    return groups, others
+
+
+def kohya_halves(groups, model=None) -> tuple[dict, dict[str, str]]:
+    """``{module path: (lora_down key, lora_up key)}`` (None for a half that is missing) and
+    ``{module path: its alpha's key}``; names resolved through ``model`` (default SD 1.5)."""
+    known = kohya_name_map(model) if model is not None else _sd_name_map()
+    halves = {
+        known.get(m, m): (g.get("lora_down.weight"), g.get("lora_up.weight"))
+        for m, g in groups.items()
+    }
+    alpha_keys = {known.get(m, m): g["alpha"] for m, g in groups.items() if "alpha" in g}
+    return halves, alpha_keys
+
+
+def alpha_value(path: Path, key: str, tensor: torch.Tensor) -> float:
+    """A kohya ``.alpha`` tensor as a number: one element, finite (checked when read)."""
+    if tensor.numel() != 1:
+        raise lora_weights.LoRAFileError(
+            f"{path}: {key} holds {tensor.numel()} values of shape {tuple(tensor.shape)}; a kohya "
+            "alpha is one number."
+        )
+    return float(tensor.reshape(()))
+
+
+def _kohya_metadata(
+    weights: lora_weights.LoRAWeights, alpha: float, output_name: str
+) -> dict[str, str]:
+    """The ``ss_*`` metadata kohya's trainer writes (LoCon's ``conv_dim`` in the network args)."""
+    uniform = all(weights.rank(p) == weights.r for p in weights.modules)
+    kohya = {
+        "ss_network_dim": str(weights.r) if uniform else "Dynamic",
+        "ss_network_alpha": f"{alpha:g}",
+        "ss_network_module": "networks.lora",
+        "ss_base_model_version": "sd_v1",
+        "ss_v2": "False",
+        "ss_output_name": output_name,
+        "ss_text_encoder_lr": "" if weights.text_modules else "0",
+    }
+    convs = [m for m in weights.modules if weights.kind(m) not in ("linear", "conv 1x1")]
+    if convs:  # kohya's LoCon: conv_dim and conv_alpha in the network arguments
+        kohya["ss_network_args"] = json.dumps(
+            {"conv_dim": str(weights.rank(convs[0])), "conv_alpha": f"{alpha:g}"}
+        )
+    return kohya
+
+
+def kohya_tensors(
+    weights: lora_weights.LoRAWeights, output_name: str
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and ``ss_*`` metadata of a kohya file of ``weights`` (``output_name``: the file's
+    stem)."""
+    # kohya knows only alpha / r (rsLoRA folds into alpha). One alpha value for every module: a
+    # module whose alpha differs has the ratio folded into its lora_up, because diffusers misreads
+    # per-module alphas in kohya files (its per-module ranks it reads right); every tool then
+    # applies the same delta W.
+    alphas = {p: weights.scaling_of(p) * weights.rank(p) for p in weights.modules}
+    alpha = lora_weights.most_common(alphas.values())
+    tensors = {}
+    for p in weights.modules:
+        name = kohya_name(p)
+        up = weights.B[p] if alphas[p] == alpha else weights.B[p] * (alphas[p] / alpha)
+        tensors |= {
+            f"{name}.lora_down.weight": weights.A[p],
+            f"{name}.lora_up.weight": up,
+            f"{name}.alpha": torch.tensor(alpha),
+        }  # 0-dim
+    return tensors, _kohya_metadata(weights, alpha, output_name)
