@@ -243,16 +243,14 @@ def test_token_indices_finds_words_after_the_start_token(shared_pipe):
 
 
 def test_capture_on_a_real_run_changes_no_pixel_and_seeds_repeat(shared_pipe):
-    first = sample.generate(
-        shared_pipe, ["a red circle", "a blue square"], seeds=[3, 4], num_inference_steps=4
-    )
+    def two_pictures():
+        prompts = ["a red circle", "a blue square"]
+        return sample.generate(shared_pipe, prompts, seeds=[3, 4], num_inference_steps=4)
+
+    first = two_pictures()
     with attention.capture_cross_attention(shared_pipe.unet) as records:
-        captured = sample.generate(
-            shared_pipe, ["a red circle", "a blue square"], seeds=[3, 4], num_inference_steps=4
-        )
-    again = sample.generate(
-        shared_pipe, ["a red circle", "a blue square"], seeds=[3, 4], num_inference_steps=4
-    )
+        captured = two_pictures()
+    again = two_pictures()
     other_seed = sample.generate(shared_pipe, "a red circle", seeds=5, num_inference_steps=4)
     assert [i.tobytes() for i in first] == [i.tobytes() for i in again]
     assert first[0].tobytes() != other_seed[0].tobytes()

@@ -120,7 +120,10 @@ def _is_number(v) -> bool:
 
 
 SETTING_RULES = {  # what each LoraConfig field read from a file must be
-    "r": (lambda v: _is_number(v) and v == int(v) and v > 0, "a positive integer"),
+    "r": (
+        lambda v: _is_number(v) and math.isfinite(v) and v == int(v) and v > 0,
+        "a positive integer",
+    ),
     "lora_alpha": (lambda v: _is_number(v) and math.isfinite(v), "a finite number"),
     "use_rslora": (lambda v: isinstance(v, bool), "true or false"),
     "use_dora": (lambda v: isinstance(v, bool), "true or false"),

@@ -120,9 +120,9 @@ class LoRAWeights:
         a, b = self.A[path].float(), self.B[path].float()
         return (b.reshape(b.shape[0], -1) @ a.reshape(a.shape[0], -1)) * self.scaling_of(path)
 
-    def delta_weight(self, path: str) -> torch.Tensor:
+    def get_delta_weight(self, path: str) -> torch.Tensor:
         """``scaling * B @ A`` in the shape of the layer's weight: ``(out, in)``, a convolution's
-        ``(out, in, kh, kw)``."""
+        ``(out, in, kh, kw)``; a file has no runtime scale (``LoRALayer.get_delta_weight`` has)."""
         a = self.A[path]
         return self.matrix(path).reshape(self.B[path].shape[0], *a.shape[1:])
 

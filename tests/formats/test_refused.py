@@ -135,6 +135,8 @@ def test_wrong_keys_and_unsupported_tensors(tmp_path):
         ('{"unet.r": 4, "unet.lora_alpha": [2]}', ["unet.lora_alpha", "[2]"]),
         ('{"unet.r": 4, unet.lora_alpha: 2}', ["not valid JSON"]),
         ('{"unet.use_rslora": "yes"}', ["unet.use_rslora"]),
+        ('{"unet.r": Infinity}', ["unet.r", "a positive integer"]),  # int(inf) overflows
+        ('{"unet.r": NaN}', ["unet.r", "a positive integer"]),
     ],
 )
 def test_malformed_diffusers_metadata_names_the_file_and_the_key(
@@ -151,7 +153,8 @@ def test_malformed_diffusers_metadata_names_the_file_and_the_key(
 
 
 @pytest.mark.parametrize(
-    "config", ["[4, 2]", '"lora"', "{not json", '{"r": 4, "lora_alpha": "two"}']
+    "config",
+    ["[4, 2]", '"lora"', "{not json", '{"r": 4, "lora_alpha": "two"}', '{"r": Infinity}'],
 )
 def test_a_malformed_adapter_config_names_the_file(files, tmp_path, config, refused):
     (files["peft"] / formats.PEFT_CONFIG).write_text(config)

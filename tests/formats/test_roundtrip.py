@@ -56,7 +56,9 @@ def run(unet, inputs):
 
 def max_delta_diff(a: formats.LoRAWeights, b: formats.LoRAWeights) -> float:
     assert sorted(a.modules) == sorted(b.modules)
-    return max((a.delta_weight(m) - b.delta_weight(m)).abs().max().item() for m in a.modules)
+    return max(
+        (a.get_delta_weight(m) - b.get_delta_weight(m)).abs().max().item() for m in a.modules
+    )
 
 
 # --- lorakit's files in diffusers -----------------------------------------------------------
@@ -170,7 +172,7 @@ def test_a_peft_folder_round_trips_with_peft(ours, unet_inputs, tmp_path):
     for path in weights.modules:
         layer = theirs.base_model.model.get_submodule(path)
         assert torch.allclose(
-            weights.delta_weight(path), layer.get_delta_weight("default"), atol=1e-7
+            weights.get_delta_weight(path), layer.get_delta_weight("default"), atol=1e-7
         )
     # lorakit's folder -> PeftModel.from_pretrained
     folder = formats.save_lora(ours["pipe"].unet, tmp_path / "by_lorakit", format="peft")

@@ -172,7 +172,7 @@ def test_locon_3x3_convolutions_apply_exactly(tiny, tmp_path, pictures, fresh_pi
     modules = dict(reference.unet.named_modules())
     with torch.no_grad():
         for m in weights.modules:
-            modules[m].weight += weights.delta_weight(m)
+            modules[m].weight += weights.get_delta_weight(m)
     assert np.abs(pictures(ours) - pictures(reference)).max() <= 1e-4
     text = formats.describe(path)
     assert (
