@@ -63,7 +63,12 @@ release: setup
 	cd classroom && for a in source/*/; do PATH="$(CURDIR)/$(BIN):$$PATH" ../$(BIN)/nbgrader generate_assignment \
 		"$$(basename $$a)" --force --log-level=WARN || exit 1; done; rm -f gradebook.db
 
-test: lint pytest notebooks
+# `make test` runs the tests and the lessons in one pytest session, so that neither worker waits for
+# the other at the end of a phase: each notebook's cells stay on one worker, in order (tests/conftest.py
+# puts them in an xdist group). The sample submissions under tests/ are data for the classroom loop.
+test: lint
+	$(TEST_ENV) $(PARALLEL) $(BIN)/python -m pytest -n $(JOBS) --dist loadgroup --nbval-lax \
+		--nbval-cell-timeout=600 -p no:cacheprovider --ignore=tests/submissions tests notebooks classroom/source
 
 # Colab ships ipywidgets 7.7: the widget tests again with it, installed beside the venv (not part of `make test`).
 IPYW7 := $(VENV)/ipywidgets7

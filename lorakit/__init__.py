@@ -8,6 +8,8 @@ Import modules, not names, so the reader knows which file to open::
 
 Each module's docstring names the lesson that introduces it. ``import lorakit`` alone stays light
 (no torch, no diffusers); ``lorakit.estimate_memory`` is imported on first use.
+
+Left out: re-exporting the modules' names here; each lives in its module.
 """
 
 __version__ = "0.1.0"

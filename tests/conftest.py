@@ -1,6 +1,6 @@
-"""What the tests share: the tiny SD loaded once a test process, a trained-looking LoRA, the
-pictures a test compares, the ``lorakit_cli`` fixture, and the Hypothesis profiles of the fuzz test
-of the LoRA reader (tests/formats/test_fuzz.py).
+"""What the tests share: each lesson's cells kept together on one worker, the tiny SD loaded once
+a test process, a trained-looking LoRA, the pictures a test compares, the ``lorakit_cli`` fixture,
+and the Hypothesis profiles of the fuzz test of the LoRA reader (tests/formats/test_fuzz.py).
 
 ``shared_pipe`` is loaded once and must not change: a test that changes a pipeline takes ``pipe``
 (its own copy) or copies ``shared_pipe`` in a fixture of its own; the session fails if the shared
@@ -49,6 +49,15 @@ def fingerprint(pipe) -> dict:
         )
         for part in ("unet", "text_encoder", "vae")
     }
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """`make test` runs the lessons beside the tests: a notebook's cells stay together, in order,
+    on one worker (an xdist group of their own, as the classroom loop's tests have)."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.xdist_group(f"notebook-{item.path.stem}"))
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,8 @@ cosine learning rate. Step 6, :func:`training_step`: noise, predict, loss, backw
 accumulation, clipping), AdamW and, with ``ema_decay``, an exponential moving average of the LoRA
 (diffusers' ``--use_ema``, less dependent on the last few noisy batches); its randomness comes
 from ``(seed, step)`` alone (:func:`draw_batch`). Step 7: :func:`validation_loss` on fixed
-triples, and :func:`sample_during_training`. Steps 2-3, 5, 8-9 live in ``caching``,
-``trainable``, ``checkpoints`` and ``loop``.
+triples, and :func:`sample_during_training`. Left out: steps 2-3, 5, 8-9 (``caching``,
+``trainable``, ``checkpoints``, ``loop``).
 """
 
 from __future__ import annotations

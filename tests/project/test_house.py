@@ -20,6 +20,7 @@ DOCSTRING_LINES = range(5, 16)
 README_LIMIT = 10_000
 NOT_A_LESSON = 99  # maintainer tools come after every lesson
 LESSON = re.compile(r"Introduced in\s+notebooks/(\d\d)_\w+\.ipynb")
+LEAVES_OUT = re.compile(r"[Ll]eft out|[Ll]eaves? out")
 
 
 def dotted(path: Path) -> str:
@@ -53,6 +54,8 @@ def docstring_problems(source: str) -> list[str]:
         return [f"a docstring of {lines} lines (5-15: what it covers and leaves out)"]
     if not LESSON.search(doc) and "Not a lesson's concept" not in doc:
         return ["the docstring names no lesson ('Introduced in notebooks/NN_...')"]
+    if not LEAVES_OUT.search(doc):
+        return ["the docstring does not say what the module leaves out ('Left out: ...')"]
     return []
 
 
@@ -215,12 +218,12 @@ def test_long_lines_are_not_waved_through():
 
 # --- each rule catches what it is for --------------------------------------------------------
 BAD = {
-    "lorakit.lora": '"""LoRA.\n\nIntroduced in notebooks/05_lora.ipynb.\n\nA\nB\n"""\n'
+    "lorakit.lora": '"""LoRA.\n\nIntroduced in notebooks/05_lora.ipynb.\n\nA\nLeft out: B\n"""\n'
     "from lorakit import train\nfrom lorakit.inject import _matches\nfrom lorakit import inject\n"
     "from lorakit.widgets._base import slider\n"
     "def f():\n    return inject._pattern\n" + "\n" * 300,
-    "lorakit.train": '"""Train.\n\nIntroduced in notebooks/06_train.ipynb.\n\nA\nB\n"""\n',
-    "lorakit.inject": '"""Inject.\n\nIntroduced in notebooks/05_inject.ipynb.\n\nA\nB\n"""\n'
+    "lorakit.train": '"""Train.\n\nIntroduced in notebooks/06_train.ipynb.\n\nA\nLeft out: B\n"""',
+    "lorakit.inject": '"""Inject.\n\nIntroduced in notebooks/05_inject.ipynb.\n\nLeft out: B\n"""\n'
     "def style_prompts():\n    pass\n",
     "lorakit.claims": '"""Short."""\nimport lorakit.train\ndef style_prompts():\n'
     + "    x = 1\n" * 60,
@@ -232,6 +235,10 @@ def test_the_rules_catch_what_they_are_for():
     assert oversized(lora) == [f"{len(lora.splitlines())} lines"]
     assert oversized(claims) == ["style_prompts() is 61 lines"]
     assert docstring_problems(claims) and not docstring_problems(lora)
+    silent = lora.replace("Left out: B", "B")
+    assert docstring_problems(silent) == [
+        "the docstring does not say what the module leaves out ('Left out: ...')"
+    ]
     assert lesson_order_problems("lorakit.lora", BAD) == [
         "imports lorakit.train (lesson 6) in lesson 5"
     ]
