@@ -181,17 +181,8 @@ class CrossAttentionRecorder:
         **kwargs,
     ):
         _check_plain(attn, hidden_states, attention_mask)
-        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        out, probs = cross_attention(
-            hidden_states,
-            context,
-            attn.to_q,
-            attn.to_k,
-            attn.to_v,
-            attn.to_out[0],
-            attn.heads,
-            scale=attn.scale,
-            return_probs=True,
+        out, probs = attention_from_module(
+            attn, hidden_states, encoder_hidden_states, return_probs=True
         )  # (B, N, C), (B, heads, N, T)
         maps = probs if self.keep_heads else probs.mean(dim=1)  # (B, heads, N, T) or (B, N, T)
         self.records.setdefault(self.name, []).append(

@@ -208,6 +208,14 @@ def test_the_front_door_stays_short():
     assert size <= README_LIMIT, f"README.md has {size} characters; {README_LIMIT} at most"
 
 
+def test_the_readme_names_every_module_of_the_package():
+    readme = (ROOT / "README.md").read_text()
+    names = [p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"]
+    names += [p.parent.name + "/" for p in PACKAGE.glob("*/__init__.py")]
+    missing = [n for n in names if f"`{n}`" not in readme and f"`{n.rstrip('/')}`" not in readme]
+    assert not missing, f"README.md's package table does not name {missing}"
+
+
 def test_long_lines_are_not_waved_through():
     config = (ROOT / "pyproject.toml").read_text()
     ignored = re.search(r"ignore\s*=\s*\[([^\]]*)\]", config)
