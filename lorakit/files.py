@@ -1,14 +1,15 @@
 """Writing files atomically, and one run at a time in a folder: a crash, a full disk or a second
 run never leaves half a file behind, or a folder whose files belong to two runs.
 
-Introduced in notebooks/06_train_style_lora.ipynb, whose checkpoints and LoRA files go through it,
-as every file lorakit writes does (the CLI's configs and pictures, image folders). Plumbing: no
-lesson calls it. :func:`write_atomically` makes the whole content in memory first (megabytes, not
-gigabytes), writes it to a temporary file beside the target, then renames it over the target with
-``os.replace``, atomic on POSIX and Windows: a reader sees the old file or the new one, never a
-mix, and a failed write (a full disk says ``no space left on device: <path>``) leaves the old file
-and no temporary one. :func:`remove_stale` deletes the temporary files of runs killed before they
-could; :func:`lock_folder` keeps a second run out of a folder that a first is writing to.
+Introduced in notebooks/05_inject_lora.ipynb, whose LoRA files go through it, as every file lorakit
+writes does (checkpoints, the CLI's configs and pictures, image folders); lessons use it through
+``formats`` and ``train``, never directly. :func:`write_atomically` makes the whole content in
+memory first (megabytes, not gigabytes), writes it to a temporary file beside the target, then
+renames it over the target with ``os.replace``, atomic on POSIX and Windows: a reader sees the old
+file or the new one, never a mix, and a failed write (a full disk says ``no space left on device:
+<path>``) leaves the old file and no temporary one. :func:`remove_stale` deletes the temporary
+files of runs killed before they could; :func:`lock_folder` keeps a second run out of a folder that
+a first is writing to.
 
 Left out: fsync of the file and the folder (a power cut right after the rename may still lose the
 new file on some file systems, but never corrupts the old one).

@@ -163,7 +163,7 @@ def inject_lora(
         check_targets(model, r, target_modules)  # one message for every layer too small for r
     modules = dict(model.named_modules())
     # Every layer is built (and its settings checked) before the model changes; building one
-    # freezes its base layer, which keep_requires_grad undoes if a later one is refused.
+    # freezes its base layer, and keep_requires_grad puts every flag back, refused or not.
     with keep_requires_grad(model):
         layers = {
             name: wrapper_for(modules[name])(

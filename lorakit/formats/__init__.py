@@ -1,21 +1,20 @@
 """LoRA files: kohya (A1111/ComfyUI), diffusers and PEFT, read, checked, written and applied.
 
-Introduced in notebooks/06_train_style_lora.ipynb; the files people share, in
+Introduced in notebooks/05_inject_lora.ipynb; the files people share, in
 notebooks/11_lora_algebra.ipynb.
 
-One file a concept, as PEFT's ``tuners/lora`` and diffusers' ``loaders``. Lesson 06's:
+One file a concept, as PEFT's ``tuners/lora`` and diffusers' ``loaders``. Lesson 05's:
 ``lora_weights`` (the in-memory :class:`LoRAWeights` and its checks), ``safetensors_io`` (safe
 reading, byte-stable writing), ``kohya`` and ``diffusers`` (the key spellings, with the table of
-names), ``load``, ``save`` and ``apply``. Lesson 11's: ``refused`` (LoHa, LoKr, DoRA, SDXL, ...:
-named, with nothing applied) and ``describe`` (``lorakit info``). Import the package and use its
-names: ``formats.load_lora``, ``formats.apply_lora``, ``formats.save_lora``.
+names), ``load``, ``save`` and ``apply``. Lesson 08's ``info`` (``describe``, what ``lorakit info``
+prints); lesson 11's ``refused`` (LoHa, LoKr, DoRA, SDXL, ...: named, with nothing applied).
+Import the package and use its names: ``formats.load_lora``, ``formats.save_lora``.
 
 Left out: the wrapping itself (``lorakit.inject``), the algebra on LoRA files (extract, resize,
 merge: ``lorakit.svd_tools``), SDXL's key layout, LyCORIS's other algorithms, DoRA.
 """
 
 from lorakit.formats.apply import apply_lora, resolve_modules
-from lorakit.formats.describe import BLOCK_WIDTHS, CONTEXT_WIDTHS, block_of, describe, guess_base
 from lorakit.formats.diffusers import (
     DIFFUSERS_FILE,
     DIFFUSERS_PREFIX,
@@ -26,6 +25,7 @@ from lorakit.formats.diffusers import (
     PEFT_PREFIX,
     PEFT_TEXT_FOLDER,
 )
+from lorakit.formats.info import BLOCK_WIDTHS, CONTEXT_WIDTHS, block_of, describe, guess_base
 from lorakit.formats.kohya import (
     KOHYA_PREFIX,
     KOHYA_PREFIXES,

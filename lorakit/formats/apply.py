@@ -1,6 +1,6 @@
 """Applying a LoRA to a model: every module and shape checked before anything changes.
 
-Introduced in notebooks/06_train_style_lora.ipynb.
+Introduced in notebooks/05_inject_lora.ipynb.
 
 :func:`resolve_modules` finds where each module of a :class:`~lorakit.formats.LoRAWeights` goes in
 a UNet or a pipeline (kohya names through the model's real module names; CLIP's ``text_model.``

@@ -1,6 +1,6 @@
 """The diffusers/PEFT spelling: ``unet.P.lora_A.weight``, the LoraConfig settings, PEFT's folder.
 
-Introduced in notebooks/06_train_style_lora.ipynb.
+Introduced in notebooks/05_inject_lora.ipynb.
 
 diffusers keeps the settings in the ``lora_adapter_metadata`` entry (without it, alpha = r); PEFT
 writes a folder (``adapter_model.safetensors`` + ``adapter_config.json``, the text encoder's in

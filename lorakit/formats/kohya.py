@@ -1,6 +1,6 @@
 """The kohya spelling of a LoRA (A1111, ComfyUI, kohya's sd-scripts), read and written.
 
-Introduced in notebooks/06_train_style_lora.ipynb.
+Introduced in notebooks/05_inject_lora.ipynb.
 
 ``lora_unet_<P with . as _>.lora_down.weight`` is A, ``.lora_up.weight`` B, and a 0-dim ``.alpha``
 per module; the text encoder's modules are ``lora_te_<path>`` (``lora_te1_`` in some tools);

@@ -1,6 +1,6 @@
 """Loading a LoRA: the format told from the header's keys, then every tensor and setting checked.
 
-Introduced in notebooks/06_train_style_lora.ipynb.
+Introduced in notebooks/05_inject_lora.ipynb.
 
 :func:`load_lora` reads a kohya or diffusers file, or a PEFT folder (the UNet's adapter, and the
 text encoder's in its ``text_encoder/`` subfolder), into a :class:`~lorakit.formats.LoRAWeights`.

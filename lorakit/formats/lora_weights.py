@@ -1,6 +1,6 @@
 """A LoRA in memory, as lorakit holds it whatever file it came from, and the checks it must pass.
 
-Introduced in notebooks/06_train_style_lora.ipynb.
+Introduced in notebooks/05_inject_lora.ipynb.
 
 :class:`LoRAWeights` holds A and B per module path (a pipeline's text-encoder modules are
 ``text_encoder.<path>``, as diffusers names them), the ``r`` and ``alpha`` most modules share, and

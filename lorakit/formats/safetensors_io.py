@@ -1,6 +1,6 @@
 """Safetensors files, read safely and written byte for byte the same.
 
-Introduced in notebooks/06_train_style_lora.ipynb.
+Introduced in notebooks/05_inject_lora.ipynb.
 
 :func:`read_header` reads a file's tensor entries and metadata from its header alone: pickles
 (``.ckpt``, ``.pt``, ``.bin``, or any file that is one: unpickling runs code), broken headers and

@@ -1,6 +1,6 @@
 """Saving a LoRA as a kohya, diffusers or PEFT file, and converting one format to another.
 
-Introduced in notebooks/06_train_style_lora.ipynb.
+Introduced in notebooks/05_inject_lora.ipynb.
 
 :func:`save_lora` writes the LoRA layers of a model (a UNet, or a pipeline with LoRA in its text
 encoder too); :func:`save_weights` writes a :class:`~lorakit.formats.LoRAWeights`;

@@ -1,14 +1,14 @@
 """Scoring a prompt grid: does a model draw what it is asked, and in which style?
 
-Introduced in notebooks/03_stable_diffusion_anatomy.ipynb; lessons 06-10 score LoRAs with it.
+Introduced in notebooks/06_train_style_lora.ipynb; lessons 07-10 score LoRAs with it too.
 
 ``evaluate_grid`` asks a generator for every colour x shape x seed of the shapes world and reads
 each picture back with ``detectors.detect``; ``score_pictures`` does the same for pictures already
 drawn. Both give a ``GridResult``: one record a picture (what was asked, what was found), colour,
 shape and both-right accuracies, the rate of a style, and a colour x shape table.
 
-Left out: confidence intervals and paired comparisons (``lorakit.claims``), prompts that are not
-"a <colour> <shape> ...".
+Left out: statistics over several runs (the benchmarks' mean and standard error), prompts that are
+not "a <colour> <shape> ...".
 """
 
 from __future__ import annotations

@@ -172,3 +172,5 @@ def build_sd15(device: str = "meta") -> dict:
 # ``lora.count_parameters`` counting every parameter by default (a model is counted whole; works
 # on the meta device).
 count_parameters = functools.partial(lora.count_parameters, trainable_only=False)
+count_parameters.__doc__ = """``lora.count_parameters(module, trainable_only=False)``: every
+parameter of a model, trained or frozen, by default (works on the meta device)."""

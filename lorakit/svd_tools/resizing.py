@@ -78,7 +78,7 @@ def _check_criteria(
     sv_cumulative: float | None,
 ) -> int | None:
     """Refuse criteria :func:`resize` cannot follow; returns ``rank`` checked."""
-    dynamic = (("sv_ratio", sv_ratio), ("sv_fro", sv_fro), ("sv_cumulative", sv_cumulative))
+    dynamic = zip(CRITERIA[1:], (sv_ratio, sv_fro, sv_cumulative), strict=True)
     given = [n for n, v in dynamic if v is not None]
     if len(given) > 1:
         raise AlgebraError(f"give one dynamic criterion, not {' and '.join(given)}.")
@@ -134,12 +134,7 @@ def resize(
         alphas[m] = scaling * (math.sqrt(k) if weights.use_rslora else k)
         error = lowrank.eckart_young_error(s, k)
         reports.append(ModuleReport(m, weights.rank(m), k, energy_kept(s, k), error))
-    criteria = (
-        ("rank", rank),
-        ("sv_ratio", sv_ratio),
-        ("sv_fro", sv_fro),
-        ("sv_cumulative", sv_cumulative),
-    )
+    criteria = zip(CRITERIA, (rank, sv_ratio, sv_fro, sv_cumulative), strict=True)
     resized = ", ".join(f"{n}={v}" for n, v in criteria if v is not None)
     meta = dict(weights.metadata) | {"lorakit_resized": resized}
     return formats.build_weights("lorakit", A, B, alphas, weights.use_rslora, meta), reports

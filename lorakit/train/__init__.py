@@ -6,7 +6,8 @@ One file a part, in the order lesson 06 meets them: ``settings`` (``TrainConfig`
 that refuse a bad one), ``objective`` (SD's epsilon loss, min-SNR, the learning-rate schedule),
 ``caching`` (latents and caption embeddings, computed once before the loop), ``trainable`` (the
 LoRA added, or every UNet weight for ``method="full"``), ``processes`` (several GPUs under
-``accelerate launch``), ``checkpoints`` (resume bit for bit), ``steps`` and ``loop``
+``accelerate launch``), ``training_run`` (the state the steps share, and the result),
+``checkpoints`` (resume bit for bit), ``steps`` and ``loop``
 (``train_lora``, one named function a step), ``plot`` (``loss.png``). Import the package, not
 its files: ``from lorakit import train; train.train_lora(pipe, dataset, cfg)``.
 
@@ -33,7 +34,6 @@ from lorakit.train.objective import (
 )
 from lorakit.train.plot import save_loss_plot
 from lorakit.train.processes import all_reduce_grads, make_accelerator, process_rows
-from lorakit.train.run import TrainingRun, TrainResult
 from lorakit.train.settings import (
     LR_SCHEDULES,
     METHODS,
@@ -60,6 +60,7 @@ from lorakit.train.trainable import (
     trainable_state,
     unfreeze,
 )
+from lorakit.train.training_run import TrainingRun, TrainResult
 
 __all__ = [
     "CHECKPOINT",

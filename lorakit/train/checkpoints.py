@@ -20,13 +20,12 @@ from pathlib import Path
 import torch
 
 from lorakit import files, inject
-from lorakit.train import run as training_run
-from lorakit.train import settings, trainable
+from lorakit.train import settings, trainable, training_run
 
 __all__ = ["CHECKPOINT", "RESUME_KEYS", "checkpoint", "resume", "resume_state", "save_checkpoint"]
 
 CHECKPOINT = "checkpoint.pt"
-RESUME_KEYS = (
+RESUME_KEYS = (  # the settings a resumed run must share with the run that wrote the checkpoint
     "method",
     "r",
     "alpha",
@@ -34,7 +33,7 @@ RESUME_KEYS = (
     "text_encoder",
     "batch_size",
     "grad_accum",
-    "seed",  # must match to resume
+    "seed",
     "flip",
     "caption_dropout",
     "ema_decay",

@@ -23,8 +23,16 @@ import torch
 from tqdm.auto import tqdm
 
 from lorakit import files, formats
-from lorakit.train import caching, checkpoints, objective, plot, settings, steps, trainable
-from lorakit.train import run as training_run
+from lorakit.train import (
+    caching,
+    checkpoints,
+    objective,
+    plot,
+    settings,
+    steps,
+    trainable,
+    training_run,
+)
 
 __all__ = ["FULL_FILE", "finish", "start_run", "train_lora", "when_due"]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lorakit import files
-from lorakit.train import run as training_run
+from lorakit.train import training_run
 
 __all__ = ["save_loss_plot"]
 

@@ -20,8 +20,7 @@ import math
 import torch
 
 from lorakit import files, sample
-from lorakit.train import objective, processes, settings
-from lorakit.train import run as training_run
+from lorakit.train import objective, processes, settings, training_run
 
 __all__ = [
     "draw_batch",

@@ -1,4 +1,4 @@
-"""The course's ipywidgets UIs: sliders that redraw a figure when released, one file a lesson.
+"""The course's ipywidgets UIs: sliders that redraw a figure when released, one file an explorer.
 
 Introduced in notebooks/01_low_rank_intuition.ipynb (``svd_explorer``); lesson 07 adds the LoRA
 explorers (``lora_scale_explorer``, ``rank_alpha_explorer``, ``alpha_ledger_explorer``).
@@ -11,7 +11,7 @@ heavy work (an SVD, a generation) is done once per setting and cached; an error 
 shown in the UI, kept in ``.errors`` and raised, never swallowed.
 
 Left out: ipympl/interactive figures, layout theming, previews during generation, and training
-from a widget (the LoRA explorers take LoRAs trained beforehand, e.g. by ``styles.train_or_load``).
+from a widget (the LoRA explorers take LoRAs trained beforehand: ``outline_loras.train_or_load``).
 """
 
 from lorakit.widgets.applying import lora_applied

@@ -7,8 +7,8 @@ one into ``pipe`` only inside :func:`lora_applied` (``formats.apply_lora``, then
 ``inject.remove_lora``, bit-exact), so the pipeline is left as it was given. A pipeline that
 already holds LoRA layers is refused, saying how to pass them instead.
 
-Left out: training from a widget (``styles.train_or_load`` trains the LoRAs beforehand), several
-LoRAs applied at once.
+Left out: training from a widget (``outline_loras.train_or_load`` trains the LoRAs beforehand),
+several LoRAs applied at once.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ replaced by the slider's (so the update is multiplied by ``alpha / r``), scores 
 ``lorakit.metrics`` (style rate, colour and shape accuracy, beside the base model's) and shows the
 LoRA's parameters and file size. Each (rank, alpha) is computed once and cached.
 
-Left out: training from the widget (``styles.train_or_load`` makes the LoRAs beforehand).
+Left out: training from the widget (``outline_loras.train_or_load`` makes the LoRAs beforehand).
 """
 
 from __future__ import annotations
@@ -65,9 +65,19 @@ def _by_rank(loras) -> tuple[dict[int, formats.LoRAWeights], dict[int, int | Non
 class RankAlphaExplorer(Explorer):
     """A rank among trained LoRAs and an alpha slider; made by :func:`rank_alpha_explorer`."""
 
-    def __init__(
-        self, pipe, loras, combos, seeds, template, style, rank, alpha, max_alpha, **generate_kwargs
-    ):  # the arguments of rank_alpha_explorer, which documents them
+    def __init__(  # the arguments of rank_alpha_explorer, which documents them
+        self,
+        pipe,
+        loras,
+        combos: Sequence[tuple[str, str]] = styles.OUTLINE_HELD_OUT,
+        seeds: Sequence[int] = (0,),
+        template: str = styles.TEMPLATE,
+        style: str = "outline",
+        rank: int | None = None,
+        alpha: float | None = None,
+        max_alpha: float | None = None,
+        **generate_kwargs,
+    ):
         self._setup()
         check_no_lora(pipe)
         self.pipe, self.generate_kwargs = pipe, generate_kwargs
@@ -237,7 +247,7 @@ def rank_alpha_explorer(
     """Choose among LoRAs of several ranks and set their alpha: pictures, style figures, size.
 
     ``loras``: LoRA files (or ``formats.LoRAWeights``) of different ranks, a list or a dict by
-    rank (``styles.train_or_load`` makes them). For each (rank, alpha) the explorer draws the
+    rank (``outline_loras.train_or_load`` makes them). For each (rank, alpha) the explorer draws the
     prompts ``template`` of ``combos`` x ``seeds`` with that LoRA, its alpha replaced (so the
     update is multiplied by ``alpha / r``), scores them with ``lorakit.metrics`` (style rate,
     colour and shape accuracy, beside the base model's) and shows the LoRA's parameters and file

@@ -1,6 +1,6 @@
 """What a LoRA file holds, for ``lorakit info``: its kind, its base model, its modules and scales.
 
-Introduced in notebooks/11_lora_algebra.ipynb.
+Introduced in notebooks/08_stable_diffusion_gpu.ipynb.
 
 :func:`describe` reports a file: its format and kind (LoRA on linear layers, 1x1 convolutions,
 LoCon), the base model its shapes and ``ss_*`` metadata point to (:func:`guess_base`), its
