@@ -81,11 +81,7 @@ def measure_step(
     """
     torch.manual_seed(cfg.seed)
     inject.inject_lora(unet, r=cfg.r, target_modules=cfg.target_modules, dropout=cfg.lora_dropout)
-    params = [
-        p
-        for _, layer in inject.lora_layers(unet)
-        for p in (layer.lora_A.weight, layer.lora_B.weight)
-    ]
+    params = inject.lora_weights(unet)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
     b, width = cfg.batch_size, unet.config.cross_attention_dim
     gen = torch.Generator().manual_seed(0)

@@ -66,6 +66,7 @@ __all__ = [
     "keep_requires_grad",
     "load_lora_state_dict",
     "lora_layers",
+    "lora_weights",
     "lora_state_dict",
     "merge_lora",
     "remove_lora",
@@ -104,6 +105,13 @@ def lora_layers(model) -> Iterator[tuple[str, LoRALayer]]:
         for name, module in part.named_modules():
             if isinstance(module, LoRALayer):
                 yield prefix + name, module
+
+
+def lora_weights(model) -> list[torch.Tensor]:
+    """Every ``lora_A`` and ``lora_B`` weight of ``model``, in module order: what a LoRA trains."""
+    return [
+        p for _, layer in lora_layers(model) for p in (layer.lora_A.weight, layer.lora_B.weight)
+    ]
 
 
 @contextmanager

@@ -91,13 +91,7 @@ def pairs_set(pairs: Sequence[tuple[shapes.ShapeSpec, str]]) -> list[tuple[torch
     ]
 
 
-def lora_weights(model: nn.Module) -> list[torch.Tensor]:
-    """Every ``lora_A`` and ``lora_B`` weight of ``model``, in module order."""
-    return [
-        p
-        for _, layer in inject.lora_layers(model)
-        for p in (layer.lora_A.weight, layer.lora_B.weight)
-    ]
+lora_weights = inject.lora_weights  # every lora_A and lora_B weight, in module order
 
 
 def count_lora_weights(model: nn.Module) -> int:

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lorakit import shapes as world
 from lorakit.metrics import regions
+from lorakit.shapes import world
 
 __all__ = [
     "COLOUR_HUES",

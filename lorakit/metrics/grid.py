@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from lorakit import shapes as world  # evaluate_grid has a parameter named shapes
 from lorakit.metrics import detectors
+from lorakit.shapes import world
 
 __all__ = ["GenerateFn", "GridResult", "evaluate_grid", "score_pictures"]
 

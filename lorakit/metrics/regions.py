@@ -21,8 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lorakit import imaging
-from lorakit import shapes as world
+from lorakit import imaging, shapes
 
 __all__ = [
     "INK_THRESHOLD",
@@ -132,7 +131,7 @@ def _median(values: np.ndarray) -> np.ndarray:
 def ink_mask(image: Image.Image | torch.Tensor | np.ndarray) -> np.ndarray:
     """(H, W) bool: pixels whose largest channel difference from the white background exceeds
     ``INK_THRESHOLD``."""
-    background = np.array(world.BACKGROUND, dtype=np.float32)
+    background = np.array(shapes.BACKGROUND, dtype=np.float32)
     return _channel_spread(as_array(image), background) > INK_THRESHOLD
 
 

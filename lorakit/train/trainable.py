@@ -74,11 +74,7 @@ def lora_holder(pipe, cfg: settings.TrainConfig):
 
 def lora_parameters(pipe, cfg: settings.TrainConfig) -> list[torch.Tensor]:
     """Every ``lora_A`` and ``lora_B`` weight of :func:`lora_holder`, in module order."""
-    return [
-        p
-        for _, layer in inject.lora_layers(lora_holder(pipe, cfg))
-        for p in (layer.lora_A.weight, layer.lora_B.weight)
-    ]
+    return inject.lora_weights(lora_holder(pipe, cfg))
 
 
 def unfreeze(unet) -> list[torch.Tensor]:
