@@ -19,12 +19,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from lorakit import inject, shapes, styles
+from lorakit import inject, shapes, styles, targets
 from lorakit.claims import harness, judging, text_classifier, text_side, where
 
 __all__ = ["TEXT_TARGETS", "adapted_classifier", "classifier_study", "text_encoder_lora"]
 
-TEXT_TARGETS = inject.TEXT_ENCODER  # CLIP's attention and MLP, as kohya trains them
+TEXT_TARGETS = targets.TEXT_ENCODER  # CLIP's attention and MLP, as kohya trains them
 
 
 def text_encoder_lora(

@@ -15,17 +15,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lorakit import inject, shapes, styles
+from lorakit import shapes, styles, targets
 from lorakit.claims import harness, judging
 
 __all__ = ["WHERE", "concept_prompts", "where_lora_sits"]
 
-# inject.PRESETS names, suffix lists, "linear": every linear layer of the UNet, "full": all of it.
+# targets.PRESETS names, suffix lists, "linear": every linear layer of the UNet, "full": all of it.
 WHERE = {
     "attn2": "attn2",
-    "attn1": [f"attn1.{p}" for p in inject.PROJECTIONS],
+    "attn1": [f"attn1.{p}" for p in targets.PROJECTIONS],
     "attn1+attn2": "attn",
-    "ff": list(inject.FEED_FORWARD),
+    "ff": list(targets.FEED_FORWARD),
     "attn2+ff": "attn2+ff",
     "every linear": "linear",
     "full fine-tune": "full",

@@ -6,7 +6,7 @@ Each type is an argparse ``type=``: ``POSITIVE_INT`` for a rank or a step count,
 an alpha or a learning rate, ``SEED``, ``RESOLUTION`` (a multiple of 64), ``FRACTION``, and
 ``number_type`` for the rest. A value it refuses becomes argparse's one-line error, naming the
 option and what it must be, before anything is loaded. ``parse_targets`` reads ``--targets``: a
-preset name of ``inject.PRESETS``, or comma-separated module name suffixes.
+preset name of ``targets.PRESETS``, or comma-separated module name suffixes.
 
 Left out: the options themselves (each command's file registers its own).
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from lorakit import inject
+from lorakit import targets
 
 __all__ = [
     "FINITE",
@@ -32,12 +32,12 @@ __all__ = [
 
 def parse_targets(text: str) -> str | list[str]:
     """``--targets``: a preset name as it is, anything else as comma-separated name suffixes."""
-    if text in inject.PRESETS:
+    if text in targets.PRESETS:
         return text
     suffixes = [part.strip() for part in text.split(",") if part.strip()]
     if not suffixes:
         raise argparse.ArgumentTypeError(
-            f"give a preset ({', '.join(inject.PRESETS)}) or module name suffixes "
+            f"give a preset ({', '.join(targets.PRESETS)}) or module name suffixes "
             "such as attn2.to_k,attn2.to_v"
         )
     return suffixes

@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from lorakit import formats, inject
+from lorakit import formats, inject, targets
 from lorakit.cli import pipeline
 from lorakit.cli.arguments import (
     FRACTION,
@@ -77,7 +77,7 @@ def _lora_options(p: argparse.ArgumentParser) -> None:
         "--targets",
         type=parse_targets,
         metavar="PRESET|SUFFIXES",
-        help=f"layers to wrap: a preset ({', '.join(inject.PRESETS)}) or comma-separated name "
+        help=f"layers to wrap: a preset ({', '.join(targets.PRESETS)}) or comma-separated name "
         "suffixes such as attn2.to_k,attn2.to_v (default: attn2+ff in small mode, attn2 in full)",
     )
 
@@ -216,7 +216,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     resolution = args.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
     cfg = replace(cfg, resolution=resolution)  # the model's own, unless given
     # --targets that match nothing, or a rank too large
-    inject.check_targets(pipe.unet, cfg.r, cfg.target_modules)
+    targets.check_targets(pipe.unet, cfg.r, cfg.target_modules)
     dataset = imagefolder.ImageFolderDataset(args.data, resolution=resolution)
     train.resume_state(cfg)  # a checkpoint of other settings
     with contextlib.ExitStack() as held:

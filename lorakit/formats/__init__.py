@@ -6,8 +6,8 @@ notebooks/11_lora_algebra.ipynb.
 One file a concept, as PEFT's ``tuners/lora`` and diffusers' ``loaders``. Lesson 05's:
 ``lora_weights`` (the in-memory :class:`LoRAWeights` and its checks), ``safetensors_io`` (safe
 reading, byte-stable writing), ``kohya`` and ``diffusers`` (the key spellings, with the table of
-names), ``load``, ``save`` and ``apply``. Lesson 08's ``info`` (``describe``, what ``lorakit info``
-prints); lesson 11's ``refused`` (LoHa, LoKr, DoRA, SDXL, ...: named, with nothing applied).
+names), ``load`` with ``refused`` (LoHa, LoKr, DoRA, SDXL, ...: named, nothing applied; lesson 11
+meets them), ``save`` and ``apply``. Lesson 08's ``info`` (``describe``: ``lorakit info``).
 Import the package and use its names: ``formats.load_lora``, ``formats.save_lora``.
 
 Left out: the wrapping itself (``lorakit.inject``), the algebra on LoRA files (extract, resize,

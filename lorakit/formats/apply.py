@@ -19,7 +19,7 @@ from pathlib import Path
 
 from torch import nn
 
-from lorakit import inject, lora
+from lorakit import inject, lora, targets
 from lorakit.formats import kohya, load, lora_weights
 
 __all__ = ["resolve_modules", "apply_lora"]
@@ -29,9 +29,9 @@ TEXT_PREFIX, TEXT_MODEL = lora_weights.TEXT_PREFIX, lora_weights.TEXT_MODEL
 
 def _misfit(module: nn.Module, a, b, r: int) -> str | None:
     """Why A and B do not fit ``module`` (None if they do): the kind, the shapes, the rank."""
-    if not inject.wrappable(module):
+    if not targets.wrappable(module):
         return f"a {type(module).__name__}, not a linear layer or convolution"
-    n_in, n_out = inject.shape_of(module)
+    n_in, n_out = targets.shape_of(module)
     kernel = tuple(module.kernel_size) if isinstance(module, nn.Conv2d) else (1, 1)
     file_kernel = tuple(a.shape[2:]) if a.ndim == 4 else (1, 1)
     if file_kernel != kernel:

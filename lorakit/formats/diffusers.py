@@ -21,7 +21,7 @@ import math
 import warnings
 from pathlib import Path
 
-from lorakit import inject
+from lorakit import targets
 from lorakit.formats import lora_weights, safetensors_io
 
 __all__ = [
@@ -165,7 +165,7 @@ def config_alpha(configs: dict[str, dict], fmt: str, module: str) -> tuple[objec
     ``lora_alpha``, else None: alpha = r), and where it was read, for a message."""
     config = configs.get(TEXT_PREFIX if module.startswith(TEXT_PREFIX) else "", {})
     name = module.removeprefix(TEXT_PREFIX)  # patterns match it as a suffix
-    alpha = inject.pattern_value(config.get("alpha_pattern"), name, config.get("lora_alpha"))
+    alpha = targets.pattern_value(config.get("alpha_pattern"), name, config.get("lora_alpha"))
     source = f"the {METADATA_KEY} metadata" if fmt == "diffusers" else PEFT_CONFIG
     return alpha, f"{source} lora_alpha"
 

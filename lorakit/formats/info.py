@@ -16,7 +16,7 @@ from __future__ import annotations
 import collections
 from pathlib import Path
 
-from lorakit import inject
+from lorakit import targets
 from lorakit.formats import load, lora_weights, safetensors_io
 
 __all__ = ["CONTEXT_WIDTHS", "BLOCK_WIDTHS", "block_of", "guess_base", "describe"]
@@ -92,7 +92,7 @@ def _module_lines(w: lora_weights.LoRAWeights) -> list[str]:
         [f"text encoder {len(text)}: {_counted(w, text)}"] if text else []
     )
     names = collections.Counter(
-        inject.module_kind(m) if "transformer_blocks" in m else m.split(".")[-1] for m in w.modules
+        targets.module_kind(m) if "transformer_blocks" in m else m.split(".")[-1] for m in w.modules
     )
     lines = [
         f"modules: {len(w.modules)} ({', '.join(f'{k} x{n}' for k, n in names.items())})",

@@ -18,7 +18,7 @@ import math
 import numbers
 from pathlib import Path
 
-from lorakit.formats import diffusers, kohya, lora_weights, safetensors_io
+from lorakit.formats import diffusers, kohya, lora_weights, refused, safetensors_io
 
 __all__ = ["load_lora"]
 
@@ -67,8 +67,6 @@ def load_lora(path: str | Path, model=None) -> lora_weights.LoRAWeights:
 def _load_file(path: Path, model=None, peft_prefix: str = "") -> lora_weights.LoRAWeights:
     """:func:`load_lora` of one safetensors file (``peft_prefix``: the prefix of a PEFT
     text-encoder adapter's paths)."""
-    from lorakit.formats import refused  # lesson 11's: the kinds that shared files bring
-
     header, metadata = safetensors_io.read_header(path)
     keys = list(header)
     refused.refuse_architecture(path, keys)
@@ -84,8 +82,6 @@ def _load_file(path: Path, model=None, peft_prefix: str = "") -> lora_weights.Lo
 def _read_keys(path: Path, keys: list[str], metadata: dict, model, peft_prefix: str) -> tuple:
     """The format, ``{module path: (A key, B key)}``, kohya's alpha keys, the LoraConfig settings
     per component and the names of the halves, from the header's keys and metadata."""
-    from lorakit.formats import refused  # lesson 11's: the kinds that shared files bring
-
     if any(k.startswith(kohya.KOHYA_PREFIXES) for k in keys):
         groups, others = kohya.group_kohya_keys(keys)
         if others:
@@ -188,8 +184,6 @@ def _module_alpha(path: Path, fmt: str, module: str, r: int, alphas: dict, confi
 
 def _assemble(path, fmt, tensors, halves, alphas, configs, metadata) -> lora_weights.LoRAWeights:
     """Check every module's pair and its alpha; build the LoRAWeights."""
-    from lorakit.formats import refused  # lesson 11's: the kinds that shared files bring
-
     _check_pairs(path, tensors, halves)
     refused.refuse_config_kinds(path, configs)
     _check_rank(path, tensors, halves)

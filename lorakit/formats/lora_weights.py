@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lorakit import inject
+from lorakit import inject, targets
 
 __all__ = [
     "TEXT_PREFIX",
@@ -36,7 +36,7 @@ __all__ = [
     "from_model",
 ]
 
-TEXT_PREFIX = inject.TEXT_PREFIX  # "text_encoder.": diffusers' keys, and lorakit's module paths
+TEXT_PREFIX = targets.TEXT_PREFIX  # "text_encoder.": diffusers' keys, and lorakit's module paths
 TEXT_MODEL = (
     "text_model."  # CLIP's inner module: in every file's names, flattened by transformers 5
 )

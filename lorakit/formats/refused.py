@@ -1,6 +1,7 @@
 """The LoRA files lorakit refuses to apply, named by kind, with the module that shows it.
 
-Introduced in notebooks/11_lora_algebra.ipynb.
+Introduced in notebooks/05_inject_lora.ipynb, where every load checks for these kinds; the kinds
+themselves are lesson 11's (notebooks/11_lora_algebra.ipynb).
 
 A shared file may hold what lorakit does not apply exactly: LyCORIS LoHa and LoKr, DoRA's
 magnitude (``dora_scale``), LoCon's Tucker core (``lora_mid``), full-weight differences, OFT,

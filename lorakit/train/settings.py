@@ -45,7 +45,7 @@ class TrainConfig:
     r: int = 4
     alpha: float | None = None  # None: alpha = r (scaling 1)
     target_modules: str | Sequence[str] = "attn2"
-    # also a LoRA on the text encoder (inject.PRESETS["text"], same r and alpha), as kohya
+    # also a LoRA on the text encoder (targets.PRESETS["text"], same r and alpha), as kohya
     text_encoder: bool = False
     lora_dropout: float = 0.0  # dropout on the LoRA path's input while training (PEFT's)
     steps: int = 300  # optimizer steps

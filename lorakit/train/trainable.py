@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from lorakit import inject
+from lorakit import inject, targets
 from lorakit.train import settings
 
 __all__ = [
@@ -63,7 +63,7 @@ def add_text_lora(text_encoder, cfg: settings.TrainConfig) -> list[str]:
                 target_modules="text",
                 dropout=cfg.lora_dropout,
             )
-    return [inject.TEXT_PREFIX + n for n in names]
+    return [targets.TEXT_PREFIX + n for n in names]
 
 
 def lora_holder(pipe, cfg: settings.TrainConfig):

@@ -6,8 +6,10 @@ the package, and on a small source that breaks it, so that a rule that can no lo
 """
 
 import ast
+import functools
 import importlib
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
@@ -59,6 +61,7 @@ def docstring_problems(source: str) -> list[str]:
     return []
 
 
+@functools.cache  # each module's lesson is read once, however many modules import it
 def lesson_of(source: str) -> int:
     found = LESSON.search(ast.get_docstring(ast.parse(source)) or "")
     return int(found.group(1)) if found else NOT_A_LESSON
@@ -85,7 +88,7 @@ def lorakit_imports(source: str, top_level_only: bool) -> list[tuple[str, str | 
     return found
 
 
-def target_module(module: str, name: str | None, known: set[str]) -> str:
+def target_module(module: str, name: str | None, known: Collection[str]) -> str:
     """The module an import loads: a submodule where ``name`` is one, else the module itself."""
     if name is not None and f"{module}.{name}" in known:
         return f"{module}.{name}"
@@ -98,7 +101,7 @@ def lesson_order_problems(module: str, sources: dict[str, str]) -> list[str]:
     is_package = any(m.startswith(module + ".") for m in sources)
     found = []
     for imported, name in lorakit_imports(sources[module], top_level_only=True):
-        target = target_module(imported, name, set(sources))
+        target = target_module(imported, name, sources.keys())
         if target == "lorakit" or (is_package and target.startswith(module + ".")):
             continue  # the top package; a package re-exporting its own files
         if target in sources and lesson_of(sources[target]) > own:
@@ -155,6 +158,10 @@ def names_defined_twice(sources: dict[str, str]) -> dict[str, list[str]]:
     return {name: modules for name, modules in where.items() if len(modules) > 1}
 
 
+KNOWN = set(SOURCES)
+ALL_IMPORTS = {m: lorakit_imports(source, top_level_only=False) for m, source in SOURCES.items()}
+
+
 # --- each rule on the package -------------------------------------------------------------------
 @pytest.mark.parametrize("module", SOURCES)
 def test_modules_and_functions_keep_their_size(module):
@@ -176,7 +183,7 @@ def test_imports_follow_lesson_order(module):
 
 @pytest.mark.parametrize("module", SOURCES)
 def test_no_private_name_is_used_across_modules(module):
-    used = private_names_used(SOURCES[module], set(SOURCES))
+    used = private_names_used(SOURCES[module], KNOWN)
     assert not used, f"{module} uses {used}: make what another module needs public, in __all__"
 
 
@@ -189,13 +196,9 @@ def test_what_other_modules_take_is_in_all(module):
     assert hasattr(loaded, "__all__"), f"{module} has no __all__"
     missing = [name for name in loaded.__all__ if not hasattr(loaded, name)]
     assert not missing, f"{module}.__all__ names {missing}, which it does not have"
-    for other, source in SOURCES.items():
-        for imported, name in lorakit_imports(source, top_level_only=False):
-            if (
-                imported == module
-                and name
-                and target_module(imported, name, set(SOURCES)) == module
-            ):
+    for other, imports in ALL_IMPORTS.items():
+        for imported, name in imports:
+            if imported == module and name and target_module(imported, name, KNOWN) == module:
                 assert name in loaded.__all__, f"{other} imports {name}, not in {module}.__all__"
 
 
