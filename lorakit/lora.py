@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lorakit import dropout as dropouts
+
 __all__ = [
     "INITS",
     "KOHYA_DEFAULT_ALPHA",
@@ -60,16 +62,12 @@ class LoRALayer(nn.Module):
             raise ValueError(f"r must be a positive integer (the rank of B @ A), got r={r!r}.")
         if r > min(n_in, n_out):
             raise ValueError(
-                f"r={r} is larger than min(in_features, out_features)={min(n_in, n_out)} "
-                f"for a {n_in}->{n_out} layer: B @ A can never have rank above "
-                "min(in, out), so a rank above min(in, out) adds parameters but no expressiveness. "
-                f"Use r <= {min(n_in, n_out)}."
+                f"r={r} is larger than min(in_features, out_features)={min(n_in, n_out)} for a "
+                f"{n_in}->{n_out} layer: B @ A never has a rank above min(in, out), so it adds "
+                f"parameters but no expressiveness. Use r <= {min(n_in, n_out)}."
             )
-        if alpha is not None and (
-            isinstance(alpha, bool)
-            or not isinstance(alpha, numbers.Real)
-            or not (math.isfinite(alpha) and alpha > 0)
-        ):
+        real = isinstance(alpha, numbers.Real) and not isinstance(alpha, bool)
+        if alpha is not None and not (real and math.isfinite(alpha) and alpha > 0):
             raise ValueError(
                 "alpha must be a positive finite number (or None for alpha = r), "
                 f"got alpha={alpha!r}."
@@ -83,7 +81,7 @@ class LoRALayer(nn.Module):
         self.alpha = r if alpha is None else alpha
         self.use_rslora = use_rslora
         self.scale = 1.0
-        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.lora_dropout = dropouts.LoRADropout(dropout) if dropout > 0 else nn.Identity()
         # The base weight as it was before merge(); a buffer so .to(device) moves it, not saved.
         self.register_buffer("original_weight", None, persistent=False)
 
@@ -145,7 +143,7 @@ class LoRALayer(nn.Module):
             return result
         lora_x = self.lora_dropout(x.to(self.lora_A.weight.dtype))  # (..., in)
         update = self.lora_B(self.lora_A(lora_x))  # (..., r) -> (..., out)
-        return (result + update * (self.scale * self.scaling)).to(result.dtype)
+        return torch.add(result, update, alpha=self.scale * self.scaling).to(result.dtype)
 
     def extra_repr(self) -> str:
         rslora = ", use_rslora=True" if self.use_rslora else ""

@@ -107,18 +107,34 @@ def test_initialisation_matches_peft(init):
     assert torch.equal(ours.lora_B.weight, torch.zeros(OUT, 4))
 
 
-def test_dropout_matches_peft_in_train_mode_and_is_off_in_eval_mode():
+def test_dropout_matches_peft_given_the_same_mask_and_is_off_in_eval_mode():
+    """lorakit draws its mask its own way (lorakit.dropout); given the mask it drew, PEFT's layer
+    must compute the same output: the dropout acts on the LoRA path's input alone."""
     ours, theirs = make_pair(r=4, dropout=0.5)
     x = torch.randn(8, IN)
+    dropped = []
+    ours.lora_dropout.register_forward_hook(lambda module, args, out: dropped.append(out))
+    theirs.lora_dropout["default"] = _Replay(dropped)
     torch.manual_seed(3)
     ours_train = ours(x)
-    torch.manual_seed(3)
     assert (ours_train - theirs(x)).abs().max() <= 1e-6
+    assert 0 < (dropped[0] == 0).float().mean() < 1  # some dropped, some kept
     assert not torch.allclose(ours_train, ours(x))  # a new mask each call
     ours.eval()
     no_dropout = ours.base_layer(x) + ours.lora_B(ours.lora_A(x)) * ours.scaling
     assert torch.equal(ours(x), ours(x))
     assert (ours(x) - no_dropout).abs().max() <= 1e-6
+
+
+class _Replay(nn.Module):
+    """Stands in for PEFT's dropout: returns what ours returned (its mask applied to the input)."""
+
+    def __init__(self, outputs: list):
+        super().__init__()
+        self.outputs = outputs
+
+    def forward(self, x):
+        return self.outputs[-1]
 
 
 # --- the contract --------------------------------------------------------------------------

@@ -71,7 +71,9 @@ def prepare(pipe, cfg: settings.TrainConfig):
 def make_optimizer(params: list[torch.Tensor], cfg: settings.TrainConfig, accelerator):
     """Step 4: AdamW on the trained parameters alone (LoRA's A and B), and its learning-rate
     schedule (``objective.lr_factor``)."""
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
+    # fused: one kernel for every parameter, where the for-loop takes 8 ms a step on a CPU
+    fused = all(p.device.type in ("cpu", "cuda") for p in params)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2, fused=fused)
     lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: objective.lr_factor(step, cfg)
     )
