@@ -45,5 +45,6 @@ class LoRADropout(nn.Dropout):
         n = x.numel()
         bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
         numbers = bits.view(torch.int16)[:n].view(x.shape)  # uniform on [-32768, 32767]
-        keep = numbers >= self.dropped_levels - LEVELS // 2  # (x.shape) bool
-        return x * keep.to(x.dtype).mul_(self.keep_scale)
+        keep = torch.empty(x.shape, dtype=x.dtype)  # 1 where kept, 0 where dropped
+        torch.ge(numbers, self.dropped_levels - LEVELS // 2, out=keep)
+        return x * keep.mul_(self.keep_scale)

@@ -67,6 +67,8 @@ def start_run(pipe, dataset, cfg: settings.TrainConfig) -> training_run.Training
     optimizer, lr_scheduler = steps.make_optimizer(params, cfg, accelerator)  # 4
     return training_run.TrainingRun(
         pipe=pipe,
+        device=pipe.device,
+        dtype=pipe.unet.dtype,
         cfg=cfg,
         accelerator=accelerator,
         mine=mine,

@@ -52,11 +52,17 @@ def min_snr_weights(
     return clipped / (snr + 1) if prediction_type == "v_prediction" else clipped / snr
 
 
-def epsilon_loss(unet, scheduler, latents, context, t, noise, gamma: float | None) -> torch.Tensor:
+def epsilon_loss(
+    unet, scheduler, latents, context, t, noise, gamma: float | None, dtype=None
+) -> torch.Tensor:
     """SD's training loss on one batch: noise ``latents`` to ``t``, predict the noise (or v),
-    weighted MSE."""
+    weighted MSE.
+
+    ``dtype``: the UNet's (None: ``unet.dtype``, which walks every module: the loop passes it).
+    """
+    dtype = dtype or unet.dtype
     noisy = scheduler.add_noise(latents, noise, t)  # (B, 4, h, w)
-    pred = unet(noisy.to(unet.dtype), t, context.to(unet.dtype)).sample.float()  # (B, 4, h, w)
+    pred = unet(noisy.to(dtype), t, context.to(dtype)).sample.float()  # (B, 4, h, w)
     kind = scheduler.config.prediction_type
     if kind not in ("epsilon", "v_prediction"):
         raise ValueError(

@@ -89,7 +89,7 @@ def draw_batch(run: training_run.TrainingRun, step: int):
     ``(idx, t, noise, context)``: latent rows, timesteps, noise and embedding rows of the
     ``batch_size * grad_accum`` pictures of the step.
     """
-    cfg, device = run.cfg, run.pipe.device
+    cfg, device = run.cfg, run.device
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     total = cfg.batch_size * cfg.grad_accum
     num_timesteps = run.noise_scheduler.config.num_train_timesteps
@@ -119,7 +119,7 @@ def _backward(run: training_run.TrainingRun, step: int) -> float:
     micro, mine, step_loss = cfg.batch_size, run.mine, 0.0
     # LoRA dropout draws from torch's global generator: seed it from (seed, step, process) as
     # well, and give it back as it was.
-    device = run.pipe.device
+    device = run.device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed * 1_000_003 + step + 7_919 * accelerator.process_index)
         for k in range(cfg.grad_accum):
@@ -133,6 +133,7 @@ def _backward(run: training_run.TrainingRun, step: int) -> float:
                     t[part],
                     noise[part],
                     cfg.min_snr_gamma,
+                    run.dtype,
                 )
                 # its share of the batch's mean (x 1.0 alone)
                 loss = loss * ((mine.stop - mine.start) / micro)
@@ -172,7 +173,7 @@ def training_step(run: training_run.TrainingRun, step: int) -> float:
 def validation_indices(run: training_run.TrainingRun):
     """The fixed (pictures, timesteps, noise) of the validation loss: the same every time, so its
     curve is smooth."""
-    cfg, device = run.cfg, run.pipe.device
+    cfg, device = run.cfg, run.device
     num_timesteps = run.noise_scheduler.config.num_train_timesteps
     gen = torch.Generator().manual_seed(cfg.seed + 12345)
     idx = torch.arange(cfg.num_validation) % len(run.latents)  # (V,)
@@ -198,6 +199,7 @@ def validation_loss(run: training_run.TrainingRun, fixed) -> float:
                 t,
                 noise,
                 run.cfg.min_snr_gamma,
+                run.dtype,
             ).item()
     finally:
         unet.train()

@@ -41,6 +41,9 @@ class TrainingRun:
     history."""
 
     pipe: object
+    # the pipeline's device and the UNet's dtype, read once: each walks every module (2 ms)
+    device: torch.device
+    dtype: torch.dtype
     cfg: settings.TrainConfig
     accelerator: object
     mine: slice  # this process's rows of every micro-batch
