@@ -35,7 +35,15 @@ from lorakit.cli.arguments import (
     parse_targets,
 )
 
-__all__ = ["CHECKPOINTS", "CONFIG_FILE", "GRID_FILE", "QUICK", "add_train_parser", "cmd_train"]
+__all__ = [
+    "CHECKPOINTS",
+    "CONFIG_FILE",
+    "GRID_FILE",
+    "QUICK",
+    "add_train_parser",
+    "cmd_train",
+    "run_config",
+]
 
 GRID_FILE, CONFIG_FILE = "before_after.png", "train_config.json"
 QUICK = {"steps": 200, "lr": 1.5e-3}  # the small preset's run, shorter at the same quality
@@ -167,7 +175,7 @@ def _process():
     return PartialState(cpu=config.get_device().type == "cpu")  # joins the other processes, if any
 
 
-def _train_config(args: argparse.Namespace, out: Path, device):
+def run_config(args: argparse.Namespace, out: Path, device):
     """The run's ``train.TrainConfig``: the options given over the model's preset, checked."""
     from lorakit import config, train
 
@@ -217,7 +225,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         )
     process = _process()
     several = process.num_processes > 1
-    cfg = _train_config(args, out, process.device)
+    cfg = run_config(args, out, process.device)
     # several GPUs: this process's own
     pipe = pipeline.load_model(args.model, device=process.device if several else None)
     resolution = args.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
