@@ -10,15 +10,16 @@ its own process through ``benchmarks/step_clock.py`` (which stamps every optimiz
 
 * **lorakit**: ``lorakit train --data data/styles/outline`` with its defaults;
 * **lorakit, 300 steps at lr 1e-3**: the same with diffusers' budget (``--steps 300 --lr 1e-3``);
-* **diffusers**: the script at 300 steps, batch 8, 64 px, rank 8, lr 1e-3, random flip, seed 0
-  (its defaults otherwise: LoRA on every attention projection, constant lr, no dropout).
+* **diffusers**: the script at 300 steps, batch 8, 64 px, rank 8, lr 1e-3, random flip (its
+  defaults otherwise: LoRA on every attention projection, constant lr, no dropout).
 
-The rounds are interleaved (``--repeats``, the order rotating each round): the table shows the
-median wall time (process start to exit, what a user waits for) and the median gap between optimizer
-steps. Each LoRA file is then loaded into a fresh tiny SD with diffusers' ``load_lora_weights``
-and scored on the held-out prompts ("a blue circle in sks style", ``--seeds`` sampling seeds each):
-style rate (outline), colour and shape accuracy, mean over the rounds (each round's file is its own
-training run). The base model's row is the reference. Lesson: notebooks/06_train_style_lora.ipynb.
+The rounds are interleaved (``--repeats``, the order rotating each round); round k trains every
+trainer with seed k. The table shows the median wall time (process start to exit, what a user
+waits for) and the median gap between optimizer steps. Each LoRA file is then loaded into a fresh
+tiny SD with diffusers' ``load_lora_weights`` and scored on the held-out prompts ("a blue circle in
+sks style", ``--seeds`` sampling seeds each): style rate (outline), colour and shape accuracy, the
+mean over the rounds' training seeds. The base model's row is the reference. Lesson:
+notebooks/06_train_style_lora.ipynb.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from lorakit import models, styles
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK = ROOT / "benchmarks" / "step_clock.py"
 SCRIPT = Path("examples/text_to_image/train_text_to_image_lora.py")
-BUDGET = dict(steps=300, batch=8, rank=8, lr=1e-3, seed=0)
+BUDGET = dict(steps=300, batch=8, rank=8, lr=1e-3)
 
 
 def script_path(given: str) -> Path:
@@ -52,11 +53,11 @@ def script_path(given: str) -> Path:
     return path
 
 
-def commands(script: Path, model_dir: Path, out: Path, steps: int | None = None):
-    """The command line of each trainer, writing into ``out/<name>`` (``steps``: every trainer's,
-    for a quick look; None: lorakit's default and the budget's 300)."""
+def commands(script: Path, model_dir: Path, out: Path, seed: int, steps: int | None = None):
+    """The command line of each trainer, training seed ``seed``, writing into ``out/<name>``
+    (``steps``: every trainer's, for a quick look; None: lorakit's default and the budget's 300)."""
     data, budget = str(styles.OUTLINE_DIR), str(steps or BUDGET["steps"])
-    lorakit = ["-m", "lorakit.cli", "train", "--data", data, "--quiet"]
+    lorakit = ["-m", "lorakit.cli", "train", "--data", data, "--quiet", "--seed", str(seed)]
     return {
         "lorakit": [
             *lorakit,
@@ -73,7 +74,7 @@ def commands(script: Path, model_dir: Path, out: Path, steps: int | None = None)
             *("--pretrained_model_name_or_path", str(model_dir), "--train_data_dir", data),
             *("--resolution", "64", "--train_batch_size", str(BUDGET["batch"])),
             *("--max_train_steps", budget, "--learning_rate", str(BUDGET["lr"])),
-            *("--rank", str(BUDGET["rank"]), "--random_flip", "--seed", str(BUDGET["seed"])),
+            *("--rank", str(BUDGET["rank"]), "--random_flip", "--seed", str(seed)),
             *("--output_dir", str(out / "diffusers")),
         ],
     }
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
         models.load_pipeline("tiny", dtype="float32").save_pretrained(tmp / "tiny-sd")
         for k in range(args.repeats):
             out = tmp / f"round{k}"
-            lines = list(commands(script, tmp / "tiny-sd", out, args.steps).items())
+            lines = list(commands(script, tmp / "tiny-sd", out, k, args.steps).items())
             for name, line in lines[k % len(lines) :] + lines[: k % len(lines)]:
                 wall, step = run_one(line, tmp / "times.json", tmp)
                 quality = score(lora_file(name, out), seeds)
@@ -143,7 +144,12 @@ def main(argv: list[str] | None = None) -> dict:
                 row["wall"].append(wall)
                 row["step"].append(step)
                 row["quality"].append(quality)
-                print(f"round {k + 1}, {name}: {wall:.1f} s, step {step * 1000:.0f} ms", flush=True)
+                print(
+                    f"round {k + 1} (seed {k}), {name}: {wall:.1f} s, step {step * 1000:.0f} ms, "
+                    f"style {quality.style_rate:.1%}, colour {quality.colour_accuracy:.1%}, "
+                    f"shape {quality.shape_accuracy:.1%}",
+                    flush=True,
+                )
         base = score(None, seeds)
     return print_table(rows, base, args)
 
@@ -153,7 +159,7 @@ def print_table(rows: dict, base, args) -> dict:
     n = len(base.records)
     print(
         f"\n== {args.repeats} rounds; wall and step: median; held-out quality ({n} pictures a "
-        f"file): mean of the rounds =="
+        f"file): mean of the rounds' {args.repeats} training seeds =="
     )
     print(f"{'':<32}{'wall s':>8}{'step ms':>9}{'style':>8}{'colour':>8}{'shape':>8}{'x diff.':>9}")
     reference = statistics.median(rows["diffusers"]["wall"]) if "diffusers" in rows else None

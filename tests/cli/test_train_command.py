@@ -151,8 +151,8 @@ def test_two_processes_train_the_same_lora_as_one(lorakit_cli, tmp_path):
 
 
 def test_unset_steps_and_lr_take_the_quick_run_on_the_tiny_sd_alone(tmp_path):
-    """The tiny SD: 200 steps at lr 1.5e-3 (cli.QUICK) over the small preset; given options win;
-    any other model keeps its preset's (SD 1.5's 1,500 steps at 1e-4)."""
+    """The tiny SD: 200 steps at lr 1.5e-3 without LoRA dropout (cli.QUICK) over the small preset;
+    given options win; any other model keeps its preset's (SD 1.5's 1,500 steps at 1e-4)."""
     from lorakit.cli import train as train_command
 
     def settings(*options, model="tiny"):
@@ -160,11 +160,19 @@ def test_unset_steps_and_lr_take_the_quick_run_on_the_tiny_sd_alone(tmp_path):
             ["train", "--data", OUTLINE, "--out", str(tmp_path), "--model", model, *options]
         )
         cfg = train_command.run_config(args, tmp_path, torch.device("cpu"))
-        return cfg.steps, cfg.lr, cfg.r, cfg.checkpoint_every
+        return cfg.steps, cfg.lr, cfg.lora_dropout, cfg.r, cfg.checkpoint_every
 
     small = train.TrainConfig.for_mode("small")
-    assert settings() == (200, 1.5e-3, small.r, 50) and small.steps == 300 and small.lr == 1e-3
-    assert settings("--steps", "40") == (40, 1.5e-3, small.r, 10)
-    assert settings("--lr", "1e-3", "--rank", "4") == (200, 1e-3, 4, 50)
+    assert settings() == (200, 1.5e-3, 0.0, small.r, 50)
+    assert (small.steps, small.lr, small.lora_dropout) == (300, 1e-3, 0.1)  # the preset unchanged
+    assert settings("--steps", "40") == (40, 1.5e-3, 0.0, small.r, 10)
+    assert settings("--lr", "1e-3", "--rank", "4", "--lora-dropout", "0.1") == (
+        200,
+        1e-3,
+        0.1,
+        4,
+        50,
+    )
     full = train.TrainConfig.for_mode("full")
-    assert settings(model="runwayml/stable-diffusion-v1-5")[:3] == (full.steps, full.lr, full.r)
+    sd15 = settings(model="runwayml/stable-diffusion-v1-5")
+    assert sd15[:4] == (full.steps, full.lr, full.lora_dropout, full.r)
