@@ -1,7 +1,8 @@
 """Where a training step's time goes: ``python -m benchmarks.train_step``.
 
-One table, on the tiny SD with ``lorakit train``'s defaults (``TrainConfig.for_mode("small")``: a
-rank-8 LoRA on ``attn2+ff`` with LoRA dropout, batch 8): the median time of
+One table, on the tiny SD with the lessons' preset (``TrainConfig.for_mode("small")``: a rank-8
+LoRA on ``attn2+ff`` with LoRA dropout 0.1, batch 8; ``lorakit train`` runs it without the
+dropout, the third row): the median time of
 
 * **the step**: ``train.steps.training_step``, everything the loop does for one optimizer step
   (batch draw, noise, loss with min-SNR weights, backward, clipping, AdamW);
