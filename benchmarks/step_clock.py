@@ -1,14 +1,15 @@
 """Run a training script with a clock on its optimizer steps, and torchvision's stand-in if needed.
 
-Not a lesson's concept: ``benchmarks.train_speed`` runs both trainers through it, the same way:
+Not a lesson's concept: ``benchmarks.train_vs_diffusers`` runs both trainers through it, alike:
 ``python benchmarks/step_clock.py TIMES.json SCRIPT.py ARGS...`` (or ``-m MODULE ARGS``).
 A global optimizer hook (``register_optimizer_step_post_hook``) writes the time of every
 optimizer step to ``TIMES.json`` when the script exits: the step time is the median gap between
 them, measured alike for any trainer that uses a ``torch.optim`` optimizer.
 
-When ``import torchvision`` fails, transformers' and diffusers' checks are made first (they find
+When torchvision is not installed, transformers' and diffusers' checks are made first (they find
 no torchvision and cache that), then ``benchmarks/stand_ins`` goes first on ``sys.path``: the
-script's ``from torchvision import transforms`` gets the stand-in, and nothing else sees it.
+script's ``from torchvision import transforms`` gets the stand-in, and nothing else sees it. An
+installed torchvision that does not load (PyPI's, against the CPU torch) is refused in one line.
 
 Left out: scripts that call torchvision beyond the transforms the stand-in has.
 """
@@ -16,6 +17,7 @@ Left out: scripts that call torchvision beyond the transforms the stand-in has.
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import json
 import runpy
 import sys
@@ -26,10 +28,16 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 
 def _torchvision_or_stand_in() -> None:
-    try:
-        import torchvision  # noqa: F401  (a working install is used as it is)
-    except Exception:  # missing, or PyPI's CUDA wheel against the CPU torch
-        sys.modules.pop("torchvision", None)
+    if importlib.util.find_spec("torchvision") is not None:
+        try:
+            import torchvision  # noqa: F401  (a working install is used as it is)
+        except Exception as error:  # PyPI's CUDA wheel against the CPU torch
+            raise SystemExit(
+                f"torchvision is installed but does not load against this torch ({error}): "
+                "pip uninstall torchvision (its stand-in then serves the script), or pip install "
+                "torchvision --index-url https://download.pytorch.org/whl/cpu"
+            ) from None
+    else:
         import diffusers.utils.import_utils
         import transformers.utils.import_utils as imports
 

@@ -3,13 +3,13 @@
 Introduced in notebooks/02_lora_from_scratch.ipynb (the ``dropout`` of the LoRA layer).
 
 ``nn.Dropout`` on a CPU draws one random number an element (``bernoulli_``), which costs more
-than the rank-r path it regularises: a fifth of a training step of the tiny SD with LoRA dropout
+than the rank-r path it regularises: a sixth of a training step of the tiny SD with LoRA dropout
 0.1. :class:`LoRADropout` draws 64 random bits at a time from torch's generator and cuts them into
 four 16-bit numbers, one an element; an element is dropped when its number is among the lowest
-``round(p * 65536)`` of the 65,536. So ``p`` counts to 1/65,536 (0.1 drops with probability
-0.100006) and the kept elements are scaled by 1 / (1 - that probability): the expectation stays
-``x``, as with ``nn.Dropout``. In eval mode it returns ``x``; on a GPU it is ``nn.Dropout``'s fused
-kernel.
+``round(p * 65536)`` of the 65,536 (at least 1, at most 65,535). So ``p`` counts to 1/65,536
+(0.1 drops with probability 0.100006) and the kept elements are scaled by 1 / (1 - that
+probability): the expectation stays ``x``, as with ``nn.Dropout``. In eval mode it returns ``x``;
+on a GPU it is ``nn.Dropout``'s fused kernel.
 
 Left out: the other layers' dropout (they keep torch's), a dropout over whole tokens or channels.
 """
@@ -28,12 +28,14 @@ LEVELS = 65536  # the values a 16-bit number takes: p counts in steps of 1 / LEV
 class LoRADropout(nn.Dropout):
     """``nn.Dropout(p)`` whose mask, on a CPU, takes 16 random bits an element instead of a float.
 
-    ``drop_probability`` is the probability it uses: ``p`` rounded to a multiple of 1/65,536.
+    ``drop_probability`` is the probability it uses on a CPU: ``p`` rounded to a multiple of
+    1/65,536, kept inside [1/65,536, 65,535/65,536] for any 0 < p < 1.
     """
 
     def __init__(self, p: float = 0.5):
         super().__init__(p)
-        self.dropped_levels = round(p * LEVELS)  # the 16-bit values that drop an element
+        # the 16-bit values that drop an element: never none or all for 0 < p < 1
+        self.dropped_levels = min(max(round(p * LEVELS), 1), LEVELS - 1) if p > 0 else 0
         self.drop_probability = self.dropped_levels / LEVELS
         self.keep_scale = LEVELS / (LEVELS - self.dropped_levels)
 

@@ -59,6 +59,17 @@ def test_masks_follow_torch_seed_and_shape_and_gradient_is_the_mask():
     assert torch.equal(x.grad, mask)
 
 
+def test_p_near_0_or_1_still_drops_some_and_keeps_some():
+    """round(p * 65536) would be 65,536 (a division by zero) for p just under 1, and 0 (no dropout
+    at all) for p just over 0."""
+    high, low = dropout.LoRADropout(1 - 1e-7), dropout.LoRADropout(1e-7)
+    assert high.dropped_levels == 65535 and high.keep_scale == 65536
+    assert low.dropped_levels == 1 and math.isfinite(low.keep_scale)
+    torch.manual_seed(3)
+    out = high(torch.ones(1 << 18))
+    assert torch.isfinite(out).all() and 0 < (out != 0).sum() < 30  # about 4 of 262,144 kept
+
+
 def test_eval_mode_and_zero_p_return_the_input():
     x = torch.randn(4, 9)
     assert dropout.LoRADropout(0.5).eval()(x) is x

@@ -8,6 +8,7 @@ and held-out scores of every trainer's file. The timings are not checked.
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -105,6 +106,25 @@ def test_step_clock_stamps_every_optimizer_step_and_serves_the_stand_in(tmp_path
     stamps = json.loads(times.read_text())["step_times"]
     assert len(stamps) == 3 and stamps == sorted(stamps)
     assert (tmp_path / "out" / "pytorch_lora_weights.safetensors").is_file()
+
+
+def test_an_installed_torchvision_that_does_not_load_is_refused_in_one_line(tmp_path):
+    broken = tmp_path / "site" / "torchvision"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text(
+        "raise RuntimeError('operator torchvision::nms does not exist')"
+    )
+    script = tmp_path / "train.py"
+    script.write_text("raise SystemExit('the script must not run')")
+    done = subprocess.run(
+        [sys.executable, step_clock.__file__, str(tmp_path / "t.json"), str(script)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
+    )
+    assert done.returncode == 1
+    assert "torchvision is installed but does not load" in done.stderr
+    assert "pip uninstall torchvision" in done.stderr and "must not run" not in done.stderr
 
 
 def test_a_round_times_and_scores_every_trainer(tmp_path, capsys):
