@@ -17,6 +17,7 @@ Left out: scripts that call torchvision beyond the transforms the stand-in has.
 from __future__ import annotations
 
 import atexit
+import importlib
 import importlib.util
 import json
 import runpy
@@ -38,12 +39,10 @@ def _torchvision_or_stand_in() -> None:
                 "torchvision --index-url https://download.pytorch.org/whl/cpu"
             ) from None
     else:
-        import diffusers.utils.import_utils
-        import transformers.utils.import_utils as imports
-
+        importlib.import_module("diffusers.utils.import_utils")  # its check runs on import
+        imports = importlib.import_module("transformers.utils.import_utils")
         imports.is_torchvision_available()  # cached False before the stand-in is on the path
         imports.is_torchvision_v2_available()
-        del diffusers
         sys.path.insert(0, str(Path(__file__).parent / "stand_ins"))
 
 

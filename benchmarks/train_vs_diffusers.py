@@ -53,21 +53,31 @@ def script_path(given: str) -> Path:
     return path
 
 
+# each trainer's output folder in a round's folder
+FOLDERS = {
+    "lorakit": "lorakit",
+    "lorakit, 300 steps at lr 1e-3": "lorakit-300",
+    "diffusers": "diffusers",
+}
+
+
 def commands(script: Path, model_dir: Path, out: Path, seed: int, steps: int | None = None):
-    """The command line of each trainer, training seed ``seed``, writing into ``out/<name>``
-    (``steps``: every trainer's, for a quick look; None: lorakit's default and the budget's 300)."""
+    """The command line of each trainer, training seed ``seed``, writing into ``out`` /
+    ``FOLDERS[name]`` (``steps``: every trainer's, for a quick look; None: lorakit's default and
+    the budget's 300)."""
     data, budget = str(styles.OUTLINE_DIR), str(steps or BUDGET["steps"])
     lorakit = ["-m", "lorakit.cli", "train", "--data", data, "--quiet", "--seed", str(seed)]
     return {
         "lorakit": [
             *lorakit,
             "--out",
-            str(out / "lorakit"),
+            str(out / FOLDERS["lorakit"]),
             *(["--steps", budget] if steps else []),
         ],
         "lorakit, 300 steps at lr 1e-3": [
             *lorakit,
-            *("--out", str(out / "lorakit-300"), "--steps", budget, "--lr", str(BUDGET["lr"])),
+            *("--out", str(out / FOLDERS["lorakit, 300 steps at lr 1e-3"]), "--steps", budget),
+            *("--lr", str(BUDGET["lr"])),
         ],
         "diffusers": [
             str(script),
@@ -75,15 +85,15 @@ def commands(script: Path, model_dir: Path, out: Path, seed: int, steps: int | N
             *("--resolution", "64", "--train_batch_size", str(BUDGET["batch"])),
             *("--max_train_steps", budget, "--learning_rate", str(BUDGET["lr"])),
             *("--rank", str(BUDGET["rank"]), "--random_flip", "--seed", str(seed)),
-            *("--output_dir", str(out / "diffusers")),
+            *("--output_dir", str(out / FOLDERS["diffusers"])),
         ],
     }
 
 
 def lora_file(name: str, out: Path) -> Path:
-    if name == "diffusers":
-        return out / "diffusers" / "pytorch_lora_weights.safetensors"
-    return out / ("lorakit" if name == "lorakit" else "lorakit-300") / "lora.safetensors"
+    """The LoRA file trainer ``name`` wrote into ``out``."""
+    file = "pytorch_lora_weights.safetensors" if name == "diffusers" else "lora.safetensors"
+    return out / FOLDERS[name] / file
 
 
 def run_one(args: list[str], times_file: Path, cwd: Path) -> tuple[float, float]:
