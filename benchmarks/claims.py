@@ -143,6 +143,17 @@ def resources_run(
 
 CALLS: list[dict] = []  # every run of this report: {"function", "kwargs", "result"}
 REUSE: dict[str, object] = {}  # runs measured before (--reuse), by function and arguments
+JOURNAL: Path | None = None  # where every new run is added as it finishes (benchmarks.controls)
+
+
+def journal(entry: dict) -> None:
+    """Add one finished run to ``JOURNAL``'s calls, at once: a stopped study loses no run."""
+    if JOURNAL is None:
+        return
+    kept = json.loads(JOURNAL.read_text()) if JOURNAL.exists() else {}
+    kept["calls"] = [*kept.get("calls", []), entry]
+    JOURNAL.parent.mkdir(parents=True, exist_ok=True)
+    files.write_atomically(JOURNAL, json.dumps(kept, indent=1))
 
 
 def call_key(function: str, kwargs: dict) -> str:
@@ -164,12 +175,17 @@ def child(function: str, **kwargs) -> dict:
         raise RuntimeError(f"{function}({kwargs}) failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     short = (
-        {k: v for k, v in result.items() if k not in ("update_ranks", "curve")}
+        {
+            k: v
+            for k, v in result.items()
+            if k not in ("update_ranks", "curve", "rows", "update_ratios", "lora")
+        }
         if isinstance(result, dict)
         else result
     )
     print(f"  {function} {json.dumps(kwargs)} -> {json.dumps(short)}", flush=True)
     CALLS.append({"function": function, "kwargs": kwargs, "result": result})
+    journal(CALLS[-1])
     return result
 
 
@@ -656,7 +672,7 @@ def command_line(argv: list[str]) -> str:
     kept, skipping = [], False
     for word in argv:
         if word.startswith("--"):
-            skipping = word in ("--out", "--reuse", "--plot")
+            skipping = word in ("--out", "--reuse", "--plot", "--journal")
         if not skipping:
             kept.append(word)
     return " ".join(["python -m benchmarks.claims", *kept])

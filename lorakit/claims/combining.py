@@ -30,6 +30,7 @@ __all__ = [
     "one_lora_each",
     "trainable_groups",
     "two_loras",
+    "two_loras_at_scales",
 ]
 
 INVERSION_WORD = "plim"  # the reserved word textual inversion gives a meaning to
@@ -99,6 +100,39 @@ def two_loras(
                 for a, b in zip(applied, merged, strict=True)
             )
         )
+    return result
+
+
+def two_loras_at_scales(
+    seed: int = 0,
+    steps: int = 300,
+    scales: Sequence[float] = (0.5, 0.7, 1.0),
+    pipe=None,
+    seeds: Sequence[int] = judging.EVAL_SEEDS,
+    pair: tuple[str, str] = ("outline", "striped"),
+) -> dict:
+    """Claim 6 at the scales people use: the two style LoRAs trained apart once, then applied
+    together with both at each scale in ``scales``. Each style's rate alone (at 1) and together,
+    their mean, content under the triggers, and the plain prompts kept."""
+    pipe = harness.load(pipe)
+    result = {"seed": seed, "steps": steps, "scales": list(scales), "together": {}}
+    with harness.restored(pipe):
+        states, rates = one_lora_each(pipe, pair, seed, steps, seeds)
+        result["alone"] = {style: rates[f"{style} alone"][style]["style"] for style in pair}
+        result["alone_mean"] = float(np.mean(list(result["alone"].values())))
+        r, targets = harness.config().r, harness.config().target_modules
+        inject.inject_lora(pipe.unet, r=2 * r, alpha=2 * r, target_modules=targets)
+        for scale in scales:
+            inject.load_lora_state_dict(
+                pipe.unet, combined_state(states[pair[0]], states[pair[1]], (scale, scale))
+            )
+            found = judging.style_rates(pipe, pair, seeds)
+            result["together"][str(scale)] = {
+                **{style: found[style]["style"] for style in pair},
+                "mean": float(np.mean([found[style]["style"] for style in pair])),
+                "content": float(np.mean([found[style]["content"] for style in pair])),
+                **judging.kept(pipe, seeds),
+            }
     return result
 
 

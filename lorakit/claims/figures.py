@@ -21,6 +21,7 @@ from lorakit import config as course
 
 __all__ = [
     "PUBLISHED_DIR",
+    "STUDY_FILES",
     "published",
     "published_name",
     "published_path",
@@ -32,9 +33,19 @@ __all__ = [
 PUBLISHED_DIR = course.REPO_ROOT / "docs" / "claims"
 
 
+# the controlled studies of ``benchmarks.controls`` (--study), and their files
+STUDY_FILES = {
+    "rank": "rank-study.json",
+    "truncation": "claim8-truncation.json",
+    "scales": "claim6-scales.json",
+}
+
+
 def published_name(claim: int | str) -> str:
     """The file a claim's benchmark writes in ``PUBLISHED_DIR``: claims 2 and 3 are one
-    experiment."""
+    experiment; a controlled study (``STUDY_FILES``) has its own."""
+    if str(claim) in STUDY_FILES:
+        return STUDY_FILES[str(claim)]
     label = "2-3" if str(claim) in ("2", "3", "2-3") else str(claim)
     if label not in ("1", "2-3", *map(str, range(4, 10))):
         raise ValueError(f"the article has claims 1 to 9, not {claim!r}.")
@@ -49,7 +60,7 @@ def published_path(claim: int | str) -> Path:
 def table_of(printed: str) -> str:
     """The table part of what ``benchmarks.claims`` printed: from its "claim N" heading on (no
     per-run lines)."""
-    match = re.search(r"^claims? \d.*", printed, re.MULTILINE | re.DOTALL)
+    match = re.search(r"^(claims? \d|the rank study).*", printed, re.MULTILINE | re.DOTALL)
     lines = match.group(0).rstrip().splitlines() if match else []
     # without a run's own line
     return "\n".join(line for line in lines if not re.match(r"  \w+ \{.*\} -> ", line))

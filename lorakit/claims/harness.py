@@ -33,6 +33,7 @@ __all__ = [
     "lora_weights",
     "pairs_set",
     "restored",
+    "settings_of",
     "style_set",
     "unet_targets",
 ]
@@ -106,6 +107,26 @@ def unet_targets(pipe, where: str | Sequence[str]):
     return where
 
 
+def settings_of(cfg: train.TrainConfig) -> dict:
+    """The effective settings of a run, as every published figure records them: method, rank,
+    alpha and the scaling they give, learning rate, steps, targets, dropout, seed."""
+    lora = cfg.method == "lora"
+    alpha = (cfg.alpha if cfg.alpha is not None else cfg.r) if lora else None
+    targets = cfg.target_modules if isinstance(cfg.target_modules, str) else "every linear"
+    return {
+        "method": cfg.method,
+        "r": cfg.r if lora else None,
+        "alpha": alpha,
+        "scaling": alpha / cfg.r if lora else None,
+        "lr": cfg.lr,
+        "steps": cfg.steps,
+        "targets": targets if lora else "every UNet weight",
+        "lora_dropout": cfg.lora_dropout if lora else None,
+        "weight_decay": cfg.weight_decay,
+        "seed": cfg.seed,
+    }
+
+
 def fit(pipe, dataset, where: str | Sequence[str] = "attn2+ff", **overrides) -> dict:
     """Train ``where`` (a target for LoRA, "linear": every linear layer, or "full") on ``dataset``;
     seconds and size."""
@@ -122,6 +143,7 @@ def fit(pipe, dataset, where: str | Sequence[str] = "attn2+ff", **overrides) -> 
         else count_lora_weights(pipe.unet)
     )
     return {
+        "settings": settings_of(cfg),
         "train_seconds": seconds,
         "trainable_params": trained,
         "final_loss": float(np.mean(result.history[-20:])),

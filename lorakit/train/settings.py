@@ -52,6 +52,7 @@ class TrainConfig:
     # images per micro-batch (over all processes); one step sees batch_size * grad_accum
     batch_size: int = 8
     lr: float = 1e-3
+    weight_decay: float = 1e-2  # AdamW's decoupled weight decay on every trained weight
     warmup_steps: int = 10
     lr_schedule: str = "constant"  # "constant" | "cosine" (after warm-up)
     grad_accum: int = 1
@@ -149,6 +150,7 @@ def _count_problems(cfg: TrainConfig) -> list[str]:
             "sample_every",
             "checkpoint_every",
             "max_grad_norm",
+            "weight_decay",
         )
         if getattr(cfg, name) < 0
     ]

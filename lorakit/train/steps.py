@@ -73,7 +73,7 @@ def make_optimizer(params: list[torch.Tensor], cfg: settings.TrainConfig, accele
     schedule (``objective.lr_factor``)."""
     # fused: one kernel for every parameter, where the for-loop takes 8 ms a step on a CPU
     fused = all(p.device.type in ("cpu", "cuda") for p in params)
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2, fused=fused)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
     lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: objective.lr_factor(step, cfg)
     )

@@ -1,0 +1,294 @@
+"""The controlled studies behind the claims' verdicts:
+``python -m benchmarks.controls --study rank``.
+
+Each study trains with ``lorakit.claims`` (every run in a fresh process, as ``benchmarks.claims``
+does), pairs its runs by training seed, and prints each comparison's mean difference, its 95 %
+interval (Student's t with n - 1 degrees of freedom; a bootstrap beside it) and the verdict read
+off the interval against the threshold in ``THRESHOLDS``, which was set before the runs. Studies:
+
+* **rank**: the outline LoRA at ranks ``--ranks`` under three conventions for alpha (``alpha = r``,
+  a fixed alpha, rsLoRA; ``claims.rank_study``): is it the rank or the step that draws the style?
+* **truncation** (claim 8): a full fine-tune's update on the cross cut by SVD to rank k, on the
+  linear layers or on the linear layers and convolutions, beside a trained rank-8 LoRA on every
+  linear layer (``claims.truncated_update``).
+* **scales** (claim 6): the outline and striped LoRAs applied together at the scales people use
+  (``claims.two_loras_at_scales``).
+
+Every finished run is written at once to ``--journal`` (default: the published file), so a stopped
+study resumes where it stopped (the journal's runs are reused); ``--publish`` writes the tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+from benchmarks import claims as runner
+from lorakit import claims, files
+from lorakit.claims import intervals
+
+# set before the runs: the difference (positive: the way the comparison is named) that matters
+THRESHOLDS = {
+    "rank": intervals.Threshold(0.10, "style rate, r high - r low, at the same convention"),
+    "truncation-rank": intervals.Threshold(
+        0.10, "crosses, the linear layers' whole update - its rank-8 truncation", "at most"
+    ),
+    "truncation-conv": intervals.Threshold(
+        0.10, "crosses, linear + convolutions - linear alone (both whole updates)"
+    ),
+    "truncation-lora": intervals.Threshold(
+        0.10, "crosses, truncated rank 8 - trained LoRA rank 8 (every linear layer)"
+    ),
+    "scales": intervals.Threshold(
+        0.15, "mean style rate, each LoRA alone at 1 - both together", "at most"
+    ),
+}
+STUDIES = ("rank", "truncation", "scales")
+
+
+def compare(name: str, a: dict[int, float], b: dict[int, float], threshold: str) -> dict:
+    """One paired comparison, printed as a row: mean difference, t and bootstrap intervals,
+    verdict."""
+    diffs = intervals.paired_differences(a, b)
+    t = intervals.t_interval(diffs)
+    boot = intervals.bootstrap_interval(diffs)
+    found = intervals.verdict(t, THRESHOLDS[threshold])
+    print(
+        f"  {name:<44}{t.mean:>+8.2f}  [{t.low:+.2f}, {t.high:+.2f}]  "
+        f"[{boot.low:+.2f}, {boot.high:+.2f}]  n {t.n:<3}{found}"
+    )
+    return {
+        "comparison": name,
+        "differences": diffs,
+        "t": [t.mean, t.low, t.high],
+        "bootstrap": [boot.low, boot.high],
+        "threshold": threshold,
+        "margin": THRESHOLDS[threshold].margin,
+        "verdict": found,
+    }
+
+
+def header(what: str) -> None:
+    print(f"\n{what}")
+    print(
+        f"  {'comparison (paired by training seed)':<44}{'mean':>8}  {'95 % t interval':<16}  "
+        f"{'bootstrap':<16}  {'n':<5}verdict"
+    )
+
+
+def by_seed(runs: list[dict], key: str, **match) -> dict[int, float]:
+    return {r["seed"]: r[key] for r in runs if all(r.get(k) == v for k, v in match.items())}
+
+
+def study_rank(args) -> dict:
+    runs = [
+        runner.child("rank_run", r=r, convention=c, seed=seed, steps=args.steps)
+        for seed in args.train_seeds
+        for r in args.ranks
+        for c in claims.CONVENTIONS
+        if not (r == claims.ANCHOR_RANK and c != "alpha = r")  # the conventions agree there
+    ]
+    for run in [r for r in runs if r["r"] == claims.ANCHOR_RANK]:
+        runs += [run | {"convention": c} for c in claims.CONVENTIONS[1:]]
+    print(
+        f"\nthe rank study: the outline LoRA (attn2+ff), {args.steps} steps, lr 1e-3; "
+        f"{runner.seeds_line(args)}; 16 pictures a style figure"
+    )
+    print(
+        f"  {'convention':<14}"
+        + "".join(f"{'r ' + str(r):>16}" for r in args.ranks)
+        + "   (style rate; scaling)"
+    )
+    for c in claims.CONVENTIONS:
+        cells = []
+        for r in args.ranks:
+            mine = [x for x in runs if x["r"] == r and x["convention"] == c]
+            scale = mine[0]["settings"]["scaling"]
+            cells.append(f"{runner.cell([x['style_rate'] for x in mine])} ({scale:.2g})")
+        print(f"  {c:<14}" + "".join(f"{x:>16}" for x in cells))
+    print("  median ||delta W|| / ||W|| of the LoRA layers, in %:")
+    for c in claims.CONVENTIONS:
+        cells = [
+            runner.cell(
+                [
+                    100 * x["update_ratio_median"]
+                    for x in runs
+                    if x["r"] == r and x["convention"] == c
+                ],
+                percent=False,
+            )
+            for r in args.ranks
+        ]
+        print(f"  {c:<14}" + "".join(f"{x:>22}" for x in cells))
+    low, high = min(args.ranks), max(args.ranks)
+    header(
+        f"r {high} against r {low}, style rate (threshold {THRESHOLDS['rank'].margin:.2f}, "
+        "set before the runs)"
+    )
+    rows = [
+        compare(
+            f"{c}: r {high} - r {low}",
+            by_seed(runs, "style_rate", r=high, convention=c),
+            by_seed(runs, "style_rate", r=low, convention=c),
+            "rank",
+        )
+        for c in claims.CONVENTIONS
+    ]
+    return {"study": "rank", "runs": runs, "comparisons": rows}
+
+
+def _cross_by(runs: list[dict], scope: str, k) -> dict[int, float]:
+    return {
+        run["seed"]: next(x["cross"] for x in run["rows"] if x["scope"] == scope and x["k"] == k)
+        for run in runs
+    }
+
+
+def study_truncation(args) -> dict:
+    runs = [
+        runner.child("truncated_update", seed=seed, steps=args.steps) for seed in args.train_seeds
+    ]
+    ks = [x["k"] for x in runs[0]["rows"] if x["scope"] == "linear"]
+    print(
+        f"\nclaim 8 by truncation: a full fine-tune on the cross ({args.steps} steps), its update "
+        f"cut to rank k; {runner.seeds_line(args)}; 20 pictures a figure"
+    )
+    print(
+        f"  {'update put back':<22}" + "".join(f"{'k ' + str(k) if k else 'whole':>12}" for k in ks)
+    )
+    for scope in claims.SCOPES:
+        print(
+            f"  {scope:<22}"
+            + "".join(f"{runner.cell(list(_cross_by(runs, scope, k).values())):>12}" for k in ks)
+        )
+    every = list(_cross_by(runs, "every weight", None).values())
+    lora = {run["seed"]: run["lora"]["cross"] for run in runs}
+    print(
+        f"  every weight (the fine-tune itself): {runner.cell(every)}; a trained LoRA, rank "
+        f"{runs[0]['lora']['r']} on every linear layer: {runner.cell(list(lora.values()))}"
+    )
+    dist = [(run["lora"]["distance_trained"], run["lora"]["distance_truncated"]) for run in runs]
+    print(
+        "  distance from the full update (relative): trained LoRA "
+        f"{runner.cell([d[0] for d in dist], percent=False)}, its rank-"
+        f"{runs[0]['lora']['r']} truncation {runner.cell([d[1] for d in dist], percent=False)}"
+    )
+    header("comparisons, crosses drawn (thresholds set before the runs)")
+    rows = [
+        compare(
+            "linear: whole - rank 8",
+            _cross_by(runs, "linear", None),
+            _cross_by(runs, "linear", 8),
+            "truncation-rank",
+        ),
+        compare(
+            "whole: linear + conv - linear",
+            _cross_by(runs, "linear+conv", None),
+            _cross_by(runs, "linear", None),
+            "truncation-conv",
+        ),
+        compare(
+            "rank 8 linear: truncated - trained LoRA",
+            _cross_by(runs, "linear", 8),
+            lora,
+            "truncation-lora",
+        ),
+    ]
+    return {"study": "truncation", "runs": runs, "comparisons": rows}
+
+
+def study_scales(args) -> dict:
+    runs = [
+        runner.child("two_loras_at_scales", seed=seed, steps=args.steps, scales=args.scales)
+        for seed in args.train_seeds
+    ]
+    print(
+        f"\nclaim 6 at the scales people use: outline and striped LoRAs, {args.steps} steps "
+        f"each, applied together at each scale; {runner.seeds_line(args)}"
+    )
+    print(f"  {'':<18}{'outline':>12}{'striped':>12}{'mean':>12}{'content':>12}{'plain right':>13}")
+    alone = {run["seed"]: run["alone_mean"] for run in runs}
+    print(f"  {'alone, scale 1':<18}{'':>36}{runner.cell(list(alone.values())):>12}")
+    for s in args.scales:
+        at = [run["together"][str(s)] for run in runs]
+        print(
+            f"  {'together, ' + str(s):<18}"
+            + "".join(
+                f"{runner.cell([x[k] for x in at]):>12}"
+                for k in ("outline", "striped", "mean", "content")
+            )
+            + f"{runner.cell([x['plain_content'] for x in at]):>13}"
+        )
+    header("each alone at 1 - both together, mean style rate (threshold set before the runs)")
+    rows = [
+        compare(
+            f"alone - together at {s}",
+            alone,
+            {run["seed"]: run["together"][str(s)]["mean"] for run in runs},
+            "scales",
+        )
+        for s in args.scales
+    ]
+    return {"study": "scales", "runs": runs, "comparisons": rows}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = runner._common.parser(__doc__)
+    parser.add_argument("--study", choices=STUDIES, required=True)
+    parser.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument("--steps", type=int, help="rank: 150; truncation and scales: 300")
+    parser.add_argument("--ranks", type=int, nargs="+", default=[1, 4, 16], help="rank study")
+    parser.add_argument(
+        "--scales",
+        type=float,
+        nargs="+",
+        default=[0.5, 0.7, 1.0],
+        help="scales study: each LoRA's scale when applied together",
+    )
+    parser.add_argument(
+        "--journal",
+        help="every finished run, written as it finishes "
+        "(default: the published file); its runs are reused",
+    )
+    parser.add_argument("--publish", action="store_true", help="write the tables to docs/claims/")
+    args = parser.parse_args(argv)
+    args.steps = args.steps or (150 if args.study == "rank" else 300)
+    path = Path(args.journal) if args.journal else claims.published_path(args.study)
+    if path.exists():
+        runner.REUSE.update(
+            {
+                runner.call_key(c["function"], c["kwargs"]): c["result"]
+                for c in json.loads(path.read_text())["calls"]
+            }
+        )
+    runner.JOURNAL = path
+    runner.CALLS.clear()
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(runner.Tee(sys.stdout, printed)):
+        report = {"rank": study_rank, "truncation": study_truncation, "scales": study_scales}[
+            args.study
+        ](args)
+    report |= {
+        "train_seeds": args.train_seeds,
+        "thresholds": {
+            k: {"margin": t.margin, "measures": t.measures} for k, t in THRESHOLDS.items()
+        },
+        "command": runner.command_line(argv if argv is not None else sys.argv[1:]).replace(
+            "benchmarks.claims", "benchmarks.controls"
+        ),
+        "table": claims.table_of(printed.getvalue()),
+        "calls": list(runner.CALLS),
+    }
+    if args.publish:
+        files.write_atomically(claims.published_path(args.study), json.dumps(report, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("LORAKIT_MODE", "small")
+    main()
