@@ -47,7 +47,19 @@ THRESHOLDS = {
         0.15, "mean style rate, each LoRA alone at 1 - both together", "at most"
     ),
 }
-STUDIES = ("rank", "truncation", "scales")
+THRESHOLDS |= {
+    "lrgrid": intervals.Threshold(
+        0.10, "style rate, r 16 - r 1, each at its best learning rate (alpha = r)"
+    ),
+    "complex": intervals.Threshold(
+        0.10, "the drop in mean style rate from 1 style to 3, LoRA's - the full fine-tune's"
+    ),
+    "complex-shortfall": intervals.Threshold(
+        0.10, "mean style rate on 3 styles, full fine-tune - LoRA"
+    ),
+}
+STUDIES = ("rank", "truncation", "scales", "lrgrid", "complex")
+GRID_LRS = (2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3, 8e-3)  # factors of 2 around the preset's 1e-3
 
 
 def compare(name: str, a: dict[int, float], b: dict[int, float], threshold: str) -> dict:
@@ -236,12 +248,134 @@ def study_scales(args) -> dict:
     return {"study": "scales", "runs": runs, "comparisons": rows}
 
 
+def _rank_run(r: int, seed: int, lr: float, steps: int) -> dict:
+    """A rank-study run under ``alpha = r``; at the preset's 1e-3 the very run of the rank study."""
+    extra = {} if lr == 1e-3 else {"lr": lr}
+    return runner.child("rank_run", r=r, convention="alpha = r", seed=seed, steps=steps, **extra)
+
+
+def study_lrgrid(args) -> dict:
+    """A learning rate a rank, chosen on the first two training seeds, then compared on the
+    others."""
+    choose, judge = args.train_seeds[:2], args.train_seeds[2:]
+    low, high = min(args.ranks), max(args.ranks)
+    grid = {
+        (r, lr): [_rank_run(r, s, lr, args.steps) for s in choose]
+        for r in (low, high)
+        for lr in GRID_LRS
+    }
+    print(
+        f"\nthe rank study, a learning rate a rank: the outline LoRA (attn2+ff, alpha = r), "
+        f"{args.steps} steps; the grid on training seeds {choose}, the comparison on {judge}"
+    )
+    print(
+        f"  {'rank':<8}"
+        + "".join(f"{'lr ' + format(lr, 'g'):>14}" for lr in GRID_LRS)
+        + "   (style rate / content, mean of the grid's seeds)"
+    )
+    best = {}
+    for r in (low, high):
+        score = {lr: sum(x["style_rate"] + x["content"] for x in grid[(r, lr)]) for lr in GRID_LRS}
+        best[r] = max(GRID_LRS, key=lambda lr: score[lr])
+        print(
+            f"  {'r ' + str(r):<8}"
+            + "".join(
+                f"{runner.cell([x['style_rate'] for x in grid[(r, lr)]]).split(' ')[0]:>8}/"
+                f"{runner.cell([x['content'] for x in grid[(r, lr)]]).split(' ')[0]:<5}"
+                for lr in GRID_LRS
+            )
+        )
+    print(
+        "  chosen (most style + content): "
+        + ", ".join(f"r {r}: lr {best[r]:g}" for r in best)
+        + f"; ratio {best[low] / best[high]:g} (alpha = r predicts about {high // low}, "
+        f"rsLoRA's reasoning {(high / low) ** 0.5:.2g}, none 1)"
+    )
+    runs = {r: [_rank_run(r, s, best[r], args.steps) for s in judge] for r in (low, high)}
+    header(f"r {high} against r {low}, each at its chosen learning rate, seeds {judge}")
+    rows = [
+        compare(
+            f"style: r {high} - r {low}",
+            by_seed(runs[high], "style_rate"),
+            by_seed(runs[low], "style_rate"),
+            "lrgrid",
+        )
+    ]
+    grid_runs = [x for v in grid.values() for x in v]
+    return {
+        "study": "lrgrid",
+        "best_lr": best,
+        "runs": grid_runs + runs[low] + runs[high],
+        "comparisons": rows,
+    }
+
+
+def study_complex(args) -> dict:
+    """Claim 7 with its control: LoRA and a full fine-tune on one style and on three."""
+    how = {"LoRA": {"method": "lora", "r": claims.ANCHOR_RANK}, "full": {"method": "full"}}
+    runs = [
+        runner.child(
+            "many_styles", count=count, seed=seed, steps_per_style=args.steps_per_style, **kw
+        )
+        | {"name": name}
+        for seed in args.train_seeds
+        for count in (1, 3)
+        for name, kw in how.items()
+    ]
+    print(
+        f"\nclaim 7 with a control: one LoRA (r {claims.ANCHOR_RANK}, alpha = r) and a full "
+        f"fine-tune on 1 and 3 styles, {args.steps_per_style} steps a style; "
+        f"{runner.seeds_line(args)}; 16 pictures a style"
+    )
+    for name in how:
+        for count in (1, 3):
+            mine = [x for x in runs if x["name"] == name and x["count"] == count]
+            print(
+                f"  {name:<6}{count} style{'s' if count > 1 else ' '}: mean style "
+                f"{runner.cell([x['mean_style'] for x in mine])}, content "
+                f"{runner.cell([x['mean_content'] for x in mine])}"
+            )
+    print(
+        "  which style each trigger draws, 3 styles (rows: the trigger's style; mean over seeds):"
+    )
+    names = sorted({k for x in runs for c in x["confusion"].values() for k in c} - {"content"})
+    for name in how:
+        mine = [x for x in runs if x["name"] == name and x["count"] == 3]
+        print(f"  {name:<16}" + "".join(f"{n:>10}" for n in names))
+        for style in claims.STYLE_ORDER:
+            print(
+                f"    {style:<14}"
+                + "".join(
+                    f"{sum(x['confusion'][style].get(n, 0.0) for x in mine) / len(mine):>10.0%}"
+                    for n in names
+                )
+            )
+
+    def rate(name, count):
+        return by_seed([x for x in runs if x["name"] == name and x["count"] == count], "mean_style")
+
+    drop = {n: intervals.paired_differences(rate(n, 1), rate(n, 3)) for n in how}
+    seeds = sorted(rate("LoRA", 1))
+    header("comparisons, mean style rate (thresholds set before the runs)")
+    rows = [
+        compare("3 styles: full - LoRA", rate("full", 3), rate("LoRA", 3), "complex-shortfall"),
+        compare(
+            "drop 1 -> 3 styles: LoRA's - full's",
+            dict(zip(seeds, drop["LoRA"], strict=True)),
+            dict(zip(seeds, drop["full"], strict=True)),
+            "complex",
+        ),
+    ]
+    return {"study": "complex", "runs": runs, "comparisons": rows}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = runner._common.parser(__doc__)
     parser.add_argument("--study", choices=STUDIES, required=True)
     parser.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--steps", type=int, help="rank: 150; truncation and scales: 300")
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 4, 16], help="rank study")
+    parser.add_argument("--steps-per-style", type=int, default=250, help="complex study")
     parser.add_argument(
         "--scales",
         type=float,
@@ -256,7 +390,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--publish", action="store_true", help="write the tables to docs/claims/")
     args = parser.parse_args(argv)
-    args.steps = args.steps or (150 if args.study == "rank" else 300)
+    args.steps = args.steps or (150 if args.study in ("rank", "lrgrid") else 300)
     path = Path(args.journal) if args.journal else claims.published_path(args.study)
     if path.exists():
         runner.REUSE.update(
@@ -269,9 +403,13 @@ def main(argv: list[str] | None = None) -> dict:
     runner.CALLS.clear()
     printed = io.StringIO()
     with contextlib.redirect_stdout(runner.Tee(sys.stdout, printed)):
-        report = {"rank": study_rank, "truncation": study_truncation, "scales": study_scales}[
-            args.study
-        ](args)
+        report = {
+            "rank": study_rank,
+            "truncation": study_truncation,
+            "scales": study_scales,
+            "lrgrid": study_lrgrid,
+            "complex": study_complex,
+        }[args.study](args)
     report |= {
         "train_seeds": args.train_seeds,
         "thresholds": {

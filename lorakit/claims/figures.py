@@ -38,6 +38,8 @@ STUDY_FILES = {
     "rank": "rank-study.json",
     "truncation": "claim8-truncation.json",
     "scales": "claim6-scales.json",
+    "lrgrid": "rank-lr-grid.json",
+    "complex": "claim7-control.json",
 }
 
 
