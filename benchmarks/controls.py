@@ -388,17 +388,25 @@ def main(argv: list[str] | None = None) -> dict:
         help="every finished run, written as it finishes "
         "(default: the published file); its runs are reused",
     )
+    parser.add_argument(
+        "--reuse",
+        nargs="+",
+        default=[],
+        metavar="JSON",
+        help="other reports or journals whose runs to take instead of training them",
+    )
     parser.add_argument("--publish", action="store_true", help="write the tables to docs/claims/")
     args = parser.parse_args(argv)
     args.steps = args.steps or (150 if args.study in ("rank", "lrgrid") else 300)
     path = Path(args.journal) if args.journal else claims.published_path(args.study)
-    if path.exists():
-        runner.REUSE.update(
-            {
-                runner.call_key(c["function"], c["kwargs"]): c["result"]
-                for c in json.loads(path.read_text())["calls"]
-            }
-        )
+    for known in [*args.reuse, path]:
+        if Path(known).exists():
+            runner.REUSE.update(
+                {
+                    runner.call_key(c["function"], c["kwargs"]): c["result"]
+                    for c in json.loads(Path(known).read_text())["calls"]
+                }
+            )
     runner.JOURNAL = path
     runner.CALLS.clear()
     printed = io.StringIO()

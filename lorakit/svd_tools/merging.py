@@ -3,10 +3,20 @@
 Introduced in notebooks/11_lora_algebra.ipynb.
 
 ``"concat"`` stacks the factors (ranks add): exactly the weighted sum of their delta W. ``"svd"``
-is the best rank-R approximation of that sum (kohya's ``svd_merge_lora.py``). ``"naive"`` sums
-the A's and the B's apart, each scaled by ``sqrt(w)`` (kohya's ``merge_lora.py`` without
-``--concat``): ``(B1 + B2)(A1 + A2)`` brings in the cross terms ``B1 A2 + B2 A1``, and it is here
-to be measured wrong (:func:`delta_error`). :func:`merge_into` bakes LoRAs into a model's weights.
+is the best rank-R approximation of that sum (kohya's ``svd_merge_lora.py`` takes the same SVD,
+then clamps the factors at the 0.99 quantile, as its extract does). ``"naive"`` sums the A's and
+the B's apart, each scaled by ``sqrt(|w| * scaling)`` (the sign of w goes on B), as PEFT's
+``add_weighted_adapter(..., combination_type="linear")`` does (PEFT 0.9 and later; the same
+matrix unless the weights differ in sign): each LoRA's own term is ``w * delta W``, but
+``(B1 + B2)(A1 + A2)`` brings in the cross terms ``B1 A2 + B2 A1``, and it is here to be measured
+wrong (:func:`delta_error`). :func:`merge_into` bakes LoRAs into a model's weights.
+
+kohya's ``merge_lora.py`` sums the factors the same way but scales both ``lora_up`` and
+``lora_down`` by ``sqrt(alpha_i / alpha_1) * ratio`` and keeps the first LoRA's alpha, so each
+LoRA's own term comes out as ``ratio * |ratio| * delta W_i``: its ratio is squared (our naive
+merge with weights w >= 0 is its merge with ratios ``sqrt(w)``). With ``--concat`` (no cross
+terms) the ratio is squared too, and each term is also scaled by ``r_i / (r_1 + r_2 + ...)``,
+because the file keeps the first alpha while the ranks add.
 
 Left out: PEFT's other combinations (``ties``, ``dare``, ``magnitude_prune``), merging LoRAs of
 different base models (refused).
@@ -70,8 +80,9 @@ def _check_compatible(items: list[tuple[formats.LoRAWeights, float]]) -> None:
 def _naive_module(
     items: list[tuple[formats.LoRAWeights, float]], m: str
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """kohya's merge_lora.py without --concat: each factor scaled by sqrt(weight * scaling), then
-    summed; B, A and the alpha (rank: scaling 1, the factors carry the weights and scalings)."""
+    """B's and A's each scaled by sqrt(|weight| * scaling) (the weight's sign on B), then summed,
+    as PEFT's "linear"; B, A and the alpha (rank: scaling 1, the factors carry the weights and
+    scalings)."""
     having = [(weights, w) for weights, w in items if m in weights.A]
     ranks = {weights.rank(m) for weights, _ in having}
     if len(ranks) > 1:
@@ -118,7 +129,8 @@ def merge(
     """One LoRA from ``[(weights, weight), ...]``; its delta W in each module is
     ``sum weight_i * delta W_i`` (``"concat"``: exactly, ranks add; ``"svd"``: the best
     rank-``rank`` approximation, ``rank`` by default the largest of theirs; ``"naive"``: A's and
-    B's summed apart, each scaled by sqrt(weight), which is not the sum; it needs one rank)."""
+    B's summed apart, each scaled by sqrt(|weight| * scaling), which is not the sum; it needs one
+    rank)."""
     if method not in METHODS:
         raise AlgebraError(f"unknown merge method {method!r}: use one of {', '.join(METHODS)}.")
     _check_compatible(items)

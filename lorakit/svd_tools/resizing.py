@@ -6,8 +6,9 @@ Introduced in notebooks/11_lora_algebra.ipynb.
 k per module from its singular values: ``sv_ratio`` keeps those above ``s_max / ratio``, ``sv_fro``
 the fewest that keep a fraction of the Frobenius norm (``sqrt(sum s_k^2 / sum s^2)``),
 ``sv_cumulative`` the fewest whose sum keeps a fraction of ``sum s``; ``rank`` is then the cap.
-Each module keeps its scaling (alpha becomes ``scaling * k``, as kohya does), and its error is
-exactly the Eckart-Young bound (lesson 01).
+Each module keeps its scaling (alpha becomes ``scaling * k``, as kohya does). Its truncation is
+the best of its rank (the Eckart-Young theorem, lesson 01), and its Frobenius error is exactly
+``sqrt`` of the dropped ``s^2`` (the SVD's pieces are orthogonal).
 
 Left out: a resize that adds rank (it can only remove it), per-module criteria.
 """

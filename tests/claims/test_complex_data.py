@@ -2,7 +2,7 @@
 
 import pytest
 
-from lorakit import claims, styles
+from lorakit import claims, shapes, styles
 from lorakit.claims import harness
 
 
@@ -23,3 +23,17 @@ def test_claim_7_one_lora_sees_every_style_under_its_trigger(claims_pipe, monkey
     assert run["steps"] == 3 and set(run["styles"]) == set(claims.STYLE_ORDER)
     with pytest.raises(ValueError, match="count is 1 to 3"):
         claims.many_styles(4, pipe=claims_pipe)
+
+
+def test_claim_7_control_a_full_fine_tune_and_which_style_each_trigger_draws(
+    claims_pipe, unchanged
+):
+    run = claims.many_styles(2, steps_per_style=1, pipe=claims_pipe, seeds=(0,), method="full")
+    unchanged.check()
+    assert run["method"] == "full" and run["r"] is None
+    assert run["settings"]["targets"] == "every UNet weight"
+    for style in claims.STYLE_ORDER[:2]:
+        drawn = {k: v for k, v in run["confusion"][style].items() if k != "content"}
+        assert sum(drawn.values()) == pytest.approx(1.0)  # every picture read as one style
+        assert set(drawn) <= {*shapes.ALL_STYLES, "none"}
+        assert run["styles"][style]["style"] == drawn.get(style, 0.0)

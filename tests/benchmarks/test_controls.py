@@ -1,0 +1,159 @@
+"""benchmarks/controls.py: each study pairs its runs by seed and reads its verdicts right (checked
+with runs made up here, whose differences are known), and a stopped study resumes from its
+journal without training a run twice."""
+
+import json
+import math
+import statistics
+import subprocess
+
+import pytest
+
+from benchmarks import claims as runner
+from benchmarks import controls
+from lorakit import claims
+
+T_975 = {3: 3.182446305, 5: 2.570581836}  # Student's t, 97.5th percentile (a printed table)
+
+
+def t_interval(diffs):
+    mean = statistics.fmean(diffs)
+    half = T_975[len(diffs) - 1] * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return [mean, mean - half, mean + half]
+
+
+def made_up(function, **kw):
+    """A run's figures as the study reads them, from a formula of its arguments."""
+    seed = kw.get("seed", 0)
+    if function == "rank_run":
+        r, c = kw["r"], kw["convention"]
+        lr = kw.get("lr", 1e-3)
+        style = 0.4 + 0.01 * seed + (0.3 + 0.02 * seed if (r == 16 and c == "alpha = r") else 0)
+        style -= abs(math.log2(lr / 1e-3)) * 0.05
+        return {
+            "r": r,
+            "convention": c,
+            "seed": seed,
+            "style_rate": style,
+            "content": 0.9,
+            "update_ratio_median": 0.01 * r,
+            "settings": {"scaling": claims.alpha_for(c, r) / r},
+        }
+    if function == "truncated_update":
+        row = lambda scope, k, cross: {"scope": scope, "k": k, "cross": cross}  # noqa: E731
+        rows = [row("every weight", None, 0.6)]
+        rows += [row("linear", k, 0.1 * (k or 4) / 4 + 0.01 * seed) for k in (1, 4, 8, 32, None)]
+        rows += [row("linear+conv", k, 0.5 + 0.03 * seed) for k in (1, 4, 8, 32, None)]
+        lora = {"r": 8, "cross": 0.0, "distance_trained": 1.2, "distance_truncated": 0.5}
+        return {"seed": seed, "rows": rows, "lora": lora}
+    if function == "two_loras_at_scales":
+        together = {
+            str(s): {
+                "outline": 0.8 * s,
+                "striped": 0.6 * s,
+                "mean": 0.7 * s - 0.01 * seed,
+                "content": 0.9,
+                "plain_content": 1.0,
+            }
+            for s in kw["scales"]
+        }
+        return {"seed": seed, "alone_mean": 0.7 + 0.01 * seed, "together": together}
+    if function == "many_styles":
+        full, count = kw["method"] == "full", kw["count"]
+        mean = (0.9 if full else 0.8) - (0.05 if full else 0.3 + 0.02 * seed) * (count == 3)
+        confusion = {
+            s: {s: mean, "filled": 1 - mean, "content": 0.9} for s in claims.STYLE_ORDER[:count]
+        }
+        return {
+            "count": count,
+            "seed": seed,
+            "mean_style": mean,
+            "mean_content": 0.9,
+            "confusion": confusion,
+        }
+    raise AssertionError(function)
+
+
+@pytest.fixture
+def fake_child(monkeypatch, tmp_path):
+    calls = []
+
+    def child(function, **kw):
+        calls.append((function, kw))
+        return made_up(function, **kw)
+
+    monkeypatch.setattr(runner, "child", child)
+    monkeypatch.setattr(claims, "published_path", lambda study: tmp_path / f"{study}.json")
+    return calls
+
+
+def by_name(report):
+    return {row["comparison"]: row for row in report["comparisons"]}
+
+
+def test_the_rank_study_trains_the_anchor_rank_once_and_reads_each_convention(fake_child, capsys):
+    report = controls.main(["--study", "rank", "--train-seeds", *map(str, range(6)), "--publish"])
+    assert len(fake_child) == 6 * 7  # r 4: one run serves the three conventions
+    rows = by_name(report)
+    diffs = [0.3 + 0.02 * s for s in range(6)]
+    assert rows["alpha = r: r 16 - r 1"]["t"] == pytest.approx(t_interval(diffs))
+    assert rows["alpha = r: r 16 - r 1"]["verdict"] == "holds"
+    assert rows["fixed alpha: r 16 - r 1"]["verdict"] == "does not hold"  # every difference 0
+    assert "alpha = r: r 16 - r 1" in capsys.readouterr().out
+    assert json.loads(claims.published_path("rank").read_text())["comparisons"][0]["margin"] == 0.1
+
+
+def test_the_lr_grid_chooses_on_two_seeds_and_compares_on_the_others(fake_child):
+    report = controls.main(["--study", "lrgrid", "--train-seeds", *map(str, range(6))])
+    assert report["best_lr"] == {1: 1e-3, 16: 1e-3}
+    judged = {kw["seed"] for f, kw in fake_child if kw.get("lr", 1e-3) == 1e-3}
+    assert judged == set(range(6))
+    assert all(kw["seed"] in (0, 1) for _, kw in fake_child if "lr" in kw)  # the grid's seeds
+    (row,) = report["comparisons"]
+    assert row["differences"] == pytest.approx([0.3 + 0.02 * s for s in range(2, 6)])
+
+
+def test_claim_8_truncation_compares_rank_placement_and_training(fake_child):
+    rows = by_name(controls.main(["--study", "truncation", "--train-seeds", "0", "1", "2", "3"]))
+    assert rows["linear: whole - rank 8"]["differences"] == pytest.approx([-0.1] * 4)
+    assert rows["linear: whole - rank 8"]["verdict"] == "holds"  # at most 0.10: no loss
+    conv = [0.5 + 0.03 * s - (0.1 + 0.01 * s) for s in range(4)]
+    assert rows["whole: linear + conv - linear"]["t"] == pytest.approx(t_interval(conv))
+    trained = rows["rank 8 linear: truncated - trained LoRA"]
+    assert trained["differences"] == pytest.approx([0.2 + 0.01 * s for s in range(4)])
+    assert trained["verdict"] == "holds"
+
+
+def test_claim_6_scales_and_claim_7_control(fake_child):
+    rows = by_name(controls.main(["--study", "scales", "--train-seeds", "0", "1", "2", "3"]))
+    assert rows["alone - together at 1.0"]["differences"] == pytest.approx(
+        [0.02 * s for s in range(4)]
+    )
+    assert rows["alone - together at 1.0"]["verdict"] == "holds"
+    assert rows["alone - together at 0.5"]["verdict"] == "does not hold"
+    rows = by_name(controls.main(["--study", "complex", "--train-seeds", "0", "1", "2", "3"]))
+    drops = [(0.3 + 0.02 * s) - 0.05 for s in range(4)]
+    assert rows["drop 1 -> 3 styles: LoRA's - full's"]["t"] == pytest.approx(t_interval(drops))
+    assert rows["3 styles: full - LoRA"]["verdict"] == "holds"
+
+
+def test_a_stopped_study_resumes_from_its_journal(monkeypatch, tmp_path):
+    journal = tmp_path / "journal.json"
+    started = []
+
+    def run(command, **_):
+        function, kwargs = command[-2], json.loads(command[-1])
+        started.append(kwargs)
+        if len(started) == 3:
+            raise KeyboardInterrupt  # stopped during the third run
+        return subprocess.CompletedProcess(command, 0, json.dumps(made_up(function, **kwargs)), "")
+
+    monkeypatch.setattr(runner.subprocess, "run", run)
+    monkeypatch.setattr(runner, "REUSE", {})
+    args = ["--study", "rank", "--ranks", "1", "16", "--train-seeds", "0", "1"]
+    with pytest.raises(KeyboardInterrupt):
+        controls.main([*args, "--journal", str(journal)])
+    assert len(json.loads(journal.read_text())["calls"]) == 2  # both finished runs were kept
+    report = controls.main([*args, "--journal", str(journal)])
+    assert len(started) == 3 + 10  # the two kept runs are not trained again
+    assert len(report["calls"]) == 12 and "--journal" not in report["command"]
