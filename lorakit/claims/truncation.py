@@ -60,10 +60,13 @@ def full_update_ratios(before: dict, after: dict, names: Sequence[str]) -> list[
     ]
 
 
-def _judge_cross(pipe, seeds: Sequence[int]) -> dict:
+def _judge_cross(pipe, seeds: Sequence[int], plain: bool = True) -> dict:
+    """How often "a <colour> cross" draws one, and of its colour; with ``plain``, also whether the
+    plain prompts stay right (``judging.kept``: 32 more pictures)."""
     images, asked = judging.draw(pipe, where.concept_prompts("cross"), seeds)
     rates = judging.read_all(images, asked, shape="cross")
-    return {"cross": rates["shape"], "colour": rates["colour"], **judging.kept(pipe, seeds)}
+    kept = judging.kept(pipe, seeds) if plain else {}
+    return {"cross": rates["shape"], "colour": rates["colour"], **kept}
 
 
 def _lora_beside(pipe, before: dict, after: dict, r: int, seed: int, steps: int, seeds) -> dict:
@@ -117,7 +120,7 @@ def truncated_update(
                 state = dict(before)
                 state.update({n: before[n] + truncate(after[n] - before[n], k) for n in names})
                 unet.load_state_dict(state)
-                rows.append({"scope": scope, "k": k, **_judge_cross(pipe, seeds)})
+                rows.append({"scope": scope, "k": k, **_judge_cross(pipe, seeds, plain=k is None)})
         ratios = full_update_ratios(before, after, scoped_layers(unet, "linear+conv"))
         lora = _lora_beside(pipe, before, after, lora_r, seed, steps, seeds)
         return {
