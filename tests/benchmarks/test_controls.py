@@ -6,6 +6,7 @@ import json
 import math
 import statistics
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -157,3 +158,36 @@ def test_a_stopped_study_resumes_from_its_journal(monkeypatch, tmp_path):
     report = controls.main([*args, "--journal", str(journal)])
     assert len(started) == 3 + 10  # the two kept runs are not trained again
     assert len(report["calls"]) == 12 and "--journal" not in report["command"]
+
+
+def figures():
+    """docs/make_claim_figures.py, imported from its path (docs/ is not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "make_claim_figures.py"
+    spec = importlib.util.spec_from_file_location("make_claim_figures", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_figures_draw_the_published_means(fake_child, tmp_path):
+    draw = figures()
+    rank = controls.main(["--study", "rank", "--train-seeds", "0", "1", "2"])
+    fig = draw.rank_study(rank)
+    lines = {line.get_label(): line.get_ydata() for line in fig.axes[0].get_lines()}
+    want = [
+        statistics.fmean(0.4 + 0.01 * s + (0.3 + 0.02 * s) * (r == 16) for s in range(3))
+        for r in (1, 4, 16)
+    ]
+    assert list(lines["alpha = r"]) == pytest.approx(want)
+    truncation = controls.main(["--study", "truncation", "--train-seeds", "0", "1"])
+    fig = draw.claim8_truncation(truncation)
+    linear = fig.axes[0].get_lines()[0].get_ydata()
+    assert list(linear) == pytest.approx([0.005 + 0.1 * k / 4 for k in (1, 4, 8, 32)] + [0.105])
+    complex_ = controls.main(["--study", "complex", "--train-seeds", "0", "1"])
+    fig = draw.claim7_confusion(complex_)
+    # columns double, filled, outline, striped; the outline trigger's row, LoRA: 0.8 - 0.3 - 0.01
+    assert [t.get_text() for t in fig.axes[0].texts][:4] == ["0%", "51%", "49%", "0%"]
+    claim9 = claims.published(9)
+    assert draw.claim9_heat_map(claim9).axes[0].images[0].get_array().shape == (4, 4)
