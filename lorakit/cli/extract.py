@@ -56,7 +56,7 @@ def add_extract_parser(commands, parents: list[argparse.ArgumentParser]) -> None
         "--clamp-quantile",
         type=number_type(float, "a fraction in (0, 1)", lambda v: 0 < v < 1),
         help="clip the factors to this quantile of their absolute values (kohya's "
-        "clamp_quantile, e.g. 0.99)",
+        "clamp_quantile, 0.99 by default there, takes the quantile of the signed values)",
     )
     p.add_argument(
         "--targets",

@@ -11,8 +11,8 @@ file; the error grows a little. lorakit's default is no clamping. kohya's
 ``extract_lora_from_models.py`` (``--clamp_quantile``, default 0.99) takes the quantile of the
 signed values instead, ``torch.quantile(cat(U, Vh), q)``, and clamps to plus or minus it. The
 sign of each singular pair is arbitrary (u and v can both be negated), so lorakit uses absolute
-values: the limit does not depend on the signs the SVD happened to return, and it clips exactly
-a fraction 1 - q of the entries, where kohya's clips about twice that if they are symmetric.
+values: the limit does not depend on the signs the SVD happened to return, and it clips a
+fraction 1 - q of the entries, where kohya's clips about twice that if they are symmetric.
 
 Left out: randomised SVD (extract takes the full SVD of every difference: 42 s for SD 1.5's 192
 kohya-default layers on a 2-core CPU, ``benchmarks/lora_algebra.py``), models of two architectures.
