@@ -25,7 +25,13 @@ from lorakit.claims.combining import (
     two_loras_at_scales,
 )
 from lorakit.claims.complex_data import STYLE_ORDER, many_styles
-from lorakit.claims.costs import optimizer_bytes, saved_sizes, size_and_speed
+from lorakit.claims.costs import (
+    count_step,
+    optimizer_bytes,
+    saved_sizes,
+    size_and_speed,
+    step_flops,
+)
 from lorakit.claims.figures import (
     PUBLISHED_DIR,
     STUDY_FILES,
@@ -142,6 +148,7 @@ __all__ = [
     "concept_prompts",
     "config",
     "count_lora_weights",
+    "count_step",
     "draw",
     "fit",
     "fit_classifier",
@@ -174,6 +181,7 @@ __all__ = [
     "sentences",
     "settings_of",
     "size_and_speed",
+    "step_flops",
     "small_data",
     "standard_error",
     "style_rates",

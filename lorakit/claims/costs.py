@@ -5,7 +5,9 @@ Introduced in notebooks/09_claims_advantages.ipynb.
 :func:`size_and_speed` trains the small preset's LoRA, or a full fine-tune of the UNet, for a few
 steps and measures what each costs: trainable parameters, the file it saves, AdamW's state
 (:func:`optimizer_bytes`, read from the run's checkpoint by :func:`saved_sizes`) and the median
-step time.
+step time. :func:`step_flops` counts a step's arithmetic on a UNet built on the meta device (no
+weights, no download): the forward, the gradients of the activations, and those of the weights,
+which only a full fine-tune computes; their ratio caps what LoRA can save.
 
 Left out: the process's peak memory and the steps each needs to a style rate (the benchmark's,
 ``python -m benchmarks.claims --claim 2``, each run in its own process).
@@ -18,11 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from lorakit import train
+from lorakit import models, train
 from lorakit.claims import harness
 
-__all__ = ["optimizer_bytes", "saved_sizes", "size_and_speed"]
+__all__ = ["count_step", "optimizer_bytes", "saved_sizes", "size_and_speed", "step_flops"]
 
 
 def optimizer_bytes(optimizer_state: dict) -> int:
@@ -75,3 +78,44 @@ def saved_sizes(pipe, method: str, output_dir) -> dict:
         "file_bytes": saved.stat().st_size,
         "optimizer_bytes": optimizer_bytes(state),
     }
+
+
+def _flops_of(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def count_step(module: torch.nn.Module, run) -> dict:
+    """The floating-point operations of ``run()`` (a forward pass of ``module`` whose input needs a
+    gradient) and of its backward pass, split: ``forward``, ``input_gradients`` (with ``module``'s
+    weights frozen) and ``weight_gradients`` (what training them adds); ``full_over_lora``, the
+    ratio of all three to the first two."""
+    forward = _flops_of(run)
+    module.requires_grad_(False)  # frozen weights: the activations' gradients alone
+    out = run()
+    input_gradients = _flops_of(lambda: out.sum().backward())
+    module.requires_grad_(True)
+    out = run()
+    both = _flops_of(lambda: out.sum().backward())
+    flops = {
+        "forward": forward,
+        "input_gradients": input_gradients,
+        "weight_gradients": both - input_gradients,
+    }
+    flops["full_over_lora"] = sum(flops.values()) / (forward + input_gradients)
+    return flops
+
+
+def step_flops(unet_config: dict, batch: int = 1, tokens: int = 77) -> dict:
+    """:func:`count_step` of one training step of a UNet built from ``unet_config`` on the meta
+    device (no weights, no download), for ``batch`` latents of its ``sample_size`` (SD 1.5: 64,
+    512 pixels) and ``tokens`` text tokens. A LoRA step needs the forward and the activations'
+    gradients (its own small matrices aside); a full fine-tune adds the weights' gradients."""
+    with torch.device("meta"):
+        unet = models.UNet2DConditionModel.from_config(unet_config)
+        side = unet.config.sample_size
+        latents = torch.empty(batch, unet.config.in_channels, side, side, requires_grad=True)
+        text = torch.empty(batch, tokens, unet.config.cross_attention_dim)
+        t = torch.full((batch,), 500)
+    return count_step(unet, lambda: unet(latents, t, encoder_hidden_states=text).sample)

@@ -7,12 +7,7 @@ truncated by SVD to ``rank`` or to the rank that keeps ``energy`` of it: the bes
 rank, which holds only the part of the change in its layers and strongest directions.
 ``clamp_quantile`` clips the factors' entries (B = U S and A = Vh, as kohya stores them) to that
 quantile of their absolute values, so a few outliers stop setting the scale of a half-precision
-file; the error grows a little. lorakit's default is no clamping. kohya's
-``extract_lora_from_models.py`` (``--clamp_quantile``, default 0.99) takes the quantile of the
-signed values instead, ``torch.quantile(cat(U, Vh), q)``, and clamps to plus or minus it. The
-sign of each singular pair is arbitrary (u and v can both be negated), so lorakit uses absolute
-values: the limit does not depend on the signs the SVD happened to return, and it clips a
-fraction 1 - q of the entries, where kohya's clips about twice that if they are symmetric.
+file; lorakit's default is no clamping (kohya's differs: :func:`_clamp`).
 
 Left out: randomised SVD (extract takes the full SVD of every difference: 42 s for SD 1.5's 192
 kohya-default layers on a 2-core CPU, ``benchmarks/lora_algebra.py``), models of two architectures.
@@ -70,8 +65,13 @@ def _paired_layers(base, tuned) -> tuple[dict[str, nn.Module], dict[str, nn.Modu
 
 
 def _clamp(u: torch.Tensor, vh: torch.Tensor, quantile: float):
-    """Clip both factors to that quantile of their entries' absolute values (kohya's
-    ``clamp_quantile`` takes it of the signed values)."""
+    """Clip both factors to that quantile of their entries' absolute values.
+
+    kohya's ``extract_lora_from_models.py`` (``--clamp_quantile``, default 0.99) takes the quantile
+    of the signed values, ``torch.quantile(cat(U, Vh), q)``, and clamps to plus or minus it. The
+    sign of each singular pair is arbitrary (u and v can both be negated), so lorakit uses absolute
+    values: the limit does not depend on the signs the SVD happened to return, and it clips a
+    fraction 1 - q of the entries, where kohya's clips about twice that if they are symmetric."""
     values = torch.cat([u.flatten(), vh.flatten()]).abs()
     if values.numel() > 2**24:  # torch.quantile's limit: a strided sample is enough for a quantile
         values = values[:: values.numel() // 2**24 + 1]

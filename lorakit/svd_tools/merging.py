@@ -2,21 +2,14 @@
 
 Introduced in notebooks/11_lora_algebra.ipynb.
 
-``"concat"`` stacks the factors (ranks add): exactly the weighted sum of their delta W. ``"svd"``
-is the best rank-R approximation of that sum (kohya's ``svd_merge_lora.py`` takes the same SVD,
-then clamps the factors at the 0.99 quantile, as its extract does). ``"naive"`` sums the A's and
-the B's apart, each scaled by ``sqrt(|w| * scaling)`` (the sign of w goes on B), as PEFT's
-``add_weighted_adapter(..., combination_type="linear")`` does (PEFT 0.9 and later; the same
-matrix unless the weights differ in sign): each LoRA's own term is ``w * delta W``, but
-``(B1 + B2)(A1 + A2)`` brings in the cross terms ``B1 A2 + B2 A1``, and it is here to be measured
-wrong (:func:`delta_error`). :func:`merge_into` bakes LoRAs into a model's weights.
-
-kohya's ``merge_lora.py`` sums the factors the same way but scales both ``lora_up`` and
-``lora_down`` by ``sqrt(alpha_i / alpha_1) * ratio`` and keeps the first LoRA's alpha, so each
-LoRA's own term comes out as ``ratio * |ratio| * delta W_i``: its ratio is squared (our naive
-merge with weights w >= 0 is its merge with ratios ``sqrt(w)``). With ``--concat`` (no cross
-terms) the ratio is squared too, and each term is also scaled by ``r_i / (r_1 + r_2 + ...)``,
-because the file keeps the first alpha while the ranks add.
+``"concat"`` stacks the factors (ranks add): exactly the weighted sum of their delta W. ``"svd"`` is
+the best rank-R approximation of that sum (kohya's ``svd_merge_lora.py``'s SVD, which then clamps as
+its extract does). ``"naive"`` sums the A's and the B's apart, each scaled by ``sqrt(|w| *
+scaling)`` (the sign of w goes on B), as PEFT's ``add_weighted_adapter(...,
+combination_type="linear")`` does (PEFT 0.9 on; equal unless the weights differ in sign): each
+LoRA's own term is ``w * delta W``, but ``(B1 + B2)(A1 + A2)`` brings in the cross terms ``B1 A2 +
+B2 A1``, and it is here to be measured wrong (:func:`delta_error`). :func:`merge_into` bakes LoRAs
+into a model's weights. kohya's ``merge_lora.py`` squares its ratios (:func:`merge`).
 
 Left out: PEFT's other combinations (``ties``, ``dare``, ``magnitude_prune``), merging LoRAs of
 different base models (refused).
@@ -130,7 +123,14 @@ def merge(
     ``sum weight_i * delta W_i`` (``"concat"``: exactly, ranks add; ``"svd"``: the best
     rank-``rank`` approximation, ``rank`` by default the largest of theirs; ``"naive"``: A's and
     B's summed apart, each scaled by sqrt(|weight| * scaling), which is not the sum; it needs one
-    rank)."""
+    rank).
+
+    kohya's ``merge_lora.py`` sums the factors the same way but scales both ``lora_up`` and
+    ``lora_down`` by ``sqrt(alpha_i / alpha_1) * ratio`` and keeps the first LoRA's alpha, so each
+    LoRA's own term comes out as ``ratio * |ratio| * delta W_i``: its ratio is squared (the naive
+    merge with weights w >= 0 is its merge with ratios ``sqrt(w)``). With ``--concat`` the ratio is
+    squared too, and each term is also scaled by ``r_i / (r_1 + r_2 + ...)``, because the file
+    keeps the first alpha while the ranks add."""
     if method not in METHODS:
         raise AlgebraError(f"unknown merge method {method!r}: use one of {', '.join(METHODS)}.")
     _check_compatible(items)

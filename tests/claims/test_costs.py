@@ -1,6 +1,9 @@
 """lorakit.claims.costs (claims 2 and 3): the file and AdamW's state, counted."""
 
-from lorakit import claims, inject
+import pytest
+import torch
+
+from lorakit import claims, inject, models
 
 
 def test_claims_2_and_3_count_the_file_and_adams_two_moments(claims_pipe, tmp_path):
@@ -9,3 +12,24 @@ def test_claims_2_and_3_count_the_file_and_adams_two_moments(claims_pipe, tmp_pa
     assert run["optimizer_bytes"] == 2 * 4 * run["trainable_params"]
     assert run["file_bytes"] == (tmp_path / "lora.safetensors").stat().st_size
     assert run["trainable_params"] == inject.lora_parameter_count(claims_pipe.unet, 8, "attn2+ff")
+
+
+def test_count_step_splits_a_step_s_arithmetic_as_the_formula_does():
+    batch, sizes = 4, [(16, 32), (32, 8)]
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
+    x = torch.randn(batch, 16, requires_grad=True)
+    flops = claims.count_step(model, lambda: model(x))
+    matmuls = sum(2 * batch * n_in * n_out for n_in, n_out in sizes)  # 2 B in out a layer
+    assert flops["forward"] == matmuls  # x W^T
+    assert flops["input_gradients"] == matmuls  # dy W, every layer (x needs its gradient)
+    assert flops["weight_gradients"] == matmuls  # dy^T x
+    assert flops["full_over_lora"] == pytest.approx(1.5)
+
+
+def test_step_flops_of_sd_1_5_at_512_pixels():
+    flops = claims.step_flops(models.SD15_UNET_CONFIG)  # built on the meta device
+    tflop = {k: v / 1e12 for k, v in flops.items() if k != "full_over_lora"}
+    assert tflop == pytest.approx(
+        {"forward": 0.80, "input_gradients": 0.92, "weight_gradients": 0.68}, abs=0.01
+    )
+    assert 1.35 < flops["full_over_lora"] < 1.45

@@ -1,0 +1,130 @@
+"""What a LoRA step can save on arithmetic, and what it saves on the tiny SD's CPU:
+``python -m benchmarks.step_flops``.
+
+A training step is a forward pass, the gradients of the activations (the backward pass through
+every layer), and the gradients of the weights, which only a full fine-tune computes. The first
+table counts each (``claims.step_flops``, a UNet built on the meta device: SD 1.5 at 512 pixels and
+the tiny SD, nothing downloaded); full / (forward + activations) is the most a LoRA step can save.
+The second times, on this machine and the tiny SD (batch 8, the small preset), one forward and
+backward pass three ways, interleaved, median of ``--repeats``: frozen weights with the latents
+needing a gradient (a LoRA step with free LoRA layers: the cap), the preset's LoRA (rank 8 on
+``attn2+ff``, its dropout), and every weight trainable (a full fine-tune). full / LoRA is what LoRA
+saves; LoRA - frozen is what its own small layers cost.
+
+Left out: the optimizer's step (timed by ``benchmarks.train_step``), the GPU (``gpu_train``).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+from benchmarks import _common
+from lorakit import models
+
+
+def flops_table() -> dict:
+    from lorakit import claims
+
+    rows = {
+        "SD 1.5, 512 px, a sample": claims.step_flops(models.SD15_UNET_CONFIG),
+        "tiny SD, 64 px, a batch of 8": claims.step_flops(models.TINY_UNET_CONFIG, batch=8),
+    }
+    print(f"{'':<30}{'forward':>10}{'activations':>13}{'weights':>10}{'full / LoRA at most':>22}")
+    for name, f in rows.items():
+        unit = 1e12 if f["forward"] > 1e11 else 1e9
+        label = "TFLOP" if unit == 1e12 else "GFLOP"
+        print(
+            f"{name:<30}"
+            + "".join(
+                f"{f[k] / unit:>9.2f}{'':>1}"
+                if k != "input_gradients"
+                else f"{f[k] / unit:>12.2f} "
+                for k in ("forward", "input_gradients", "weight_gradients")
+            )
+            + f"{f['full_over_lora']:>21.2f}x   ({label})"
+        )
+    return rows
+
+
+def timed_passes(repeats: int) -> dict[str, list[float]]:
+    import torch
+
+    from lorakit import inject, train
+
+    torch.manual_seed(0)
+    pipe = models.load_pipeline("tiny", dtype="float32")
+    unet = pipe.unet
+    preset = train.TrainConfig.for_mode("small")
+    side = unet.config.sample_size
+    latents = torch.randn(preset.batch_size, unet.config.in_channels, side, side)
+    text = torch.randn(preset.batch_size, 77, unet.config.cross_attention_dim)
+    t = torch.randint(0, 1000, (preset.batch_size,))
+
+    def one_pass() -> float:
+        start = time.perf_counter()
+        unet(latents, t, encoder_hidden_states=text).sample.square().mean().backward()
+        unet.zero_grad(set_to_none=True)
+        latents.grad = None
+        return time.perf_counter() - start
+
+    def frozen():
+        unet.requires_grad_(False)
+        latents.requires_grad_(True)
+
+    def lora():
+        latents.requires_grad_(False)
+        inject.inject_lora(
+            unet, r=preset.r, target_modules=preset.target_modules, dropout=preset.lora_dropout
+        )  # wraps once, freezes the base weights
+
+    def full():
+        inject.remove_lora(unet)
+        unet.requires_grad_(True)
+
+    times = {}
+    for name, setup in (("frozen", frozen), ("LoRA", lora), ("full", full)):
+        setup()
+        unet.train()
+        one_pass()  # warm-up
+        times[name] = [one_pass() for _ in range(repeats)]
+    return times
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = _common.parser(__doc__)
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args(argv)
+    print("the arithmetic of one training step (a UNet on the meta device):")
+    flops = flops_table()
+    times = timed_passes(args.repeats)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    tiny = flops["tiny SD, 64 px, a batch of 8"]
+    work = {
+        "frozen": tiny["forward"] + tiny["input_gradients"],
+        "LoRA": tiny["forward"] + tiny["input_gradients"],
+        "full": tiny["forward"] + tiny["input_gradients"] + tiny["weight_gradients"],
+    }
+    print(
+        f"\nforward and backward on the tiny SD, this CPU (median of {args.repeats}; load "
+        f"{_common.load_average()}):"
+    )
+    print(f"{'':<36}{'ms':>8}{'GFLOP/s':>10}")
+    for name, label in (
+        ("frozen", "frozen weights (LoRA's floor)"),
+        ("LoRA", "LoRA r 8 on attn2+ff"),
+        ("full", "every weight trainable"),
+    ):
+        print(f"{label:<36}{med[name] * 1000:>8.1f}{work[name] / med[name] / 1e9:>10.1f}")
+    print(
+        f"full / LoRA {med['full'] / med['LoRA']:.2f}x (the arithmetic allows "
+        f"{tiny['full_over_lora']:.2f}x; full / frozen {med['full'] / med['frozen']:.2f}x); "
+        f"LoRA's own layers cost {(med['LoRA'] - med['frozen']) * 1000:.1f} ms a pass"
+    )
+    return {"flops": flops, "median_seconds": med}
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    main()
