@@ -288,8 +288,8 @@ def study_lrgrid(args) -> dict:
     print(
         "  chosen (most style + content): "
         + ", ".join(f"r {r}: lr {best[r]:g}" for r in best)
-        + f"; ratio {best[low] / best[high]:g} (alpha = r predicts about {high // low}, "
-        f"rsLoRA's reasoning {(high / low) ** 0.5:.2g}, none 1)"
+        + f"; ratio {best[low] / best[high]:g} (a step growing like r predicts {high // low}, "
+        f"like sqrt(r) {(high / low) ** 0.5:.2g}, rank not mattering 1)"
     )
     runs = {r: [_rank_run(r, s, best[r], args.steps) for s in judge] for r in (low, high)}
     header(f"r {high} against r {low}, each at its chosen learning rate, seeds {judge}")

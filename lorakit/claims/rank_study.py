@@ -3,12 +3,13 @@
 Introduced in notebooks/10_claims_limitations.ipynb.
 
 Under Adam every entry of A and B moves by about the learning rate a step, whatever the rank, so
-the change in W a step makes grows with r times the scaling. Three conventions for alpha
-(:data:`CONVENTIONS`, :func:`alpha_for`): ``alpha = r`` (scaling 1: the step grows like r),
-a fixed alpha (Hu et al. 2021, section 4.1: scaling alpha / r, the step about the same at every
-rank) and rsLoRA (Kalajdzievski 2023: scaling alpha / sqrt(r), the step grows like sqrt(r)). All
-three agree at ``ANCHOR_RANK``. :func:`rank_run` trains the outline LoRA at one rank under one
-convention and reads its style, and how large its update is against the weights it changes.
+the change a step makes in W = scaling x B A grows with r: like sqrt(r) while the r directions move
+independently (rsLoRA's argument), up to r when they move together. Three conventions for alpha
+(:data:`CONVENTIONS`, :func:`alpha_for`): ``alpha = r`` (scaling 1: the step grows with r), a fixed
+alpha (Hu et al. 2021, section 4.1: scaling alpha / r, the step shrinks as r grows) and rsLoRA
+(Kalajdzievski 2023: scaling alpha / sqrt(r), the step about the same at every rank). All three
+agree at ``ANCHOR_RANK``. :func:`rank_run` trains the outline LoRA at one rank under one
+convention, reads its style, and how large its update is against the weights it changes.
 
 Left out: a learning-rate sweep a rank (claim 9's map), conventions for convolutions.
 """

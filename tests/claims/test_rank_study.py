@@ -29,7 +29,7 @@ def test_each_convention_gives_peft_s_scaling(r):
 def test_the_conventions_agree_at_the_anchor_and_part_as_r_grows():
     at_anchor = {c: claims.alpha_for(c, claims.ANCHOR_RANK) for c in claims.CONVENTIONS}
     assert set(at_anchor.values()) == {float(claims.ANCHOR_RANK)}
-    # the scaling times r (how far W moves a step, under Adam) at r 16 against r 1
+    # alpha = scaling x r at r 16 against r 1: the step in W grows with r only under alpha = r
     growth = {c: claims.alpha_for(c, 16) / claims.alpha_for(c, 1) for c in claims.CONVENTIONS}
     assert growth == pytest.approx({"alpha = r": 16.0, "fixed alpha": 1.0, "rsLoRA": 4.0})
     with pytest.raises(ValueError, match="no convention"):
