@@ -2,6 +2,7 @@
 TrainConfig (and a bad data set) before anything is injected."""
 
 import pytest
+import torch
 
 from lorakit import config, inject, shapes, train
 
@@ -61,6 +62,7 @@ def test_full_mode_defaults():
         ("shapes", {"save_format": "ckpt"}, "save_format must be one of"),
         ("shapes", {"caption_dropout": 1.0}, r"caption_dropout must be in \[0, 1\), got 1.0"),
         ("shapes", {"lora_dropout": -0.1}, r"lora_dropout must be in \[0, 1\), got -0.1"),
+        ("shapes", {"weight_decay": -0.01}, r"weight_decay must be >= 0, got -0.01"),
         ("shapes", {"ema_decay": 1.0}, r"ema_decay must be in \(0, 1\) or None, got 1.0"),
         ("small_images", {}, r"shape \(3, 32, 32\).*resolution=64"),
     ],
@@ -74,3 +76,17 @@ def test_bad_input_is_refused_clearly(pipe, quick, data_kind, overrides, message
     with pytest.raises(ValueError, match=message):
         train.train_lora(pipe, dataset, quick(**overrides))
     assert not list(inject.lora_layers(pipe.unet))  # nothing was injected
+
+
+class NoAccelerator:
+    def prepare_optimizer(self, optimizer):
+        return optimizer
+
+
+def test_the_weight_decay_reaches_adamw():
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    assert train.TrainConfig().weight_decay == 1e-2  # AdamW's usual default, as before
+    for decay in (0.0, 0.1):
+        cfg = train.TrainConfig.for_mode("small", weight_decay=decay)
+        optimizer, _ = train.make_optimizer(params, cfg, NoAccelerator())
+        assert optimizer.param_groups[0]["weight_decay"] == decay
