@@ -14,8 +14,16 @@ off the interval against the threshold in ``THRESHOLDS``, which was set before t
 * **scales** (claim 6): the outline and striped LoRAs applied together at the scales people use
   (``claims.two_loras_at_scales``).
 
-Every finished run is written at once to ``--journal`` (default: the published file), so a stopped
-study resumes where it stopped (the journal's runs are reused); ``--publish`` writes the tables.
+* **lrgrid**: a learning rate a rank (``alpha = r``), chosen on two training seeds from a grid in
+  factors of 2, then rank 16 against rank 1 on the other seeds.
+* **complex** (claim 7): one LoRA and a full fine-tune on one style and on three, and which style
+  each trigger draws (``claims.many_styles``).
+
+Every finished run is written at once to ``--journal`` (by default
+runs/controls/<study>.journal.json), so a stopped study resumes where it stopped (the journal's runs
+are reused); ``--publish`` writes the runs and the tables to docs/claims/. A published report is not
+read back unless ``--reuse`` names it (the learning-rate grid takes the rank study's runs at the
+preset's 1e-3).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from pathlib import Path
 
 from benchmarks import claims as runner
 from lorakit import claims, files
+from lorakit import config as course
 from lorakit.claims import intervals
 
 # set before the runs: the difference (positive: the way the comparison is named) that matters
@@ -70,8 +79,8 @@ def compare(name: str, a: dict[int, float], b: dict[int, float], threshold: str)
     boot = intervals.bootstrap_interval(diffs)
     found = intervals.verdict(t, THRESHOLDS[threshold])
     print(
-        f"  {name:<44}{t.mean:>+8.2f}  [{t.low:+.2f}, {t.high:+.2f}]  "
-        f"[{boot.low:+.2f}, {boot.high:+.2f}]  n {t.n:<3}{found}"
+        f"  {name:<44}{t.mean:>+8.3f}  [{t.low:+.3f}, {t.high:+.3f}]  "
+        f"[{boot.low:+.3f}, {boot.high:+.3f}]  n {t.n:<3}{found}"
     )
     return {
         "comparison": name,
@@ -87,8 +96,8 @@ def compare(name: str, a: dict[int, float], b: dict[int, float], threshold: str)
 def header(what: str) -> None:
     print(f"\n{what}")
     print(
-        f"  {'comparison (paired by training seed)':<44}{'mean':>8}  {'95 % t interval':<16}  "
-        f"{'bootstrap':<16}  {'n':<5}verdict"
+        f"  {'comparison (paired by training seed)':<44}{'mean':>8}  {'95 % t interval':<18}  "
+        f"{'bootstrap':<18}  {'n':<5}verdict"
     )
 
 
@@ -189,12 +198,15 @@ def study_truncation(args) -> dict:
         f"{runner.cell([d[0] for d in dist], percent=False)}, its rank-"
         f"{runs[0]['lora']['r']} truncation {runner.cell([d[1] for d in dist], percent=False)}"
     )
+    k = runs[0]["lora"]["r"]  # the LoRA's rank: the truncation it is compared with
+    if k not in ks:
+        raise ValueError(f"the runs cut the update to ranks {ks}, not to the LoRA's {k}.")
     header("comparisons, crosses drawn (thresholds set before the runs)")
     rows = [
         compare(
-            "linear: whole - rank 8",
+            f"linear: whole - rank {k}",
             _cross_by(runs, "linear", None),
-            _cross_by(runs, "linear", 8),
+            _cross_by(runs, "linear", k),
             "truncation-rank",
         ),
         compare(
@@ -204,8 +216,8 @@ def study_truncation(args) -> dict:
             "truncation-conv",
         ),
         compare(
-            "rank 8 linear: truncated - trained LoRA",
-            _cross_by(runs, "linear", 8),
+            f"rank {k} linear: truncated - trained LoRA",
+            _cross_by(runs, "linear", k),
             lora,
             "truncation-lora",
         ),
@@ -354,17 +366,11 @@ def study_complex(args) -> dict:
     def rate(name, count):
         return by_seed([x for x in runs if x["name"] == name and x["count"] == count], "mean_style")
 
-    drop = {n: intervals.paired_differences(rate(n, 1), rate(n, 3)) for n in how}
-    seeds = sorted(rate("LoRA", 1))
+    drop = {n: {seed: one - rate(n, 3)[seed] for seed, one in rate(n, 1).items()} for n in how}
     header("comparisons, mean style rate (thresholds set before the runs)")
     rows = [
         compare("3 styles: full - LoRA", rate("full", 3), rate("LoRA", 3), "complex-shortfall"),
-        compare(
-            "drop 1 -> 3 styles: LoRA's - full's",
-            dict(zip(seeds, drop["LoRA"], strict=True)),
-            dict(zip(seeds, drop["full"], strict=True)),
-            "complex",
-        ),
+        compare("drop 1 -> 3 styles: LoRA's - full's", drop["LoRA"], drop["full"], "complex"),
     ]
     return {"study": "complex", "runs": runs, "comparisons": rows}
 
@@ -372,7 +378,9 @@ def study_complex(args) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = runner._common.parser(__doc__)
     parser.add_argument("--study", choices=STUDIES, required=True)
-    parser.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument(
+        "--train-seeds", type=int, nargs="+", help="default: 0-5 for rank and lrgrid, 0-3 otherwise"
+    )
     parser.add_argument("--steps", type=int, help="rank: 150; truncation and scales: 300")
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 4, 16], help="rank study")
     parser.add_argument("--steps-per-style", type=int, default=250, help="complex study")
@@ -385,8 +393,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument(
         "--journal",
-        help="every finished run, written as it finishes "
-        "(default: the published file); its runs are reused",
+        help="every finished run, written as it finishes, and taken from there when the study "
+        "runs again (default: runs/controls/<study>.journal.json)",
     )
     parser.add_argument(
         "--reuse",
@@ -398,30 +406,49 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--publish", action="store_true", help="write the tables to docs/claims/")
     args = parser.parse_args(argv)
     args.steps = args.steps or (150 if args.study in ("rank", "lrgrid") else 300)
-    path = Path(args.journal) if args.journal else claims.published_path(args.study)
-    for known in [*args.reuse, path]:
-        if Path(known).exists():
+    six = args.study in ("rank", "lrgrid")
+    args.train_seeds = args.train_seeds or list(range(6 if six else 4))
+    if len(set(args.train_seeds)) != len(args.train_seeds):
+        parser.error(f"--train-seeds {args.train_seeds} repeats a seed: give each once.")
+    if args.study == "lrgrid" and len(args.train_seeds) < 4:
+        parser.error(
+            "lrgrid chooses on the first 2 seeds and compares on the rest: give 4 or more."
+        )
+    path = Path(
+        args.journal or course.REPO_ROOT / "runs" / "controls" / f"{args.study}.journal.json"
+    )
+    known = [*args.reuse, path]
+    if args.study == "lrgrid":  # its runs at the preset's 1e-3 are the rank study's
+        known.append(claims.published_path("rank"))
+    for found in map(Path, known):
+        if found.exists():
             runner.REUSE.update(
                 {
                     runner.call_key(c["function"], c["kwargs"]): c["result"]
-                    for c in json.loads(Path(known).read_text())["calls"]
+                    for c in json.loads(found.read_text())["calls"]
                 }
             )
     runner.JOURNAL = path
     runner.CALLS.clear()
     printed = io.StringIO()
-    with contextlib.redirect_stdout(runner.Tee(sys.stdout, printed)):
-        report = {
-            "rank": study_rank,
-            "truncation": study_truncation,
-            "scales": study_scales,
-            "lrgrid": study_lrgrid,
-            "complex": study_complex,
-        }[args.study](args)
+    studies = {
+        "rank": study_rank,
+        "truncation": study_truncation,
+        "scales": study_scales,
+        "lrgrid": study_lrgrid,
+        "complex": study_complex,
+    }
+    try:
+        with contextlib.redirect_stdout(runner.Tee(sys.stdout, printed)):
+            report = studies[args.study](args)
+    finally:
+        runner.JOURNAL = None
+        runner.REUSE.clear()
     report |= {
         "train_seeds": args.train_seeds,
         "thresholds": {
-            k: {"margin": t.margin, "measures": t.measures} for k, t in THRESHOLDS.items()
+            k: {"margin": t.margin, "kind": t.kind, "measures": t.measures}
+            for k, t in THRESHOLDS.items()
         },
         "command": runner.command_line(argv if argv is not None else sys.argv[1:]).replace(
             "benchmarks.claims", "benchmarks.controls"

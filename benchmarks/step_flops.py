@@ -1,15 +1,15 @@
 """What a LoRA step can save on arithmetic, and what it saves on the tiny SD's CPU:
 ``python -m benchmarks.step_flops``.
 
-A training step is a forward pass, the gradients of the activations (the backward pass through
-every layer), and the gradients of the weights, which only a full fine-tune computes. The first
-table counts each (``claims.step_flops``, a UNet built on the meta device: SD 1.5 at 512 pixels and
-the tiny SD, nothing downloaded); full / (forward + activations) is the most a LoRA step can save.
-The second times, on this machine and the tiny SD (batch 8, the small preset), one forward and
-backward pass three ways, interleaved, median of ``--repeats``: frozen weights with the latents
-needing a gradient (a LoRA step with free LoRA layers: the cap), the preset's LoRA (rank 8 on
-``attn2+ff``, its dropout), and every weight trainable (a full fine-tune). full / LoRA is what LoRA
-saves; LoRA - frozen is what its own small layers cost.
+A training step is a forward pass, the gradients of the activations (the backward pass through every
+layer), and the gradients of the weights, which only a full fine-tune computes. The first table
+counts each (``claims.step_flops``, a UNet built on the meta device: SD 1.5 at 512 pixels and the
+tiny SD, nothing downloaded); full / (forward + activations) is the most a LoRA step can save. The
+second times, on this machine and the tiny SD (batch 8, the small preset), one forward and backward
+pass three ways, taken in turn within each repeat, median of ``--repeats``: frozen weights with the
+latents needing a gradient (a LoRA step with free LoRA layers: the cap), the preset's LoRA (rank 8
+on ``attn2+ff``, its dropout), and every weight trainable (a full fine-tune). full / LoRA is what
+LoRA saves; LoRA - frozen is what its own small layers cost.
 
 Left out: the optimizer's step (timed by ``benchmarks.train_step``), the GPU (``gpu_train``).
 """
@@ -49,46 +49,43 @@ def flops_table() -> dict:
 
 
 def timed_passes(repeats: int) -> dict[str, list[float]]:
+    """Each pass's seconds, the three kinds taken in turn within every repeat (three copies of the
+    UNet), so that a change in the machine's load falls on all three alike."""
+    import copy
+
     import torch
 
     from lorakit import inject, train
 
     torch.manual_seed(0)
     pipe = models.load_pipeline("tiny", dtype="float32")
-    unet = pipe.unet
     preset = train.TrainConfig.for_mode("small")
+    unets = {name: copy.deepcopy(pipe.unet) for name in ("frozen", "LoRA", "full")}
+    unets["frozen"].requires_grad_(False)
+    inject.inject_lora(
+        unets["LoRA"], r=preset.r, target_modules=preset.target_modules, dropout=preset.lora_dropout
+    )  # wraps and freezes the base weights
+    unet = unets["full"]
     side = unet.config.sample_size
     latents = torch.randn(preset.batch_size, unet.config.in_channels, side, side)
     text = torch.randn(preset.batch_size, 77, unet.config.cross_attention_dim)
     t = torch.randint(0, 1000, (preset.batch_size,))
 
-    def one_pass() -> float:
+    def one_pass(name: str) -> float:
+        model = unets[name].train()
+        x = latents.detach().requires_grad_(name == "frozen")  # frozen: the activations' pass
         start = time.perf_counter()
-        unet(latents, t, encoder_hidden_states=text).sample.square().mean().backward()
-        unet.zero_grad(set_to_none=True)
-        latents.grad = None
-        return time.perf_counter() - start
+        model(x, t, encoder_hidden_states=text).sample.square().mean().backward()
+        seconds = time.perf_counter() - start
+        model.zero_grad(set_to_none=True)
+        return seconds
 
-    def frozen():
-        unet.requires_grad_(False)
-        latents.requires_grad_(True)
-
-    def lora():
-        latents.requires_grad_(False)
-        inject.inject_lora(
-            unet, r=preset.r, target_modules=preset.target_modules, dropout=preset.lora_dropout
-        )  # wraps once, freezes the base weights
-
-    def full():
-        inject.remove_lora(unet)
-        unet.requires_grad_(True)
-
-    times = {}
-    for name, setup in (("frozen", frozen), ("LoRA", lora), ("full", full)):
-        setup()
-        unet.train()
-        one_pass()  # warm-up
-        times[name] = [one_pass() for _ in range(repeats)]
+    times = {name: [] for name in unets}
+    for name in unets:
+        one_pass(name)  # warm-up
+    for _ in range(repeats):
+        for name in unets:
+            times[name].append(one_pass(name))
     return times
 
 

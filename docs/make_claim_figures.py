@@ -160,7 +160,7 @@ def claim7_confusion(report: dict):
 
 
 def update_ratios(report: dict):
-    """||delta W|| / ||W|| a layer, full fine-tune and LoRA trained on the same data (seed 0)."""
+    """||delta W|| / ||W|| a layer, full fine-tune and LoRA trained on the same data, one seed."""
     run = report["runs"][0]
     full = {x["name"]: x["ratio"] for x in run["update_ratios"]}
     lora = {x["name"]: x["ratio"] for x in run["lora"]["update_ratios"]}
@@ -176,7 +176,7 @@ def update_ratios(report: dict):
     ax.set(
         xlabel="||delta W|| / ||W|| of a layer",
         ylabel="layers",
-        title="how small the changes are: the cross, seed 0",
+        title=f"how small the changes are: the cross, training seed {run['seed']}",
     )
     ax.legend(fontsize=8)
     return fig

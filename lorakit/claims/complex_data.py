@@ -53,6 +53,8 @@ def many_styles(
     ``method="full"``, a full fine-tune, trained on the first ``count`` of ``STYLE_ORDER`` at once
     (each set under its own trigger) for ``steps_per_style`` x ``count`` steps; each style's rate
     on its held-out prompts, and which style each trigger draws (:func:`style_confusion`)."""
+    if method not in ("lora", "full"):
+        raise ValueError(f"method is 'lora' or 'full', not {method!r}.")
     if not 1 <= count <= len(STYLE_ORDER):
         raise ValueError(f"count is 1 to {len(STYLE_ORDER)} styles, not {count}.")
     chosen = STYLE_ORDER[:count]

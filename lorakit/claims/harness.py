@@ -107,12 +107,19 @@ def unet_targets(pipe, where: str | Sequence[str]):
     return where
 
 
-def settings_of(cfg: train.TrainConfig) -> dict:
+def settings_of(cfg: train.TrainConfig, where: str | Sequence[str] | None = None) -> dict:
     """The effective settings of a run, as every published figure records them: method, rank,
-    alpha and the scaling they give, learning rate, steps, targets, dropout, seed."""
+    alpha and the scaling they give, learning rate, steps, targets (``where``, as :func:`fit` was
+    given it; "linear": every linear layer), dropout, weight decay, seed."""
     lora = cfg.method == "lora"
     alpha = (cfg.alpha if cfg.alpha is not None else cfg.r) if lora else None
-    targets = cfg.target_modules if isinstance(cfg.target_modules, str) else "every linear"
+    if not lora:
+        targets = "every UNet weight"
+    elif where == "linear":
+        targets = "every linear"
+    else:
+        chosen = cfg.target_modules
+        targets = chosen if isinstance(chosen, str) else list(chosen)
     return {
         "method": cfg.method,
         "r": cfg.r if lora else None,
@@ -120,7 +127,7 @@ def settings_of(cfg: train.TrainConfig) -> dict:
         "scaling": alpha / cfg.r if lora else None,
         "lr": cfg.lr,
         "steps": cfg.steps,
-        "targets": targets if lora else "every UNet weight",
+        "targets": targets,
         "lora_dropout": cfg.lora_dropout if lora else None,
         "weight_decay": cfg.weight_decay,
         "seed": cfg.seed,
@@ -143,7 +150,7 @@ def fit(pipe, dataset, where: str | Sequence[str] = "attn2+ff", **overrides) -> 
         else count_lora_weights(pipe.unet)
     )
     return {
-        "settings": settings_of(cfg),
+        "settings": settings_of(cfg, where),
         "train_seconds": seconds,
         "trainable_params": trained,
         "final_loss": float(np.mean(result.history[-20:])),

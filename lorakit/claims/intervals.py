@@ -131,21 +131,21 @@ def verdict(interval: Interval, threshold: Threshold) -> str:
     """Read the verdict off the interval of the difference. For an "at least" claim:
 
     * holds: the whole interval is above the margin;
-    * holds with a caveat: above 0, but it reaches below the margin (real, perhaps too small);
     * does not hold: the whole interval is below the margin (any effect is smaller than what
-      matters, or goes the other way);
-    * undecided: it reaches both below 0 and above the margin (more seeds would tell).
+      matters, or goes the other way), whether or not it is above 0;
+    * holds with a caveat: above 0 and reaching the margin (real, perhaps smaller than claimed);
+    * undecided: it reaches both 0 (or below) and the margin (more seeds would tell).
 
     For an "at most" claim: holds when the whole interval is below the margin, does not hold when
     it is all above, and is undecided when it straddles the margin."""
+    if not (math.isfinite(interval.low) and math.isfinite(interval.high)):
+        raise ValueError(f"the interval {interval} is not finite: a run gave NaN; see its runs.")
     if threshold.kind == "at most":
         if interval.high < threshold.margin:
             return "holds"
         return "does not hold" if interval.low > threshold.margin else "undecided"
     if interval.low > threshold.margin:
         return "holds"
-    if interval.low > 0:
-        return "holds with a caveat"
     if interval.high < threshold.margin:
         return "does not hold"
-    return "undecided"
+    return "holds with a caveat" if interval.low > 0 else "undecided"

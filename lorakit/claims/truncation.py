@@ -10,7 +10,7 @@ the crosses each draws. If a rank-k update of the linear layers draws the crosse
 there is not the limit; if the convolutions are needed, where LoRA sits is.
 :func:`full_update_ratios` is ||delta W|| / ||W|| a layer: how small "small changes" are.
 
-Left out: the norms and biases of the update (never put back), LoRA's own runs (``large_changes``).
+Left out: the update's norms and biases (never put back), LoRA on other layers (``large_changes``).
 """
 
 from __future__ import annotations

@@ -125,6 +125,20 @@ def test_claim_8_truncation_compares_rank_placement_and_training(fake_child):
     assert trained["verdict"] == "holds"
 
 
+def test_seeds_given_out_of_order_are_paired_by_seed(fake_child):
+    rows = by_name(controls.main(["--study", "complex", "--train-seeds", "3", "0", "2", "1"]))
+    drops = [(0.3 + 0.02 * s) - 0.05 for s in range(4)]  # in seed order
+    assert rows["drop 1 -> 3 styles: LoRA's - full's"]["differences"] == pytest.approx(drops)
+
+
+def test_repeated_seeds_and_a_short_lr_grid_are_refused(fake_child):
+    with pytest.raises(SystemExit):
+        controls.main(["--study", "rank", "--train-seeds", "0", "0"])
+    with pytest.raises(SystemExit):
+        controls.main(["--study", "lrgrid", "--train-seeds", "0", "1", "2"])
+    assert not fake_child  # refused before any run
+
+
 def test_claim_6_scales_and_claim_7_control(fake_child):
     rows = by_name(controls.main(["--study", "scales", "--train-seeds", "0", "1", "2", "3"]))
     assert rows["alone - together at 1.0"]["differences"] == pytest.approx(

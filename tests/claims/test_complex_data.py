@@ -23,6 +23,8 @@ def test_claim_7_one_lora_sees_every_style_under_its_trigger(claims_pipe, monkey
     assert run["steps"] == 3 and set(run["styles"]) == set(claims.STYLE_ORDER)
     with pytest.raises(ValueError, match="count is 1 to 3"):
         claims.many_styles(4, pipe=claims_pipe)
+    with pytest.raises(ValueError, match="'lora' or 'full'"):
+        claims.many_styles(2, pipe=claims_pipe, method="dora")
 
 
 def test_claim_7_control_a_full_fine_tune_and_which_style_each_trigger_draws(

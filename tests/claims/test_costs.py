@@ -14,16 +14,33 @@ def test_claims_2_and_3_count_the_file_and_adams_two_moments(claims_pipe, tmp_pa
     assert run["trainable_params"] == inject.lora_parameter_count(claims_pipe.unet, 8, "attn2+ff")
 
 
+class TwoLayersAndAGram(torch.nn.Module):
+    """Two linear layers, then h h^T: a product with no weights, whose gradient only the
+    activations' pass computes."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.second = torch.nn.Linear(16, 32), torch.nn.Linear(32, 8)
+
+    def forward(self, x):
+        h = self.second(torch.relu(self.first(x)))  # (B, 8)
+        return h @ h.T  # (B, B)
+
+
 def test_count_step_splits_a_step_s_arithmetic_as_the_formula_does():
     batch, sizes = 4, [(16, 32), (32, 8)]
-    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
+    model = TwoLayersAndAGram()
     x = torch.randn(batch, 16, requires_grad=True)
     flops = claims.count_step(model, lambda: model(x))
     matmuls = sum(2 * batch * n_in * n_out for n_in, n_out in sizes)  # 2 B in out a layer
-    assert flops["forward"] == matmuls  # x W^T
-    assert flops["input_gradients"] == matmuls  # dy W, every layer (x needs its gradient)
-    assert flops["weight_gradients"] == matmuls  # dy^T x
-    assert flops["full_over_lora"] == pytest.approx(1.5)
+    gram = 2 * batch * batch * 8  # h h^T: (B, 8) @ (8, B)
+    assert flops["forward"] == matmuls + gram
+    assert flops["input_gradients"] == matmuls + 2 * gram  # dy W a layer; both of h h^T's inputs
+    assert flops["weight_gradients"] == matmuls  # dy^T x a layer, nothing for h h^T
+    assert flops["full_over_lora"] == pytest.approx(
+        (3 * matmuls + 3 * gram) / (2 * matmuls + 3 * gram)
+    )
+    assert all(p.requires_grad for p in model.parameters())  # trains as before
 
 
 def test_step_flops_of_sd_1_5_at_512_pixels():

@@ -71,10 +71,13 @@ def interval(low, high):
     [
         (0.15, 0.30, "holds"),
         (0.02, 0.30, "holds with a caveat"),
-        (0.02, 0.08, "holds with a caveat"),
+        (0.02, 0.08, "does not hold"),  # real, but surely smaller than the margin
         (-0.05, 0.08, "does not hold"),
         (-0.30, -0.10, "does not hold"),
         (-0.05, 0.30, "undecided"),
+        (0.10, 0.30, "holds with a caveat"),  # low on the margin: not above it
+        (0.00, 0.30, "undecided"),  # low on 0: not above it
+        (-0.05, 0.10, "undecided"),  # high on the margin: not below it
     ],
 )
 def test_verdict_of_an_at_least_claim(low, high, want):
@@ -92,6 +95,11 @@ def test_verdict_of_an_at_least_claim(low, high, want):
 )
 def test_verdict_of_an_at_most_claim(low, high, want):
     assert claims.verdict(interval(low, high), claims.Threshold(0.10, "x", "at most")) == want
+
+
+def test_a_verdict_refuses_an_interval_that_is_not_finite():
+    with pytest.raises(ValueError, match="not finite"):
+        claims.verdict(interval(float("nan"), 0.3), claims.Threshold(0.10, "x"))
 
 
 def test_a_threshold_is_a_positive_margin_of_a_known_kind():

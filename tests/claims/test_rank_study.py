@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from lorakit import claims, inject
+from lorakit.claims import judging
 
 
 @pytest.mark.parametrize("r", [1, 4, 16])
@@ -49,12 +50,34 @@ def test_lora_update_ratios_are_the_update_norm_over_the_weight_norm():
     assert row["name"] == "0" and row["ratio"] == pytest.approx(float(want))
 
 
-def test_a_rank_run_records_its_effective_settings(claims_pipe, unchanged):
+def test_a_rank_run_trains_and_records_the_convention_s_scaling(
+    claims_pipe, unchanged, monkeypatch
+):
+    live = []
+    real = judging.style_rates
+
+    def spy(pipe, *args, **kwargs):  # the LoRA layers in place when the style is read
+        live.extend(layer.scaling for _, layer in inject.lora_layers(pipe.unet))
+        return real(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(judging, "style_rates", spy)
     run = claims.rank_run(r=2, convention="rsLoRA", steps=1, pipe=claims_pipe, seeds=(0,))
     unchanged.check()
+    want = math.sqrt(claims.ANCHOR_RANK) / math.sqrt(2)
+    assert live and all(s == pytest.approx(want) for s in live)
     settings = run["settings"]
     assert settings["r"] == 2 and settings["alpha"] == pytest.approx(math.sqrt(8))
-    assert settings["scaling"] == pytest.approx(math.sqrt(claims.ANCHOR_RANK) / math.sqrt(2))
+    assert settings["scaling"] == pytest.approx(want)
     assert settings["targets"] == "attn2+ff" and settings["steps"] == 1
     assert {"method", "lr", "lora_dropout", "weight_decay", "seed"} <= set(settings)
     assert 0.0 <= run["style_rate"] <= 1.0 and run["update_ratio_median"] > 0
+
+
+def test_settings_name_the_targets_a_run_was_given(claims_pipe):
+    ff = claims.config(target_modules=list(claims.WHERE["ff"]))
+    assert claims.settings_of(ff, claims.WHERE["ff"])["targets"] == list(claims.WHERE["ff"])
+    every = claims.config(target_modules=claims.unet_targets(claims_pipe, "linear"))
+    assert claims.settings_of(every, "linear")["targets"] == "every linear"
+    full = claims.config(method="full")
+    assert claims.settings_of(full, "full")["targets"] == "every UNet weight"
+    assert claims.settings_of(full, "full")["r"] is None

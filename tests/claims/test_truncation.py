@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from lorakit import claims
+from lorakit import claims, inject
+from lorakit.claims import truncation
 
 
 def test_truncate_is_numpy_s_best_rank_k_approximation():
@@ -58,8 +59,32 @@ def test_full_update_ratios():
     ]
 
 
-def test_the_truncation_study_puts_back_each_part_and_gives_the_model_back(claims_pipe, unchanged):
-    run = claims.truncated_update(steps=1, ranks=(1,), lora_r=2, pipe=claims_pipe, seeds=(0,))
+def test_the_truncation_study_puts_back_each_part_and_gives_the_model_back(
+    claims_pipe, unchanged, monkeypatch
+):
+    unet = claims_pipe.unet
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+    linear = claims.scoped_layers(unet, "linear")
+    convs = sorted(set(claims.scoped_layers(unet, "linear+conv")) - set(linear))
+    seen = []  # what is in place as each row is judged
+    real = truncation._judge_cross
+
+    def spy(pipe, seeds, plain=True):
+        now = pipe.unet.state_dict()
+        if next(inject.lora_layers(pipe.unet), None) is None:
+            seen.append(
+                {
+                    "linear_rank": max(
+                        int(torch.linalg.matrix_rank((now[n] - before[n]).float(), atol=1e-6))
+                        for n in linear
+                    ),
+                    "convs_moved": any(not torch.equal(now[n], before[n]) for n in convs),
+                }
+            )
+        return real(pipe, seeds, plain)
+
+    monkeypatch.setattr(truncation, "_judge_cross", spy)
+    run = claims.truncated_update(steps=2, ranks=(1,), lora_r=2, pipe=claims_pipe, seeds=(0,))
     unchanged.check()
     assert [(row["scope"], row["k"]) for row in run["rows"]] == [
         ("every weight", None),
@@ -68,8 +93,13 @@ def test_the_truncation_study_puts_back_each_part_and_gives_the_model_back(claim
         ("linear+conv", 1),
         ("linear+conv", None),
     ]
+    # the whole fine-tune; rank 1 on the linears alone; their whole update; then with the convs
+    assert [s["convs_moved"] for s in seen] == [True, False, False, True, True]
+    assert seen[1]["linear_rank"] == 1 and seen[2]["linear_rank"] > 1
+    assert seen[3]["linear_rank"] == 1
     lora = run["lora"]
     # Eckart-Young: no rank-2 update, the trained LoRA's included, is closer than the truncation
-    assert lora["distance_truncated"] <= lora["distance_trained"] + 1e-6
+    assert 0 < lora["distance_truncated"] < lora["distance_trained"]
     assert run["settings"]["method"] == "full" and lora["settings"]["r"] == 2
+    assert lora["settings"]["targets"] == "every linear"
     assert all(row["ratio"] > 0 for row in run["update_ratios"])
