@@ -77,9 +77,13 @@ def published(claim: int | str) -> dict:
     """
     path = published_path(claim)
     if not path.is_file():
+        command = (
+            f"python -m benchmarks.controls --study {claim} --publish"
+            if str(claim) in STUDY_FILES
+            else f"python -m benchmarks.claims --claim {claim} --train-seeds 0 1 2 3 --publish"
+        )
         raise FileNotFoundError(
-            f"claim {claim} has no published figures ({path.name} is not in docs/claims/): "
-            f"python -m benchmarks.claims --claim {claim} --train-seeds 0 1 2 3 --publish"
+            f"{claim} has no published figures ({path.name} is not in docs/claims/): {command}"
         )
     return json.loads(path.read_text())
 

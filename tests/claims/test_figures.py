@@ -22,6 +22,12 @@ def test_published_tables_name_the_command_that_makes_them(tmp_path, monkeypatch
     assert claims.published_path(3) == tmp_path / "claim2-3.json"
     with pytest.raises(ValueError, match="claims 1 to 9"):
         claims.published_name(10)
+    with pytest.raises(FileNotFoundError, match="benchmarks.controls --study rank"):
+        claims.published("rank")
+    assert claims.published_name("truncation") == "claim8-truncation.json"
+    assert (
+        claims.table_of("  rank_run {} -> {}\n\nthe rank study: x\nrow") == "the rank study: x\nrow"
+    )
 
 
 def test_every_claim_is_published_over_four_training_seeds_and_shown_in_docs():
