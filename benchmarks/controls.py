@@ -16,6 +16,8 @@ off the interval against the threshold in ``THRESHOLDS``, which was set before t
 
 * **lrgrid**: a learning rate a rank (``alpha = r``), chosen on two training seeds from a grid in
   factors of 2, then rank 16 against rank 1 on the other seeds.
+* **placement** (claim 1): "vex" taught on ``attn2``, ``attn1`` and ``ff`` at about equal trainable
+  numbers, against a control word no caption has, and on ``attn2`` without caption dropout.
 * **complex** (claim 7): one LoRA and a full fine-tune on one style and on three, and which style
   each trigger draws (``claims.many_styles``).
 
@@ -67,7 +69,27 @@ THRESHOLDS |= {
         0.10, "mean style rate on 3 styles, full fine-tune - LoRA"
     ),
 }
-STUDIES = ("rank", "truncation", "scales", "lrgrid", "complex")
+THRESHOLDS |= {
+    "placement-route": intervals.Threshold(
+        0.10, "'vex' minus control-word triangles, attn2 (r 8) - attn1 (r 8)"
+    ),
+    "placement-enough": intervals.Threshold(
+        0.10,
+        "'vex' minus control-word triangles, ff (r 4, as many numbers) - attn2 (r 8)",
+        "at most",
+    ),
+    "caption-dropout": intervals.Threshold(
+        0.10, "plain prompts right, attn2 at caption dropout 0 - at the preset's 0.3"
+    ),
+}
+STUDIES = ("rank", "truncation", "scales", "lrgrid", "complex", "placement")
+# name: word_run's arguments; attn2 r 8, attn1 r 8 and ff r 4 train about as many numbers
+PLACEMENTS = {
+    "attn2 r 8": {"variant": "attn2", "r": 8},
+    "attn1 r 8": {"variant": "attn1", "r": 8},
+    "ff r 4": {"variant": "ff", "r": 4},
+    "attn2 r 8, no caption dropout": {"variant": "attn2", "r": 8, "caption_dropout": 0.0},
+}
 GRID_LRS = (2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3, 8e-3)  # factors of 2 around the preset's 1e-3
 
 
@@ -375,6 +397,65 @@ def study_complex(args) -> dict:
     return {"study": "complex", "runs": runs, "comparisons": rows}
 
 
+def study_placement(args) -> dict:
+    """Claim 1 with a control word, at about equal trainable numbers, off the ceiling."""
+    runs = [
+        runner.child("word_run", seed=seed, steps=args.steps, **kw) | {"name": name}
+        for seed in args.train_seeds
+        for name, kw in PLACEMENTS.items()
+    ]
+    base = runner.child("word_base")
+    print(
+        f"\nclaim 1 with a control word: 'a red vex' = a red triangle, {args.steps} steps; "
+        f"{runner.seeds_line(args)}; 20 pictures a word, 32 plain"
+    )
+    print(
+        f"  {'where':<32}{'trainable':>10}{'vex':>12}{'quill':>12}{'vex - quill':>14}"
+        f"{'plain right':>14}"
+    )
+    for name in PLACEMENTS:
+        mine = [x for x in runs if x["name"] == name]
+        print(
+            f"  {name:<32}{mine[0]['trainable_params']:>10,}"
+            + "".join(
+                f"{runner.cell([x[k] for x in mine]):>{w}}"
+                for k, w in (
+                    ("word_shape", 12),
+                    ("control_shape", 12),
+                    ("specific", 14),
+                    ("plain_content", 14),
+                )
+            )
+        )
+    print(f"  {'no training':<32}{0:>10,}{base['word_shape']:>12.0%}{base['control_shape']:>12.0%}")
+
+    def of(name, key):
+        return by_seed([x for x in runs if x["name"] == name], key)
+
+    header("comparisons (thresholds set before the runs)")
+    rows = [
+        compare(
+            "specific: attn2 - attn1",
+            of("attn2 r 8", "specific"),
+            of("attn1 r 8", "specific"),
+            "placement-route",
+        ),
+        compare(
+            "specific: ff - attn2",
+            of("ff r 4", "specific"),
+            of("attn2 r 8", "specific"),
+            "placement-enough",
+        ),
+        compare(
+            "plain right: no caption dropout - 0.3",
+            of("attn2 r 8, no caption dropout", "plain_content"),
+            of("attn2 r 8", "plain_content"),
+            "caption-dropout",
+        ),
+    ]
+    return {"study": "placement", "runs": runs, "base": base, "comparisons": rows}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = runner._common.parser(__doc__)
     parser.add_argument("--study", choices=STUDIES, required=True)
@@ -405,7 +486,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--publish", action="store_true", help="write the tables to docs/claims/")
     args = parser.parse_args(argv)
-    args.steps = args.steps or (150 if args.study in ("rank", "lrgrid") else 300)
+    args.steps = args.steps or {"rank": 150, "lrgrid": 150, "placement": 100}.get(args.study, 300)
     six = args.study in ("rank", "lrgrid")
     args.train_seeds = args.train_seeds or list(range(6 if six else 4))
     if len(set(args.train_seeds)) != len(args.train_seeds):
@@ -437,6 +518,7 @@ def main(argv: list[str] | None = None) -> dict:
         "scales": study_scales,
         "lrgrid": study_lrgrid,
         "complex": study_complex,
+        "placement": study_placement,
     }
     try:
         with contextlib.redirect_stdout(runner.Tee(sys.stdout, printed)):

@@ -113,11 +113,19 @@ from lorakit.claims.truncation import (
     truncate,
     truncated_update,
 )
-from lorakit.claims.where import WHERE, concept_prompts, where_lora_sits
+from lorakit.claims.where import (
+    CONTROL_WORD,
+    WHERE,
+    concept_prompts,
+    where_lora_sits,
+    word_base,
+    word_run,
+)
 
 __all__ = [
     "ANCHOR_RANK",
     "CONVENTIONS",
+    "CONTROL_WORD",
     "CORNERS",
     "DIVERGED_RUN",
     "EVAL_SEEDS",
@@ -201,4 +209,6 @@ __all__ = [
     "vae_ceiling",
     "verdict",
     "where_lora_sits",
+    "word_base",
+    "word_run",
 ]

@@ -40,6 +40,7 @@ STUDY_FILES = {
     "scales": "claim6-scales.json",
     "lrgrid": "rank-lr-grid.json",
     "complex": "claim7-control.json",
+    "placement": "claim1-control.json",
 }
 
 

@@ -6,9 +6,10 @@ Introduced in notebooks/09_claims_advantages.ipynb.
 ``attn1``; both; the feed-forward layers; ``attn2+ff``; every linear layer; or the whole UNet) for
 one of two kinds of change: a drawing style (the outline set, judged on its held-out prompts) or a
 new meaning for a word ("a red vex" for a red triangle, :func:`concept_prompts`). Both say whether
-the model still draws its own plain prompts right.
+the model still draws its own plain prompts right. :func:`word_run` adds the control a new word
+needs: a word no caption has (``CONTROL_WORD``) must not draw the new meaning too.
 
-Left out: the text encoder (claim 5, ``claims.many_kinds``), ranks other than the small preset's.
+Left out: the text encoder (claim 5, ``claims.many_kinds``), pictures of the placements.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from collections.abc import Sequence
 from lorakit import shapes, styles, targets
 from lorakit.claims import harness, judging
 
-__all__ = ["WHERE", "concept_prompts", "where_lora_sits"]
+__all__ = ["CONTROL_WORD", "WHERE", "concept_prompts", "where_lora_sits", "word_base", "word_run"]
+
+# a models.RESERVED_WORDS word no set uses: one token the tiny SD never saw, like "vex"
+CONTROL_WORD = "quill"
 
 # targets.PRESETS names, suffix lists, "linear": every linear layer of the UNet, "full": all of it.
 WHERE = {
@@ -76,3 +80,56 @@ def where_lora_sits(
             rates = judging.read_all(images, asked, shape=styles.CONCEPT_SHAPE, every=False)
             result |= {"concept_shape": rates["shape"], "concept_colour": rates["colour"]}
     return result
+
+
+def _triangles(pipe, word: str, seeds: Sequence[int]) -> float:
+    """How often "a <colour> <word>" draws a triangle (the base shapes' detectors)."""
+    images, asked = judging.draw(pipe, concept_prompts(word), seeds)
+    return judging.read_all(images, asked, shape=styles.CONCEPT_SHAPE, every=False)["shape"]
+
+
+def word_base(pipe=None, seeds: Sequence[int] = judging.EVAL_SEEDS) -> dict:
+    """The untrained tiny SD's triangle rates for the new word and for the control word."""
+    pipe = harness.load(pipe)
+    return {
+        "word_shape": _triangles(pipe, styles.CONCEPT_WORD, seeds),
+        "control_shape": _triangles(pipe, CONTROL_WORD, seeds),
+    }
+
+
+def word_run(
+    variant: str = "attn2",
+    r: int = 8,
+    seed: int = 0,
+    steps: int = 100,
+    caption_dropout: float | None = None,
+    pipe=None,
+    seeds: Sequence[int] = judging.EVAL_SEEDS,
+) -> dict:
+    """Claim 1 with its control: teach "a red vex" for red triangles at ``variant`` (rank ``r``;
+    ``caption_dropout`` over the preset's), then how often "a <colour> vex" draws a triangle and
+    how often the control word does ("a <colour> quill", in no training caption). Their difference,
+    ``specific``, is what the word learnt, not triangles drawn for any prompt."""
+    if variant not in WHERE:
+        raise ValueError(f"no variant {variant!r}: use one of {', '.join(WHERE)}.")
+    extra = {} if caption_dropout is None else {"caption_dropout": caption_dropout}
+    pipe = harness.load(pipe)
+    with harness.restored(pipe):
+        dataset = harness.pairs_set(styles.concept_examples())
+        done = harness.fit(pipe, dataset, WHERE[variant], r=r, seed=seed, steps=steps, **extra)
+        word = _triangles(pipe, styles.CONCEPT_WORD, seeds)
+        control = _triangles(pipe, CONTROL_WORD, seeds)
+        return {
+            "variant": variant,
+            "r": r,
+            "seed": seed,
+            "caption_dropout": caption_dropout,
+            "word_shape": word,
+            "control_shape": control,
+            "specific": word - control,
+            **judging.kept(pipe, seeds),
+            "trainable_params": done["trainable_params"],
+            "settings": done["settings"]
+            | {"caption_dropout": harness.config(**extra).caption_dropout},
+            "train_seconds": done["train_seconds"],
+        }

@@ -72,6 +72,21 @@ def made_up(function, **kw):
             "mean_content": 0.9,
             "confusion": confusion,
         }
+    if function == "word_run":
+        attn2 = kw["variant"] == "attn2"
+        word = 0.9 if attn2 else 0.7
+        control = 0.3 + 0.01 * seed if attn2 else 0.6
+        plain = 0.6 + (0.2 + 0.01 * seed if kw.get("caption_dropout") == 0.0 else 0.0)
+        return {
+            "seed": seed,
+            "word_shape": word,
+            "control_shape": control,
+            "specific": word - control,
+            "plain_content": plain,
+            "trainable_params": 1000 * kw["r"],
+        }
+    if function == "word_base":
+        return {"word_shape": 0.3, "control_shape": 0.3}
     raise AssertionError(function)
 
 
@@ -137,6 +152,19 @@ def test_repeated_seeds_and_a_short_lr_grid_are_refused(fake_child):
     with pytest.raises(SystemExit):
         controls.main(["--study", "lrgrid", "--train-seeds", "0", "1", "2"])
     assert not fake_child  # refused before any run
+
+
+def test_claim_1_control_word_and_caption_dropout(fake_child):
+    report = controls.main(["--study", "placement", "--train-seeds", "0", "1", "2", "3"])
+    rows = by_name(report)
+    attn2 = [0.9 - (0.3 + 0.01 * s) for s in range(4)]
+    route = [a - (0.7 - 0.6) for a in attn2]
+    assert rows["specific: attn2 - attn1"]["t"] == pytest.approx(t_interval(route))
+    assert rows["specific: attn2 - attn1"]["verdict"] == "holds"
+    assert rows["specific: ff - attn2"]["verdict"] == "holds"  # at most 0.10: ff no better
+    dropout = [0.2 + 0.01 * s for s in range(4)]
+    assert rows["plain right: no caption dropout - 0.3"]["differences"] == pytest.approx(dropout)
+    assert len(fake_child) == 4 * 4 + 1 and report["base"]["control_shape"] == 0.3
 
 
 def test_claim_6_scales_and_claim_7_control(fake_child):
