@@ -143,7 +143,7 @@ def study_rank(args) -> dict:
     )
     print(
         f"  {'convention':<14}"
-        + "".join(f"{'r ' + str(r):>16}" for r in args.ranks)
+        + "".join(f"{'r ' + str(r):>19}" for r in args.ranks)
         + "   (style rate; scaling)"
     )
     for c in claims.CONVENTIONS:
@@ -152,7 +152,7 @@ def study_rank(args) -> dict:
             mine = [x for x in runs if x["r"] == r and x["convention"] == c]
             scale = mine[0]["settings"]["scaling"]
             cells.append(f"{runner.cell([x['style_rate'] for x in mine])} ({scale:.2g})")
-        print(f"  {c:<14}" + "".join(f"{x:>16}" for x in cells))
+        print(f"  {c:<14}" + "".join(f"{x:>19}" for x in cells))
     print("  median ||delta W|| / ||W|| of the LoRA layers, in %:")
     for c in claims.CONVENTIONS:
         cells = [

@@ -84,7 +84,9 @@ def rank_study(report: dict):
             label=convention,
         )
         ax.scatter([x["r"] for x in mine], [x["style_rate"] for x in mine], s=8, alpha=0.35)
+    ranks = sorted({x["r"] for x in report["runs"]})
     ax.set_xscale("log", base=2)
+    ax.set_xticks(ranks, [str(r) for r in ranks])
     ax.set(
         xlabel="rank r",
         ylabel="style rate, held-out prompts",
