@@ -51,3 +51,27 @@ def test_every_claim_is_published_over_four_training_seeds_and_shown_in_docs():
             assert report["table"] in page, (
                 f"docs/claims.md does not show claim {claim}'s published table"
             )
+
+
+PUBLISHED_STUDIES = ("rank",)  # benchmarks.controls studies whose reports the course shows
+
+
+@pytest.mark.parametrize("study", PUBLISHED_STUDIES)
+def test_each_controlled_study_is_shown_as_published_and_its_verdicts_recompute(study):
+    """docs/claims.md shows the study's table as printed; every comparison's interval and verdict
+    follow from its differences and the threshold the report names, and every run records its
+    settings."""
+    page = (config.REPO_ROOT / "docs" / "claims.md").read_text()
+    report = claims.published(study)
+    assert report["table"] in page, f"docs/claims.md does not show the {study} study's table"
+    assert len(report["train_seeds"]) >= 4 and "--reuse" not in report["command"]
+    for row in report["comparisons"]:
+        again = claims.t_interval(row["differences"])
+        assert row["t"] == pytest.approx([again.mean, again.low, again.high])
+        threshold = report["thresholds"][row["threshold"]]
+        kind = threshold.get("kind", "at least")
+        assert row["verdict"] == claims.verdict(
+            again, claims.Threshold(threshold["margin"], threshold["measures"], kind)
+        )
+    runs = [c["result"] for c in report["calls"] if "settings" in c["result"]]
+    assert runs and all({"method", "lr", "steps", "seed"} <= set(r["settings"]) for r in runs)
