@@ -5,11 +5,11 @@ A training step is a forward pass, the gradients of the activations (the backwar
 layer), and the gradients of the weights, which only a full fine-tune computes. The first table
 counts each (``claims.step_flops``, a UNet built on the meta device: SD 1.5 at 512 pixels and the
 tiny SD, nothing downloaded); full / (forward + activations) is the most a LoRA step can save. The
-second times, on this machine and the tiny SD (batch 8, the small preset), one forward and backward
-pass three ways, taken in turn within each repeat, median of ``--repeats``: frozen weights with the
-latents needing a gradient (a LoRA step with free LoRA layers: the cap), the preset's LoRA (rank 8
-on ``attn2+ff``, its dropout), and every weight trainable (a full fine-tune). full / LoRA is what
-LoRA saves; LoRA - frozen is what its own small layers cost.
+second table times, on the computer it runs on and the tiny SD (batch 8, the small preset), one
+forward and backward pass three ways, taken in turn within each repeat, median of ``--repeats``:
+frozen weights with the latents needing a gradient (a LoRA step with free LoRA layers: the cap), the
+preset's LoRA (rank 8 on ``attn2+ff``, its dropout), and every weight trainable (a full fine-tune).
+full / LoRA is what LoRA saves; LoRA - frozen is what its own small layers cost.
 
 Left out: the optimizer's step (timed by ``benchmarks.train_step``), the GPU (``gpu_train``).
 """
