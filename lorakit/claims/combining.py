@@ -115,7 +115,9 @@ def two_loras_at_scales(
     together with both at each scale in ``scales``. Each style's rate alone (at 1) and together,
     their mean, content under the triggers, and the plain prompts kept."""
     pipe = harness.load(pipe)
-    result = {"seed": seed, "steps": steps, "scales": list(scales), "together": {}}
+    settings = harness.settings_of(harness.config(seed=seed, steps=steps))  # each LoRA's
+    result = {"seed": seed, "steps": steps, "scales": list(scales), "settings": settings}
+    result["together"] = {}
     with harness.restored(pipe):
         states, rates = one_lora_each(pipe, pair, seed, steps, seeds)
         result["alone"] = {style: rates[f"{style} alone"][style]["style"] for style in pair}

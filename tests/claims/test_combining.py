@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from lorakit import claims, styles
+from lorakit.claims import judging
 
 
 def test_combined_state_adds_the_two_updates_with_their_scales():
@@ -61,3 +62,16 @@ def test_claim_6_textual_inversion_trains_one_row_of_the_embedding_table(claims_
     assert 0.0 <= run["cross"] <= 1.0
     with pytest.raises(ValueError, match="inversion"):
         claims.inversion_and_lora("dreambooth", pipe=pipe)
+
+
+def test_claim_6_at_scales_scale_0_draws_the_base_model(claims_pipe, unchanged):
+    run = claims.two_loras_at_scales(steps=2, scales=(0.0, 1.0), pipe=claims_pipe, seeds=(0,))
+    unchanged.check()
+    base = judging.style_rates(claims_pipe, ("outline", "striped"), (0,))
+    at_zero = run["together"]["0.0"]
+    assert (at_zero["outline"], at_zero["striped"]) == (
+        base["outline"]["style"],
+        base["striped"]["style"],
+    )
+    assert run["settings"]["steps"] == 2 and set(run["alone"]) == {"outline", "striped"}
+    assert run["alone_mean"] == pytest.approx(sum(run["alone"].values()) / 2)

@@ -53,7 +53,11 @@ def test_every_claim_is_published_over_four_training_seeds_and_shown_in_docs():
             )
 
 
-PUBLISHED_STUDIES = ("rank", "truncation")  # benchmarks.controls studies whose reports the course shows
+PUBLISHED_STUDIES = (
+    "rank",
+    "truncation",
+    "scales",
+)  # benchmarks.controls studies whose reports the course shows
 
 
 @pytest.mark.parametrize("study", PUBLISHED_STUDIES)
