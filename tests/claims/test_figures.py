@@ -57,6 +57,8 @@ PUBLISHED_STUDIES = (
     "rank",
     "truncation",
     "scales",
+    "complex",
+    "placement",
 )  # benchmarks.controls studies whose reports the course shows
 
 
