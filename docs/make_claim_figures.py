@@ -33,6 +33,17 @@ def mean(values) -> float:
     return statistics.fmean(values)
 
 
+def percent_grid(ax, grid, cmap: str, white, aspect: str = "auto"):
+    """``grid`` (rows of fractions) as an image from 0 to 1, each cell labelled with its percentage,
+    in white where ``white(value)`` (on the dark end of ``cmap``)."""
+    image = ax.imshow(grid, vmin=0, vmax=1, cmap=cmap, aspect=aspect)
+    for i, line in enumerate(grid):
+        for j, value in enumerate(line):
+            ink = "white" if white(value) else "black"
+            ax.text(j, i, f"{value:.0%}", ha="center", va="center", color=ink, fontsize=8)
+    return image
+
+
 def claim9_heat_map(report: dict):
     """Mean style rate and content over seeds, for each (r, alpha) row and learning rate column."""
     runs = report["runs"]
@@ -49,18 +60,7 @@ def claim9_heat_map(report: dict):
             ]
             for row in rows
         ]
-        image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        for i, line in enumerate(grid):
-            for j, value in enumerate(line):
-                ax.text(
-                    j,
-                    i,
-                    f"{value:.0%}",
-                    ha="center",
-                    va="center",
-                    color="white" if value < 0.6 else "black",
-                    fontsize=8,
-                )
+        image = percent_grid(ax, grid, "viridis", white=lambda value: value < 0.6)
         ax.set_xticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
         ax.set_yticks(range(len(rows)), [f"r {r}, alpha {a:g} (x{a / r:.3g})" for r, a in rows])
         ax.set(
@@ -143,18 +143,7 @@ def claim7_confusion(report: dict):
             [mean([x["confusion"][s].get(n, 0.0) for x in mine]) for n in names]
             for s in claims.STYLE_ORDER
         ]
-        ax.imshow(grid, vmin=0, vmax=1, cmap="Blues")
-        for i, line in enumerate(grid):
-            for j, value in enumerate(line):
-                ax.text(
-                    j,
-                    i,
-                    f"{value:.0%}",
-                    ha="center",
-                    va="center",
-                    fontsize=8,
-                    color="white" if value > 0.6 else "black",
-                )
+        percent_grid(ax, grid, "Blues", white=lambda value: value > 0.6, aspect="equal")
         ax.set_xticks(range(len(names)), names)
         ax.set_yticks(range(3), [f"{s}'s trigger" for s in claims.STYLE_ORDER])
         ax.set(xlabel="style drawn", title=f"claim 7, 3 styles: {who} ({len(mine)} seeds)")

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from lorakit import inject, lowrank
-from lorakit.claims import harness, judging, where
+from lorakit.claims import harness, judging, rank_study, where
 
 __all__ = ["SCOPES", "full_update_ratios", "scoped_layers", "truncate", "truncated_update"]
 
@@ -76,19 +76,19 @@ def _lora_beside(pipe, before: dict, after: dict, r: int, seed: int, steps: int,
     pipe.unet.load_state_dict(before)
     done = harness.fit(pipe, harness.style_set("cross"), "linear", r=r, seed=seed, steps=steps)
     found, trained, truncated, total = _judge_cross(pipe, seeds), 0.0, 0.0, 0.0
-    ratios = []
     for name, layer in inject.lora_layers(pipe.unet):
         full = (after[f"{name}.weight"] - before[f"{name}.weight"]).float()
         mine = layer.get_delta_weight().detach().float()
-        weight = before[f"{name}.weight"].float()
-        ratios.append({"name": f"{name}.weight", "ratio": float(mine.norm() / weight.norm())})
         trained += float((full - mine).norm() ** 2)
         truncated += float((full - truncate(full, r)).norm() ** 2)
         total += float(full.norm() ** 2)
     return {
         "r": r,
         **found,
-        "update_ratios": ratios,
+        "update_ratios": [
+            row | {"name": f"{row['name']}.weight"}
+            for row in rank_study.lora_update_ratios(pipe.unet)
+        ],
         "distance_trained": (trained / total) ** 0.5,
         "distance_truncated": (truncated / total) ** 0.5,
         "settings": done["settings"],
