@@ -12,14 +12,15 @@ off the interval against the threshold in ``THRESHOLDS``, which was set before t
   linear layers or on the linear layers and convolutions, beside a trained rank-8 LoRA on every
   linear layer (``claims.truncated_update``).
 * **scales** (claim 6): the outline and striped LoRAs applied together at the scales people use
-  (``claims.two_loras_at_scales``).
-
+  (``claims.two_loras_at_scales``), and each alone at the same scale.
 * **lrgrid**: a learning rate a rank (``alpha = r``), chosen on two training seeds from a grid in
   factors of 2, then rank 16 against rank 1 on the other seeds.
 * **placement** (claim 1): "vex" taught on ``attn2``, ``attn1`` and ``ff`` at about equal trainable
   numbers, against a control word no caption has, and on ``attn2`` without caption dropout.
 * **complex** (claim 7): one LoRA and a full fine-tune on one style and on three, and which style
   each trigger draws (``claims.many_styles``).
+* **speed** (claim 3) and **overfit** (claim 4): learning curves from checkpoints, each method at
+  a learning rate chosen on a validation split (``benchmarks.curve_studies``).
 
 Every finished run is written at once to ``--journal`` (by default
 runs/controls/<study>.journal.json), so a stopped study resumes where it stopped (the journal's runs
@@ -38,51 +39,12 @@ import sys
 from pathlib import Path
 
 from benchmarks import claims as runner
+from benchmarks import curve_studies
+from benchmarks.verdicts import THRESHOLDS, by_seed, compare, header
 from lorakit import claims, files
 from lorakit import config as course
-from lorakit.claims import intervals
 
-# set before the runs: the difference (positive: the way the comparison is named) that matters
-THRESHOLDS = {
-    "rank": intervals.Threshold(0.10, "style rate, r high - r low, at the same convention"),
-    "truncation-rank": intervals.Threshold(
-        0.10, "crosses, the linear layers' whole update - its rank-8 truncation", "at most"
-    ),
-    "truncation-conv": intervals.Threshold(
-        0.10, "crosses, linear + convolutions - linear alone (both whole updates)"
-    ),
-    "truncation-lora": intervals.Threshold(
-        0.10, "crosses, truncated rank 8 - trained LoRA rank 8 (every linear layer)"
-    ),
-    "scales": intervals.Threshold(
-        0.15, "mean style rate, each LoRA alone at 1 - both together", "at most"
-    ),
-}
-THRESHOLDS |= {
-    "lrgrid": intervals.Threshold(
-        0.10, "style rate, r 16 - r 1, each at its best learning rate (alpha = r)"
-    ),
-    "complex": intervals.Threshold(
-        0.10, "the drop in mean style rate from 1 style to 3, LoRA's - the full fine-tune's"
-    ),
-    "complex-shortfall": intervals.Threshold(
-        0.10, "mean style rate on 3 styles, full fine-tune - LoRA"
-    ),
-}
-THRESHOLDS |= {
-    "placement-route": intervals.Threshold(
-        0.10, "'vex' minus control-word triangles, attn2 (r 8) - attn1 (r 8)"
-    ),
-    "placement-enough": intervals.Threshold(
-        0.10,
-        "'vex' minus control-word triangles, ff (r 4, as many numbers) - attn2 (r 8)",
-        "at most",
-    ),
-    "caption-dropout": intervals.Threshold(
-        0.10, "plain prompts right, attn2 at caption dropout 0 - at the preset's 0.3"
-    ),
-}
-STUDIES = ("rank", "truncation", "scales", "lrgrid", "complex", "placement")
+STUDIES = ("rank", "truncation", "scales", "lrgrid", "complex", "placement", "speed", "overfit")
 # name: word_run's arguments; attn2 r 8, attn1 r 8 and ff r 4 train about as many numbers
 PLACEMENTS = {
     "attn2 r 8": {"variant": "attn2", "r": 8},
@@ -91,40 +53,6 @@ PLACEMENTS = {
     "attn2 r 8, no caption dropout": {"variant": "attn2", "r": 8, "caption_dropout": 0.0},
 }
 GRID_LRS = (2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3, 8e-3)  # factors of 2 around the preset's 1e-3
-
-
-def compare(name: str, a: dict[int, float], b: dict[int, float], threshold: str) -> dict:
-    """One paired comparison, printed as a row: mean difference, t and bootstrap intervals,
-    verdict."""
-    diffs = intervals.paired_differences(a, b)
-    t = intervals.t_interval(diffs)
-    boot = intervals.bootstrap_interval(diffs)
-    found = intervals.verdict(t, THRESHOLDS[threshold])
-    print(
-        f"  {name:<44}{t.mean:>+8.3f}  [{t.low:+.3f}, {t.high:+.3f}]  "
-        f"[{boot.low:+.3f}, {boot.high:+.3f}]  n {t.n:<3}{found}"
-    )
-    return {
-        "comparison": name,
-        "differences": diffs,
-        "t": [t.mean, t.low, t.high],
-        "bootstrap": [boot.low, boot.high],
-        "threshold": threshold,
-        "margin": THRESHOLDS[threshold].margin,
-        "verdict": found,
-    }
-
-
-def header(what: str) -> None:
-    print(f"\n{what}")
-    print(
-        f"  {'comparison (paired by training seed)':<44}{'mean':>8}  {'95 % t interval':<18}  "
-        f"{'bootstrap':<18}  {'n':<5}verdict"
-    )
-
-
-def by_seed(runs: list[dict], key: str, **match) -> dict[int, float]:
-    return {r["seed"]: r[key] for r in runs if all(r.get(k) == v for k, v in match.items())}
 
 
 def study_rank(args) -> dict:
@@ -269,6 +197,15 @@ def study_scales(args) -> dict:
             )
             + f"{runner.cell([x['plain_content'] for x in at]):>13}"
         )
+        alone_at = [run["alone_at"][str(s)] for run in runs if "alone_at" in run]
+        if alone_at:
+            print(
+                f"  {'each alone, ' + str(s):<18}"
+                + "".join(
+                    f"{runner.cell([x[k] for x in alone_at]):>12}"
+                    for k in ("outline", "striped", "mean")
+                )
+            )
     header("each alone at 1 - both together, mean style rate (threshold set before the runs)")
     rows = [
         compare(
@@ -279,6 +216,17 @@ def study_scales(args) -> dict:
         )
         for s in args.scales
     ]
+    if all("alone_at" in run for run in runs):  # the control: each alone at the same scale
+        header("each alone at s - both together at s: what is lost to the other LoRA")
+        rows += [
+            compare(
+                f"alone at {s} - together at {s}",
+                {run["seed"]: run["alone_at"][str(s)]["mean"] for run in runs},
+                {run["seed"]: run["together"][str(s)]["mean"] for run in runs},
+                "scales-interference",
+            )
+            for s in args.scales
+        ]
     return {"study": "scales", "runs": runs, "comparisons": rows}
 
 
@@ -486,11 +434,16 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--publish", action="store_true", help="write the tables to docs/claims/")
     args = parser.parse_args(argv)
-    args.steps = args.steps or {"rank": 150, "lrgrid": 150, "placement": 100}.get(args.study, 300)
-    six = args.study in ("rank", "lrgrid")
-    args.train_seeds = args.train_seeds or list(range(6 if six else 4))
+    steps = {"rank": 150, "lrgrid": 150, "placement": 100, "speed": 200, "overfit": 200}
+    args.steps = args.steps or steps.get(args.study, 300)
+    seeds = {"rank": 6, "lrgrid": 6, "speed": 5, "overfit": 5}.get(args.study, 4)
+    args.train_seeds = args.train_seeds or list(range(seeds))
     if len(set(args.train_seeds)) != len(args.train_seeds):
         parser.error(f"--train-seeds {args.train_seeds} repeats a seed: give each once.")
+    if args.study in ("speed", "overfit") and len(args.train_seeds) < 3:
+        parser.error(
+            f"{args.study} chooses on the first seed and compares on the rest: give 3 or more."
+        )
     if args.study == "lrgrid" and len(args.train_seeds) < 4:
         parser.error(
             "lrgrid chooses on the first 2 seeds and compares on the rest: give 4 or more."
@@ -519,6 +472,8 @@ def main(argv: list[str] | None = None) -> dict:
         "lrgrid": study_lrgrid,
         "complex": study_complex,
         "placement": study_placement,
+        "speed": curve_studies.study_speed,
+        "overfit": curve_studies.study_overfit,
     }
     try:
         with contextlib.redirect_stdout(runner.Tee(sys.stdout, printed)):

@@ -6,17 +6,18 @@ notebooks/10_claims_limitations.ipynb (claims 7-9).
 First the harness: the benchmark's published figures (``figures``), settings, data, training and
 giving the pipeline back (``harness``), drawing and judging (``judging``), and a second training
 loop with the text encoder in it (``text_side``). Then one file a section of lessons 09-10:
-``where`` (claim 1), ``costs`` (2-3), ``overfitting`` (4), ``many_kinds`` and its
-``text_classifier`` (5), ``combining`` (6), ``complex_data`` (7), ``large_changes`` (8),
-``sensitivity_map`` (9). Every experiment returns a dict of plain figures (fractions of pictures,
-counts, seconds); ``python -m benchmarks.claims --claim N`` runs the same functions with full
-budgets and several training seeds (docs/claims.md). Every name is here: ``claims.two_loras``.
+``where`` (claim 1), ``costs`` (2-3), ``overfitting`` (4), ``curves`` (3-4 over training),
+``many_kinds`` and its ``text_classifier`` (5), ``combining`` (6), ``complex_data`` (7),
+``large_changes`` (8), ``sensitivity_map`` (9). Every experiment returns a dict of plain figures
+(fractions of pictures, counts, seconds); ``python -m benchmarks.claims --claim N`` runs them
+with full budgets and several training seeds. Every name is here: ``claims.two_loras``.
 
 Left out: the GPU (these are the tiny SD's figures), runs longer than a few CPU minutes.
 """
 
 from lorakit.claims.combining import (
     INVERSION_WORD,
+    alone_at,
     combined_state,
     inversion_and_lora,
     one_lora_each,
@@ -31,6 +32,13 @@ from lorakit.claims.costs import (
     saved_sizes,
     size_and_speed,
     step_flops,
+)
+from lorakit.claims.curves import (
+    VALIDATION_SEEDS,
+    first_reaching,
+    learning_curve,
+    unet_dropout,
+    validation_prompts,
 )
 from lorakit.claims.figures import (
     PUBLISHED_DIR,
@@ -124,8 +132,8 @@ from lorakit.claims.where import (
 
 __all__ = [
     "ANCHOR_RANK",
-    "CONVENTIONS",
     "CONTROL_WORD",
+    "CONVENTIONS",
     "CORNERS",
     "DIVERGED_RUN",
     "EVAL_SEEDS",
@@ -143,10 +151,12 @@ __all__ = [
     "TEXT_TARGETS",
     "TextClassifier",
     "Threshold",
+    "VALIDATION_SEEDS",
     "VERDICTS",
     "WHERE",
     "accuracy",
     "adapted_classifier",
+    "alone_at",
     "alpha_for",
     "base_memorisation",
     "base_model",
@@ -158,6 +168,7 @@ __all__ = [
     "count_lora_weights",
     "count_step",
     "draw",
+    "first_reaching",
     "fit",
     "fit_classifier",
     "full_update_ratios",
@@ -165,6 +176,7 @@ __all__ = [
     "judge",
     "kept",
     "large_change",
+    "learning_curve",
     "load",
     "lora_update_ratios",
     "lora_weights",
@@ -189,9 +201,9 @@ __all__ = [
     "sentences",
     "settings_of",
     "size_and_speed",
-    "step_flops",
     "small_data",
     "standard_error",
+    "step_flops",
     "style_rates",
     "style_set",
     "t_interval",
@@ -204,9 +216,11 @@ __all__ = [
     "truncated_update",
     "two_loras",
     "two_loras_at_scales",
+    "unet_dropout",
     "unet_targets",
     "update_ranks",
     "vae_ceiling",
+    "validation_prompts",
     "verdict",
     "where_lora_sits",
     "word_base",

@@ -25,6 +25,7 @@ from lorakit.claims import harness, judging, text_side, where
 
 __all__ = [
     "INVERSION_WORD",
+    "alone_at",
     "combined_state",
     "inversion_and_lora",
     "one_lora_each",
@@ -103,6 +104,19 @@ def two_loras(
     return result
 
 
+def alone_at(pipe, states: dict, pair: tuple[str, str], scale: float, seeds) -> dict:
+    """Each LoRA of ``pair`` alone at ``scale`` (the other's half of the rank r1 + r2 LoRA
+    zeroed; ``pipe``'s UNet carries it): its own style's rate, and their mean."""
+    rates = {}
+    for i, style in enumerate(pair):
+        inject.load_lora_state_dict(
+            pipe.unet,
+            combined_state(states[pair[0]], states[pair[1]], (scale * (i == 0), scale * (i == 1))),
+        )
+        rates[style] = judging.style_rates(pipe, [style], seeds)[style]["style"]
+    return rates | {"mean": float(np.mean([rates[style] for style in pair]))}
+
+
 def two_loras_at_scales(
     seed: int = 0,
     steps: int = 300,
@@ -112,12 +126,13 @@ def two_loras_at_scales(
     pair: tuple[str, str] = ("outline", "striped"),
 ) -> dict:
     """Claim 6 at the scales people use: the two style LoRAs trained apart once, then applied
-    together with both at each scale in ``scales``. Each style's rate alone (at 1) and together,
-    their mean, content under the triggers, and the plain prompts kept."""
+    together with both at each scale in ``scales``. Each style's rate alone (at 1, and at each
+    scale: :func:`alone_at`) and together, their mean, content under the triggers, and the plain
+    prompts kept."""
     pipe = harness.load(pipe)
     settings = harness.settings_of(harness.config(seed=seed, steps=steps))  # each LoRA's
     result = {"seed": seed, "steps": steps, "scales": list(scales), "settings": settings}
-    result["together"] = {}
+    result["together"], result["alone_at"] = {}, {}
     with harness.restored(pipe):
         states, rates = one_lora_each(pipe, pair, seed, steps, seeds)
         result["alone"] = {style: rates[f"{style} alone"][style]["style"] for style in pair}
@@ -125,6 +140,7 @@ def two_loras_at_scales(
         r, targets = harness.config().r, harness.config().target_modules
         inject.inject_lora(pipe.unet, r=2 * r, alpha=2 * r, target_modules=targets)
         for scale in scales:
+            result["alone_at"][str(scale)] = alone_at(pipe, states, pair, scale, seeds)
             inject.load_lora_state_dict(
                 pipe.unet, combined_state(states[pair[0]], states[pair[1]], (scale, scale))
             )

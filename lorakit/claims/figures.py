@@ -41,6 +41,8 @@ STUDY_FILES = {
     "lrgrid": "rank-lr-grid.json",
     "complex": "claim7-control.json",
     "placement": "claim1-control.json",
+    "speed": "claim3-control.json",
+    "overfit": "claim4-control.json",
 }
 
 

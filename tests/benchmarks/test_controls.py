@@ -14,7 +14,7 @@ from benchmarks import claims as runner
 from benchmarks import controls
 from lorakit import claims
 
-T_975 = {3: 3.182446305, 5: 2.570581836}  # Student's t, 97.5th percentile (a printed table)
+T_975 = {2: 4.302652730, 3: 3.182446305, 5: 2.570581836}  # Student's t, 97.5th percentile (a printed table)
 
 
 def t_interval(diffs):
@@ -58,7 +58,16 @@ def made_up(function, **kw):
             }
             for s in kw["scales"]
         }
-        return {"seed": seed, "alone_mean": 0.7 + 0.01 * seed, "together": together}
+        alone_at = {
+            str(s): {"outline": 0.85 * s, "striped": 0.65 * s, "mean": 0.75 * s + 0.01 * seed}
+            for s in kw["scales"]
+        }
+        return {
+            "seed": seed,
+            "alone_mean": 0.7 + 0.01 * seed,
+            "together": together,
+            "alone_at": alone_at,
+        }
     if function == "many_styles":
         full, count = kw["method"] == "full", kw["count"]
         mean = (0.9 if full else 0.8) - (0.05 if full else 0.3 + 0.02 * seed) * (count == 3)
@@ -85,9 +94,54 @@ def made_up(function, **kw):
             "plain_content": plain,
             "trainable_params": 1000 * kw["r"],
         }
+    if function == "learning_curve":
+        return made_up_curve(**kw)
+    if function == "base_memorisation":
+        return 0.15
     if function == "word_base":
         return {"word_shape": 0.3, "control_shape": 0.3}
     raise AssertionError(function)
+
+
+# speed: (method, lr) -> (steps the style takes, content); 3e-4 draws it with the content lost
+REACHES = {
+    ("lora", 1e-3): (120, 0.9),
+    ("lora", 3e-3): (60, 0.9),
+    ("lora", 1e-2): (None, 0.9),
+    ("full", 3e-5): (150, 0.9),
+    ("full", 1e-4): (40, 0.8),
+    ("full", 3e-4): (20, 0.3),
+}
+
+
+def made_up_curve(method, seed, lr, checkpoints, split="test", stop_at=None, size=None, **kw):
+    if size is None:  # speed: on the test split LoRA needs 80 + 10 seed steps, full 40
+        reach, content = REACHES[(method, lr)]
+        if split == "test":
+            reach = 80 + 10 * seed if method == "lora" else 40
+        curve = []
+        for at in checkpoints:
+            style = 0.8 if reach is not None and at >= reach else 0.5
+            curve.append(
+                {"steps": at, "style_rate": style, "content": content, "train_seconds": at}
+            )
+            if stop_at and style >= stop_at[0] and content >= stop_at[1]:
+                break
+        return {"method": method, "seed": seed, "curve": curve}
+    dropout = kw.get("lora_dropout", kw.get("unet_dropout_p"))
+    if split == "validation":  # each method's best rate: its own
+        best = (
+            1e-4 if (method == "full" and dropout is None) else {"lora": 3e-3, "full": 3e-5}[method]
+        )
+        score = 0.9 if lr == best else 0.5
+        return {"curve": [{"style_rate": score, "plain_content": score}]}
+    point = {
+        ("lora", None): {"memorised": 0.30, "plain_content": 0.9},
+        ("lora", 0.0): {"memorised": 0.32 + 0.01 * seed, "plain_content": 0.88},
+        ("full", None): {"memorised": 0.50 + 0.01 * seed, "plain_content": 0.6},
+        ("full", 0.1): {"memorised": 0.45, "plain_content": 0.85 - 0.01 * seed},
+    }[(method, dropout)] | {"style_rate": 0.7, "content": 0.6, "lr": lr}
+    return {"seed": seed, "curve": [point | {"steps": at} for at in checkpoints]}
 
 
 @pytest.fixture
@@ -174,6 +228,10 @@ def test_claim_6_scales_and_claim_7_control(fake_child):
     )
     assert rows["alone - together at 1.0"]["verdict"] == "holds"
     assert rows["alone - together at 0.5"]["verdict"] == "does not hold"
+    at_one = rows["alone at 1.0 - together at 1.0"]  # 0.05 s + 0.02 seed
+    assert at_one["differences"] == pytest.approx([0.05 + 0.02 * s for s in range(4)])
+    assert at_one["t"] == pytest.approx(t_interval([0.05 + 0.02 * s for s in range(4)]))
+    assert at_one["verdict"] == "holds" and at_one["threshold"] == "scales-interference"
     rows = by_name(controls.main(["--study", "complex", "--train-seeds", "0", "1", "2", "3"]))
     drops = [(0.3 + 0.02 * s) - 0.05 for s in range(4)]
     assert rows["drop 1 -> 3 styles: LoRA's - full's"]["t"] == pytest.approx(t_interval(drops))
@@ -233,3 +291,55 @@ def test_the_figures_draw_the_published_means(fake_child, tmp_path):
     assert [t.get_text() for t in fig.axes[0].texts][:4] == ["0%", "51%", "49%", "0%"]
     claim9 = claims.published(9)
     assert draw.claim9_heat_map(claim9).axes[0].images[0].get_array().shape == (4, 4)
+
+
+def test_claim_3_speed_chooses_each_rate_on_the_validation_split_and_compares_steps(fake_child):
+    report = controls.main(["--study", "speed", "--train-seeds", "0", "1", "2", "3"])
+    assert report["best_lr"] == {"lora": 3e-3, "full": 1e-4}  # full's 3e-4 loses the content
+    choosing = [kw for f, kw in fake_child if f == "learning_curve" and kw.get("split") == "validation"]
+    assert {kw["seed"] for kw in choosing} == {0} and len(choosing) == 6
+    judged = [
+        kw for f, kw in fake_child if f == "learning_curve" and kw.get("split") != "validation"
+    ]
+    assert sorted((kw["method"], kw["seed"], kw["lr"]) for kw in judged) == sorted(
+        [("lora", s, 3e-3) for s in (1, 2, 3)] + [("full", s, 1e-4) for s in (1, 2, 3)]
+    )
+    assert judged[0]["checkpoints"] == list(range(10, 201, 10))
+    (row,) = report["comparisons"]
+    diffs = [40 - (80 + 10 * s) for s in (1, 2, 3)]
+    assert row["differences"] == pytest.approx(diffs)
+    assert row["t"] == pytest.approx(t_interval(diffs))
+    assert row["verdict"] == "does not hold"
+
+
+def test_claim_4_overfit_compares_regularised_methods_at_their_own_rates(fake_child):
+    report = controls.main(["--study", "overfit", "--train-seeds", "0", "1", "2", "3", "4"])
+    assert report["best_lr"] == {
+        "LoRA r 8": 3e-3,
+        "LoRA r 8, no dropout": 3e-3,
+        "full": 1e-4,
+        "full, dropout 0.1": 3e-5,
+    }
+    judged = [
+        kw for f, kw in fake_child if f == "learning_curve" and kw.get("split") != "validation"
+    ]
+    assert {kw["seed"] for kw in judged} == {1, 2, 3, 4} and len(judged) == 16
+    assert all(kw["size"] == 2 and kw["checkpoints"] == [25, 50, 100, 150, 200] for kw in judged)
+    rows = by_name(report)
+    seeds = (1, 2, 3, 4)
+    memorised = rows["memorised: full - LoRA r 8"]
+    assert memorised["differences"] == pytest.approx([0.2 + 0.01 * s for s in seeds])
+    assert memorised["verdict"] == "holds"
+    dropout = rows["memorised: LoRA no dropout - dropout 0.1"]
+    assert dropout["differences"] == pytest.approx([0.02 + 0.01 * s for s in seeds])
+    assert dropout["t"] == pytest.approx(t_interval([0.02 + 0.01 * s for s in seeds]))
+    assert dropout["verdict"] == "holds with a caveat"  # above 0, reaching the 0.05 margin
+    forgetting = rows["plain right: LoRA no dropout - full+dropout"]
+    assert forgetting["differences"] == pytest.approx([0.03 + 0.01 * s for s in seeds])
+    assert forgetting["verdict"] == "does not hold"
+
+
+@pytest.mark.parametrize("study", ["speed", "overfit"])
+def test_the_curve_studies_need_a_seed_to_choose_and_two_to_compare(study, fake_child):
+    with pytest.raises(SystemExit):
+        controls.main(["--study", study, "--train-seeds", "0", "1"])

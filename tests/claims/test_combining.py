@@ -4,7 +4,7 @@ textual inversion training one row of the embedding table."""
 import pytest
 import torch
 
-from lorakit import claims, styles
+from lorakit import claims, inject, styles
 from lorakit.claims import judging
 
 
@@ -75,3 +75,28 @@ def test_claim_6_at_scales_scale_0_draws_the_base_model(claims_pipe, unchanged):
     )
     assert run["settings"]["steps"] == 2 and set(run["alone"]) == {"outline", "striped"}
     assert run["alone_mean"] == pytest.approx(sum(run["alone"].values()) / 2)
+    assert {k: run["alone_at"]["1.0"][k] for k in run["alone"]} == run["alone"]
+    assert run["alone_at"]["0.0"]["mean"] == pytest.approx(
+        (base["outline"]["style"] + base["striped"]["style"]) / 2
+    )
+
+
+def test_each_lora_alone_at_a_scale_keeps_its_own_half_scaled_and_zeroes_the_other(monkeypatch):
+    loaded = []
+    monkeypatch.setattr(inject, "load_lora_state_dict", lambda unet, s: loaded.append(s))
+    rates = {"outline": 0.5, "striped": 0.25}
+    monkeypatch.setattr(
+        judging, "style_rates", lambda pipe, styles, seeds: {s: {"style": rates[s]} for s in styles}
+    )
+    a = {"m.lora_A.weight": torch.randn(2, 5), "m.lora_B.weight": torch.randn(3, 2)}
+    b = {"m.lora_A.weight": torch.randn(2, 5), "m.lora_B.weight": torch.randn(3, 2)}
+    pipe = type("Pipe", (), {"unet": None})()
+    found = claims.alone_at(pipe, {"outline": a, "striped": b}, ("outline", "striped"), 0.7, (0,))
+    assert found == {"outline": 0.5, "striped": 0.25, "mean": 0.375}
+    first, second = (s["m.lora_B.weight"] for s in loaded)
+    torch.testing.assert_close(
+        first, torch.cat([0.7 * a["m.lora_B.weight"], 0 * b["m.lora_B.weight"]], 1)
+    )
+    torch.testing.assert_close(
+        second, torch.cat([0 * a["m.lora_B.weight"], 0.7 * b["m.lora_B.weight"]], 1)
+    )
