@@ -110,7 +110,8 @@ def unet_targets(pipe, where: str | Sequence[str]):
 def settings_of(cfg: train.TrainConfig, where: str | Sequence[str] | None = None) -> dict:
     """The effective settings of a run, as every published figure records them: method, rank,
     alpha and the scaling they give, learning rate, steps, targets (``where``, as :func:`fit` was
-    given it; "linear": every linear layer), dropout, weight decay, seed."""
+    given it; "linear": every linear layer), LoRA's and the captions' dropout, weight decay,
+    seed."""
     lora = cfg.method == "lora"
     alpha = (cfg.alpha if cfg.alpha is not None else cfg.r) if lora else None
     if not lora:
@@ -129,6 +130,7 @@ def settings_of(cfg: train.TrainConfig, where: str | Sequence[str] | None = None
         "steps": cfg.steps,
         "targets": targets,
         "lora_dropout": cfg.lora_dropout if lora else None,
+        "caption_dropout": cfg.caption_dropout,
         "weight_decay": cfg.weight_decay,
         "seed": cfg.seed,
     }

@@ -129,7 +129,6 @@ def word_run(
             "specific": word - control,
             **judging.kept(pipe, seeds),
             "trainable_params": done["trainable_params"],
-            "settings": done["settings"]
-            | {"caption_dropout": harness.config(**extra).caption_dropout},
+            "settings": done["settings"],
             "train_seconds": done["train_seconds"],
         }

@@ -14,7 +14,8 @@ from benchmarks import claims as runner
 from benchmarks import controls
 from lorakit import claims
 
-T_975 = {2: 4.302652730, 3: 3.182446305, 5: 2.570581836}  # Student's t, 97.5th percentile (a printed table)
+# Student's t, 97.5th percentile, by degrees of freedom (a printed table)
+T_975 = {2: 4.302652730, 3: 3.182446305, 5: 2.570581836}
 
 
 def t_interval(diffs):
@@ -296,7 +297,8 @@ def test_the_figures_draw_the_published_means(fake_child, tmp_path):
 def test_claim_3_speed_chooses_each_rate_on_the_validation_split_and_compares_steps(fake_child):
     report = controls.main(["--study", "speed", "--train-seeds", "0", "1", "2", "3"])
     assert report["best_lr"] == {"lora": 3e-3, "full": 1e-4}  # full's 3e-4 loses the content
-    choosing = [kw for f, kw in fake_child if f == "learning_curve" and kw.get("split") == "validation"]
+    curves = [kw for f, kw in fake_child if f == "learning_curve"]
+    choosing = [kw for kw in curves if kw.get("split") == "validation"]
     assert {kw["seed"] for kw in choosing} == {0} and len(choosing) == 6
     judged = [
         kw for f, kw in fake_child if f == "learning_curve" and kw.get("split") != "validation"

@@ -81,3 +81,9 @@ def test_settings_name_the_targets_a_run_was_given(claims_pipe):
     full = claims.config(method="full")
     assert claims.settings_of(full, "full")["targets"] == "every UNet weight"
     assert claims.settings_of(full, "full")["r"] is None
+    assert claims.settings_of(full, "full")["caption_dropout"] == 0.3  # the small preset's
+    quiet = claims.config(caption_dropout=0.0, lora_dropout=0.0)
+    assert (
+        claims.settings_of(quiet)["caption_dropout"],
+        claims.settings_of(quiet)["lora_dropout"],
+    ) == (0.0, 0.0)
