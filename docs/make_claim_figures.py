@@ -6,7 +6,8 @@ Run from the repository root:
 
 Each figure is named after its claim and drawn only from what the benchmarks published, so anyone
 can redraw it: claim 9's map of learning rate x (rank, alpha) as a heat map; the rank study (style
-rate against r under each convention for alpha); claim 8's crosses by truncation rank, linear
+rate against r under each convention for alpha); claim 3's learning curves; claim 4's paths of
+learning against memorising and forgetting; claim 8's crosses by truncation rank, linear
 layers alone and with the convolutions; claim 7's table of which style each trigger draws, LoRA
 beside a full fine-tune; and ||delta W|| / ||W|| a layer for a full fine-tune and a LoRA trained on
 the same data. A figure whose study has not been published is skipped, with a line saying so.
@@ -173,12 +174,71 @@ def update_ratios(report: dict):
     return fig
 
 
+def claim3_learning_curves(report: dict):
+    """Style rate against steps and against seconds of training, each method at its chosen rate:
+    the mean of the seeds, and each seed faint."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+    for method, colour in (("lora", "tab:blue"), ("full", "tab:orange")):
+        mine = [x for x in report["runs"] if x["method"] == method]
+        label = (
+            f"{'LoRA' if method == 'lora' else 'full fine-tune'}, lr {report['best_lr'][method]:g}"
+        )
+        for ax, key in zip(axes, ("steps", "train_seconds"), strict=True):
+            for run in mine:
+                ax.plot(
+                    [p[key] for p in run["curve"]],
+                    [p["style_rate"] for p in run["curve"]],
+                    color=colour,
+                    alpha=0.25,
+                    lw=0.8,
+                )
+            points = list(zip(*[run["curve"] for run in mine], strict=True))
+            ax.plot(
+                [mean([p[key] for p in at]) for at in points],
+                [mean([p["style_rate"] for p in at]) for at in points],
+                color=colour,
+                lw=2,
+                label=label,
+            )
+    for ax, xlabel in zip(axes, ("training steps", "seconds of training steps"), strict=True):
+        ax.axhline(0.75, color="grey", ls=":", lw=1)
+        ax.set(xlabel=xlabel, ylabel="style rate, held-out prompts", ylim=(0, 1.02))
+    seeds = len(report["runs"]) // 2
+    axes[0].set_title(f"claim 3: learning curves ({seeds} seeds; thick: mean)")
+    axes[0].legend(fontsize=8)
+    return fig
+
+
+def claim4_learning_forgetting(report: dict):
+    """Each method's path over training: learning (style on held-out prompts) against memorising
+    and against forgetting (plain prompts no longer right), the mean of the seeds at each
+    checkpoint."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+    names = list(dict.fromkeys(x["name"] for x in report["runs"]))
+    for name, marker in zip(names, "osD^v", strict=False):
+        mine = [x for x in report["runs"] if x["name"] == name]
+        points = list(zip(*[run["curve"] for run in mine], strict=True))
+        style = [mean([p["style_rate"] for p in at]) for at in points]
+        for ax, key, flip in ((axes[0], "memorised", False), (axes[1], "plain_content", True)):
+            xs = [mean([(1 - p[key]) if flip else p[key] for p in at]) for at in points]
+            ax.plot(xs, style, marker=marker, label=name, ms=4)
+            ax.annotate(f"{points[-1][0]['steps']}", (xs[-1], style[-1]), fontsize=7)
+    axes[0].axvline(report["base_memorised"], color="grey", ls=":", lw=1)
+    axes[0].set(xlabel="memorised (IoU with a training picture)", ylabel="style rate, held-out")
+    axes[1].set(xlabel="forgotten (plain prompts no longer right)", ylabel="style rate, held-out")
+    axes[0].set_title(f"claim 4 on 2 pictures, over training ({len(mine)} seeds)")
+    axes[1].legend(fontsize=7)
+    return fig
+
+
 FIGURES = {
     "claim9_heat_map.png": (9, claim9_heat_map),
     "rank_study.png": ("rank", rank_study),
     "claim8_truncation.png": ("truncation", claim8_truncation),
     "claim7_confusion.png": ("complex", claim7_confusion),
     "claim8_update_ratios.png": ("truncation", update_ratios),
+    "claim3_learning_curves.png": ("speed", claim3_learning_curves),
+    "claim4_learning_forgetting_curves.png": ("overfit", claim4_learning_forgetting),
 }
 
 

@@ -127,6 +127,7 @@ from lorakit.claims.where import (
     concept_prompts,
     where_lora_sits,
     word_base,
+    word_pictures,
     word_run,
 )
 
@@ -224,5 +225,6 @@ __all__ = [
     "verdict",
     "where_lora_sits",
     "word_base",
+    "word_pictures",
     "word_run",
 ]

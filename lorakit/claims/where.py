@@ -9,7 +9,9 @@ new meaning for a word ("a red vex" for a red triangle, :func:`concept_prompts`)
 the model still draws its own plain prompts right. :func:`word_run` adds the control a new word
 needs: a word no caption has (``CONTROL_WORD``) must not draw the new meaning too.
 
-Left out: the text encoder (claim 5, ``claims.many_kinds``), pictures of the placements.
+:func:`word_pictures` draws what each placement makes of both words, for a picture grid.
+
+Left out: the text encoder (claim 5, ``claims.many_kinds``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from collections.abc import Sequence
 from lorakit import shapes, styles, targets
 from lorakit.claims import harness, judging
 
-__all__ = ["CONTROL_WORD", "WHERE", "concept_prompts", "where_lora_sits", "word_base", "word_run"]
+__all__ = [
+    "CONTROL_WORD",
+    "WHERE",
+    "concept_prompts",
+    "where_lora_sits",
+    "word_base",
+    "word_pictures",
+    "word_run",
+]
 
 # a models.RESERVED_WORDS word no set uses: one token the tiny SD never saw, like "vex"
 CONTROL_WORD = "quill"
@@ -132,3 +142,26 @@ def word_run(
             "settings": done["settings"],
             "train_seconds": done["train_seconds"],
         }
+
+
+def word_pictures(
+    variant: str | None = "attn2",
+    r: int = 8,
+    seed: int = 0,
+    steps: int = 100,
+    pipe=None,
+    picture_seed: int = 0,
+) -> dict:
+    """Claim 1's pictures: after teaching "vex" at ``variant`` as :func:`word_run` does (None: the
+    untrained model), "a <colour> vex" and "a <colour> quill" in every colour, at one noise seed;
+    ``{prompt: picture}``."""
+    if variant is not None and variant not in WHERE:
+        raise ValueError(f"no variant {variant!r}: use one of {', '.join(WHERE)}, or None.")
+    pipe = harness.load(pipe)
+    prompts = concept_prompts() + concept_prompts(CONTROL_WORD)
+    with harness.restored(pipe):
+        if variant is not None:
+            dataset = harness.pairs_set(styles.concept_examples())
+            harness.fit(pipe, dataset, WHERE[variant], r=r, seed=seed, steps=steps)
+        images, asked = judging.draw(pipe, prompts, (picture_seed,))
+    return dict(zip(asked, images, strict=True))

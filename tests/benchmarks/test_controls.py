@@ -290,6 +290,16 @@ def test_the_figures_draw_the_published_means(fake_child, tmp_path):
     fig = draw.claim7_confusion(complex_)
     # columns double, filled, outline, striped; the outline trigger's row, LoRA: 0.8 - 0.3 - 0.01
     assert [t.get_text() for t in fig.axes[0].texts][:4] == ["0%", "51%", "49%", "0%"]
+    speed = controls.main(["--study", "speed", "--train-seeds", "0", "1", "2"])
+    lines = draw.claim3_learning_curves(speed).axes[0].get_lines()
+    lora_mean = next(line for line in lines if line.get_label().startswith("LoRA, lr 0.003"))
+    # LoRA reaches 0.8 at 80 + 10 seed steps: the mean of seeds 1 and 2 at 100 steps is 0.8
+    steps = list(lora_mean.get_xdata())
+    assert lora_mean.get_ydata()[steps.index(90)] == pytest.approx(0.65)
+    overfit = controls.main(["--study", "overfit", "--train-seeds", "0", "1", "2"])
+    lines = draw.claim4_learning_forgetting(overfit).axes[0].get_lines()
+    full = next(line for line in lines if line.get_label() == "full")
+    assert list(full.get_xdata()) == pytest.approx([0.515] * 5)  # 0.50 + 0.01 x mean seed 1.5
     claim9 = claims.published(9)
     assert draw.claim9_heat_map(claim9).axes[0].images[0].get_array().shape == (4, 4)
 

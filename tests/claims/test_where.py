@@ -1,5 +1,6 @@
 """lorakit.claims.where (claim 1): each variant trains where it says and gives the pipeline back."""
 
+import numpy as np
 import pytest
 
 from lorakit import claims, inject, models, styles
@@ -34,3 +35,34 @@ def test_claim_1_control_word_is_read_beside_the_new_word(claims_pipe, unchanged
     assert set(base) == {"word_shape", "control_shape"}
     with pytest.raises(ValueError, match="no variant"):
         claims.word_run("attn3", pipe=claims_pipe)
+
+
+def test_word_pictures_draw_both_words_in_every_colour_and_give_the_model_back(
+    claims_pipe, unchanged
+):
+    base = claims.word_pictures(None, pipe=claims_pipe)
+    unchanged.check()
+    assert list(base) == claims.concept_prompts() + claims.concept_prompts(claims.CONTROL_WORD)
+    trained = claims.word_pictures("attn1", r=2, steps=2, pipe=claims_pipe)
+    unchanged.check()
+    assert list(trained) == list(base)
+    assert any(not np.array_equal(np.asarray(trained[p]), np.asarray(base[p])) for p in base)
+    with pytest.raises(ValueError, match="no variant 'attn3'"):
+        claims.word_pictures("attn3", pipe=claims_pipe)
+
+
+def test_the_placements_picture_grid_has_a_row_a_placement_and_a_column_a_prompt(
+    claims_pipe, unchanged, tmp_path
+):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "make_claim_pictures.py"
+    spec = importlib.util.spec_from_file_location("make_claim_pictures", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = script.main(tmp_path / "grid.png", steps=1, pipe=claims_pipe)
+    unchanged.check()
+    assert out.stat().st_size > 0
+    fig = script.draw({"a": {"p": np.zeros((4, 4, 3))}, "b": {"p": np.ones((4, 4, 3))}})
+    assert [ax.get_ylabel() for ax in fig.axes] == ["a", "b"]
