@@ -132,6 +132,7 @@ def resources_run(
         "method": method,
         "seed": seed,
         "lr": cfg.lr,
+        "settings": claims.settings_of(cfg, "full" if method == "full" else None),
         **sizes,
         "step_seconds_median": statistics.median(step_seconds),
         "peak_rss_mb": _peak_rss_mb(),

@@ -79,6 +79,7 @@ def two_loras(
         "seed": seed,
         "steps": steps,
         "scales": list(scales),
+        "settings": harness.settings_of(harness.config(seed=seed, steps=steps)),  # each LoRA's
         "vae_ceiling": {style: judging.vae_ceiling(style, pipe)["style_rate"] for style in pair},
     }
     with harness.restored(pipe):

@@ -56,6 +56,7 @@ def size_and_speed(
             "method": method,
             "seed": seed,
             "lr": cfg.lr,
+            "settings": harness.settings_of(cfg, "full" if method == "full" else None),
             **saved_sizes(pipe, method, out),
             "step_seconds_median": float(np.median(result.step_seconds)),
         }

@@ -90,6 +90,7 @@ def large_change(
             "seed": seed,
             "steps": steps,
             "trainable_params": done["trainable_params"],
+            "settings": done["settings"],
             "cross": rates["shape"],
             "colour": rates["colour"],
             **judging.kept(pipe, seeds),

@@ -79,6 +79,7 @@ def small_data(
             "r": r if method == "lora" else None,
             "lr": lr or harness.config(method=method).lr,
             "trainable_params": done["trainable_params"],
+            "settings": done["settings"],
             "style_rate": found.style_rate,
             "content": found.both_accuracy,
             **judging.kept(pipe, seeds),

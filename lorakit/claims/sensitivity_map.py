@@ -69,6 +69,9 @@ def sensitivity(
         "lr_x_scaling": lr * scaling,
         "diverged": False,
     }
+    result["settings"] = harness.settings_of(
+        harness.config(r=r, alpha=alpha, lr=lr, seed=seed, steps=steps)
+    )
     with harness.restored(pipe):
         try:
             dataset = harness.style_set()

@@ -79,7 +79,7 @@ def where_lora_sits(
             dataset = harness.pairs_set(styles.concept_examples())
         result = {"variant": variant, "task": task, "seed": seed, "steps": steps}
         done = harness.fit(pipe, dataset, WHERE[variant], seed=seed, steps=steps)
-        result |= {k: done[k] for k in ("train_seconds", "trainable_params")}
+        result |= {k: done[k] for k in ("train_seconds", "trainable_params", "settings")}
         result |= judging.kept(pipe, seeds)
         if task == "style":
             found = judging.judge(pipe, styles.style_prompts(), seeds)

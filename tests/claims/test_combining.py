@@ -29,6 +29,7 @@ def test_combined_state_adds_the_two_updates_with_their_scales():
 
 def test_claim_6_two_loras_applied_and_merged_draw_the_same(claims_pipe, unchanged):
     run = claims.two_loras(steps=1, pipe=claims_pipe, seeds=(0,))
+    assert run["settings"]["steps"] == 1 and run["settings"]["r"] == 8
     unchanged.check()
     assert run["merged_vs_applied_max_pixel"] <= 2
     for name in ("outline alone", "striped alone", "together"):

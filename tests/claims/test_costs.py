@@ -8,6 +8,7 @@ from lorakit import claims, inject, models
 
 def test_claims_2_and_3_count_the_file_and_adams_two_moments(claims_pipe, tmp_path):
     run = claims.size_and_speed("lora", steps=1, pipe=claims_pipe, output_dir=tmp_path)
+    assert run["settings"]["targets"] == "attn2+ff" and run["settings"]["lora_dropout"] == 0.1
     # exp_avg and exp_avg_sq, float32
     assert run["optimizer_bytes"] == 2 * 4 * run["trainable_params"]
     assert run["file_bytes"] == (tmp_path / "lora.safetensors").stat().st_size

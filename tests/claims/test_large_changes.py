@@ -20,6 +20,7 @@ def test_update_ranks_reads_the_rank_of_a_known_update():
 
 def test_claim_8_a_full_fine_tune_reports_the_rank_of_every_changed_layer(claims_pipe):
     run = claims.large_change("full fine-tune", steps=1, pipe=claims_pipe, seeds=(0,))
+    assert run["settings"]["method"] == "full" and run["settings"]["r"] is None
     linears = {
         f"{n}.weight" for n, m in claims_pipe.unet.named_modules() if isinstance(m, torch.nn.Linear)
     }

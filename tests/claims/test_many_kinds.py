@@ -21,6 +21,7 @@ def test_claim_5_the_text_encoder_lora_trains_the_text_encoder_alone(
 
     monkeypatch.setattr(text_side, "train_text_side", spy)
     run = claims.text_encoder_lora(steps=2, pipe=claims_pipe, seeds=(0,))
+    assert run["settings"]["steps"] == 2 and run["settings"]["weight_decay"] == 0.0
     unchanged.check()
     assert all(torch.equal(v, unchanged.weights["unet"][k]) for k, v in trained["unet"].items()), (
         "the UNet must not change"

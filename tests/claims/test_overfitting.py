@@ -25,6 +25,7 @@ def test_claim_4_trains_on_the_first_pictures_only(claims_pipe, unchanged, monke
 
     monkeypatch.setattr(harness, "fit", spy)
     run = claims.small_data("full", size=2, steps=1, pipe=claims_pipe, seeds=(0,))
+    assert run["settings"]["method"] == "full" and run["settings"]["lr"] == claims.FULL_LR
     unchanged.check()
     assert seen == [[text for _, text in styles.outline_examples()[:2]]]
     assert run["lr"] == claims.FULL_LR and run["r"] is None

@@ -20,5 +20,6 @@ def test_claim_9_names_each_outcome():
 
 def test_claim_9_a_huge_learning_rate_is_named_and_leaves_the_model_alone(claims_pipe, unchanged):
     run = claims.sensitivity(lr=1e6, steps=3, pipe=claims_pipe, seeds=(0,))
+    assert run["settings"]["lr"] == 1e6 and run["settings"]["steps"] == 3  # diverged: still said
     unchanged.check()
     assert run["outcome"] in ("NaN", "content destroyed") and run["lr_x_scaling"] == 1e6

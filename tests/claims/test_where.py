@@ -10,6 +10,7 @@ from lorakit import claims, inject, models, styles
 def test_claim_1_trains_where_it_says_and_gives_the_pipeline_back(claims_pipe, unchanged, variant):
     pipe = claims_pipe
     run = claims.where_lora_sits(variant, "concept", steps=1, pipe=pipe, seeds=(0,))
+    assert run["settings"]["steps"] == 1 and run["settings"]["seed"] == 0
     unchanged.check()
     want = (
         sum(p.numel() for p in pipe.unet.parameters())
