@@ -55,6 +55,7 @@ def test_every_claim_is_published_over_four_training_seeds_and_shown_in_docs():
 
 PUBLISHED_STUDIES = (
     "rank",
+    "lrgrid",
     "truncation",
     "scales",
     "complex",
