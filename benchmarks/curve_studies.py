@@ -11,8 +11,8 @@ other seeds by learning curves read from checkpoints (``claims.learning_curve``)
 * **overfit** (claim 4): 2 pictures, 200 steps; LoRA r 8 with the preset's dropout and without,
   a full fine-tune with AdamW's weight decay alone and with dropout 0.1 in the UNet (its ResNet
   blocks, attention outputs and feed-forward layers); each rate chosen on the most style and
-  plain prompts right on the validation split; learning, forgetting and memorising at 25, 50,
-  100, 150 and 200 steps.
+  plain prompts right on the validation split; learning, forgetting and memorising at 50, 100,
+  150 and 200 steps.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def study_overfit(args) -> dict:
         f"with the most style + plain prompts right (validation split, training seed {choose})"
     )
     best = {n: _choose_overfit(n, how, choose, args.steps) for n, how in OVERFITS.items()}
-    points = sorted({25, 50, *range(100, args.steps + 1, 50), args.steps})
+    points = sorted({50, *range(100, args.steps + 1, 50), args.steps})
     runs = [
         curve(**how, seed=s, lr=best[n], size=OVERFIT_SIZE, checkpoints=points) | {"name": n}
         for n, how in OVERFITS.items()

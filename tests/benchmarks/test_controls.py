@@ -299,7 +299,7 @@ def test_the_figures_draw_the_published_means(fake_child, tmp_path):
     overfit = controls.main(["--study", "overfit", "--train-seeds", "0", "1", "2"])
     lines = draw.claim4_learning_forgetting(overfit).axes[0].get_lines()
     full = next(line for line in lines if line.get_label() == "full")
-    assert list(full.get_xdata()) == pytest.approx([0.515] * 5)  # 0.50 + 0.01 x mean seed 1.5
+    assert list(full.get_xdata()) == pytest.approx([0.515] * 4)  # 0.50 + 0.01 x mean seed 1.5
     claim9 = claims.published(9)
     assert draw.claim9_heat_map(claim9).axes[0].images[0].get_array().shape == (4, 4)
 
@@ -336,7 +336,7 @@ def test_claim_4_overfit_compares_regularised_methods_at_their_own_rates(fake_ch
         kw for f, kw in fake_child if f == "learning_curve" and kw.get("split") != "validation"
     ]
     assert {kw["seed"] for kw in judged} == {1, 2, 3, 4} and len(judged) == 16
-    assert all(kw["size"] == 2 and kw["checkpoints"] == [25, 50, 100, 150, 200] for kw in judged)
+    assert all(kw["size"] == 2 and kw["checkpoints"] == [50, 100, 150, 200] for kw in judged)
     rows = by_name(report)
     seeds = (1, 2, 3, 4)
     memorised = rows["memorised: full - LoRA r 8"]
