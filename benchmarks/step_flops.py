@@ -9,7 +9,8 @@ second table times, on the computer it runs on and the tiny SD (batch 8, the sma
 forward and backward pass three ways, taken in turn within each repeat, median of ``--repeats``:
 frozen weights with the latents needing a gradient (a LoRA step with free LoRA layers: the cap), the
 preset's LoRA (rank 8 on ``attn2+ff``, its dropout), and every weight trainable (a full fine-tune).
-full / LoRA is what LoRA saves; LoRA - frozen is what its own small layers cost.
+full / LoRA is what LoRA saves; LoRA - frozen is what its own small layers cost. ``--profile``
+adds torch.profiler's time by operator for a LoRA pass and a full one: where the difference goes.
 
 Left out: the optimizer's step (timed by ``benchmarks.train_step``), the GPU (``gpu_train``).
 """
@@ -48,9 +49,10 @@ def flops_table() -> dict:
     return rows
 
 
-def timed_passes(repeats: int) -> dict[str, list[float]]:
-    """Each pass's seconds, the three kinds taken in turn within every repeat (three copies of the
-    UNet), so that a change in the machine's load falls on all three alike."""
+def passes():
+    """The three copies of the tiny SD's UNet (frozen, the preset's LoRA, every weight trainable)
+    and ``one_pass(name)``: one forward and backward pass of a batch of 8 through one, its
+    seconds."""
     import copy
 
     import torch
@@ -80,6 +82,13 @@ def timed_passes(repeats: int) -> dict[str, list[float]]:
         model.zero_grad(set_to_none=True)
         return seconds
 
+    return unets, one_pass
+
+
+def timed_passes(repeats: int) -> dict[str, list[float]]:
+    """Each pass's seconds, the three kinds taken in turn within every repeat (three copies of the
+    UNet), so that a change in the machine's load falls on all three alike."""
+    unets, one_pass = passes()
     times = {name: [] for name in unets}
     for name in unets:
         one_pass(name)  # warm-up
@@ -89,9 +98,36 @@ def timed_passes(repeats: int) -> dict[str, list[float]]:
     return times
 
 
+def profiled(count: int = 3, top: int = 12) -> dict[str, dict[str, float]]:
+    """Where a LoRA pass and a full one spend their time: torch.profiler's self CPU time of each
+    operator, milliseconds a pass (mean of ``count``), printed for the ``top`` operators."""
+    from torch.profiler import ProfilerActivity, profile
+
+    unets, one_pass = passes()
+    spent = {}
+    for name in ("LoRA", "full"):
+        one_pass(name)  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(count):
+                one_pass(name)
+        spent[name] = {e.key: e.self_cpu_time_total / 1000 / count for e in prof.key_averages()}
+    ops = sorted(set(spent["LoRA"]) | set(spent["full"]), key=lambda k: -max(
+        spent["LoRA"].get(k, 0.0), spent["full"].get(k, 0.0)))  # fmt: skip
+    print(f"\nwhere a pass spends its time (torch.profiler, self CPU ms a pass, mean of {count}):")
+    print(f"{'operator':<44}{'LoRA':>10}{'full':>10}")
+    for op in ops[:top]:
+        print(f"{op:<44}{spent['LoRA'].get(op, 0.0):>10.1f}{spent['full'].get(op, 0.0):>10.1f}")
+    total = {name: sum(table.values()) for name, table in spent.items()}
+    print(f"{'all operators':<44}{total['LoRA']:>10.1f}{total['full']:>10.1f}")
+    return spent
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = _common.parser(__doc__)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument(
+        "--profile", action="store_true", help="also profile a LoRA pass and a full one by operator"
+    )
     args = parser.parse_args(argv)
     print("the arithmetic of one training step (a UNet on the meta device):")
     flops = flops_table()
@@ -119,7 +155,10 @@ def main(argv: list[str] | None = None) -> dict:
         f"{tiny['full_over_lora']:.2f}x; full / frozen {med['full'] / med['frozen']:.2f}x); "
         f"LoRA's own layers cost {(med['LoRA'] - med['frozen']) * 1000:.1f} ms a pass"
     )
-    return {"flops": flops, "median_seconds": med}
+    report = {"flops": flops, "median_seconds": med}
+    if args.profile:
+        report["profile_ms"] = profiled()
+    return report
 
 
 if __name__ == "__main__":
