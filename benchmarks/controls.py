@@ -432,6 +432,12 @@ def main(argv: list[str] | None = None) -> dict:
         metavar="JSON",
         help="other reports or journals whose runs to take instead of training them",
     )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=list(curve_studies.OVERFITS),
+        help="overfit: the methods to run (default: all four)",
+    )
     parser.add_argument("--publish", action="store_true", help="write the tables to docs/claims/")
     args = parser.parse_args(argv)
     steps = {"rank": 150, "lrgrid": 150, "placement": 100, "speed": 200, "overfit": 200}

@@ -12,7 +12,7 @@ other seeds by learning curves read from checkpoints (``claims.learning_curve``)
   a full fine-tune with AdamW's weight decay alone and with dropout 0.1 in the UNet (its ResNet
   blocks, attention outputs and feed-forward layers); each rate chosen on the most style and
   plain prompts right on the validation split; learning, forgetting and memorising at 50, 100,
-  150 and 200 steps.
+  150 and 200 steps. ``--methods`` runs some of them (a comparison needs both of its methods).
 """
 
 from __future__ import annotations
@@ -147,18 +147,19 @@ def study_overfit(args) -> dict:
         f"\nclaim 4, {OVERFIT_SIZE} pictures, {args.steps} steps: the learning rate of each method "
         f"with the most style + plain prompts right (validation split, training seed {choose})"
     )
-    best = {n: _choose_overfit(n, how, choose, args.steps) for n, how in OVERFITS.items()}
+    chosen = {n: how for n, how in OVERFITS.items() if n in (args.methods or OVERFITS)}
+    best = {n: _choose_overfit(n, how, choose, args.steps) for n, how in chosen.items()}
     points = sorted({50, *range(100, args.steps + 1, 50), args.steps})
     runs = [
         curve(**how, seed=s, lr=best[n], size=OVERFIT_SIZE, checkpoints=points) | {"name": n}
-        for n, how in OVERFITS.items()
+        for n, how in chosen.items()
         for s in judge
     ]
     base = runner.child("base_memorisation", size=OVERFIT_SIZE)
     print(f"\nover training, test split, seeds {judge}; the untrained model memorises {base:.3f}")
     keys = ("style_rate", "content", "plain_content", "memorised")
     print(f"  {'method':<22}{'lr':>8}{'steps':>7}" + "".join(f"{k:>16}" for k in keys))
-    for n in OVERFITS:
+    for n in chosen:
         mine = [r for r in runs if r["name"] == n]
         for i, at in enumerate(points):
             print(
@@ -197,6 +198,7 @@ def study_overfit(args) -> dict:
     rows = [
         compare(label, _end(runs, a, key), _end(runs, b, key), threshold)
         for label, a, b, key, threshold in pairs
+        if a in chosen and b in chosen  # a comparison needs both methods run
     ]
     return {
         "study": "overfit",

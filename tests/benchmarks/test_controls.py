@@ -355,3 +355,17 @@ def test_claim_4_overfit_compares_regularised_methods_at_their_own_rates(fake_ch
 def test_the_curve_studies_need_a_seed_to_choose_and_two_to_compare(study, fake_child):
     with pytest.raises(SystemExit):
         controls.main(["--study", study, "--train-seeds", "0", "1"])
+
+
+def test_the_overfit_study_runs_some_methods_and_only_their_comparisons(fake_child):
+    picked = ["LoRA r 8", "LoRA r 8, no dropout", "full, dropout 0.1"]
+    report = controls.main(
+        ["--study", "overfit", "--train-seeds", "0", "1", "2", "--methods", *picked]
+    )
+    assert list(report["best_lr"]) == picked
+    assert {r["name"] for r in report["runs"]} == set(picked)
+    assert set(by_name(report)) == {
+        "memorised: full+dropout - LoRA no dropout",
+        "plain right: LoRA no dropout - full+dropout",
+        "memorised: LoRA no dropout - dropout 0.1",
+    }
