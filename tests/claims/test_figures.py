@@ -60,6 +60,7 @@ PUBLISHED_STUDIES = (
     "scales",
     "complex",
     "placement",
+    "speed",
 )  # benchmarks.controls studies whose reports the course shows
 
 
