@@ -85,10 +85,11 @@ def passes():
     return unets, one_pass
 
 
-def timed_passes(repeats: int) -> dict[str, list[float]]:
+def timed_passes(repeats: int, made=None) -> dict[str, list[float]]:
     """Each pass's seconds, the three kinds taken in turn within every repeat (three copies of the
-    UNet), so that a change in the machine's load falls on all three alike."""
-    unets, one_pass = passes()
+    UNet), so that a change in the machine's load falls on all three alike (``made``: what
+    :func:`passes` returned, or None to make them)."""
+    unets, one_pass = made or passes()
     times = {name: [] for name in unets}
     for name in unets:
         one_pass(name)  # warm-up
@@ -98,12 +99,12 @@ def timed_passes(repeats: int) -> dict[str, list[float]]:
     return times
 
 
-def profiled(count: int = 3, top: int = 12) -> dict[str, dict[str, float]]:
+def profiled(count: int = 3, top: int = 12, made=None) -> dict[str, dict[str, float]]:
     """Where a LoRA pass and a full one spend their time: torch.profiler's self CPU time of each
     operator, milliseconds a pass (mean of ``count``), printed for the ``top`` operators."""
     from torch.profiler import ProfilerActivity, profile
 
-    unets, one_pass = passes()
+    unets, one_pass = made or passes()
     spent = {}
     for name in ("LoRA", "full"):
         one_pass(name)  # warm-up
@@ -131,7 +132,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     print("the arithmetic of one training step (a UNet on the meta device):")
     flops = flops_table()
-    times = timed_passes(args.repeats)
+    made = passes()
+    times = timed_passes(args.repeats, made)
     med = {k: statistics.median(v) for k, v in times.items()}
     tiny = flops["tiny SD, 64 px, a batch of 8"]
     work = {
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     report = {"flops": flops, "median_seconds": med}
     if args.profile:
-        report["profile_ms"] = profiled()
+        report["profile_ms"] = profiled(made=made)
     return report
 
 

@@ -23,11 +23,6 @@ from lorakit import claims
             lambda pipe: claims.where_lora_sits("attn1", "concept", seed=1, steps=1, pipe=pipe),
         ),
         (
-            "8",
-            {"variant": "full fine-tune", "r": None, "seed": 0, "steps": 1},
-            lambda pipe: claims.large_change("full fine-tune", steps=1, pipe=pipe),
-        ),
-        (
             "4",
             {"method": "lora", "size": 2, "seed": 2, "steps": 1, "r": 2, "lr": 3e-3},
             lambda pipe: claims.small_data(

@@ -38,22 +38,8 @@ def test_claim_1_control_word_is_read_beside_the_new_word(claims_pipe, unchanged
         claims.word_run("attn3", pipe=claims_pipe)
 
 
-def test_word_pictures_draw_both_words_in_every_colour_and_give_the_model_back(
-    claims_pipe, unchanged
-):
-    base = claims.word_pictures(None, pipe=claims_pipe)
-    unchanged.check()
-    assert list(base) == claims.concept_prompts() + claims.concept_prompts(claims.CONTROL_WORD)
-    trained = claims.word_pictures("attn1", r=2, steps=2, pipe=claims_pipe)
-    unchanged.check()
-    assert list(trained) == list(base)
-    assert any(not np.array_equal(np.asarray(trained[p]), np.asarray(base[p])) for p in base)
-    with pytest.raises(ValueError, match="no variant 'attn3'"):
-        claims.word_pictures("attn3", pipe=claims_pipe)
-
-
 def test_the_placements_picture_grid_has_a_row_a_placement_and_a_column_a_prompt(
-    claims_pipe, unchanged, tmp_path
+    claims_pipe, unchanged, tmp_path, monkeypatch
 ):
     import importlib.util
     from pathlib import Path
@@ -62,8 +48,20 @@ def test_the_placements_picture_grid_has_a_row_a_placement_and_a_column_a_prompt
     spec = importlib.util.spec_from_file_location("make_claim_pictures", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    out = script.main(tmp_path / "grid.png", steps=1, pipe=claims_pipe)
+    rows = {}
+    real = claims.word_pictures
+    monkeypatch.setattr(
+        claims, "word_pictures", lambda **kw: rows.setdefault(kw["variant"], real(**kw))
+    )
+    out = script.main(tmp_path / "grid.png", steps=2, pipe=claims_pipe)
     unchanged.check()
     assert out.stat().st_size > 0
+    assert list(rows) == [None, "attn2", "attn1", "ff"]
+    prompts = claims.concept_prompts() + claims.concept_prompts(claims.CONTROL_WORD)
+    assert all(list(pictures) == prompts for pictures in rows.values())
+    base = rows[None]
+    assert any(not np.array_equal(np.asarray(rows["attn1"][p]), np.asarray(base[p])) for p in base)
+    with pytest.raises(ValueError, match="no variant 'attn3'"):
+        real("attn3", pipe=claims_pipe)
     fig = script.draw({"a": {"p": np.zeros((4, 4, 3))}, "b": {"p": np.ones((4, 4, 3))}})
     assert [ax.get_ylabel() for ax in fig.axes] == ["a", "b"]
