@@ -7,6 +7,8 @@ plus the untouched student version (the student ``untouched``), and prints every
 per graded cell and the CSV's total; a ``?`` marks a manually graded cell that waits for the
 teacher. It also checks that ``release/`` is what ``generate_assignment`` makes from ``source/``
 today. ``tests/test_classroom.py`` asserts the scores; ``make assignments`` runs that test.
+:func:`with_code` makes a submission with other code in some cells: a wrong answer to try on the
+hidden tests, graded with the rest through ``grade(extra=...)``.
 """
 
 from __future__ import annotations
@@ -76,6 +78,26 @@ def stale_releases(course: Path) -> list[str]:
     return stale
 
 
+def with_code(path: Path, cells: dict) -> nbformat.NotebookNode:
+    """The submission at ``path`` with other code in some cells, by ``grade_id``: the cell's new
+    code, or a list of ``(old, new)`` replacements in its code (each ``old`` must be there). The
+    cells keep their nbgrader metadata, so the grader reads them as the student's answers."""
+    nb = nbformat.read(path, as_version=4)
+    by_id = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nb.cells}
+    for grade_id, code in cells.items():
+        if grade_id not in by_id:
+            raise KeyError(f"{path} has no cell {grade_id!r}")
+        cell = by_id[grade_id]
+        if isinstance(code, str):
+            cell.source = code.rstrip("\n")
+            continue
+        for old, new in code:
+            if old not in cell.source:
+                raise ValueError(f"{path}, cell {grade_id!r}: no {old!r} to replace")
+            cell.source = cell.source.replace(old, new, 1)
+    return nb
+
+
 def left_to_the_teacher(course: Path, names: list[str]) -> dict:
     """The cells that still need a teacher's points after autograde, by assignment and student."""
     from nbgrader.api import Gradebook
@@ -117,6 +139,7 @@ def grade(
     timeout_s: float | dict[str, float] | None = None,
     only: list[str] | None = None,
     marks: dict | None = None,
+    extra: dict | None = None,
 ) -> dict:
     """Run the loop: ``scores`` ({assignment: {student: {grade_id: (score, max)}}}), ``manual`` (the
     cells autograde left to the teacher: {assignment: {student: [grade_id, ...]}}), ``totals`` (the
@@ -126,7 +149,8 @@ def grade(
     ``timeout_s``: seconds a cell may run when graded, for every assignment or by assignment
     (default: ``nbgrader_config.py``'s). ``marks`` ({assignment: {student: {grade_id: points}}}):
     the teacher's points for manually graded cells, given after autograde and before export, as the
-    formgrader gives them.
+    formgrader gives them. ``extra`` ({assignment: {student: notebook}}): more submissions, graded
+    with the samples in the same autograde run (see :func:`with_code`).
     """
     from nbgrader.api import Gradebook
 
@@ -143,16 +167,20 @@ def grade(
         for name in names:
             released = next((course / "release" / name).glob("*.ipynb"))
             submitted = {
-                "untouched": released,
-                **{p.stem: p for p in sorted((SUBMISSIONS / name).glob("*.ipynb"))},
+                "untouched": nbformat.read(released, as_version=4),
+                **{
+                    p.stem: nbformat.read(p, as_version=4)
+                    for p in sorted((SUBMISSIONS / name).glob("*.ipynb"))
+                },
+                **(extra or {}).get(name, {}),
             }
-            for student, path in submitted.items():
+            for student, notebook in submitted.items():
                 if student not in students:
                     nbgrader(course, "db", "student", "add", student)
                     students.add(student)
                 target = course / "submitted" / student / name
                 target.mkdir(parents=True, exist_ok=True)
-                shutil.copy(path, target / released.name)
+                nbformat.write(notebook, target / released.name)
             limit = timeout_s.get(name) if isinstance(timeout_s, dict) else timeout_s
             done = nbgrader(course, "autograde", name, "--force", timeout_s=limit)
             logs[name] = done.stdout + done.stderr

@@ -17,3 +17,6 @@ c.ExecutePreprocessor.interrupt_on_timeout = True
 # What a student sees in place of a solution.
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+# What a solution trains and caches under `runs/` (assignment 5's LoRAs) stays with the teacher:
+# generate_assignment neither hands it out nor copies it back.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "runs"]

@@ -4,11 +4,12 @@ Introduced in notebooks/01_low_rank_intuition.ipynb; every lesson after it uses 
 
 A check compares what a lesson (or a student's exercise) computed with a reference computed
 another way (PEFT, diffusers, numpy), prints ``PASS`` or ``FAIL`` with the largest difference,
-and on ``FAIL`` raises :class:`CheckFailed`, shown in a notebook as its one FAIL line: a check that
-only prints cannot fail ``make test`` (nbval passes a cell that prints FAIL). :func:`close`
-compares arrays within ``tol``, :func:`same_pixels` pictures, :func:`equal` values, :func:`true`
-a condition with what was measured. A check returns nothing (no ``Out[]``, and nbgrader sees no
-partial credit); :func:`max_difference` gives the figure.
+and on ``FAIL`` raises :class:`CheckFailed`: a check that only prints cannot fail ``make test``.
+:func:`close` compares arrays, :func:`same_pixels` pictures, :func:`equal` values, :func:`true` a
+condition; a check returns nothing (nbgrader sees no partial credit). :func:`forbidden` makes the
+lorakit functions an exercise asks a student to write raise while the student's code runs (a
+rename or an alias cannot reach them); :func:`record_calls` counts a function's calls, so that an
+assignment knows its figures were measured.
 
 Left out: the answers. A check never re-implements the exercise it checks; the reference is
 passed in by the cell that calls it.
@@ -16,9 +17,23 @@ passed in by the cell that calls it.
 
 from __future__ import annotations
 
+import sys
+import types
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import numpy as np
 
-__all__ = ["CheckFailed", "close", "equal", "max_difference", "same_pixels", "true"]
+__all__ = [
+    "CheckFailed",
+    "close",
+    "equal",
+    "forbidden",
+    "max_difference",
+    "record_calls",
+    "same_pixels",
+    "true",
+]
 
 
 class CheckFailed(AssertionError):
@@ -85,3 +100,126 @@ def equal(name: str, got, want) -> None:
 def true(name: str, ok: bool, detail: str = "") -> None:
     """PASS when ``ok``; ``detail`` says what was measured (``"rank 3 of 128"``)."""
     _report(bool(ok), f"{name}{': ' + detail if detail else ''}")
+
+
+# A function is made to raise (or to count its calls) by swapping its code for a stand-in's, so that
+# every way of reaching it (an alias, a re-export, a method of a subclass) reaches the stand-in.
+# The stand-ins by id: (code, what to do with the call's arguments).
+_STAND_INS: dict[int, tuple[types.CodeType, Callable]] = {}
+_TEMPLATES: dict[tuple[str, ...], types.CodeType] = {}
+
+
+def _template(free: tuple[str, ...]) -> types.CodeType:
+    """The code of a stand-in that hands its arguments to :func:`_stand_in`, with the free
+    variables ``free`` (Python swaps a function's code only for code with as many)."""
+    if free not in _TEMPLATES:
+        names = ", ".join(free)
+        lines = ["def outer():", f"    {names}, = {(None,) * len(free)!r}" if free else ""]
+        lines += [
+            "    def stand_in(*args, **kwargs):",  # binds no name but its arguments
+            "        return __import__('lorakit.checks', fromlist=['_stand_in'])"
+            "._stand_in(args, kwargs)",
+            f"        {names}" if free else "",  # never runs: it makes the names free
+            "    return stand_in",
+        ]
+        namespace: dict = {}
+        exec("\n".join(line for line in lines if line), namespace)
+        _TEMPLATES[free] = namespace["outer"]().__code__
+    return _TEMPLATES[free]
+
+
+def _stand_in(args: tuple, kwargs: dict):
+    code = sys._getframe(1).f_code  # the stand-in's code says which function was called
+    return _STAND_INS[id(code)][1](args, kwargs)
+
+
+def _swap(function: types.FunctionType, action: Callable) -> Callable[[], None]:
+    """Make every call of ``function`` call ``action(args, kwargs)``; returns what undoes it."""
+    original = function.__code__
+    code = _template(original.co_freevars).replace(
+        co_name=original.co_name, co_qualname=original.co_qualname
+    )
+    _STAND_INS[id(code)] = (code, action)
+    function.__code__ = code
+
+    def undo() -> None:
+        function.__code__ = original
+        del _STAND_INS[id(code)]
+
+    return undo
+
+
+def _functions(what) -> dict[int, tuple[str, types.FunctionType]]:
+    """The Python functions ``what`` stands for, by id: a module's (the functions and classes its
+    ``__all__`` names, else those it defines), a class's (its own methods and properties) or a
+    function itself; with the name a FAIL line gives each."""
+    if isinstance(what, types.FunctionType):
+        return {id(what): (f"{what.__module__}.{what.__qualname__}", what)}
+    found: dict[int, tuple[str, types.FunctionType]] = {}
+    if isinstance(what, types.ModuleType):
+        names = getattr(what, "__all__", None) or [
+            n for n, v in vars(what).items() if getattr(v, "__module__", None) == what.__name__
+        ]
+        for value in (getattr(what, name) for name in names):
+            if isinstance(value, type | types.FunctionType):
+                found.update(_functions(value))
+        return found
+    if not isinstance(what, type):
+        raise TypeError(
+            f"checks.forbidden takes modules, classes and Python functions, not {what!r}."
+        )
+    for value in vars(what).values():
+        for part in (value, *(getattr(value, a, None) for a in ("__func__", "fget", "fset"))):
+            if isinstance(part, types.FunctionType):
+                found[id(part)] = (f"{what.__module__}.{part.__qualname__}", part)
+    return found
+
+
+@contextmanager
+def forbidden(*what, why: str = "this exercise asks you to write it yourself") -> Iterator[None]:
+    """While the block runs, every function of ``what`` (modules, classes, functions) raises
+    :class:`CheckFailed` with a FAIL line that names it, however it is reached.
+
+    An assignment's hidden test calls the student's code in this block, with the lorakit
+    functions the exercise asks for: ``with checks.forbidden(lowrank): got = best_rank_k(W, 2)``.
+    A call that the student's code catches fails the block all the same when it ends.
+    """
+    called: list[str] = []
+
+    def refuse(name: str) -> Callable:
+        def action(args: tuple, kwargs: dict):
+            called.append(name)
+            _report(False, f"{name} was called: {why}")
+
+        return action
+
+    functions = {key: found for w in what for key, found in _functions(w).items()}
+    undo = [_swap(f, refuse(name)) for name, f in functions.values()]
+    try:
+        yield
+    finally:
+        for step in reversed(undo):
+            step()
+    if called:
+        _report(False, f"{', '.join(dict.fromkeys(called))} was called: {why}")
+
+
+def record_calls(function: types.FunctionType) -> list:
+    """From now on, each call of ``function``, however it is reached, appends what it returned to
+    the list this returns (an assignment's setup cell counts the pictures the detectors judge)."""
+    calls: list = []
+    original = types.FunctionType(
+        function.__code__,
+        function.__globals__,
+        function.__name__,
+        function.__defaults__,
+        function.__closure__,
+    )
+    original.__kwdefaults__ = function.__kwdefaults__
+
+    def action(args: tuple, kwargs: dict):
+        calls.append(original(*args, **kwargs))
+        return calls[-1]
+
+    _swap(function, action)
+    return calls

@@ -105,3 +105,76 @@ def test_a_failing_check_cell_fails_the_notebook_run_and_a_passing_one_does_not(
     assert failed.returncode == 1 and "FAIL  off by one" in failed.stdout, failed.stdout[-2000:]
     passed = _nbval(tmp_path, 'checks.close("the same", [1, 2, 3], [1, 2, 3])')
     assert passed.returncode == 0, passed.stdout[-2000:]
+
+
+def test_forbidden_makes_a_modules_functions_raise_however_they_are_reached(capsys):
+    from lorakit import lowrank
+    from lorakit.lowrank import low_rank_approx as renamed
+
+    W = torch.randn(5, 3)
+    alias = lowrank.svd
+    for call in (lambda: lowrank.low_rank_approx(W, 1), lambda: renamed(W, 1), lambda: alias(W)):
+        with pytest.raises(checks.CheckFailed, match=r"lorakit\.lowrank\.\w+ was called"):
+            with checks.forbidden(lowrank):
+                call()
+    assert capsys.readouterr().out.startswith("FAIL  lorakit.lowrank.low_rank_approx was called")
+    # after the block, every function works again, aliases too
+    checks.close("restored", renamed(W, 3), W, tol=1e-5)
+    assert alias(W)[1].shape == (3,)
+
+
+def test_forbidden_fails_a_call_that_the_students_code_catches():
+    from lorakit import lowrank
+
+    def sly(W):
+        try:
+            return lowrank.low_rank_approx(W, 1)
+        except Exception:
+            return W
+
+    with pytest.raises(checks.CheckFailed, match="low_rank_approx was called: write it"):
+        with checks.forbidden(lowrank, why="write it"):
+            sly(torch.eye(3))
+
+
+def test_forbidden_reaches_a_class_inside_or_under_the_students_own():
+    from torch import nn
+
+    from lorakit import lora
+
+    class Wrapper(nn.Module):
+        def __init__(self, base):
+            super().__init__()
+            self.inner = lora.LoRALinear(base, r=2)
+
+    class Subclass(lora.LoRALinear):
+        pass
+
+    for make in (Wrapper, lambda base: Subclass(base, r=2)):
+        with pytest.raises(checks.CheckFailed, match=r"lorakit\.lora\.LoRALinear\.__init__"):
+            with checks.forbidden(lora):
+                make(nn.Linear(4, 3))
+    assert Subclass(nn.Linear(4, 3), r=2).scaling == 1.0  # a method with super()'s cell, restored
+
+
+def test_forbidden_leaves_what_it_does_not_name_and_refuses_what_it_cannot_swap():
+    from lorakit import lora, lowrank
+
+    with checks.forbidden(lowrank.svd):
+        assert lowrank.energy(torch.tensor([3.0, 4.0])).tolist() == pytest.approx([0.36, 1.0])
+        assert lora.count_parameters(torch.nn.Linear(2, 2)) == 6
+    with pytest.raises(TypeError, match="modules, classes and Python functions"):
+        with checks.forbidden(torch.matmul):
+            pass
+
+
+def test_record_calls_counts_every_call_and_returns_what_the_function_returned():
+    def detect(image, *, scale=2):
+        return image * scale
+
+    def through_another_name(image):
+        return detect(image)
+
+    calls = checks.record_calls(detect)
+    assert [detect(1), through_another_name(2), detect(3, scale=10)] == [2, 4, 30]
+    assert calls == [2, 4, 30]

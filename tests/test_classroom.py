@@ -1,5 +1,6 @@
 """The classroom half: nbgrader's conventions in every source notebook, and the teacher's whole loop
-(generate, autograde, export) on the sample submissions, with the scores asserted."""
+(generate, autograde, export) on the sample submissions, with the scores asserted, and on the
+mistakes students make (tests/classroom_mistakes.py), each of which loses its cell's points."""
 
 import ast
 import importlib.util
@@ -16,6 +17,11 @@ spec = importlib.util.spec_from_file_location(
 )
 grade_samples = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(grade_samples)
+spec = importlib.util.spec_from_file_location(
+    "classroom_mistakes", config.REPO_ROOT / "tests" / "classroom_mistakes.py"
+)
+classroom_mistakes = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(classroom_mistakes)
 SOURCES = sorted((grade_samples.HERE / "source").glob("*/*.ipynb"))
 
 # What each sample submission of an assignment is, and the points it must get per graded cell.
@@ -35,9 +41,9 @@ EXPECTED = {
             "lora_merge_test": 0
         },  # merge() never returns: the cell is stopped, the rest graded
         # scaling = alpha (caught by the hidden tests of the cell it deleted, which nbgrader
-        # grades 0), and an edited setup cell that replaced every check by a no-op: nbgrader puts
-        # the locked cell back, so the checks still run.
-        "tampered": {"lora_scaling_test": 0},
+        # grades 0, and by the merge test's alpha / r B A), and an edited setup cell that replaced
+        # every check by a no-op: nbgrader puts the locked cell back, so the checks still run.
+        "tampered": {"lora_scaling_test": 0, "lora_merge_test": 0},
     },
     "02_cross_attention": {
         "solved": {"my_cross_attention_test": 4, "attn2_table_test": 3, "token_map_test": 3},
@@ -86,6 +92,40 @@ MARKS = {
         "05_small_study": ["question", "experiment", "findings"],
     }.items()
 }
+
+
+def packed_mistakes(name: str) -> dict:
+    """Assignment ``name``'s mistakes, packed into as few submissions as keep them apart:
+    {student: (cells' code, mistakes, cells that must score 0)}. Mistakes share a submission when
+    they edit different cells and lose different cells, so that each 0 is its own mistake's."""
+    packs: list[dict] = []
+    for mistake, (code, loses) in classroom_mistakes.MISTAKES.get(name, {}).items():
+        pack = next(
+            (
+                p
+                for p in packs
+                if not code.keys() & p["code"].keys() and not set(loses) & p["loses"]
+            ),
+            None,
+        )
+        if pack is None:
+            pack = {"code": {}, "mistakes": [], "loses": set()}
+            packs.append(pack)
+        pack["code"].update(code)
+        pack["mistakes"].append(mistake)
+        pack["loses"].update(loses)
+    code, loses = classroom_mistakes.FILLERS.get(name, ({}, []))
+    for pack in packs:
+        if not code.keys() & pack["code"].keys():
+            pack["code"].update(code)
+            pack["loses"].update(loses)
+    return {
+        f"mistakes_{i:02d}": (p["code"], p["mistakes"], p["loses"])
+        for i, p in enumerate(packs, start=1)
+    }
+
+
+PACKED = {name: packed_mistakes(name) for name in EXPECTED}
 
 
 def nbgrader_cells(nb):
@@ -170,6 +210,15 @@ def loop(request):
     `make test` each assignment is an xdist group, so the two workers share the five loops and each
     loop runs once."""
     name = request.param
+    solved = grade_samples.SUBMISSIONS / name / "solved.ipynb"
+    extra = {
+        student: grade_samples.with_code(solved, code)
+        for student, (code, _, _) in PACKED[name].items()
+    }
+    marks = {
+        **MARKS.get(name, {}),
+        **{student: MARKS[name]["solved"] for student in PACKED[name] if name in MARKS},
+    }
     with pytest.MonkeyPatch.context() as env:
         if os.environ.get("PYTEST_XDIST_WORKER"):
             # Beside another worker, each kernel gets one thread (as `make test` sets): two torch
@@ -177,7 +226,7 @@ def loop(request):
             # cells' timeouts.
             env.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
         return name, grade_samples.grade(
-            timeout_s=TIMEOUT_S[name], only=[name], marks={name: MARKS.get(name, {})}
+            timeout_s=TIMEOUT_S[name], only=[name], marks={name: marks}, extra={name: extra}
         )
 
 
@@ -194,6 +243,24 @@ by_assignment = pytest.mark.parametrize(
 )
 
 
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_mistake_edits_answer_cells_and_aims_at_graded_cells(name):
+    """Each mistake applies to today's solved sample (every replaced line is still there), edits
+    only the student's cells and names autograded cells; each autograded cell has mistakes."""
+    solved = grade_samples.SUBMISSIONS / name / "solved.ipynb"
+    cells = [m for _, m in nbgrader_cells(nbformat.read(solved, as_version=4))]
+    answers = {m["grade_id"] for m in cells if m["solution"]}
+    autograded = {m["grade_id"] for m in cells if m["grade"] and not m["solution"]}
+    aimed_at = set()
+    for mistake, (code, loses) in classroom_mistakes.MISTAKES[name].items():
+        assert code.keys() <= answers and set(loses) <= autograded and loses, mistake
+        grade_samples.with_code(solved, code)
+        aimed_at.update(loses)
+    assert aimed_at == autograded
+    for code, _, _ in PACKED[name].values():
+        grade_samples.with_code(solved, code)
+
+
 @by_assignment
 def test_release_is_what_generate_assignment_makes_today(loop):
     _, result = loop
@@ -206,7 +273,7 @@ def test_release_is_what_generate_assignment_makes_today(loop):
 @by_assignment
 def test_every_submission_is_graded_and_the_grade_csv_has_it(loop):
     name, result = loop
-    assert set(result["scores"][name]) == {*EXPECTED[name], "untouched"}
+    assert set(result["scores"][name]) == {*EXPECTED[name], *PACKED[name], "untouched"}
     for student, cells in result["scores"][name].items():
         assert result["totals"][f"{name}/{student}"] == pytest.approx(
             sum(score for score, _ in cells.values())
@@ -232,6 +299,26 @@ def test_wrong_submissions_score_partial_points_cell_by_cell(loop):
         got = {g: score for g, (score, _) in result["scores"][name][student].items()}
         assert got == {**full, **wrong}, student
         assert 0 < sum(got.values()) < sum(full.values()), student
+
+
+@by_assignment
+def test_every_mistake_loses_the_points_of_the_cell_that_grades_it(loop):
+    """The mistakes of tests/classroom_mistakes.py, substituted for the solution: each cell a
+    mistake aims at scores 0, and every other autograded cell keeps its full points."""
+    name, result = loop
+    full = {g: most for g, (_, most) in result["scores"][name]["solved"].items()}
+    autograded = [g for g in full if g not in MARKS.get(name, {}).get("solved", {})]
+    missed = []
+    for student, (_, mistakes, loses) in PACKED[name].items():
+        got = {g: score for g, (score, _) in result["scores"][name][student].items()}
+        want = {g: 0 if g in loses else full[g] for g in autograded}
+        if {g: got[g] for g in autograded} != want:
+            missed.append(f"{student} ({'; '.join(mistakes)}): got {got}, want {want}")
+    tried = sum(len(mistakes) for _, mistakes, _ in PACKED[name].values())
+    print(
+        f"{name}: {tried} mistakes in {len(PACKED[name])} submissions, {len(missed)} graded amiss"
+    )
+    assert not missed, "\n".join(missed)
 
 
 @by_assignment
