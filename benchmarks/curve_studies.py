@@ -21,6 +21,7 @@ import statistics
 
 from benchmarks import claims as runner
 from benchmarks.verdicts import compare, header
+from lorakit import claims
 
 TARGET = (0.75, 0.5)  # the style on 75 % of the pictures, colour and shape right on half
 SPEED_LRS = {"lora": (1e-3, 3e-3, 1e-2), "full": (3e-5, 1e-4, 3e-4)}
@@ -41,10 +42,7 @@ def curve(**kwargs) -> dict:
 def steps_to(run: dict, steps: int) -> tuple[float, bool]:
     """The steps a run needed to reach ``TARGET``, and whether it did (if not: ``steps + 10``, a
     lower bound)."""
-    point = next(
-        (p for p in run["curve"] if p["style_rate"] >= TARGET[0] and p["content"] >= TARGET[1]),
-        None,
-    )
+    point = claims.first_reaching(run["curve"], *TARGET)
     return (point["steps"], True) if point else (steps + 10, False)
 
 
