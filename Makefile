@@ -66,9 +66,11 @@ release: setup
 # `make test` runs the tests and the lessons in one pytest session, so that neither worker waits for
 # the other at the end of a phase: each notebook's cells stay on one worker, in order (tests/conftest.py
 # puts them in an xdist group). The sample submissions under tests/ are data for the classroom loop.
+# It ends with the 15 slowest tests and cells: where to look first when the run gets long.
 test: lint
 	$(TEST_ENV) $(PARALLEL) $(BIN)/python -m pytest -n $(JOBS) --dist loadgroup --nbval-lax \
-		--nbval-cell-timeout=600 -p no:cacheprovider --ignore=tests/submissions tests notebooks classroom/source
+		--nbval-cell-timeout=600 -p no:cacheprovider --durations=15 --ignore=tests/submissions \
+		tests notebooks classroom/source
 
 # Colab ships ipywidgets 7.7: the widget tests again with it, installed beside the venv (not part of `make test`).
 IPYW7 := $(VENV)/ipywidgets7

@@ -17,6 +17,7 @@ passed in by the cell that calls it.
 
 from __future__ import annotations
 
+import functools
 import sys
 import types
 from collections.abc import Callable, Iterator
@@ -151,8 +152,11 @@ def _swap(function: types.FunctionType, action: Callable) -> Callable[[], None]:
 
 def _functions(what) -> dict[int, tuple[str, types.FunctionType]]:
     """The Python functions ``what`` stands for, by id: a module's (the functions and classes its
-    ``__all__`` names, else those it defines), a class's (its own methods and properties) or a
-    function itself; with the name a FAIL line gives each."""
+    ``__all__`` names, else those it defines), a class's (its own methods and properties), a
+    function itself or the one a ``functools.partial`` calls; with the name a FAIL line gives
+    each."""
+    if isinstance(what, functools.partial):  # ``models.count_parameters``: the function it calls
+        return _functions(what.func)
     if isinstance(what, types.FunctionType):
         return {id(what): (f"{what.__module__}.{what.__qualname__}", what)}
     found: dict[int, tuple[str, types.FunctionType]] = {}

@@ -168,6 +168,16 @@ def test_forbidden_leaves_what_it_does_not_name_and_refuses_what_it_cannot_swap(
             pass
 
 
+def test_forbidden_reaches_the_function_a_partial_calls():
+    from lorakit import models
+
+    unet = torch.nn.Linear(3, 2)
+    with pytest.raises(checks.CheckFailed, match="count_parameters was called"):
+        with checks.forbidden(models.count_parameters):
+            models.count_parameters(unet)
+    assert models.count_parameters(unet) == 8
+
+
 def test_record_calls_counts_every_call_and_returns_what_the_function_returned():
     def detect(image, *, scale=2):
         return image * scale

@@ -9,8 +9,12 @@ mode reads) while the work stays on the CPU, and every ``StableDiffusionPipeline
 Lesson 08's "SD 1.5" is an SD-shaped pipeline with fresh weights in a local folder
 (``LORAKIT_SD15``), since nothing downloads here: it runs SD 1.5's code path and settings at that
 model's own 64 px.
+
+In the same kernel, once the lesson has run, every mistake of tests/exercise_mistakes/ takes the
+place of its exercise's solution, and the exercise's check must stop it (tests/lesson_exercises.py).
 """
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -21,6 +25,11 @@ from nbclient import NotebookClient
 from lorakit import config, models
 
 ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location(
+    "lesson_exercises", ROOT / "tests" / "lesson_exercises.py"
+)
+lesson_exercises = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(lesson_exercises)
 LESSONS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 TINY = config.PRESETS["small"]
 FULL = config.PRESETS["full"]
@@ -57,8 +66,8 @@ def sd15_stand_in(tmp_path_factory):
 def run_on_a_gpu_runtime(
     path: Path, monkeypatch, sd15_dir: Path, rerun_every_cell: bool = False
 ) -> dict:
-    """Execute lesson ``path`` as on a GPU runtime; returns the mode the kernel saw and its
-    pipeline calls."""
+    """Execute lesson ``path`` as on a GPU runtime, then try its exercises' mistakes; returns the
+    mode the kernel saw, its pipeline calls and how each mistake ended."""
     monkeypatch.delenv(
         "LORAKIT_MODE", raising=False
     )  # the mode comes from the (played) GPU, as in Colab
@@ -84,6 +93,7 @@ def run_on_a_gpu_runtime(
                     client.execute_cell(cell, index)
         notebook.cells.append(report)
         client.execute_cell(report, len(notebook.cells) - 1)
+        mistakes = lesson_exercises.try_mistakes(client, notebook, path.name[:2])
     red = [
         f"cell {i}: {o['text'][:160]}"
         for i, cell in enumerate(notebook.cells)
@@ -93,7 +103,8 @@ def run_on_a_gpu_runtime(
     ]
     assert not red, "red output, which a student takes for an error:\n" + "\n".join(red)
     # the whole of the report's stdout: a long line may come back in several stream messages
-    return json.loads("".join(o["text"] for o in report.outputs if o.get("name") == "stdout"))
+    seen = json.loads("".join(o["text"] for o in report.outputs if o.get("name") == "stdout"))
+    return {**seen, "mistakes": mistakes}
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name[:2])
@@ -102,6 +113,15 @@ def test_every_lesson_on_a_gpu_runtime(path, monkeypatch, sd15_stand_in):
         path, monkeypatch, sd15_stand_in, rerun_every_cell=path.name.startswith("05")
     )
     assert seen["mode"] == "full"
+    let_through = [m for m, ended in seen["mistakes"].items() if ended == lesson_exercises.PASSED]
+    assert not let_through, f"mistakes the checks let through: {let_through}"
+    raised = {m: e for m, e in seen["mistakes"].items() if e.startswith("solution raised")}
+    assert not raised, f"mistakes that never reached their check: {raised}"
+    broken = [m for m, ended in seen["mistakes"].items() if ended == "NameError"]
+    assert not broken, f"mistakes that name what does not exist, a slip in the mistake: {broken}"
+    by_error = [m for m, ended in seen["mistakes"].items() if ended != "CheckFailed"]
+    documented = lesson_exercises.documented()[path.name[:2]][3]
+    assert len(by_error) == documented, f"docs/teaching.md says {documented}: {by_error}"
     calls = seen["calls"]
     if path.name.startswith("08"):  # the one lesson that moves to SD 1.5 in full mode
         assert calls, "lesson 08 draws pictures"
