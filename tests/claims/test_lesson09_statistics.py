@@ -35,7 +35,13 @@ def exercise(lesson):
 
 def run_check(check_source, paired_interval):
     """Run the check cell as the lesson does, with the names its setup cell imports."""
-    namespace = {"np": np, "stats": stats, "checks": checks, "paired_interval": paired_interval}
+    namespace = {
+        "np": np,
+        "stats": stats,
+        "checks": checks,
+        "claims": claims,
+        "paired_interval": paired_interval,
+    }
     exec(compile(check_source, "exercise 4's check", "exec"), namespace)
 
 
@@ -90,7 +96,20 @@ def the_other_way_round(a, b):
     return interval(d, stats.t.ppf(0.975, len(d) - 1))
 
 
+def lorakits_interval(a, b):
+    found = claims.t_interval(seed_pairs(a, b))
+    return found.mean, found.low, found.high
+
+
+def scipys_test(a, b):
+    seeds = sorted(a)
+    test = stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds])
+    return (seed_pairs(a, b).mean(), *test.confidence_interval(0.95))
+
+
 WRONG = [
+    lorakits_interval,
+    scipys_test,
     population_sd,
     normal_196,
     n_degrees_of_freedom,
@@ -117,10 +136,12 @@ def test_the_check_fails_a_wrong_answer(exercise, wrong, capsys):
     assert capsys.readouterr().out.startswith("FAIL")
 
 
-def test_the_check_compares_with_scipy_not_with_lorakit(exercise):
+def test_the_check_compares_with_scipy_and_keeps_the_ready_made_tests_off_limits(exercise):
     check = exercise[1]
-    assert "ttest_rel" in check or "ttest_1samp" in check
-    assert "claims." not in check and "t_interval" not in check
+    assert "ttest_rel" in check
+    off_limits = next(line for line in check.splitlines() if "checks.forbidden(" in line)
+    assert "stats.ttest_rel" in off_limits and "claims.t_interval" in off_limits
+    assert "claims." not in check.replace(off_limits, ""), "the reference is SciPy's, not lorakit's"
 
 
 def test_the_worked_example_quotes_the_published_runs(lesson):
