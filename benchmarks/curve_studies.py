@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import statistics
 
-from benchmarks import claims as runner
+from benchmarks import claim_runs as runner
 from benchmarks.verdicts import compare, header
 from lorakit import claims
 

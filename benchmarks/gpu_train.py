@@ -32,170 +32,25 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import statistics
-import time
 
 import torch
-import torch.nn.functional as F
-from diffusers import UNet2DConditionModel
-from peft import LoraConfig
 
 from benchmarks import _common
-from benchmarks.lora_speed import saved_bytes, sync
-from lorakit import inject, models
+from benchmarks.gpu_variants import (
+    CONFIGS,
+    EXTRAS,
+    VARIANTS,
+    make_batches,
+    matmul_rate,
+    run_variant,
+)
 from lorakit.memory import flops_per_sample
 
-CONFIGS = {
-    "sd15": dict(unet=models.SD15_UNET_CONFIG, resolution=512),
-    "tiny": dict(
-        unet=models.TINY_UNET_CONFIG, resolution=128
-    ),  # SD's layout, narrow: for CPUs and tests
-}
-VARIANTS = ("lorakit", "peft", "full")
-EXTRAS = ("lorakit+channels_last", "lorakit+compile")
+__all__ = ["flops_per_sample", "main"]
 
 
-def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, repeats: int = 10) -> float:
-    """Measured FLOP/s of an n x n x n matrix product (mean of ``repeats`` after 3 warm-ups)."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    sync(device)
-    return 2 * n**3 * repeats / (time.perf_counter() - start)
-
-
-def build(
-    variant: str, unet_config: dict, rank: int, device: torch.device, dtype: torch.dtype, seed: int
-):
-    """A fresh UNet (same random weights for every variant) set up for ``variant``; returns (unet,
-    params)."""
-    torch.manual_seed(seed)
-    with torch.device(device):
-        unet = UNet2DConditionModel(**unet_config)
-    if variant == "full":
-        unet.float().requires_grad_(True)  # fp32 master weights, bf16 compute under autocast
-        return unet.train(), list(unet.parameters())
-    unet.to(dtype).requires_grad_(False)
-    torch.manual_seed(seed + 1)
-    if variant.startswith("lorakit"):
-        inject.inject_lora(unet, r=rank, target_modules="attn2")
-        if "channels_last" in variant:
-            unet.to(memory_format=torch.channels_last)
-    elif variant == "peft":
-        targets = inject.find_targets(unet, "attn2")
-        unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=targets))
-        for p in (
-            unet.parameters()
-        ):  # PEFT's adapter follows the base dtype; train it in fp32 as lorakit does
-            if p.requires_grad:
-                p.data = p.data.float()
-    else:
-        raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS + EXTRAS}")
-    params = [p for p in unet.parameters() if p.requires_grad]
-    if variant.endswith("+compile"):
-        unet = torch.compile(unet)
-    return unet.train(), params
-
-
-def run_variant(variant: str, args, unet_config: dict, batches: list, device: torch.device) -> dict:
-    """Warm up, then time ``args.steps`` training steps; returns times, peak memory and losses."""
-    dtype = (
-        {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
-        if device.type == "cuda"
-        else torch.float32
-    )
-    unet, params = build(variant, unet_config, args.rank, device, dtype, args.seed)
-    trainable = sum(p.numel() for p in params)
-    held = dict(
-        unet=unet,
-        opt=torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-2, fused=device.type == "cuda"),
-    )
-    del (
-        unet,
-        params,
-    )  # only `held` keeps them, so that clearing it frees the memory for the next variant
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda")
-    channels_last = "channels_last" in variant
-    times, losses, saved = [], [], 0
-
-    def step(i: int) -> float:
-        noisy, t, ctx, noise = batches[i % len(batches)]
-        if channels_last:
-            noisy = noisy.contiguous(memory_format=torch.channels_last)
-        with autocast:
-            pred = held["unet"](noisy, t, ctx).sample
-        loss = F.mse_loss(pred.float(), noise)
-        loss.backward()
-        held["opt"].step()
-        held["opt"].zero_grad(set_to_none=True)
-        return loss
-
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    compile_start = time.perf_counter()
-    for i in range(args.warmup):
-        losses.append(step(i).item())
-    sync(device)
-    warmup_seconds = time.perf_counter() - compile_start
-    for i in range(args.warmup, args.warmup + args.steps):
-        sync(device)
-        start = time.perf_counter()
-        if device.type == "cpu" and i == args.warmup:
-            loss, saved = saved_bytes(lambda i=i: step(i))
-        else:
-            loss = step(i)
-        sync(device)
-        times.append(time.perf_counter() - start)
-        losses.append(loss.item())
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else saved
-    held.clear()
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return dict(
-        variant=variant,
-        step_s=statistics.median(times),
-        times=times,
-        peak_bytes=peak,
-        losses=losses,
-        trainable=trainable,
-        warmup_s=warmup_seconds,
-    )
-
-
-def make_batches(args, unet_config: dict, device: torch.device, count: int = 4) -> list:
-    """``count`` fixed batches (noisy latents, timesteps, text embeddings, noise), as cached data
-    gives."""
-    gen = torch.Generator().manual_seed(args.seed)
-    latent = (
-        CONFIGS[args.config]["resolution"] // 8 if args.resolution is None else args.resolution // 8
-    )
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    out = []
-    for _ in range(count):
-        x0 = torch.randn(args.batch, 4, latent, latent, generator=gen)  # (B, 4, h, w)
-        noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, 1000, (args.batch,), generator=gen)
-        a = (
-            (1 - torch.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2)
-            .cumprod(0)[t]
-            .view(-1, 1, 1, 1)
-        )
-        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        ctx = torch.randn(
-            args.batch, 77, unet_config["cross_attention_dim"], generator=gen
-        )  # (B, 77, D)
-        out.append((noisy.to(device, dtype), t.to(device), ctx.to(device, dtype), noise.to(device)))
-    return out
-
-
-def main(argv: list[str] | None = None) -> dict:
-    parser = _common.parser(__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def options(parser) -> None:
+    """The command line's options."""
     parser.add_argument(
         "--config",
         choices=sorted(CONFIGS),
@@ -223,48 +78,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--extras", action="store_true", help="also run " + " and ".join(EXTRAS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
-    args = parser.parse_args(argv)
-    if min(args.batch, args.rank, args.steps) < 1 or args.warmup < 0:
-        parser.error("--batch, --rank and --steps must be >= 1, --warmup >= 0")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    args.config = args.config or ("sd15" if device.type == "cuda" else "tiny")
-    variants = [v for v in args.variants.split(",") if v] + (list(EXTRAS) if args.extras else [])
-    unknown = sorted(set(variants) - set(VARIANTS + EXTRAS))
-    if unknown or "peft" not in variants:
-        parser.error(
-            f"--variants must include peft (the reference) and only {VARIANTS + EXTRAS}; got "
-            f"{unknown}"
-        )
-    unet_config = CONFIGS[args.config]["unet"]
-    resolution = args.resolution or CONFIGS[args.config]["resolution"]
-    latent = resolution // 8
 
-    flops = flops_per_sample(unet_config, latent)
-    per_sample = flops["forward"] + flops["backward_input"]
-    dtype = (
-        torch.bfloat16
-        if (device.type == "cuda" and args.dtype == "bf16")
-        else (torch.float16 if device.type == "cuda" else torch.float32)
-    )
-    rate = matmul_rate(device, dtype, 8192 if device.type == "cuda" else 1024)
-    name = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"CPU, {torch.get_num_threads()} threads"
-    )
-    print(
-        f"device: {name}; torch {torch.__version__}; measured {str(dtype)[6:]} matmul rate "
-        f"{rate / 1e12:.1f} TFLOP/s"
-    )
-    print(
-        f"UNet: {args.config} config at {resolution}x{resolution} ({latent}x{latent} latents), "
-        f"batch {args.batch}, "
-        f"rank {args.rank} on attn2; FLOPs per sample (forward + input-gradient backward): "
-        f"{flops['forward'] / 1e12:.3f} + {flops['backward_input'] / 1e12:.3f} = "
-        f"{per_sample / 1e12:.3f} TFLOP"
-    )
 
-    batches = make_batches(args, unet_config, device)
+def run_all(variants: list[str], args, unet_config: dict, batches: list, device) -> dict:
+    """Each variant's timed steps; a variant that fails (compilation unsupported, say) is reported
+    and left out, the others kept."""
     results = {}
     for variant in variants:
         try:
@@ -274,8 +92,12 @@ def main(argv: list[str] | None = None) -> dict:
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    if "peft" not in results:
-        raise SystemExit("the reference (peft) failed: no ratios to report")
+    return results
+
+
+def print_table(results: dict, args, per_sample: float, rate: float, device) -> None:
+    """The table: each variant's step time, samples/s, memory and MFU, with ratios against PEFT
+    (added to ``results``); then the first-step losses and full fine-tuning against lorakit."""
     ref = results["peft"]
     memory_label = "peak GiB" if device.type == "cuda" else "saved GiB"
     print(
@@ -312,6 +134,66 @@ def main(argv: list[str] | None = None) -> dict:
             f"{results['full']['step_s'] / results['lorakit']['step_s']:.2f}x, "
             f"memory {results['full']['peak_bytes'] / results['lorakit']['peak_bytes']:.2f}x"
         )
+
+
+def describe(args, device, flops: dict, resolution: int) -> tuple[float, str]:
+    """The device, its measured matmul rate (FLOP/s, returned with the device's name) and the
+    UNet's arithmetic a sample, printed above the table."""
+    latent = resolution // 8
+    per_sample = flops["forward"] + flops["backward_input"]
+    dtype = (
+        torch.bfloat16
+        if (device.type == "cuda" and args.dtype == "bf16")
+        else (torch.float16 if device.type == "cuda" else torch.float32)
+    )
+    rate = matmul_rate(device, dtype, 8192 if device.type == "cuda" else 1024)
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"device: {name}; torch {torch.__version__}; measured {str(dtype)[6:]} matmul rate "
+        f"{rate / 1e12:.1f} TFLOP/s"
+    )
+    print(
+        f"UNet: {args.config} config at {resolution}x{resolution} ({latent}x{latent} latents), "
+        f"batch {args.batch}, "
+        f"rank {args.rank} on attn2; FLOPs per sample (forward + input-gradient backward): "
+        f"{flops['forward'] / 1e12:.3f} + {flops['backward_input'] / 1e12:.3f} = "
+        f"{per_sample / 1e12:.3f} TFLOP"
+    )
+    return rate, name
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = _common.parser(__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    options(parser)
+    args = parser.parse_args(argv)
+    if min(args.batch, args.rank, args.steps) < 1 or args.warmup < 0:
+        parser.error("--batch, --rank and --steps must be >= 1, --warmup >= 0")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    args.config = args.config or ("sd15" if device.type == "cuda" else "tiny")
+    variants = [v for v in args.variants.split(",") if v] + (list(EXTRAS) if args.extras else [])
+    unknown = sorted(set(variants) - set(VARIANTS + EXTRAS))
+    if unknown or "peft" not in variants:
+        parser.error(
+            f"--variants must include peft (the reference) and only {VARIANTS + EXTRAS}; got "
+            f"{unknown}"
+        )
+    unet_config = CONFIGS[args.config]["unet"]
+    resolution = args.resolution or CONFIGS[args.config]["resolution"]
+    latent = resolution // 8
+
+    flops = flops_per_sample(unet_config, latent)
+    per_sample = flops["forward"] + flops["backward_input"]
+    rate, name = describe(args, device, flops, resolution)
+
+    batches = make_batches(args, unet_config, device)
+    results = run_all(variants, args, unet_config, batches, device)
+    if "peft" not in results:
+        raise SystemExit("the reference (peft) failed: no ratios to report")
+    print_table(results, args, per_sample, rate, device)
     summary = dict(
         device=name,
         torch=torch.__version__,

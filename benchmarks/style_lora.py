@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import time
-import typing
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -31,113 +30,22 @@ import numpy as np
 import torch
 
 from benchmarks import _common
-from lorakit import formats, imagefolder, inject, metrics, sample, shapes, styles, train
+from benchmarks.style_scoring import (
+    GRID_NAMES,
+    evaluate,
+    max_diff,
+    parse_settings,
+    pooled,
+    row,
+    standard_error,
+)
+from lorakit import formats, imagefolder, inject, sample, shapes, styles, train
+
+__all__ = ["main", "parse_settings", "standard_error"]
 
 
-def evaluate(pipe, combos, seeds, template: str) -> metrics.GridResult:
-    """Score every (colour, shape) of ``combos`` x ``seeds`` on ``template`` (default sampler
-    settings)."""
-
-    def generate(prompts, seeds_):
-        return sample.generate(pipe, prompts, seeds_, batch_size=32)
-
-    cells = [(c, s, seed) for c, s in combos for seed in seeds]
-    prompts = [template.format(colour=c, shape=s) for c, s, _ in cells]
-    images = generate(prompts, [seed for *_, seed in cells])
-    # evaluate_grid scores a full colour x shape grid; score held-out lists cell by cell with it.
-    records, pictures = [], []
-    for (colour, shape, seed), image in zip(cells, images, strict=True):
-        one = metrics.evaluate_grid(
-            lambda p, s, im=image: [im],
-            colours=[colour],
-            shapes=[shape],
-            seeds=[seed],
-            template=template,
-            style="outline",
-        )
-        records += one.records
-        pictures.append(image)
-    return metrics.GridResult(records=records, style="outline", images=pictures)
-
-
-def max_diff(a, b) -> float:
-    """Largest pixel difference (0..255) between two lists of pictures."""
-    return max(
-        float(np.abs(np.asarray(x, np.int16) - np.asarray(y, np.int16)).max())
-        for x, y in zip(a, b, strict=True)
-    )
-
-
-def row(name: str, result: metrics.GridResult) -> str:
-    return (
-        f"{name:<34}{result.style_rate:>8.1%}{result.colour_accuracy:>9.1%}"
-        f"{result.shape_accuracy:>9.1%}"
-        f"{result.both_accuracy:>9.1%}{len(result.records):>6}"
-    )
-
-
-GRID_NAMES = {"held-out": "held_out", "all 15": "all"}  # file names of the --out grids
-# TrainConfig fields that take None, with the type of their other values (alpha: float, resolution:
-# int, ...).
-OPTIONAL = {
-    name: next(a for a in typing.get_args(hint) if a is not type(None))
-    for name, hint in typing.get_type_hints(train.TrainConfig).items()
-    if type(None) in typing.get_args(hint)
-}
-
-
-def parse_settings(items: list[str]) -> dict:
-    """``["r=8", "flip=false", "min_snr_gamma=none", "target_modules=attn2.to_k,attn2.to_v"]`` as
-    TrainConfig overrides, typed."""
-    defaults, overrides = train.TrainConfig(), {}
-    for item in items:
-        field, _, value = item.partition("=")
-        if not hasattr(defaults, field) or not value:
-            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with a TrainConfig field")
-        current = getattr(defaults, field)
-        if value.lower() == "none" and field in OPTIONAL:
-            overrides[field] = None  # e.g. min_snr_gamma=none: the plain loss
-        elif field == "target_modules" and "," in value:
-            overrides[field] = value.split(",")  # explicit suffixes, e.g. attn2.to_k,attn2.to_v
-        elif isinstance(current, bool):  # before int: bool("false") would be True
-            if value.lower() not in ("true", "false"):
-                raise ValueError(f"--set {item!r}: {field} is true or false")
-            overrides[field] = value.lower() == "true"
-        elif isinstance(current, str):
-            overrides[field] = value
-        else:
-            kind = type(current) if current is not None else OPTIONAL[field]
-            overrides[field] = kind(value)
-    return overrides
-
-
-def pooled(results: list[metrics.GridResult]) -> metrics.GridResult:
-    """One result of several LoRAs' pictures: its rates are the mean over the LoRAs (each scored the
-    same pictures)."""
-    return metrics.GridResult(
-        records=[r for result in results for r in result.records],
-        style=results[0].style,
-        images=[im for result in results for im in result.images],
-    )
-
-
-def standard_error(results: list[metrics.GridResult]) -> dict[str, float]:
-    """Standard error of the mean over the LoRAs (sample std / sqrt(n)) of style, colour and shape;
-    0 for one LoRA.
-
-    It holds both sources of spread: the training seed, and the sampling seeds each LoRA is scored
-    on.
-    """
-    rates = {
-        "style": [r.style_rate for r in results],
-        "colour": [r.colour_accuracy for r in results],
-        "shape": [r.shape_accuracy for r in results],
-    }
-    return {name: _common.mean_se(values)[1] for name, values in rates.items()}
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = _common.parser(__doc__)
+def options(parser) -> None:
+    """The command line's options."""
     parser.add_argument(
         "--steps", type=int, default=None, help="training steps (default: TrainConfig's 300)"
     )
@@ -171,8 +79,109 @@ def main(argv: list[str] | None = None) -> None:
         help="score the held-out combinations only (quicker)",
     )
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    args = parser.parse_args(argv)
 
+
+def train_one(pipe, dataset, cfg, args, sets: dict, seeds: list, base: dict) -> dict:
+    """One LoRA of training seed ``cfg.seed``: trained, scored on every set (scale 1 on the trigger
+    and the plain prompts, scale 0 against the base model), saved under ``--out``, removed."""
+    start = time.perf_counter()
+    result = train.train_lora(pipe, dataset, cfg)
+    seconds = time.perf_counter() - start
+    print(
+        f"seed {cfg.seed}: trained rank-{cfg.r} LoRA on {cfg.target_modules}, {cfg.steps} steps, "
+        f"batch {cfg.batch_size}, lr {cfg.lr}: {seconds:.0f} s, loss first 10 "
+        f"{np.mean(result.history[:10]):.4f} -> last 10 {np.mean(result.history[-10:]):.4f}, "
+        f"torch threads {torch.get_num_threads()}",
+        flush=True,
+    )
+    scored = {"seconds": seconds, "lora": {}, "leak": {}, "off_diff": {}}
+    for label, combos in sets.items():
+        inject.set_lora_scale(pipe.unet, 1.0)
+        scored["lora"][label] = evaluate(pipe, combos, seeds, styles.TEMPLATE)
+        scored["leak"][label] = evaluate(pipe, combos, seeds, styles.PLAIN_TEMPLATE)
+        inject.set_lora_scale(pipe.unet, 0.0)
+        off = evaluate(pipe, combos, seeds, styles.TEMPLATE).images
+        scored["off_diff"][label] = max_diff(off, base[label, "trigger"].images)
+    inject.set_lora_scale(pipe.unet, 1.0)
+    if args.out:
+        out = Path(args.out) / f"seed{cfg.seed}"
+        out.mkdir(parents=True, exist_ok=True)
+        for key in sets:
+            sample.image_grid(scored["lora"][key].images, cols=args.seeds, scale=2).save(
+                out / f"{GRID_NAMES[key]}_lora.png"
+            )
+        train.save_loss_plot(result, out / "loss.png")
+        formats.save_lora(pipe.unet, out / "lora.safetensors", "kohya")
+    inject.remove_lora(pipe.unet)
+    return scored
+
+
+def print_set(label: str, args, runs: dict, base: dict) -> None:
+    """The table of one set of prompts: each LoRA, their mean and its standard error, the base
+    model, the leak to plain prompts, and the course's goals."""
+    lora, leak, seeds = runs["lora"], runs["leak"], list(runs["by_seed"])
+    print(f"\n== {label} combinations, {args.seeds} seeds each, LoRAs of training seeds {seeds} ==")
+    print(f"{'':<34}{'outline':>8}{'colour':>9}{'shape':>9}{'both':>9}{'n':>6}")
+    for seed, one in zip(seeds, lora, strict=True):
+        print(row(f"LoRA seed {seed}, trigger prompts", one))
+    mean, err = pooled(lora), standard_error(lora)
+    if len(seeds) > 1:
+        print(row(f"LoRA, mean of {len(seeds)} seeds", mean))
+        print(
+            f"{'  standard error of that mean':<34}"
+            + "".join(f"{err[k]:>{w}.1%}" for k, w in (("style", 8), ("colour", 9), ("shape", 9)))
+        )
+    print(row("base, same trigger prompts", base[label, "trigger"]))
+    print(row("base, plain prompts", base[label, "plain"]))
+    for seed, one in zip(seeds, leak, strict=True):
+        print(row(f"LoRA seed {seed}, plain prompts (leak)", one))
+    drop_c = base[label, "trigger"].colour_accuracy - mean.colour_accuracy
+    drop_s = base[label, "trigger"].shape_accuracy - mean.shape_accuracy
+    what = "mean " if len(seeds) > 1 else ""
+    print(
+        f"{what}style rate {mean.style_rate:.1%} (goal >= 80%): "
+        f"{'PASS' if mean.style_rate >= 0.8 else 'FAIL'}; "
+        f"{what}colour {drop_c * 100:+.1f} / shape {drop_s * 100:+.1f} points below base on "
+        f"the same prompts (goal <= 10): {'PASS' if max(drop_c, drop_s) <= 0.10 else 'FAIL'}"
+    )
+    diff = max(runs["off_diff"])
+    print(
+        f"scale 0 vs base model, same prompts and seeds: max pixel diff {diff:.0f} (0..255): "
+        f"{'PASS' if diff <= 1 else 'FAIL'}"
+    )
+
+
+def figures_of(label: str, runs: dict, base: dict) -> dict:
+    """One set's figures for ``--json``: the means, the base model's, and each LoRA's."""
+    mean = pooled(runs["lora"])
+    return dict(
+        style=mean.style_rate,
+        colour=mean.colour_accuracy,
+        shape=mean.shape_accuracy,
+        base_colour=base[label, "trigger"].colour_accuracy,
+        base_shape=base[label, "trigger"].shape_accuracy,
+        leak=pooled(runs["leak"]).style_rate,
+        scale0_diff=max(runs["off_diff"]),
+        stderr=standard_error(runs["lora"]),
+        per_seed={
+            seed: dict(
+                style=one.style_rate,
+                colour=one.colour_accuracy,
+                shape=one.shape_accuracy,
+                leak=lk.style_rate,
+                seconds=secs,
+            )
+            for (seed, secs), one, lk in zip(
+                runs["by_seed"].items(), runs["lora"], runs["leak"], strict=True
+            )
+        },
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _common.parser(__doc__)
+    options(parser)
+    args = parser.parse_args(argv)
     pipe = _common.seeded_pipeline(args)
     overrides = {"steps": args.steps} if args.steps else {}
     try:
@@ -180,134 +189,37 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as err:
         parser.error(str(err))
     cfg = train.TrainConfig.for_mode("small", progress=False, **overrides)
-    train_seeds = args.train_seeds or [cfg.seed]
-    seeds = list(range(args.seeds))
+    train_seeds, seeds = args.train_seeds or [cfg.seed], list(range(args.seeds))
     every = [(c, s) for c in shapes.COLOURS for s in shapes.SHAPES]
     sets = {"held-out": list(styles.OUTLINE_HELD_OUT), "all 15": every}
     if args.held_out_only:
         del sets["all 15"]
-
     base = {}  # scored before any LoRA exists: the untouched base model
     for label, combos in sets.items():
         base[label, "trigger"] = evaluate(pipe, combos, seeds, styles.TEMPLATE)
         base[label, "plain"] = evaluate(pipe, combos, seeds, styles.PLAIN_TEMPLATE)
-
-    dataset = imagefolder.ImageFolderDataset(
-        styles.OUTLINE_DIR, resolution=pipe.unet.config.sample_size * pipe.vae_scale_factor
-    )
-    lora = {label: [] for label in sets}
-    leak = {label: [] for label in sets}
-    off_diff = {label: [] for label in sets}
-    train_seconds = []
-    for seed in train_seeds:
-        run_cfg = replace(cfg, seed=seed)
-        start = time.perf_counter()
-        result = train.train_lora(pipe, dataset, run_cfg)
-        seconds = time.perf_counter() - start
-        train_seconds.append(seconds)
-        print(
-            f"seed {seed}: trained rank-{cfg.r} LoRA on {cfg.target_modules}, {cfg.steps} steps, "
-            f"batch {cfg.batch_size}, "
-            f"lr {cfg.lr}: {seconds:.0f} s, loss first 10 {np.mean(result.history[:10]):.4f} -> "
-            "last 10 "
-            f"{np.mean(result.history[-10:]):.4f}, torch threads {torch.get_num_threads()}",
-            flush=True,
-        )
-        for label, combos in sets.items():
-            inject.set_lora_scale(pipe.unet, 1.0)
-            lora[label].append(evaluate(pipe, combos, seeds, styles.TEMPLATE))
-            leak[label].append(evaluate(pipe, combos, seeds, styles.PLAIN_TEMPLATE))
-            inject.set_lora_scale(pipe.unet, 0.0)
-            off_diff[label].append(
-                max_diff(
-                    evaluate(pipe, combos, seeds, styles.TEMPLATE).images,
-                    base[label, "trigger"].images,
-                )
-            )
-        inject.set_lora_scale(pipe.unet, 1.0)
-        if args.out:
-            out = Path(args.out) / f"seed{seed}"
-            out.mkdir(parents=True, exist_ok=True)
-            for key in sets:
-                sample.image_grid(lora[key][-1].images, cols=args.seeds, scale=2).save(
-                    out / f"{GRID_NAMES[key]}_lora.png"
-                )
-            train.save_loss_plot(result, out / "loss.png")
-            formats.save_lora(pipe.unet, out / "lora.safetensors", "kohya")
-        inject.remove_lora(pipe.unet)
-
-    header = f"{'':<34}{'outline':>8}{'colour':>9}{'shape':>9}{'both':>9}{'n':>6}"
-    figures = {}
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    dataset = imagefolder.ImageFolderDataset(styles.OUTLINE_DIR, resolution=size)
+    scored = [
+        train_one(pipe, dataset, replace(cfg, seed=s), args, sets, seeds, base) for s in train_seeds
+    ]
+    runs = {
+        label: {
+            "by_seed": {s: one["seconds"] for s, one in zip(train_seeds, scored, strict=True)},
+            **{k: [one[k][label] for one in scored] for k in ("lora", "leak", "off_diff")},
+        }
+        for label in sets
+    }
     for label in sets:
-        print(
-            f"\n== {label} combinations, {args.seeds} seeds each, LoRAs of training seeds "
-            f"{train_seeds} =="
-        )
-        print(header)
-        for seed, one in zip(train_seeds, lora[label], strict=True):
-            print(row(f"LoRA seed {seed}, trigger prompts", one))
-        mean, mean_leak = pooled(lora[label]), pooled(leak[label])
-        err = standard_error(lora[label])
-        if len(train_seeds) > 1:
-            print(row(f"LoRA, mean of {len(train_seeds)} seeds", mean))
-            print(
-                f"{'  standard error of that mean':<34}"
-                + "".join(
-                    f"{err[k]:>{w}.1%}" for k, w in (("style", 8), ("colour", 9), ("shape", 9))
-                )
-            )
-        print(row("base, same trigger prompts", base[label, "trigger"]))
-        print(row("base, plain prompts", base[label, "plain"]))
-        for seed, one in zip(train_seeds, leak[label], strict=True):
-            print(row(f"LoRA seed {seed}, plain prompts (leak)", one))
-        drop_c = base[label, "trigger"].colour_accuracy - mean.colour_accuracy
-        drop_s = base[label, "trigger"].shape_accuracy - mean.shape_accuracy
-        what = "mean " if len(train_seeds) > 1 else ""
-        print(
-            f"{what}style rate {mean.style_rate:.1%} (goal >= 80%): "
-            f"{'PASS' if mean.style_rate >= 0.8 else 'FAIL'}; "
-            f"{what}colour {drop_c * 100:+.1f} / shape {drop_s * 100:+.1f} points below base on "
-            "the same prompts "
-            f"(goal <= 10): {'PASS' if max(drop_c, drop_s) <= 0.10 else 'FAIL'}"
-        )
-        diff = max(off_diff[label])
-        print(
-            f"scale 0 vs base model, same prompts and seeds: max pixel diff {diff:.0f} (0..255): "
-            f"{'PASS' if diff <= 1 else 'FAIL'}"
-        )
-        figures[label] = dict(
-            style=mean.style_rate,
-            colour=mean.colour_accuracy,
-            shape=mean.shape_accuracy,
-            base_colour=base[label, "trigger"].colour_accuracy,
-            base_shape=base[label, "trigger"].shape_accuracy,
-            leak=mean_leak.style_rate,
-            scale0_diff=diff,
-            stderr=err,
-            per_seed={
-                seed: dict(
-                    style=one.style_rate,
-                    colour=one.colour_accuracy,
-                    shape=one.shape_accuracy,
-                    leak=lk.style_rate,
-                    seconds=secs,
-                )
-                for seed, one, lk, secs in zip(
-                    train_seeds, lora[label], leak[label], train_seconds, strict=True
-                )
-            },
-        )
+        print_set(label, args, runs[label], base)
     if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                dict(
-                    config=asdict(cfg), train_seeds=train_seeds, seeds=args.seeds, figures=figures
-                ),
-                indent=1,
-            )
+        figures = {label: figures_of(label, runs[label], base) for label in sets}
+        report = dict(
+            config=asdict(cfg), train_seeds=train_seeds, seeds=args.seeds, figures=figures
         )
+        Path(args.json).write_text(json.dumps(report, indent=1))
     print("\nLoRA on trigger prompts (all training seeds), pictures with colour and shape right:")
-    print(pooled(lora[list(sets)[-1]]).table())
+    print(pooled(runs[list(sets)[-1]]["lora"]).table())
     if args.out:
         for key in sets:
             sample.image_grid(base[key, "trigger"].images, cols=args.seeds, scale=2).save(

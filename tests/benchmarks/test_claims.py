@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from benchmarks import claim_runs
 from benchmarks import claims as bench
 from lorakit import claims, inject, train
 from lorakit.claims import figures, judging
@@ -118,7 +119,7 @@ def test_claims_4_to_9_print_their_tables_from_the_runs_of_lorakit_claims(
             kwargs |= {"pipe": pipe, "seeds": (0,)}
         return getattr(claims, function)(**kwargs)
 
-    monkeypatch.setattr(bench, "child", in_process)
+    monkeypatch.setattr(claim_runs, "child", in_process)
     monkeypatch.setattr(figures, "PUBLISHED_DIR", tmp_path)
     argv = ["--claim", str(claim), "--steps", "1", "--steps-per-style", "1", "--publish"]
     report = bench.main([*argv, "--plot", str(tmp_path / "plot.png"), *extra])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import claims as runner
+from benchmarks import claim_runs as runner
 from benchmarks import controls
 from lorakit import claims
 
