@@ -66,26 +66,21 @@ def claim_1(args) -> dict:
     return {"claim": "1", "runs": runs, "base_model": base}
 
 
+def resources_command(args, method: str, seed: int) -> list[str]:
+    """The command of one run of claims 2 and 3 (``claim_runs.resources_run``), in a child."""
+    command = [sys.executable, "-m", "benchmarks.claims", "--one", method, str(seed)]
+    command += ["--target", str(args.target), "--every", str(args.every)]
+    command += ["--max-steps", str(args.max_steps)]
+    if method == "full" and args.full_lr:
+        command += ["--lr", str(args.full_lr)]
+    return command
+
+
 def claim_2_3(args) -> dict:
     runs = []
     for seed in args.train_seeds:
         for method in ("lora", "full"):
-            command = [
-                sys.executable,
-                "-m",
-                "benchmarks.claims",
-                "--one",
-                method,
-                str(seed),
-                "--target",
-                str(args.target),
-                "--every",
-                str(args.every),
-                "--max-steps",
-                str(args.max_steps),
-            ]
-            if method == "full" and args.full_lr:
-                command += ["--lr", str(args.full_lr)]
+            command = resources_command(args, method, seed)
             done = subprocess.run(command, capture_output=True, text=True, check=True)
             runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(
@@ -134,14 +129,10 @@ def claim_2_3(args) -> dict:
     return {"claim": "2-3", "runs": runs}
 
 
-def claim_4(args) -> dict:
-    """Small data: a learning-rate sweep at the full set (first training seed), then every size at
-    each best rate."""
-    methods = {
-        "LoRA r2": {"method": "lora", "r": 2},
-        "LoRA r8": {"method": "lora", "r": 8},
-        "full fine-tune": {"method": "full"},
-    }
+def claim_4_sweep(args, methods: dict) -> tuple[list, dict, dict]:
+    """Claim 4's learning-rate sweep on the whole set, first training seed: the runs, each method's
+    best rate (the most learnt plus the least forgotten), and the runs at those rates by (method,
+    size, seed), which the study then takes instead of training them again."""
     grids = {"lora": args.lora_lrs, "full": args.full_lrs}
     sweep, best, done = [], {}, {}
     for name in ("LoRA r8", "full fine-tune"):  # LoRA r2 takes r8's rate: the sweep is small
@@ -159,12 +150,21 @@ def claim_4(args) -> dict:
             for lr in grids[how["method"]]
         ]
         sweep += tried
-        winner = max(
-            tried, key=lambda t: t["style_rate"] + t["plain_content"]
-        )  # learnt the most, forgot the least
+        winner = max(tried, key=lambda t: t["style_rate"] + t["plain_content"])
         best[name], done[(name, max(args.sizes), args.train_seeds[0])] = winner["lr"], winner
     best["LoRA r2"] = best["LoRA r8"]
-    best = {name: best[name] for name in methods}
+    return sweep, {name: best[name] for name in methods}, done
+
+
+def claim_4(args) -> dict:
+    """Small data: a learning-rate sweep at the full set (first training seed), then every size at
+    each best rate."""
+    methods = {
+        "LoRA r2": {"method": "lora", "r": 2},
+        "LoRA r8": {"method": "lora", "r": 8},
+        "full fine-tune": {"method": "full"},
+    }
+    sweep, best, done = claim_4_sweep(args, methods)
     runs = []
     for seed in args.train_seeds:
         for size in args.sizes:

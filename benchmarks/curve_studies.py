@@ -139,6 +139,33 @@ def _end(runs: list[dict], name: str, key: str) -> dict[int, float]:
     return {r["seed"]: r["curve"][-1][key] for r in runs if r["name"] == name}
 
 
+OVERFIT_PAIRS = [  # (label, method a, method b, figure, threshold): a - b, read after training
+    ("memorised: full - LoRA r 8", "full", "LoRA r 8", "memorised", "overfit-memorised"),
+    (
+        "memorised: full+dropout - LoRA no dropout",
+        "full, dropout 0.1",
+        "LoRA r 8, no dropout",
+        "memorised",
+        "overfit-memorised",
+    ),
+    ("plain right: LoRA r 8 - full", "LoRA r 8", "full", "plain_content", "overfit-forgetting"),
+    (
+        "plain right: LoRA no dropout - full+dropout",
+        "LoRA r 8, no dropout",
+        "full, dropout 0.1",
+        "plain_content",
+        "overfit-forgetting",
+    ),
+    (
+        "memorised: LoRA no dropout - dropout 0.1",
+        "LoRA r 8, no dropout",
+        "LoRA r 8",
+        "memorised",
+        "overfit-dropout",
+    ),
+]
+
+
 def study_overfit(args) -> dict:
     choose, judge = args.train_seeds[:1], args.train_seeds[1:]
     print(
@@ -168,34 +195,9 @@ def study_overfit(args) -> dict:
                 )
             )
     header(f"after {args.steps} steps (thresholds set before the runs)")
-    pairs = [
-        ("memorised: full - LoRA r 8", "full", "LoRA r 8", "memorised", "overfit-memorised"),
-        (
-            "memorised: full+dropout - LoRA no dropout",
-            "full, dropout 0.1",
-            "LoRA r 8, no dropout",
-            "memorised",
-            "overfit-memorised",
-        ),
-        ("plain right: LoRA r 8 - full", "LoRA r 8", "full", "plain_content", "overfit-forgetting"),
-        (
-            "plain right: LoRA no dropout - full+dropout",
-            "LoRA r 8, no dropout",
-            "full, dropout 0.1",
-            "plain_content",
-            "overfit-forgetting",
-        ),
-        (
-            "memorised: LoRA no dropout - dropout 0.1",
-            "LoRA r 8, no dropout",
-            "LoRA r 8",
-            "memorised",
-            "overfit-dropout",
-        ),
-    ]
     rows = [
         compare(label, _end(runs, a, key), _end(runs, b, key), threshold)
-        for label, a, b, key, threshold in pairs
+        for label, a, b, key, threshold in OVERFIT_PAIRS
         if a in chosen and b in chosen  # a comparison needs both methods run
     ]
     return {

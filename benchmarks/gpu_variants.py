@@ -79,6 +79,30 @@ def build(
     return unet.train(), params
 
 
+def time_steps(step, args, device: torch.device) -> tuple[list, list, int, float]:
+    """``args.warmup`` untimed steps, then ``args.steps`` timed ones: their seconds, every loss,
+    the bytes autograd saved in the first timed step (on the CPU) and the warm-up's seconds."""
+    times, losses, saved = [], [], 0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    compile_start = time.perf_counter()
+    for i in range(args.warmup):
+        losses.append(step(i).item())
+    sync(device)
+    warmup_seconds = time.perf_counter() - compile_start
+    for i in range(args.warmup, args.warmup + args.steps):
+        sync(device)
+        start = time.perf_counter()
+        if device.type == "cpu" and i == args.warmup:
+            loss, saved = saved_bytes(lambda i=i: step(i))
+        else:
+            loss = step(i)
+        sync(device)
+        times.append(time.perf_counter() - start)
+        losses.append(loss.item())
+    return times, losses, saved, warmup_seconds
+
+
 def run_variant(variant: str, args, unet_config: dict, batches: list, device: torch.device) -> dict:
     """Warm up, then time ``args.steps`` training steps; returns times, peak memory and losses."""
     dtype = (
@@ -98,7 +122,6 @@ def run_variant(variant: str, args, unet_config: dict, batches: list, device: to
     )  # only `held` keeps them, so that clearing it frees the memory for the next variant
     autocast = torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda")
     channels_last = "channels_last" in variant
-    times, losses, saved = [], [], 0
 
     def step(i: int) -> float:
         noisy, t, ctx, noise = batches[i % len(batches)]
@@ -112,23 +135,7 @@ def run_variant(variant: str, args, unet_config: dict, batches: list, device: to
         held["opt"].zero_grad(set_to_none=True)
         return loss
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    compile_start = time.perf_counter()
-    for i in range(args.warmup):
-        losses.append(step(i).item())
-    sync(device)
-    warmup_seconds = time.perf_counter() - compile_start
-    for i in range(args.warmup, args.warmup + args.steps):
-        sync(device)
-        start = time.perf_counter()
-        if device.type == "cpu" and i == args.warmup:
-            loss, saved = saved_bytes(lambda i=i: step(i))
-        else:
-            loss = step(i)
-        sync(device)
-        times.append(time.perf_counter() - start)
-        losses.append(loss.item())
+    times, losses, saved, warmup_seconds = time_steps(step, args, device)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else saved
     held.clear()
     gc.collect()

@@ -107,8 +107,8 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = _common.parser(__doc__)
+def options(parser) -> None:
+    """The command line's options."""
     parser.add_argument(
         "--rank", type=int, default=32, help="rank of the LoRA that is resized (default 32)"
     )
@@ -125,46 +125,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--layers", type=int, help="the first N of the 192 layers only (a quick run)"
     )
-    args = parser.parse_args(argv)
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
-        f"{_common.load_average(last_minute=True)}"
-    )
-    weights = sd15_lora(args.rank)
-    weights = weights.subset(weights.modules[: args.layers])
-    rows = {}
-    ours, theirs = [], []
-    for i in range(args.repeats):  # interleaved, alternating which goes first
+
+
+def interleaved(ours, peer, repeats: int) -> tuple[list[float], list[float], object, object]:
+    """``repeats`` timed runs of each, taken in turn, alternating which goes first; returns the
+    seconds of each and what each returned last."""
+    times, last = ([], []), [None, None]
+    for i in range(repeats):
         for who in (0, 1) if i % 2 == 0 else (1, 0):
-            if who == 0:
-                t, (small, _) = timed(lambda: svd_tools.resize(weights, args.new_rank))
-                ours.append(t)
-            else:
-                t, dense = timed(lambda: dense_resize(weights, args.new_rank))
-                theirs.append(t)
-    diff = max(float((small.matrix(m) - dense[m]).abs().max()) for m in weights.modules)
-    rows["resize"] = dict(ours=statistics.median(ours), peer=statistics.median(theirs), check=diff)
-    if not args.no_extract:
-        base, tuned = sd15_pair(layers=args.layers)
-        paths = inject.find_targets(base, "kohya")[: args.layers]
-        ours, theirs = [], []
-        for i in range(args.repeats):
-            for who in (0, 1) if i % 2 == 0 else (1, 0):
-                if who == 0:
-                    t, (extracted, reports) = timed(
-                        lambda: svd_tools.extract(base, tuned, args.new_rank, targets=paths)
-                    )
-                    ours.append(t)
-                else:
-                    t, _ = timed(lambda: bare_svds(base, tuned, paths, args.new_rank))
-                    theirs.append(t)
-        energy = statistics.mean(r.energy_kept for r in reports)
-        rows["extract"] = dict(
-            ours=statistics.median(ours), peer=statistics.median(theirs), check=energy
-        )
+            seconds, last[who] = timed(ours if who == 0 else peer)
+            times[who].append(seconds)
+    return times[0], times[1], last[0], last[1]
+
+
+def print_rows(rows: dict, args, modules: int) -> None:
     print(
-        f"\nSD 1.5-shaped LoRA: {len(weights.modules)} of kohya's 192 default modules, rank "
-        f"{args.rank}; "
+        f"\nSD 1.5-shaped LoRA: {modules} of kohya's 192 default modules, rank {args.rank}; "
         f"median of {args.repeats} runs, CPU"
     )
     print(f"{'':8s} {'lorakit s':>10s} {'peer s':>10s} {'peer/ours':>9s}  the peer; a check")
@@ -182,6 +158,40 @@ def main(argv: list[str] | None = None) -> dict:
             "the bare SVD loop; "
             f"mean energy kept at rank {args.new_rank}: {r['check']:.1%}"
         )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = _common.parser(__doc__)
+    options(parser)
+    args = parser.parse_args(argv)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
+        f"{_common.load_average(last_minute=True)}"
+    )
+    weights = sd15_lora(args.rank)
+    weights = weights.subset(weights.modules[: args.layers])
+    ours, theirs, (small, _), dense = interleaved(
+        lambda: svd_tools.resize(weights, args.new_rank),
+        lambda: dense_resize(weights, args.new_rank),
+        args.repeats,
+    )
+    diff = max(float((small.matrix(m) - dense[m]).abs().max()) for m in weights.modules)
+    rows = {
+        "resize": dict(ours=statistics.median(ours), peer=statistics.median(theirs), check=diff)
+    }
+    if not args.no_extract:
+        base, tuned = sd15_pair(layers=args.layers)
+        paths = inject.find_targets(base, "kohya")[: args.layers]
+        ours, theirs, (_, reports), _ = interleaved(
+            lambda: svd_tools.extract(base, tuned, args.new_rank, targets=paths),
+            lambda: bare_svds(base, tuned, paths, args.new_rank),
+            args.repeats,
+        )
+        energy = statistics.mean(r.energy_kept for r in reports)
+        rows["extract"] = dict(
+            ours=statistics.median(ours), peer=statistics.median(theirs), check=energy
+        )
+    print_rows(rows, args, len(weights.modules))
     print(f"load average after: {_common.load_average(last_minute=True)}")
     return rows
 

@@ -193,6 +193,57 @@ def infer_table(unet, args, device) -> dict:
     return dict(times=times, merge_diff=merge_diff, peft_diff=peft_diff)
 
 
+def print_training(unet, scheduler, args, device) -> tuple[dict, dict, float]:
+    """Section 1: the training step of each variant, against PEFT's; returns the variants' runs,
+    their median step times and the first-step losses' difference."""
+    tr = train_table(unet, scheduler, args, device)
+    v = tr["variants"]
+    med = {k: statistics.median(x["times"]) for k, x in v.items()}
+    print(
+        f"\n1. Training step: rank {args.rank} on {tr['targets']} attn2 projections, batch "
+        f"{args.batch}, "
+        f"AdamW, median of {args.steps} after {args.warmup} warm-up"
+    )
+    mem_head = "  peak MiB" if device.type == "cuda" else ""
+    print(
+        f"{'variant':<10} {'step ms':>9} {'ratio':>7} {'saved MiB':>10} {'ratio':>7}{mem_head} "
+        f"{'1st loss':>10}"
+    )
+    for k, x in v.items():
+        peak = f" {x['peak'] / 2**20:9.1f}" if x["peak"] is not None else ""
+        print(
+            f"{k:<10} {med[k] * 1e3:9.1f} {med[k] / med['PEFT']:7.3f} {x['saved'] / 2**20:10.2f} "
+            f"{x['saved'] / v['PEFT']['saved']:7.3f}{peak} {x['loss']:10.6f}"
+        )
+    loss_diff = abs(v["lorakit"]["loss"] - v["PEFT"]["loss"])
+    print(
+        f"ratios are lorakit/PEFT; |first-step loss difference| {loss_diff:.2e} (same weights, "
+        "same batch)"
+    )
+    if device.type == "cuda":
+        print(f"peak ratio lorakit/PEFT {v['lorakit']['peak'] / v['PEFT']['peak']:.3f}")
+    return v, med, loss_diff
+
+
+def print_inference(unet, args, device) -> tuple[dict, dict]:
+    """Section 2: a no-grad forward of each variant, against the UNet without LoRA; returns the
+    runs and their median times."""
+    inf = infer_table(unet, args, device)
+    imed = {k: statistics.median(x) for k, x in inf["times"].items()}
+    print(
+        f"\n2. Inference: no-grad UNet forward, batch {args.infer_batch}, median of {args.repeats} "
+        f"after {args.warmup} warm-up"
+    )
+    print(f"{'variant':<17} {'forward ms':>11} {'vs no LoRA':>11}")
+    for k, m in imed.items():
+        print(f"{k:<17} {m * 1e3:11.1f} {m / imed['no LoRA']:11.3f}")
+    print(
+        f"max |output difference|: lorakit merged vs unmerged {inf['merge_diff']:.2e}, "
+        f"PEFT vs lorakit unmerged {inf['peft_diff']:.2e}"
+    )
+    return inf, imed
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = _common.parser(__doc__)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
@@ -224,46 +275,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"load average {_common.load_average()}"
     )
 
-    tr = train_table(unet, scheduler, args, device)
-    v = tr["variants"]
-    med = {k: statistics.median(x["times"]) for k, x in v.items()}
-    print(
-        f"\n1. Training step: rank {args.rank} on {tr['targets']} attn2 projections, batch "
-        f"{args.batch}, "
-        f"AdamW, median of {args.steps} after {args.warmup} warm-up"
-    )
-    mem_head = "  peak MiB" if device.type == "cuda" else ""
-    print(
-        f"{'variant':<10} {'step ms':>9} {'ratio':>7} {'saved MiB':>10} {'ratio':>7}{mem_head} "
-        f"{'1st loss':>10}"
-    )
-    for k, x in v.items():
-        peak = f" {x['peak'] / 2**20:9.1f}" if x["peak"] is not None else ""
-        print(
-            f"{k:<10} {med[k] * 1e3:9.1f} {med[k] / med['PEFT']:7.3f} {x['saved'] / 2**20:10.2f} "
-            f"{x['saved'] / v['PEFT']['saved']:7.3f}{peak} {x['loss']:10.6f}"
-        )
-    loss_diff = abs(v["lorakit"]["loss"] - v["PEFT"]["loss"])
-    print(
-        f"ratios are lorakit/PEFT; |first-step loss difference| {loss_diff:.2e} (same weights, "
-        "same batch)"
-    )
-    if device.type == "cuda":
-        print(f"peak ratio lorakit/PEFT {v['lorakit']['peak'] / v['PEFT']['peak']:.3f}")
-
-    inf = infer_table(unet, args, device)
-    imed = {k: statistics.median(x) for k, x in inf["times"].items()}
-    print(
-        f"\n2. Inference: no-grad UNet forward, batch {args.infer_batch}, median of {args.repeats} "
-        f"after {args.warmup} warm-up"
-    )
-    print(f"{'variant':<17} {'forward ms':>11} {'vs no LoRA':>11}")
-    for k, m in imed.items():
-        print(f"{k:<17} {m * 1e3:11.1f} {m / imed['no LoRA']:11.3f}")
-    print(
-        f"max |output difference|: lorakit merged vs unmerged {inf['merge_diff']:.2e}, "
-        f"PEFT vs lorakit unmerged {inf['peft_diff']:.2e}"
-    )
+    v, med, loss_diff = print_training(unet, scheduler, args, device)
+    inf, imed = print_inference(unet, args, device)
     print(f"\nload average {_common.load_average()}")
     return dict(
         train_ms={k: m * 1e3 for k, m in med.items()},

@@ -142,8 +142,8 @@ def build_unet(
     return unet.requires_grad_(False), 8
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = _common.parser(__doc__)
+def options(parser) -> None:
+    """The command line's options."""
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument(
         "--model",
@@ -158,24 +158,65 @@ def main(argv: list[str] | None = None) -> dict:
         help="batch:checkpointing:rank,... e.g. 1:0:4,8:1:4 (default: a built-in list)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="runs of each setting (median time)")
+
+
+def settings_of(text: str | None) -> list[tuple[int, bool, int]]:
+    """``--settings`` as (batch, checkpointing, rank) triples; the built-in list when not given."""
+    if text is None:
+        return list(SETTINGS)
+    return [(int(b), bool(int(c)), int(r)) for b, c, r in (s.split(":") for s in text.split(","))]
+
+
+def one_row(unet, scheduler, args, setting: tuple, resolution: int, factor: int, device) -> dict:
+    """One setting: the estimate, the median measured peak and step time of ``--repeats`` steps,
+    printed as a row of the table."""
+    batch, ckpt, rank = setting
+    cfg = train.TrainConfig(
+        r=rank,
+        batch_size=batch,
+        gradient_checkpointing=ckpt,
+        resolution=resolution,
+        mixed_precision=args.mixed_precision,
+        progress=False,
+    )
+    estimate = memory.estimate_memory(cfg, unet, vae_scale_factor=factor)
+    runs = [
+        measure_step(unet, scheduler, replace(cfg), resolution // factor, device)
+        for _ in range(args.repeats)
+    ]
+    measured = int(statistics.median(peak for peak, _ in runs))
+    seconds = statistics.median(s for _, s in runs)
+    print(
+        f"{batch:>5} {'on' if ckpt else 'off':>5} {rank:>3} "
+        f"{memory.format_bytes(estimate.activations):>12} "
+        f"{memory.format_bytes(estimate.total):>10} {memory.format_bytes(measured):>10} "
+        f"{estimate.total / measured:6.2f} {seconds:7.2f}"
+    )
+    return dict(
+        batch=batch,
+        checkpointing=ckpt,
+        r=rank,
+        estimate=estimate.total,
+        measured=measured,
+        activations=estimate.activations,
+        ratio=estimate.total / measured,
+        seconds=seconds,
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = _common.parser(__doc__)
+    options(parser)
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
     try:
-        settings = (
-            SETTINGS
-            if args.settings is None
-            else [
-                (int(b), bool(int(c)), int(r))
-                for b, c, r in (s.split(":") for s in args.settings.split(","))
-            ]
-        )
+        settings = settings_of(args.settings)
     except ValueError:
         parser.error(
             f"--settings {args.settings!r}: give batch:checkpointing:rank triples, e.g. "
             "8:1:4,16:0:4"
         )
-
     device = torch.device(args.device)
     dtype = (
         memory.HALF.get(args.mixed_precision, torch.float32)
@@ -203,41 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{'ratio':>6} "
         f"{'step s':>7}"
     )
-    rows = []
-    for batch, ckpt, rank in settings:
-        cfg = train.TrainConfig(
-            r=rank,
-            batch_size=batch,
-            gradient_checkpointing=ckpt,
-            resolution=resolution,
-            mixed_precision=args.mixed_precision,
-            progress=False,
-        )
-        estimate = memory.estimate_memory(cfg, unet, vae_scale_factor=factor)
-        runs = [
-            measure_step(unet, scheduler, replace(cfg), resolution // factor, device)
-            for _ in range(args.repeats)
-        ]
-        measured = int(statistics.median(peak for peak, _ in runs))
-        seconds = statistics.median(s for _, s in runs)
-        rows.append(
-            dict(
-                batch=batch,
-                checkpointing=ckpt,
-                r=rank,
-                estimate=estimate.total,
-                measured=measured,
-                activations=estimate.activations,
-                ratio=estimate.total / measured,
-                seconds=seconds,
-            )
-        )
-        print(
-            f"{batch:>5} {'on' if ckpt else 'off':>5} {rank:>3} "
-            f"{memory.format_bytes(estimate.activations):>12} "
-            f"{memory.format_bytes(estimate.total):>10} {memory.format_bytes(measured):>10} "
-            f"{estimate.total / measured:6.2f} {seconds:7.2f}"
-        )
+    rows = [one_row(unet, scheduler, args, s, resolution, factor, device) for s in settings]
     print(
         f"ratio = estimate / measured; step time: median of {args.repeats} (the first step, with "
         "the "

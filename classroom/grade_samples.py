@@ -1,12 +1,13 @@
 """The teacher's loop, end to end, on the sample submissions: ``python classroom/grade_samples.py``.
 
 In a scratch copy of this course directory it runs what a teacher runs
-(``nbgrader generate_assignment``, ``nbgrader db student add``, ``nbgrader autograde``,
-``nbgrader export``) on the submissions under ``tests/submissions/<assignment>/<student>.ipynb``,
-plus the untouched student version (the student ``untouched``), and prints every student's score
-per graded cell and the CSV's total; a ``?`` marks a manually graded cell that waits for the
-teacher. It also checks that ``release/`` is what ``generate_assignment`` makes from ``source/``
-today. ``tests/test_classroom.py`` asserts the scores; ``make assignments`` runs that test.
+(``nbgrader generate_assignment``, ``nbgrader autograde``, which adds each student it has not
+seen, ``nbgrader export``) on the submissions under
+``tests/submissions/<assignment>/<student>.ipynb``, plus the untouched student version (the
+student ``untouched``), and prints every student's score per graded cell and the CSV's total; a
+``?`` marks a manually graded cell that waits for the teacher. It also checks that ``release/`` is
+what ``generate_assignment`` makes from ``source/`` today. ``tests/test_classroom.py`` asserts the
+scores; ``make assignments`` runs that test.
 :func:`with_code` makes a submission with other code in some cells: a wrong answer to try on the
 hidden tests, graded with the rest through ``grade(extra=...)``.
 """
@@ -135,6 +136,25 @@ def give_marks(course: Path, marks: dict) -> None:
         gb.db.commit()
 
 
+def submit(course: Path, name: str, extra: dict) -> None:
+    """Put assignment ``name``'s submissions where autograde reads them: the untouched student
+    version, every sample under ``tests/submissions/<name>/``, and ``extra`` ({student:
+    notebook})."""
+    released = next((course / "release" / name).glob("*.ipynb"))
+    submitted = {
+        "untouched": nbformat.read(released, as_version=4),
+        **{
+            p.stem: nbformat.read(p, as_version=4)
+            for p in sorted((SUBMISSIONS / name).glob("*.ipynb"))
+        },
+        **extra,
+    }
+    for student, notebook in submitted.items():
+        target = course / "submitted" / student / name
+        target.mkdir(parents=True, exist_ok=True)
+        nbformat.write(notebook, target / released.name)
+
+
 def grade(
     timeout_s: float | dict[str, float] | None = None,
     only: list[str] | None = None,
@@ -163,24 +183,9 @@ def grade(
         for name in names:
             nbgrader(course, "generate_assignment", name, "--force")
         stale = stale_releases(course)
-        students, logs = set(), {}
+        logs = {}
         for name in names:
-            released = next((course / "release" / name).glob("*.ipynb"))
-            submitted = {
-                "untouched": nbformat.read(released, as_version=4),
-                **{
-                    p.stem: nbformat.read(p, as_version=4)
-                    for p in sorted((SUBMISSIONS / name).glob("*.ipynb"))
-                },
-                **(extra or {}).get(name, {}),
-            }
-            for student, notebook in submitted.items():
-                if student not in students:
-                    nbgrader(course, "db", "student", "add", student)
-                    students.add(student)
-                target = course / "submitted" / student / name
-                target.mkdir(parents=True, exist_ok=True)
-                nbformat.write(notebook, target / released.name)
+            submit(course, name, (extra or {}).get(name, {}))
             limit = timeout_s.get(name) if isinstance(timeout_s, dict) else timeout_s
             done = nbgrader(course, "autograde", name, "--force", timeout_s=limit)
             logs[name] = done.stdout + done.stderr

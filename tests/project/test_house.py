@@ -1,5 +1,6 @@
-"""The house style, kept so: module and function sizes, module docstrings, public names across
-modules, imports in lesson order, one meaning a name, the README's length.
+"""The house style, kept so: module and function sizes (the package's and the scripts' beside it),
+module docstrings, public names across modules, imports in lesson order, one meaning a name, the
+README's length.
 
 Each rule is a function that reads source text and returns what breaks it; the tests run each on
 the package, and on a small source that breaks it, so that a rule that can no longer fail is seen.
@@ -166,6 +167,17 @@ ALL_IMPORTS = {m: lorakit_imports(source, top_level_only=False) for m, source in
 @pytest.mark.parametrize("module", SOURCES)
 def test_modules_and_functions_keep_their_size(module):
     assert not oversized(SOURCES[module]), f"{module}: {oversized(SOURCES[module])}"
+
+
+# The scripts beside the package (the benchmarks, the docs' figures, the classroom's loop) keep the
+# same sizes.
+SCRIPTS = sorted([*(ROOT / "benchmarks").glob("*.py"), *(ROOT / "docs").glob("*.py")])
+SCRIPTS += sorted((ROOT / "classroom").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_scripts_keep_the_same_sizes(path):
+    assert not oversized(path.read_text()), f"{path.name}: {oversized(path.read_text())}"
 
 
 @pytest.mark.parametrize("module", SOURCES)
