@@ -63,6 +63,13 @@ def call_key(function: str, kwargs: dict) -> str:
     return function + json.dumps(kwargs, sort_keys=True)
 
 
+def reuse(path: Path) -> None:
+    """Take the runs of a report or journal (its ``calls``) into ``REUSE``, so that they are not
+    trained again."""
+    calls = json.loads(Path(path).read_text())["calls"]
+    REUSE.update({call_key(c["function"], c["kwargs"]): c["result"] for c in calls})
+
+
 def child(function: str, **kwargs) -> dict:
     """Run ``lorakit.claims.<function>(**kwargs)`` in a fresh process (so that runs share no state)
     and return its figures; print them as they come. A run given by ``--reuse`` (the same function

@@ -180,12 +180,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     args.steps = args.steps or {4: 200, 9: 150}.get(args.claim, 300)
     args.ranks = args.ranks or ([2, 16] if args.claim == 9 else [1, 4, 16])
     for path in args.reuse:
-        claim_runs.REUSE.update(
-            {
-                claim_runs.call_key(c["function"], c["kwargs"]): c["result"]
-                for c in json.loads(Path(path).read_text())["calls"]
-            }
-        )
+        claim_runs.reuse(path)
     claim_runs.CALLS.clear()
     printed = io.StringIO()
     with contextlib.redirect_stdout(claim_runs.Tee(sys.stdout, printed)):

@@ -106,12 +106,7 @@ def journal_and_reuse(args) -> Path:
         known.append(claims.published_path("rank"))
     for found in map(Path, known):
         if found.exists():
-            runner.REUSE.update(
-                {
-                    runner.call_key(c["function"], c["kwargs"]): c["result"]
-                    for c in json.loads(found.read_text())["calls"]
-                }
-            )
+            runner.reuse(found)
     return path
 
 
