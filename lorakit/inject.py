@@ -78,18 +78,17 @@ __all__ = [
 
 def components(model) -> list[tuple[str, nn.Module]]:
     """``(prefix, module)`` of what holds LoRA layers: a model itself (prefix ""), or a pipeline's
-    UNet ("") and text encoder (``text_encoder.``)."""
+    UNet or transformer ("") and text encoders (``text_encoder.``, SDXL's ``text_encoder_2.``)."""
     if isinstance(model, nn.Module):
         return [("", model)]
-    unet, text_encoder = getattr(model, "unet", None), getattr(model, "text_encoder", None)
-    if not isinstance(unet, nn.Module):
+    main = getattr(model, "unet", None) or getattr(model, "transformer", None)
+    if not isinstance(main, nn.Module):
         raise TypeError(
             "expected a model (nn.Module) or a Stable Diffusion pipeline, "
             f"got a {type(model).__name__}."
         )
-    return [("", unet)] + (
-        [(TEXT_PREFIX, text_encoder)] if isinstance(text_encoder, nn.Module) else []
-    )
+    texts = [(f"{n}.", getattr(model, n, None)) for n in ("text_encoder", "text_encoder_2")]
+    return [("", main)] + [(p, t) for p, t in texts if isinstance(t, nn.Module)]
 
 
 def wrapper_for(module: nn.Module) -> type[LoRALayer]:

@@ -20,11 +20,11 @@ from pathlib import Path
 from torch import nn
 
 from lorakit import inject, lora, targets
-from lorakit.formats import kohya, load, lora_weights
+from lorakit.formats import architectures, kohya, load, lora_weights
 
 __all__ = ["resolve_modules", "apply_lora"]
 
-TEXT_PREFIX, TEXT_MODEL = lora_weights.TEXT_PREFIX, lora_weights.TEXT_MODEL
+TEXT_PREFIXES, TEXT_MODEL = lora_weights.TEXT_PREFIXES, lora_weights.TEXT_MODEL
 
 
 def _misfit(module: nn.Module, a, b, r: int) -> str | None:
@@ -34,14 +34,15 @@ def _misfit(module: nn.Module, a, b, r: int) -> str | None:
     n_in, n_out = targets.shape_of(module)
     kernel = tuple(module.kernel_size) if isinstance(module, nn.Conv2d) else (1, 1)
     file_kernel = tuple(a.shape[2:]) if a.ndim == 4 else (1, 1)
-    if file_kernel != kernel:
+    flat = a.ndim == 2 and a.shape[1] == n_in * kernel[0] * kernel[1]  # LyCORIS: a flat kernel
+    if file_kernel != kernel and not flat:
         what = (
             "a linear layer"
             if isinstance(module, nn.Linear)
             else f"a {kernel[0]}x{kernel[1]} convolution"
         )
         return f"a {file_kernel[0]}x{file_kernel[1]} convolution LoRA for {what}"
-    file_in, file_out = a[0].numel(), b.shape[0]
+    file_in, file_out = a[0].numel() // (kernel[0] * kernel[1] if flat else 1), b.shape[0]
     if (file_in, file_out) != (n_in, n_out):
         return f"file {file_in}->{file_out} vs model {n_in}->{n_out}"
     if r > min(n_in, n_out):
@@ -51,7 +52,8 @@ def _misfit(module: nn.Module, a, b, r: int) -> str | None:
 
 def _flat_clip_path(path: str) -> str:
     """A text-encoder path without CLIP's ``text_model.``, as transformers 5 builds CLIP."""
-    return path.replace(TEXT_PREFIX + TEXT_MODEL, TEXT_PREFIX, 1)
+    prefix = next((p for p in TEXT_PREFIXES if path.startswith(p + TEXT_MODEL)), None)
+    return path.replace(prefix + TEXT_MODEL, prefix, 1) if prefix else path
 
 
 def resolve_modules(
@@ -65,13 +67,13 @@ def resolve_modules(
     names = kohya.kohya_name_map(model)  # for kohya names that load_lora could not resolve
     paths, bases, problems = {}, {}, []
     for m in weights.modules:
-        p = names.get(m, m)
+        p = kohya.resolve(m, names, model)
         p = paths[m] = (
             p if p in modules or _flat_clip_path(p) not in modules else _flat_clip_path(p)
         )
         module = modules.get(p)
         base = module.base_layer if isinstance(module, lora.LoRALayer) else module
-        if base is None and p.startswith(TEXT_PREFIX) and len(parts) == 1:
+        if base is None and p.startswith(TEXT_PREFIXES) and len(parts) == 1:
             problems.append(
                 f"{p}: a text-encoder module, and this is a {type(model).__name__} alone (apply "
                 "the LoRA to the pipeline, apply_lora(pipe, ...), or keep its UNet part: "
@@ -124,7 +126,8 @@ def _inject_layers(parts, weights, paths: dict[str, str]) -> None:
         mine = {
             p[len(prefix) :]: m
             for m, p in paths.items()
-            if p.startswith(prefix) and (prefix or not p.startswith(TEXT_PREFIX) or len(parts) == 1)
+            if p.startswith(prefix)
+            and (prefix or not p.startswith(TEXT_PREFIXES) or len(parts) == 1)
         }
         if mine:
             inject.inject_lora(
@@ -138,6 +141,14 @@ def _inject_layers(parts, weights, paths: dict[str, str]) -> None:
             )
 
 
+def _check_architecture(weights, model, source: str) -> None:
+    """Refuse a LoRA whose names or shapes show another architecture than the model's (a file
+    that shows none, SD 1.x/2.x's names, is checked module by module)."""
+    arch = architectures.of_weights(weights)
+    if arch != architectures.SD or architectures.of_model(model) in architectures.TRANSFORMERS:
+        architectures.check_model(arch, model, source)
+
+
 def apply_lora(
     model, weights: lora_weights.LoRAWeights | str | Path, scale: float = 1.0
 ) -> list[str]:
@@ -149,10 +160,12 @@ def apply_lora(
     rank, ``scale``); a refusal leaves the model exactly as it was, ``requires_grad`` flags
     included: nothing is ever applied in part.
     """
+    source = "the LoRA" if isinstance(weights, lora_weights.LoRAWeights) else str(weights)
     if isinstance(weights, lora_weights.LoRAWeights):
         lora_weights.check_weights(weights)
-    else:  # checked as it is read
-        weights = load.load_lora(weights, model if not isinstance(model, nn.Module) else None)
+    else:  # checked as it is read; its names through the model's
+        weights = load.load_lora(weights, model)
+    _check_architecture(weights, model, source)
     inject.check_scale(scale)  # before anything changes (set_lora_scale checks it at the end)
     parts = inject.components(model)
     paths, bases, problems = resolve_modules(model, weights)

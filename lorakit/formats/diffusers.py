@@ -22,11 +22,14 @@ import warnings
 from pathlib import Path
 
 from lorakit import targets
-from lorakit.formats import lora_weights, safetensors_io
+from lorakit.formats import architectures, lora_weights, safetensors_io
 
 __all__ = [
     "DIFFUSERS_PREFIX",
     "DIFFUSERS_FILE",
+    "TRANSFORMER_PREFIX",
+    "MAIN_PREFIXES",
+    "main_prefix",
     "PEFT_PREFIX",
     "PEFT_FILE",
     "PEFT_CONFIG",
@@ -45,6 +48,8 @@ __all__ = [
 ]
 
 DIFFUSERS_PREFIX, DIFFUSERS_FILE = "unet.", "pytorch_lora_weights.safetensors"
+TRANSFORMER_PREFIX = "transformer."  # SD3's and Flux's transformer, where SD has its UNet
+MAIN_PREFIXES = (DIFFUSERS_PREFIX, TRANSFORMER_PREFIX)
 PEFT_PREFIX, PEFT_FILE, PEFT_CONFIG = (
     "base_model.model.",
     "adapter_model.safetensors",
@@ -56,6 +61,19 @@ MAX_CONFIG_BYTES = 2**20  # adapter_config.json
 HALF_NAMES = ("lora_A", "lora_B")
 SUFFIXES = ("lora_A.weight", "lora_B.weight")
 TEXT_PREFIX, TEXT_MODEL = lora_weights.TEXT_PREFIX, lora_weights.TEXT_MODEL
+TEXT_PREFIXES = lora_weights.TEXT_PREFIXES
+
+
+def main_prefix(weights: lora_weights.LoRAWeights) -> str:
+    """The prefix of the non-text modules' keys: ``transformer.`` for SD3 and Flux, else
+    ``unet.``."""
+    arch = architectures.of_weights(weights)
+    return TRANSFORMER_PREFIX if arch in architectures.TRANSFORMERS else DIFFUSERS_PREFIX
+
+
+def _text_prefix(module: str) -> str:
+    """The text encoder a module path belongs to (``""``: the UNet or transformer)."""
+    return next((p for p in TEXT_PREFIXES if module.startswith(p)), "")
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -64,7 +82,7 @@ TEXT_PREFIX, TEXT_MODEL = lora_weights.TEXT_PREFIX, lora_weights.TEXT_MODEL
 def group_diffusers_keys(keys, fmt: str) -> tuple[dict[str, dict[str, str]], list[str]]:
     """A diffusers (``fmt`` "diffusers") or PEFT file's keys by module, ``{name: {suffix: key}}``,
     and the keys that are not plain LoRA (other endings, other prefixes)."""
-    prefixes = (PEFT_PREFIX,) if fmt == "peft" else (DIFFUSERS_PREFIX, TEXT_PREFIX)
+    prefixes = (PEFT_PREFIX,) if fmt == "peft" else (*MAIN_PREFIXES, *TEXT_PREFIXES)
     groups, others = safetensors_io.group_keys(keys, SUFFIXES)
     others += [k for m, g in groups.items() if not m.startswith(prefixes) for k in g.values()]
     return groups, others
@@ -73,11 +91,9 @@ def group_diffusers_keys(keys, fmt: str) -> tuple[dict[str, dict[str, str]], lis
 def _module_path(name: str, fmt: str, peft_prefix: str) -> str:
     if fmt == "peft":
         return lora_weights.canonical(peft_prefix + name[len(PEFT_PREFIX) :])
-    return (
-        lora_weights.canonical(name)
-        if name.startswith(TEXT_PREFIX)
-        else name[len(DIFFUSERS_PREFIX) :]
-    )
+    if name.startswith(TEXT_PREFIXES):
+        return lora_weights.canonical(name)
+    return name.split(".", 1)[1]  # without unet. or transformer.
 
 
 def diffusers_halves(groups, fmt: str, peft_prefix: str = "") -> dict:
@@ -94,9 +110,12 @@ def read_configs(path: Path, fmt: str, metadata: dict, peft_prefix: str = "") ->
     metadata entry, or the PEFT folder's adapter_config.json (none: a warning, alpha = r)."""
     configs = {}
     if fmt == "diffusers" and METADATA_KEY in metadata:
-        for part, prefix in (("", DIFFUSERS_PREFIX), (TEXT_PREFIX, TEXT_PREFIX)):
-            configs[part] = read_settings(
-                path, f"the {METADATA_KEY} metadata", metadata[METADATA_KEY], prefix
+        text = metadata[METADATA_KEY]
+        for part, prefix in (("", DIFFUSERS_PREFIX), *((p, p) for p in TEXT_PREFIXES)):
+            configs[part] = read_settings(path, f"the {METADATA_KEY} metadata", text, prefix)
+        if not configs[""]:  # SD3's and Flux's: transformer.r, transformer.lora_alpha
+            configs[""] = read_settings(
+                path, f"the {METADATA_KEY} metadata", text, TRANSFORMER_PREFIX
             )
     elif fmt == "peft" and (path.parent / PEFT_CONFIG).is_file():
         config_file = path.parent / PEFT_CONFIG
@@ -163,8 +182,9 @@ def read_settings(path: Path, where: str, text: str, prefix: str = "") -> dict:
 def config_alpha(configs: dict[str, dict], fmt: str, module: str) -> tuple[object, str]:
     """A module's alpha as the settings give it (its ``alpha_pattern`` entry, else
     ``lora_alpha``, else None: alpha = r), and where it was read, for a message."""
-    config = configs.get(TEXT_PREFIX if module.startswith(TEXT_PREFIX) else "", {})
-    name = module.removeprefix(TEXT_PREFIX)  # patterns match it as a suffix
+    part = _text_prefix(module)
+    config = configs.get(part, {})
+    name = module[len(part) :]  # patterns match it as a suffix
     alpha = targets.pattern_value(config.get("alpha_pattern"), name, config.get("lora_alpha"))
     source = f"the {METADATA_KEY} metadata" if fmt == "diffusers" else PEFT_CONFIG
     return alpha, f"{source} lora_alpha"
@@ -200,15 +220,15 @@ def peft_config(weights: lora_weights.LoRAWeights, paths: list[str], strip: str 
 def diffusers_tensors(weights: lora_weights.LoRAWeights) -> tuple[dict, dict[str, str]]:
     """The tensors and metadata of a diffusers file: the settings packed as diffusers'
     ``save_lora_weights`` packs them (``"unet.r"``, ``"text_encoder.r"``, ...)."""
-    text = weights.text_modules
-    unet = [m for m in weights.modules if m not in text]
+    main = main_prefix(weights)
+    parts = [(main, [m for m in weights.modules if not _text_prefix(m)], "")]
+    parts += [(p, [m for m in weights.modules if _text_prefix(m) == p], p) for p in TEXT_PREFIXES]
     packed = {}
-    for prefix, paths, strip in ((DIFFUSERS_PREFIX, unet, ""), (TEXT_PREFIX, text, TEXT_PREFIX)):
+    for prefix, paths, strip in parts:
         if paths:
             packed |= {prefix + k: v for k, v in peft_config(weights, paths, strip).items()}
     tensors = {
-        (k if k.startswith(TEXT_PREFIX) else DIFFUSERS_PREFIX + k): v
-        for k, v in weights.state_dict().items()
+        (k if k.startswith(TEXT_PREFIXES) else main + k): v for k, v in weights.state_dict().items()
     }
     return tensors, {"format": "pt", METADATA_KEY: json.dumps(packed, sort_keys=True)}
 

@@ -5,8 +5,10 @@ Introduced in notebooks/08_stable_diffusion_gpu.ipynb.
 :func:`describe` reports a file: its format and kind (LoRA on linear layers, 1x1 convolutions,
 LoCon), the base model its shapes and ``ss_*`` metadata point to (:func:`guess_base`), its
 modules per kind and per block (:func:`block_of`), rank and alpha per module, the scale a UI
-applies at weight 1, parameters, size and metadata. A file of a kind lorakit does not apply is
-still described from its header, with the reason.
+applies at weight 1, parameters, size and metadata; the architecture it was made for (SD 1.x/2.x,
+SDXL, SD3, Flux: notebooks/12_beyond_sd15.ipynb) with its modules per part (UNet or transformer,
+each text encoder). A file of a kind lorakit does not apply is described from its header, with
+the reason.
 
 Left out: checking a LoRA against a model (``apply.resolve_modules``).
 """
@@ -14,30 +16,60 @@ Left out: checking a LoRA against a model (``apply.resolve_modules``).
 from __future__ import annotations
 
 import collections
+import math
 from pathlib import Path
 
 from lorakit import targets
-from lorakit.formats import load, lora_weights, safetensors_io
+from lorakit.formats import architectures, load, lora_weights, safetensors_io
 
-__all__ = ["CONTEXT_WIDTHS", "BLOCK_WIDTHS", "block_of", "guess_base", "describe"]
+__all__ = ["CONTEXT_WIDTHS", "BLOCK_WIDTHS", "block_of", "part_of", "guess_base", "describe"]
 
 CONTEXT_WIDTHS = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL", 64: "the tiny SD (this course's)"}
 BLOCK_WIDTHS = {1280: "SD 1.x or 2.x", 128: "the tiny SD (this course's)"}  # mid_block's channels
 
 
+KOHYA_BLOCKS = {  # kohya names no model resolved (SD3's and Flux's): their block kind
+    "lora_unet_double_blocks_": "double_blocks",
+    "lora_unet_single_blocks_": "single_blocks",
+    "lora_unet_joint_blocks_": "joint_blocks",
+    "lora_te1_": "text_encoder",
+    "lora_te_": "text_encoder",
+    "lora_te2_": "text_encoder_2",
+    "lora_te3_": "text_encoder_3",
+}
+PARTS = {"text_encoder": "text encoder 1", "text_encoder_2": "text encoder 2"}
+
+
 def block_of(path: str) -> str:
     """The block a module sits in: ``down_blocks.0``, ``mid_block``, ``up_blocks.2``,
-    ``text_encoder``, or its first name."""
+    ``text_encoder`` (``_2``, ``_3``), a transformer's ``transformer_blocks`` or
+    ``single_transformer_blocks`` (kohya's ``double_blocks``, ``single_blocks``), or its first
+    name."""
+    kohya = next((b for k, b in KOHYA_BLOCKS.items() if path.startswith(k)), None)
+    if kohya:
+        return kohya
     parts = path.split(".")
     if parts[0] in ("down_blocks", "up_blocks") and len(parts) > 1:
         return ".".join(parts[:2])
-    return parts[0].rstrip("_") if parts[0] != "text_encoder" else "text_encoder"
+    return parts[0] if parts[0].startswith("text_encoder") else parts[0].rstrip("_")
+
+
+def part_of(path: str) -> str:
+    """The part of the model a module is in: ``text_encoder`` (``_2``, ``_3``), else the UNet's
+    or transformer's (``""``)."""
+    block = block_of(path)
+    return block if block.startswith("text_encoder") else ""
 
 
 def guess_base(weights: lora_weights.LoRAWeights) -> str:
     """The base model the shapes point to (cross-attention's text width, the middle block's
     channels), and what the kohya metadata says."""
     clues = []
+    arch = architectures.of_weights(weights)
+    if arch in architectures.TRANSFORMERS:
+        q = next((m for m in weights.modules if m.endswith(("to_q", "qkv", "linear1"))), None)
+        width = f" ({weights.A[q].shape[1]} wide)" if q is not None else ""
+        clues.append(f"{arch}: a transformer with joint attention{width}")
     to_k = next((m for m in weights.modules if m.endswith("attn2.to_k")), None)
     mid = next((m for m in weights.modules if m.startswith("mid_block")), None)
     text = next((m for m in weights.text_modules if m.endswith("self_attn.q_proj")), None)
@@ -69,6 +101,13 @@ def _counted(w: lora_weights.LoRAWeights, paths) -> str:
 
 
 def _lora_kind(w: lora_weights.LoRAWeights) -> str:
+    if w.variants:
+        read = collections.Counter(w.variants.values())
+        what = ", ".join(f"{v} on {n} modules" for v, n in read.items())
+        return (
+            f"LyCORIS {what}; read exactly as a LoRA of the rank delta W has (the factors' ranks "
+            "multiplied)"
+        )
     kinds = collections.Counter(w.kind(m) for m in w.modules)
     if any(k.startswith("conv") and k != "conv 1x1" for k in kinds):
         return "LoCon (LoRA on 3x3 convolutions too)"
@@ -86,11 +125,17 @@ def _scaling_line(w: lora_weights.LoRAWeights) -> str:
 
 def _module_lines(w: lora_weights.LoRAWeights) -> list[str]:
     """The modules by name, by part (UNet, text encoder) and by block."""
-    text = set(w.text_modules)
-    unet = [m for m in w.modules if m not in text]
-    parts = ([f"UNet {len(unet)}: {_counted(w, unet)}"] if unet else []) + (
-        [f"text encoder {len(text)}: {_counted(w, text)}"] if text else []
-    )
+    arch = architectures.of_weights(w)
+    main = "transformer" if arch in architectures.TRANSFORMERS else "UNet"
+    by_part: dict[str, list[str]] = {}
+    for m in w.modules:
+        by_part.setdefault(part_of(m), []).append(m)
+    several = len([p for p in by_part if p]) > 1 or arch == architectures.SDXL
+    parts = [
+        f"{main if not p else PARTS.get(p, p) if several else 'text encoder'} {len(paths)}: "
+        f"{_counted(w, paths)}"
+        for p, paths in sorted(by_part.items())
+    ]
     names = collections.Counter(
         targets.module_kind(m) if "transformer_blocks" in m else m.split(".")[-1] for m in w.modules
     )
@@ -131,6 +176,15 @@ def _metadata_lines(metadata: dict[str, str]) -> list[str]:
     ]
 
 
+def _held(path: Path, w: lora_weights.LoRAWeights) -> str:
+    """For a LyCORIS file: how many numbers the file itself holds (its factors)."""
+    if not w.variants or not path.is_file():
+        return ""
+    header, _ = safetensors_io.read_header(path)
+    held = sum(math.prod(v["shape"]) for k, v in header.items() if not k.endswith(".alpha"))
+    return f" as a LoRA (the file's own factors: {held:,})"
+
+
 def describe(path: str | Path) -> str:
     """A report on a LoRA file, for ``lorakit info``: its format and kind, the base model its
     shapes and metadata point to, its modules per kind and block, rank and alpha per module
@@ -156,11 +210,12 @@ def describe(path: str | Path) -> str:
     lines = [
         f"file: {path} ({size / 1e6:.2f} MB)",
         f"format: {w.format}",
+        f"architecture: {architectures.of_weights(w)}",
         f"kind: {_lora_kind(w)}",
         f"base model: {guess_base(w)}",
         _scaling_line(w),
         *_module_lines(w),
         *_rank_alpha_lines(w),
-        f"parameters: {sum(w.A[m].numel() + w.B[m].numel() for m in w.modules):,}",
+        f"parameters: {sum(w.A[m].numel() + w.B[m].numel() for m in w.modules):,}" + _held(path, w),
     ]
     return "\n".join(lines + _metadata_lines(w.metadata))

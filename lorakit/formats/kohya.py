@@ -14,23 +14,24 @@ Left out: which file is which spelling (``load``), the diffusers/PEFT spelling (
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 
 import torch
 
 from lorakit import inject
-from lorakit.formats import lora_weights, safetensors_io
+from lorakit.formats import architectures, default_names, ldm_layout, lora_weights, safetensors_io
 
 __all__ = [
     "KOHYA_PREFIX",
     "KOHYA_TEXT_PREFIXES",
+    "KOHYA_OTHER_PREFIXES",
     "KOHYA_PREFIXES",
     "HALF_NAMES",
     "kohya_names_of",
     "kohya_name",
     "kohya_name_map",
+    "resolve",
     "group_kohya_keys",
     "kohya_halves",
     "alpha_value",
@@ -39,7 +40,10 @@ __all__ = [
 
 KOHYA_PREFIX = "lora_unet_"
 KOHYA_TEXT_PREFIXES = ("lora_te_", "lora_te1_")  # SD 1.x/2.x's one text encoder (te1: some tools)
-KOHYA_PREFIXES = (KOHYA_PREFIX, *KOHYA_TEXT_PREFIXES)
+# SDXL's (and SD3's) second text encoder, SD3's third (T5); SD3's and Flux's transformer in
+# some tools
+KOHYA_OTHER_PREFIXES = {"lora_te2_": "text_encoder_2.", "lora_te3_": "text_encoder_3."}
+KOHYA_PREFIXES = (KOHYA_PREFIX, *KOHYA_TEXT_PREFIXES, *KOHYA_OTHER_PREFIXES, "lora_transformer_")
 HALF_NAMES = ("lora_down", "lora_up")  # A and B
 SUFFIXES = ("lora_down.weight", "lora_up.weight", "alpha")
 TEXT_PREFIX = lora_weights.TEXT_PREFIX
@@ -51,6 +55,9 @@ def kohya_names_of(path: str) -> list[str]:
     is its own."""
     if path.startswith(KOHYA_PREFIXES):
         return [path]
+    for kohya, prefix in KOHYA_OTHER_PREFIXES.items():
+        if path.startswith(prefix):
+            return [kohya + path[len(prefix) :].replace(".", "_")]
     if path.startswith(TEXT_PREFIX):
         return [kp + path[len(TEXT_PREFIX) :].replace(".", "_") for kp in KOHYA_TEXT_PREFIXES]
     return [KOHYA_PREFIX + path.replace(".", "_")]
@@ -61,10 +68,14 @@ def kohya_name(path: str) -> str:
     return kohya_names_of(path)[0]
 
 
-def kohya_name_map(model) -> dict[str, str]:
+def kohya_name_map(model, arch: str | None = None) -> dict[str, str]:
     """kohya name -> module path, from the model's real module names (no guessing where the dots
-    were): a UNet's, or a pipeline's UNet and text encoder (``text_encoder.<path>``); a UNet alone
-    takes SD 1.5's text encoder's."""
+    were): a UNet's, or a pipeline's UNet and text encoders (``text_encoder.<path>``,
+    ``text_encoder_2.<path>``); a UNet alone takes its architecture's text encoders' (SD 1.5's,
+    SDXL's). With no model, those of ``arch`` (default SD 1.5), built on meta."""
+    if model is None:
+        paths = default_names.module_paths(arch or architectures.SD)
+        return {name: path for path in paths for name in kohya_names_of(path)}
     parts = inject.components(model)
     paths = [
         lora_weights.canonical(prefix + n)
@@ -74,34 +85,19 @@ def kohya_name_map(model) -> dict[str, str]:
     ]
     names = {name: path for path in paths for name in kohya_names_of(path)}
     if len(parts) == 1:
-        names = _sd_text_names() | names
+        texts = default_names.module_paths(architectures.of_model(model) or architectures.SD)
+        text_paths = [p for p in texts if p.startswith(lora_weights.TEXT_PREFIXES)]
+        names = {name: path for path in text_paths for name in kohya_names_of(path)} | names
     return names
 
 
-@functools.lru_cache(maxsize=1)
-def _sd_text_names() -> dict[str, str]:
-    """kohya name -> ``text_encoder.<path>`` of SD 1.5's text encoder (the tiny SD's layers are its
-    first), on meta."""
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from lorakit import models
-
-    with torch.device("meta"):
-        te = CLIPTextModel(CLIPTextConfig(**models.SD15_TEXT_CONFIG))
-    paths = [lora_weights.canonical(TEXT_PREFIX + n) for n, _ in te.named_modules() if n]
-    return {name: path for path in paths for name in kohya_names_of(path)}
-
-
-@functools.lru_cache(maxsize=1)
-def _sd_name_map() -> dict[str, str]:
-    """:func:`kohya_name_map` of SD 1.5's UNet and text encoder (the tiny SD shares every path),
-    built on the meta device."""
-    from diffusers import UNet2DConditionModel
-
-    from lorakit import models
-
-    with torch.device("meta"):
-        return kohya_name_map(UNet2DConditionModel(**models.SD15_UNET_CONFIG))
+def resolve(name: str, known: dict[str, str], model=None) -> str:
+    """A kohya name's module path through ``known`` (:func:`kohya_name_map`), the original LDM
+    layout's names through diffusers' (``ldm_layout``); a name no model has is kept."""
+    main = architectures.main_part(model) if model is not None else None
+    per_block = getattr(getattr(main, "config", None), "layers_per_block", 2)
+    per_block = per_block if isinstance(per_block, int) else 2
+    return known.get(name) or known.get(ldm_layout.diffusers_name(name, per_block), name)
 
 
 def group_kohya_keys(keys) -> tuple[dict[str, dict[str, str]], list[str]]:
@@ -112,15 +108,16 @@ def group_kohya_keys(keys) -> tuple[dict[str, dict[str, str]], list[str]]:
     return groups, others
 
 
-def kohya_halves(groups, model=None) -> tuple[dict, dict[str, str]]:
+def kohya_halves(groups, model=None, arch: str | None = None) -> tuple[dict, dict[str, str]]:
     """``{module path: (lora_down key, lora_up key)}`` (None for a half that is missing) and
-    ``{module path: its alpha's key}``; names resolved through ``model`` (default SD 1.5)."""
-    known = kohya_name_map(model) if model is not None else _sd_name_map()
+    ``{module path: its alpha's key}``; names resolved through ``model`` (default: the
+    architecture ``arch``'s real model, SD 1.5's if not given)."""
+    known = kohya_name_map(model, arch)
+    paths = {m: resolve(m, known, model) for m in groups}
     halves = {
-        known.get(m, m): (g.get("lora_down.weight"), g.get("lora_up.weight"))
-        for m, g in groups.items()
+        paths[m]: (g.get("lora_down.weight"), g.get("lora_up.weight")) for m, g in groups.items()
     }
-    alpha_keys = {known.get(m, m): g["alpha"] for m, g in groups.items() if "alpha" in g}
+    alpha_keys = {paths[m]: g["alpha"] for m, g in groups.items() if "alpha" in g}
     return halves, alpha_keys
 
 

@@ -18,7 +18,15 @@ import math
 import numbers
 from pathlib import Path
 
-from lorakit.formats import diffusers, kohya, lora_weights, refused, safetensors_io
+from lorakit.formats import (
+    architectures,
+    diffusers,
+    kohya,
+    lora_weights,
+    lycoris,
+    refused,
+    safetensors_io,
+)
 
 __all__ = ["load_lora"]
 
@@ -70,7 +78,12 @@ def _load_file(path: Path, model=None, peft_prefix: str = "") -> lora_weights.Lo
     header, metadata = safetensors_io.read_header(path)
     keys = list(header)
     refused.refuse_architecture(path, keys)
-    fmt, halves, alpha_keys, configs, names = _read_keys(path, keys, metadata, model, peft_prefix)
+    arch = architectures.of_header(header)
+    if any(k.rsplit(".", 1)[-1] in lycoris.SUFFIXES for k in keys):
+        return lycoris.load_lycoris(path, header, metadata, model, arch)
+    fmt, halves, alpha_keys, configs, names = _read_keys(
+        path, keys, metadata, model, peft_prefix, arch
+    )
     _check_complete(path, halves, names)
     tensors = safetensors_io.read_tensors(
         path, header, [k for pair in halves.values() for k in pair] + list(alpha_keys.values())
@@ -79,16 +92,18 @@ def _load_file(path: Path, model=None, peft_prefix: str = "") -> lora_weights.Lo
     return _assemble(path, fmt, tensors, halves, alphas, configs, metadata)
 
 
-def _read_keys(path: Path, keys: list[str], metadata: dict, model, peft_prefix: str) -> tuple:
+def _read_keys(
+    path: Path, keys: list[str], metadata: dict, model, peft_prefix: str, arch: str
+) -> tuple:
     """The format, ``{module path: (A key, B key)}``, kohya's alpha keys, the LoraConfig settings
     per component and the names of the halves, from the header's keys and metadata."""
     if any(k.startswith(kohya.KOHYA_PREFIXES) for k in keys):
         groups, others = kohya.group_kohya_keys(keys)
         if others:
             raise refused.unsupported(path, others, "kohya LoRA", groups)
-        halves, alpha_keys = kohya.kohya_halves(groups, model)
+        halves, alpha_keys = kohya.kohya_halves(groups, model, arch)
         return "kohya", halves, alpha_keys, {}, kohya.HALF_NAMES
-    prefixes = (diffusers.PEFT_PREFIX, diffusers.DIFFUSERS_PREFIX, TEXT_PREFIX)
+    prefixes = (diffusers.PEFT_PREFIX, *diffusers.MAIN_PREFIXES, *lora_weights.TEXT_PREFIXES)
     if any(k.startswith(prefixes) for k in keys):
         fmt = "peft" if any(k.startswith(diffusers.PEFT_PREFIX) for k in keys) else "diffusers"
         groups, others = diffusers.group_diffusers_keys(keys, fmt)

@@ -25,6 +25,7 @@ from lorakit import inject, targets
 
 __all__ = [
     "TEXT_PREFIX",
+    "TEXT_PREFIXES",
     "TEXT_MODEL",
     "LoRAFileError",
     "UnsupportedKind",
@@ -37,6 +38,8 @@ __all__ = [
 ]
 
 TEXT_PREFIX = targets.TEXT_PREFIX  # "text_encoder.": diffusers' keys, and lorakit's module paths
+# every text encoder's (SDXL's second, SD3's third), as diffusers' LoRA files name them
+TEXT_PREFIXES = (TEXT_PREFIX, "text_encoder_2.", "text_encoder_3.")
 TEXT_MODEL = (
     "text_model."  # CLIP's inner module: in every file's names, flattened by transformers 5
 )
@@ -76,6 +79,8 @@ class LoRAWeights:
     use_rslora: bool = False
     metadata: dict[str, str] = field(default_factory=dict)
     alphas: dict[str, float] = field(default_factory=dict)  # modules whose alpha is not ``alpha``
+    # modules read from another kind, exactly (LyCORIS LoHa, LoKr): what they were in the file
+    variants: dict[str, str] = field(default_factory=dict)
 
     @property
     def scaling(self) -> float:
@@ -89,8 +94,8 @@ class LoRAWeights:
 
     @property
     def text_modules(self) -> list[str]:
-        """The text encoder's modules (``text_encoder.<path>``)."""
-        return [m for m in self.A if m.startswith(TEXT_PREFIX)]
+        """The text encoders' modules (``text_encoder.<path>``, ``text_encoder_2.<path>``)."""
+        return [m for m in self.A if m.startswith(TEXT_PREFIXES)]
 
     @property
     def uniform(self) -> bool:
@@ -138,7 +143,7 @@ class LoRAWeights:
         """The same LoRA on ``paths`` only (e.g. ``weights.subset(m for m in weights.modules if
         ...)``)."""
         paths = [m for m in paths if m in self.A]
-        return build_weights(
+        part = build_weights(
             self.format,
             {m: self.A[m] for m in paths},
             {m: self.B[m] for m in paths},
@@ -146,14 +151,17 @@ class LoRAWeights:
             self.use_rslora,
             dict(self.metadata),
         )
+        part.variants = {m: v for m, v in self.variants.items() if m in paths}
+        return part
 
 
 def canonical(path: str) -> str:
     """A module path as LoRA files spell it: a text-encoder module's with CLIP's ``text_model.`` in
     it, whichever transformers version built the model (``text_encoder.encoder.layers.0...`` ->
     ``text_encoder.text_model.encoder...``)."""
-    if path.startswith(TEXT_PREFIX) and not path[len(TEXT_PREFIX) :].startswith(TEXT_MODEL):
-        return TEXT_PREFIX + TEXT_MODEL + path[len(TEXT_PREFIX) :]
+    prefix = next((p for p in TEXT_PREFIXES[:2] if path.startswith(p)), None)  # CLIP's
+    if prefix and not path[len(prefix) :].startswith(TEXT_MODEL):
+        return prefix + TEXT_MODEL + path[len(prefix) :]
     return path
 
 

@@ -3,12 +3,12 @@
 Introduced in notebooks/05_inject_lora.ipynb, where every load checks for these kinds; the kinds
 themselves are lesson 11's (notebooks/11_lora_algebra.ipynb).
 
-A shared file may hold what lorakit does not apply exactly: LyCORIS LoHa and LoKr, DoRA's
-magnitude (``dora_scale``), LoCon's Tucker core (``lora_mid``), full-weight differences, OFT,
-(IA)^3, GLoRA; or keys of another architecture (SDXL's two text encoders, the original LDM
-layout, diffusion transformers). Such a file is an :class:`~lorakit.formats.UnsupportedKind`
-(``lorakit info`` still describes it); keys that show no kind are a plain
-:class:`~lorakit.formats.LoRAFileError`. Nothing is loaded either way.
+A shared file may hold what lorakit does not apply exactly: DoRA's magnitude (``dora_scale``: its
+delta depends on W0, and tools disagree on its axis), Tucker cores (``lora_mid``, ``hada_t1``,
+``lokr_t2``), full-weight differences, OFT, (IA)^3, GLoRA; or a whole checkpoint's layout. Such a
+file is an :class:`~lorakit.formats.UnsupportedKind` (``lorakit info`` still describes it); keys
+that show no kind are a plain :class:`~lorakit.formats.LoRAFileError`. Nothing is loaded either
+way. LoHa and LoKr are read exactly (``lycoris``), SDXL's, SD3's and Flux's names too.
 
 Left out: reading these kinds (use ComfyUI, or AUTOMATIC1111 with LyCORIS support).
 """
@@ -28,13 +28,18 @@ __all__ = [
 ]
 
 # What a key's name shows that lorakit does not apply: (words in the key, what it is).
+DORA_WHY = (
+    "its delta W is not a fixed matrix: the magnitude vector rescales W0 + B A by W0's own "
+    "column or row norms, so it depends on the base weights, and tools take the norm along "
+    "different axes (PEFT per output row, kohya's and LyCORIS's files per input column)"
+)
 VARIANTS = (
-    (".hada_", "LyCORIS LoHa (Hadamard product) adapter"),
-    (".lokr_", "LyCORIS LoKr (Kronecker product) adapter"),
-    (".dora_scale", "DoRA adapter (a magnitude vector, dora_scale, beside the LoRA)"),
+    (".hada_t", "LyCORIS LoHa with Tucker cores (hada_t1, hada_t2)"),
+    (".lokr_t2", "LyCORIS LoKr with a Tucker core (lokr_t2)"),
+    (".dora_scale", f"DoRA adapter (a magnitude vector, dora_scale, beside the LoRA; {DORA_WHY})"),
     (
         ".lora_magnitude_vector",
-        "DoRA adapter (a magnitude vector, lora_magnitude_vector, beside the LoRA)",
+        f"DoRA adapter (a magnitude vector, lora_magnitude_vector, beside the LoRA; {DORA_WHY})",
     ),
     (".lora_mid.", "LoCon adapter with a Tucker core (lora_mid, LyCORIS's use_tucker)"),
     (".diff", "full-weight difference (LyCORIS's 'full' algorithm)"),
@@ -43,30 +48,10 @@ VARIANTS = (
     (".w_norm", "LyCORIS GLoRA adapter"),
     (".a1.weight", "LyCORIS GLoRA adapter"),
 )
-ARCHITECTURES = (  # key prefixes of models other than SD 1.x/2.x's diffusers layout
-    (("lora_te2_", "text_encoder_2."), "SDXL (two text encoders)"),
-    (
-        (
-            "lora_unet_input_blocks_",
-            "lora_unet_middle_block_",
-            "lora_unet_output_blocks_",
-            "lora_unet_label_emb",
-        ),
-        "SDXL or the original LDM layout (input_blocks, middle_block, output_blocks)",
-    ),
+ARCHITECTURES = (  # key prefixes of layouts lorakit does not read
     (
         ("model.diffusion_model.", "diffusion_model."),
         "the original LDM checkpoint layout (diffusion_model.)",
-    ),
-    (
-        (
-            "lora_transformer_",
-            "transformer.",
-            "lora_unet_double_blocks_",
-            "lora_unet_single_blocks_",
-            "lora_unet_joint_blocks_",
-        ),
-        "a diffusion transformer (Flux, SD3, ...)",
     ),
 )
 
@@ -80,13 +65,14 @@ def _architecture(keys) -> str | None:
 
 
 def refuse_architecture(path: Path, keys: list[str]) -> None:
-    """Refuse a file whose keys are those of another architecture than SD 1.x/2.x."""
+    """Refuse a file whose keys are a whole checkpoint's layout, not a LoRA's names."""
     other = _architecture(keys)
     if other:
         key = next(k for k in keys if _architecture([k]) == other)
         raise lora_weights.UnsupportedKind(
-            f"{path} is a LoRA for {other} (e.g. {key}); lorakit applies LoRAs for SD 1.x and 2.x "
-            "(diffusers' module names for the UNet and one text encoder), so nothing was loaded."
+            f"{path} has keys of {other} (e.g. {key}); lorakit reads LoRAs with kohya's or "
+            "diffusers' module names (lora_unet_..., unet...., transformer....), so nothing was "
+            "loaded."
         )
 
 
@@ -129,9 +115,9 @@ def unsupported(
         n = len(modules)
         return lora_weights.UnsupportedKind(
             f"{path} holds a {kind} on {n} module{'s' if n != 1 else ''}{mixed} "
-            f"(e.g. {_module_of(found[0])}: {found[0]}); lorakit applies plain LoRA (linear, 1x1 "
-            "and 3x3 convolutions) only, so nothing was loaded: use a tool that applies this kind "
-            "(ComfyUI, or AUTOMATIC1111 with LyCORIS support), or a plain LoRA of it."
+            f"(e.g. {_module_of(found[0])}: {found[0]}); lorakit applies LoRA (linear, 1x1 and "
+            "3x3 convolutions), LyCORIS LoHa and LoKr only, so nothing was loaded: use a tool "
+            "that applies this kind (ComfyUI, or AUTOMATIC1111 with LyCORIS support)."
         )
     return lora_weights.LoRAFileError(
         f"{path} has {len(keys)} keys that lorakit cannot read as {what} "

@@ -288,10 +288,19 @@ CONV1 = "lora_unet_mid_block_resnets_0_conv1"
 TE1, TE2 = (f"lora_te{i}_text_model_encoder_layers_0_mlp_fc1" for i in (1, 2))
 INPUT_K = "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k"
 FLUX_Q = "transformer.single_transformer_blocks.0.attn.to_q"
+FLUX_QKV = "lora_unet_double_blocks_0_img_attn_qkv"
 UNET_PROJ_IN = "unet.mid_block.attentions.0.proj_in"
 KINDS = [
-    ({f"{PROJ_IN}.hada_w1_a": (4, 4), f"{PROJ_IN}.hada_w1_b": (4, 4)}, "LoHa"),
-    ({f"{PROJ_IN}.lokr_w1": (4, 4), f"{PROJ_IN}.lokr_w2": (4, 4)}, "LoKr"),
+    (
+        {
+            f"{PROJ_IN}.hada_w1_a": (128, 4),
+            f"{PROJ_IN}.hada_w1_b": (4, 128),
+            f"{PROJ_IN}.hada_w2_a": (128, 4),
+            f"{PROJ_IN}.hada_w2_b": (4, 128),
+            f"{PROJ_IN}.hada_t1": (4, 4, 1, 1),
+        },
+        "Tucker",
+    ),
     (
         {
             f"{PROJ_IN}.lora_down.weight": (4, 128),
@@ -310,6 +319,16 @@ KINDS = [
     ),
     (
         {
+            f"{UNET_PROJ_IN}.lora_A.weight": (4, 128),
+            f"{UNET_PROJ_IN}.lora_B.weight": (128, 4),
+            f"{UNET_PROJ_IN}.lora_magnitude_vector": (128,),
+        },
+        "DoRA",
+    ),
+]
+OTHER_MODELS = [  # files for another architecture than the tiny SD's (SD 1.x's shapes)
+    (
+        {
             f"{TE1}.lora_down.weight": (4, 768),
             f"{TE1}.lora_up.weight": (3072, 4),
             f"{TE2}.lora_down.weight": (4, 1280),
@@ -319,21 +338,33 @@ KINDS = [
     ),
     (
         {f"{INPUT_K}.lora_down.weight": (4, 2048), f"{INPUT_K}.lora_up.weight": (640, 4)},
-        "LDM layout",
+        "SDXL",
     ),
     (
         {f"{FLUX_Q}.lora_A.weight": (4, 3072), f"{FLUX_Q}.lora_B.weight": (3072, 4)},
-        "diffusion transformer",
+        "Flux",
     ),
     (
-        {
-            f"{UNET_PROJ_IN}.lora_A.weight": (4, 128),
-            f"{UNET_PROJ_IN}.lora_B.weight": (128, 4),
-            f"{UNET_PROJ_IN}.lora_magnitude_vector": (128,),
-        },
-        "DoRA",
+        {f"{FLUX_QKV}.lora_down.weight": (4, 3072), f"{FLUX_QKV}.lora_up.weight": (9216, 4)},
+        "Flux",
     ),
 ]
+
+
+@pytest.mark.parametrize(("tensors", "arch"), OTHER_MODELS, ids=["te2", "ldm", "flux", "qkv"])
+def test_a_lora_for_another_architecture_is_refused_by_name(
+    tiny, tmp_path, tensors, arch, lorakit_cli
+):
+    path = tmp_path / "other.safetensors"
+    safetensors.torch.save_file({k: torch.ones(shape) for k, shape in tensors.items()}, str(path))
+    pipe = tiny["pipe"]
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    with pytest.raises(formats.UnsupportedKind, match=f"a LoRA for {arch}, and this .* is SD 1"):
+        formats.apply_lora(pipe, path)
+    assert "\n" not in str(formats.UnsupportedKind) and not list(inject.lora_layers(pipe))
+    assert all(torch.equal(v, before[k]) for k, v in pipe.unet.state_dict().items())
+    code, out, err = lorakit_cli("info", path)  # the file alone is described
+    assert code == 0 and f"architecture: {arch}" in out and "not applied" not in out, (out, err)
 
 
 @pytest.mark.parametrize(("tensors", "kind"), KINDS, ids=[k for _, k in KINDS])
@@ -360,10 +391,15 @@ BROKEN = [
         {
             f"{PROJ_IN}.lora_down.weight": (4, 128),
             f"{PROJ_IN}.lora_up.weight": (128, 4),
-            "lora_unet_mid_block_attentions_0_proj_out.hada_w1_a": (128, 4),
+            "lora_unet_mid_block_attentions_0_proj_out.lokr_t2": (4, 4, 1, 1),
         },
         r"on 1 module beside 1 plain LoRA modules \(a file of mixed kinds\) "
         r"\(e.g. lora_unet_mid_block_attentions_0_proj_out:",
+    ),
+    (
+        "half a LoHa",
+        {f"{PROJ_IN}.hada_w1_a": (128, 4), f"{PROJ_IN}.hada_w1_b": (4, 128)},
+        r"a LoHa module without hada_w2_a, hada_w2_b \(lora_unet_mid_block_attentions_0_proj_in\)",
     ),
     (
         "no up",

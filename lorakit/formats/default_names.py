@@ -1,0 +1,77 @@
+"""The real models' module names, built on the meta device, that kohya names resolve through.
+
+Introduced in notebooks/05_inject_lora.ipynb (SD 1.5's); SDXL's in notebooks/12_beyond_sd15.ipynb.
+
+A kohya name has ``_`` where the module path had dots, and which ``_`` was a dot is not guessed:
+the names are looked up among a model's real module paths. When no model is given, the model is
+the file's architecture built from its published config with no weights (``torch.device("meta")``,
+nothing downloaded): SD 1.5's UNet and text encoder (the tiny SD shares every path), or SDXL's
+UNet, CLIP ViT-L and OpenCLIP ViT-bigG text encoders. :func:`module_paths` lists them.
+
+Left out: SD3 and Flux (kohya's names for them are kept as they are: their fused ``qkv`` has no
+single module in diffusers' transformer), the mapping itself (``kohya.kohya_name_map``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from lorakit.formats import architectures, lora_weights
+
+__all__ = ["SDXL_UNET_CONFIG", "SDXL_TEXT_2_CONFIG", "module_paths"]
+
+SDXL_UNET_CONFIG = dict(  # stabilityai/stable-diffusion-xl-base-1.0, unet/config.json
+    sample_size=128,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    block_out_channels=(320, 640, 1280),
+    layers_per_block=2,
+    transformer_layers_per_block=(1, 2, 10),
+    attention_head_dim=(5, 10, 20),
+    cross_attention_dim=2048,
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816,
+)
+SDXL_TEXT_2_CONFIG = dict(  # the same, text_encoder_2/config.json (OpenCLIP ViT-bigG/14)
+    vocab_size=49408,
+    hidden_size=1280,
+    intermediate_size=5120,
+    num_hidden_layers=32,
+    num_attention_heads=20,
+    max_position_embeddings=77,
+    hidden_act="gelu",
+    projection_dim=1280,
+)
+
+
+def _paths(prefix: str, model) -> list[str]:
+    return [lora_weights.canonical(prefix + n) for n, _ in model.named_modules() if n]
+
+
+@functools.lru_cache(maxsize=4)
+def module_paths(arch: str) -> tuple[str, ...]:
+    """Every module path of ``arch``'s UNet and text encoders (``text_encoder.<path>``,
+    ``text_encoder_2.<path>``), from the published configs on the meta device; none for a
+    transformer."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from lorakit import models
+
+    if arch not in (architectures.SD, architectures.SDXL):
+        return ()
+    sdxl = arch == architectures.SDXL
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**(SDXL_UNET_CONFIG if sdxl else models.SD15_UNET_CONFIG))
+        text = CLIPTextModel(CLIPTextConfig(**models.SD15_TEXT_CONFIG))
+        paths = _paths("", unet) + _paths("text_encoder.", text)
+        if sdxl:
+            text_2 = CLIPTextModelWithProjection(CLIPTextConfig(**SDXL_TEXT_2_CONFIG))
+            paths += _paths("text_encoder_2.", text_2)
+    return tuple(paths)
