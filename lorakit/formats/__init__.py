@@ -45,6 +45,7 @@ from lorakit.formats.lora_weights import (
     check_weights,
     from_model,
 )
+from lorakit.formats.lycoris import SUFFIXES as LYCORIS_SUFFIXES
 from lorakit.formats.refused import ARCHITECTURES, VARIANTS
 from lorakit.formats.safetensors_io import (
     FLOAT_DTYPES,
@@ -88,6 +89,7 @@ __all__ = [
     "PEFT_FILE",
     "PEFT_PREFIX",
     "PEFT_TEXT_FOLDER",
+    "LYCORIS_SUFFIXES",
     # load, save, apply
     "apply_lora",
     "convert",

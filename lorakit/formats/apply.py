@@ -34,7 +34,7 @@ def _misfit(module: nn.Module, a, b, r: int) -> str | None:
     n_in, n_out = targets.shape_of(module)
     kernel = tuple(module.kernel_size) if isinstance(module, nn.Conv2d) else (1, 1)
     file_kernel = tuple(a.shape[2:]) if a.ndim == 4 else (1, 1)
-    flat = a.ndim == 2 and a.shape[1] == n_in * kernel[0] * kernel[1]  # LyCORIS: a flat kernel
+    flat = a.ndim == 2 and a.shape[1] == n_in and kernel != (1, 1)  # LyCORIS: a flat kernel
     if file_kernel != kernel and not flat:
         what = (
             "a linear layer"
@@ -42,7 +42,7 @@ def _misfit(module: nn.Module, a, b, r: int) -> str | None:
             else f"a {kernel[0]}x{kernel[1]} convolution"
         )
         return f"a {file_kernel[0]}x{file_kernel[1]} convolution LoRA for {what}"
-    file_in, file_out = a[0].numel() // (kernel[0] * kernel[1] if flat else 1), b.shape[0]
+    file_in, file_out = a[0].numel(), b.shape[0]
     if (file_in, file_out) != (n_in, n_out):
         return f"file {file_in}->{file_out} vs model {n_in}->{n_out}"
     if r > min(n_in, n_out):
@@ -67,7 +67,7 @@ def resolve_modules(
     names = kohya.kohya_name_map(model)  # for kohya names that load_lora could not resolve
     paths, bases, problems = {}, {}, []
     for m in weights.modules:
-        p = kohya.resolve(m, names, model)
+        p = kohya.resolve_name(m, names, model)
         p = paths[m] = (
             p if p in modules or _flat_clip_path(p) not in modules else _flat_clip_path(p)
         )

@@ -1,6 +1,7 @@
 """Which model a LoRA file was made for (SD 1.x/2.x, SDXL, SD3, Flux), and which model it meets.
 
-Introduced in notebooks/12_beyond_sd15.ipynb.
+Introduced in notebooks/05_inject_lora.ipynb, where every load tells which model a file is for;
+the architectures themselves are notebooks/12_beyond_sd15.ipynb's.
 
 A file says its architecture in its key names and shapes, before any tensor is read
 (:func:`of_header`): SDXL has a second text encoder (``lora_te2_``, ``text_encoder_2.``), a

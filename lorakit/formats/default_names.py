@@ -20,25 +20,9 @@ import torch
 
 from lorakit.formats import architectures, lora_weights
 
-__all__ = ["SDXL_UNET_CONFIG", "SDXL_TEXT_2_CONFIG", "module_paths"]
+__all__ = ["SDXL_TEXT_2_CONFIG", "module_paths"]
 
-SDXL_UNET_CONFIG = dict(  # stabilityai/stable-diffusion-xl-base-1.0, unet/config.json
-    sample_size=128,
-    in_channels=4,
-    out_channels=4,
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    block_out_channels=(320, 640, 1280),
-    layers_per_block=2,
-    transformer_layers_per_block=(1, 2, 10),
-    attention_head_dim=(5, 10, 20),
-    cross_attention_dim=2048,
-    use_linear_projection=True,
-    addition_embed_type="text_time",
-    addition_time_embed_dim=256,
-    projection_class_embeddings_input_dim=2816,
-)
-SDXL_TEXT_2_CONFIG = dict(  # the same, text_encoder_2/config.json (OpenCLIP ViT-bigG/14)
+SDXL_TEXT_2_CONFIG = dict(  # stabilityai/stable-diffusion-xl-base-1.0, text_encoder_2/config.json
     vocab_size=49408,
     hidden_size=1280,
     intermediate_size=5120,
@@ -63,12 +47,15 @@ def module_paths(arch: str) -> tuple[str, ...]:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from lorakit import models
+    from lorakit.architectures import configs  # lesson 12's SDXL, imported when asked for
 
     if arch not in (architectures.SD, architectures.SDXL):
         return ()
     sdxl = arch == architectures.SDXL
     with torch.device("meta"):
-        unet = UNet2DConditionModel(**(SDXL_UNET_CONFIG if sdxl else models.SD15_UNET_CONFIG))
+        unet = UNet2DConditionModel(
+            **(configs.SDXL_UNET_CONFIG if sdxl else models.SD15_UNET_CONFIG)
+        )
         text = CLIPTextModel(CLIPTextConfig(**models.SD15_TEXT_CONFIG))
         paths = _paths("", unet) + _paths("text_encoder.", text)
         if sdxl:

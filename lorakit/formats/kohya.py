@@ -28,10 +28,11 @@ __all__ = [
     "KOHYA_OTHER_PREFIXES",
     "KOHYA_PREFIXES",
     "HALF_NAMES",
+    "BASE_VERSIONS",
     "kohya_names_of",
     "kohya_name",
     "kohya_name_map",
-    "resolve",
+    "resolve_name",
     "group_kohya_keys",
     "kohya_halves",
     "alpha_value",
@@ -45,6 +46,12 @@ KOHYA_TEXT_PREFIXES = ("lora_te_", "lora_te1_")  # SD 1.x/2.x's one text encoder
 KOHYA_OTHER_PREFIXES = {"lora_te2_": "text_encoder_2.", "lora_te3_": "text_encoder_3."}
 KOHYA_PREFIXES = (KOHYA_PREFIX, *KOHYA_TEXT_PREFIXES, *KOHYA_OTHER_PREFIXES, "lora_transformer_")
 HALF_NAMES = ("lora_down", "lora_up")  # A and B
+BASE_VERSIONS = {  # ss_base_model_version, as kohya's trainers write it
+    architectures.SD: "sd_v1",
+    architectures.SDXL: "sdxl_base_v1-0",
+    architectures.SD3: "sd3",
+    architectures.FLUX: "flux1",
+}
 SUFFIXES = ("lora_down.weight", "lora_up.weight", "alpha")
 TEXT_PREFIX = lora_weights.TEXT_PREFIX
 
@@ -91,7 +98,7 @@ def kohya_name_map(model, arch: str | None = None) -> dict[str, str]:
     return names
 
 
-def resolve(name: str, known: dict[str, str], model=None) -> str:
+def resolve_name(name: str, known: dict[str, str], model=None) -> str:
     """A kohya name's module path through ``known`` (:func:`kohya_name_map`), the original LDM
     layout's names through diffusers' (``ldm_layout``); a name no model has is kept."""
     main = architectures.main_part(model) if model is not None else None
@@ -113,7 +120,7 @@ def kohya_halves(groups, model=None, arch: str | None = None) -> tuple[dict, dic
     ``{module path: its alpha's key}``; names resolved through ``model`` (default: the
     architecture ``arch``'s real model, SD 1.5's if not given)."""
     known = kohya_name_map(model, arch)
-    paths = {m: resolve(m, known, model) for m in groups}
+    paths = {m: resolve_name(m, known, model) for m in groups}
     halves = {
         paths[m]: (g.get("lora_down.weight"), g.get("lora_up.weight")) for m, g in groups.items()
     }
@@ -140,7 +147,7 @@ def _kohya_metadata(
         "ss_network_dim": str(weights.r) if uniform else "Dynamic",
         "ss_network_alpha": f"{alpha:g}",
         "ss_network_module": "networks.lora",
-        "ss_base_model_version": "sd_v1",
+        "ss_base_model_version": BASE_VERSIONS.get(architectures.of_weights(weights), "sd_v1"),
         "ss_v2": "False",
         "ss_output_name": output_name,
         "ss_text_encoder_lr": "" if weights.text_modules else "0",
@@ -165,8 +172,11 @@ def kohya_tensors(
     alphas = {p: weights.scaling_of(p) * weights.rank(p) for p in weights.modules}
     alpha = lora_weights.most_common(alphas.values())
     tensors = {}
+    dit = architectures.of_weights(weights) in architectures.TRANSFORMERS
     for p in weights.modules:
-        name = kohya_name(p)
+        own = p.startswith((*KOHYA_PREFIXES, *lora_weights.TEXT_PREFIXES))
+        # a transformer's module paths as ComfyUI reads them (lora_transformer_<path with _>)
+        name = "lora_transformer_" + p.replace(".", "_") if dit and not own else kohya_name(p)
         up = weights.B[p] if alphas[p] == alpha else weights.B[p] * (alphas[p] / alpha)
         tensors |= {
             f"{name}.lora_down.weight": weights.A[p],

@@ -1,6 +1,7 @@
 """The original (LDM/SGM) UNet's names in kohya files, as diffusers' UNet names them.
 
-Introduced in notebooks/12_beyond_sd15.ipynb.
+Introduced in notebooks/05_inject_lora.ipynb, where kohya names are read; SDXL's files, which
+use this layout, in notebooks/12_beyond_sd15.ipynb.
 
 kohya's SDXL trainer names a module after Stability's UNet: ``input_blocks.N.J``,
 ``middle_block.J``, ``output_blocks.N.J``, with a block's ResNet at ``J`` 0 and its transformer at 1

@@ -1,6 +1,6 @@
 """LyCORIS LoHa and LoKr files, read exactly: their delta W as a LoRA of the rank it really has.
 
-Introduced in notebooks/11_lora_algebra.ipynb, where a LoRA file is a set of matrices.
+Introduced in notebooks/05_inject_lora.ipynb (every load reads them); algebra in lesson 11.
 
 LoHa (``hada_w1_a``, ``hada_w1_b``, ``hada_w2_a``, ``hada_w2_b``) is the Hadamard product of two
 low-rank matrices, ``delta W = (alpha / dim) (W1a W1b) * (W2a W2b)``, ``dim`` the rank of each;
@@ -179,7 +179,7 @@ def load_lycoris(path: Path, header: dict, metadata: dict, model, arch: str):
     known = kohya.kohya_name_map(model, arch)
     A, B, alphas, variants = {}, {}, {}, {}
     for name, group in groups.items():
-        m = kohya.resolve(name, known, model)
+        m = kohya.resolve_name(name, known, model)
         A[m], B[m], alphas[m], what = _lycoris_module(path, name, group, tensors)
         if what:
             variants[m] = what

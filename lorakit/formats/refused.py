@@ -31,7 +31,7 @@ __all__ = [
 DORA_WHY = (
     "its delta W is not a fixed matrix: the magnitude vector rescales W0 + B A by W0's own "
     "column or row norms, so it depends on the base weights, and tools take the norm along "
-    "different axes (PEFT per output row, kohya's and LyCORIS's files per input column)"
+    "different axes (the DoRA paper and many LyCORIS files per input column, PEFT per output row)"
 )
 VARIANTS = (
     (".hada_t", "LyCORIS LoHa with Tucker cores (hada_t1, hada_t2)"),

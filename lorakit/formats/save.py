@@ -18,7 +18,7 @@ from pathlib import Path
 
 import lorakit
 from lorakit import files
-from lorakit.formats import diffusers, kohya, load, lora_weights, safetensors_io
+from lorakit.formats import architectures, diffusers, kohya, load, lora_weights, safetensors_io
 
 __all__ = ["FORMATS", "save_weights", "save_lora", "convert"]
 
@@ -38,10 +38,26 @@ def _check_destination(weights: lora_weights.LoRAWeights, path: Path, format: st
     lora_weights.check_weights(weights)
     unresolved = [m for m in weights.modules if m.startswith(kohya.KOHYA_PREFIXES)]
     if unresolved and format != "kohya":
+        fused = any(m.endswith(("_qkv", "_linear1")) for m in unresolved)
+        why = (
+            "kohya's Flux and SD3 names fuse q, k and v (img_attn_qkv, linear1) where diffusers' "
+            "transformer has a module each: keep it as kohya (diffusers' load_lora_weights reads "
+            "kohya's Flux files itself)"
+            if fused
+            else "load the file with load_lora(path, model=your_pipeline) before writing another "
+            "format"
+        )
         raise ValueError(
-            f"{len(unresolved)} kohya names (e.g. {unresolved[0]}) were not mapped to module "
-            "paths: load the file with load_lora(path, model=your_pipeline) before writing "
-            "another format."
+            f"{len(unresolved)} kohya names (e.g. {unresolved[0]}) are no module path of a "
+            f"model lorakit knows: {why}."
+        )
+    other_parts = any(m.startswith(lora_weights.TEXT_PREFIXES[1:]) for m in weights.modules)
+    if format == "peft" and (
+        other_parts or architectures.of_weights(weights) in architectures.TRANSFORMERS
+    ):
+        raise ValueError(
+            "a PEFT folder holds SD's UNet and one text encoder; write this LoRA (SDXL's second "
+            "text encoder, or a transformer's) as kohya or diffusers."
         )
 
 
