@@ -6,10 +6,11 @@ A kohya name has ``_`` where the module path had dots, and which ``_`` was a dot
 the names are looked up among a model's real module paths. When no model is given, the model is
 the file's architecture built from its published config with no weights (``torch.device("meta")``,
 nothing downloaded): SD 1.5's UNet and text encoder (the tiny SD shares every path), or SDXL's
-UNet, CLIP ViT-L and OpenCLIP ViT-bigG text encoders. :func:`module_paths` lists them.
+UNet, CLIP ViT-L and OpenCLIP ViT-bigG text encoders, or SD3's or Flux's transformer
+(``lora_transformer_<path>``). :func:`module_paths` lists them.
 
-Left out: SD3 and Flux (kohya's names for them are kept as they are: their fused ``qkv`` has no
-single module in diffusers' transformer), the mapping itself (``kohya.kohya_name_map``).
+Left out: SD3's and Flux's text encoders, kohya's fused names for their transformers (kept as
+they are: ``img_attn_qkv`` is no single module of diffusers'), the mapping (``kohya``).
 """
 
 from __future__ import annotations
@@ -41,14 +42,16 @@ def _paths(prefix: str, model) -> list[str]:
 @functools.lru_cache(maxsize=4)
 def module_paths(arch: str) -> tuple[str, ...]:
     """Every module path of ``arch``'s UNet and text encoders (``text_encoder.<path>``,
-    ``text_encoder_2.<path>``), from the published configs on the meta device; none for a
-    transformer."""
+    ``text_encoder_2.<path>``), or of SD3's or Flux's transformer, from the published configs on
+    the meta device (none for a transformer too small to tell which)."""
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from lorakit import models
     from lorakit.architectures import configs  # lesson 12's SDXL, imported when asked for
 
+    if arch in (architectures.SD3, architectures.FLUX):  # the transformer's paths alone
+        return tuple(_paths("", configs.build("sd3" if arch == architectures.SD3 else "flux")))
     if arch not in (architectures.SD, architectures.SDXL):
         return ()
     sdxl = arch == architectures.SDXL

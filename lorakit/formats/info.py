@@ -123,6 +123,13 @@ def _scaling_line(w: lora_weights.LoRAWeights) -> str:
     return f"r: {w.r}  alpha: {w.alpha:g} on most modules; per-module ranks or alphas below"
 
 
+def _module_name(path: str) -> str:
+    """What a module is, without where: ``attn2.to_k``, a transformer's ``attn.to_q``."""
+    if path.startswith(("transformer_blocks.", "single_transformer_blocks.")):
+        return path.split(".", 2)[-1]
+    return targets.module_kind(path) if "transformer_blocks" in path else path.split(".")[-1]
+
+
 def _module_lines(w: lora_weights.LoRAWeights) -> list[str]:
     """The modules by name, by part (UNet, text encoder) and by block."""
     arch = architectures.of_weights(w)
@@ -136,9 +143,7 @@ def _module_lines(w: lora_weights.LoRAWeights) -> list[str]:
         f"{_counted(w, paths)}"
         for p, paths in sorted(by_part.items())
     ]
-    names = collections.Counter(
-        targets.module_kind(m) if "transformer_blocks" in m else m.split(".")[-1] for m in w.modules
-    )
+    names = collections.Counter(_module_name(m) for m in w.modules)
     lines = [
         f"modules: {len(w.modules)} ({', '.join(f'{k} x{n}' for k, n in names.items())})",
         f"  {'; '.join(parts)}",

@@ -82,7 +82,7 @@ def kohya_name_map(model, arch: str | None = None) -> dict[str, str]:
     SDXL's). With no model, those of ``arch`` (default SD 1.5), built on meta."""
     if model is None:
         paths = default_names.module_paths(arch or architectures.SD)
-        return {name: path for path in paths for name in kohya_names_of(path)}
+        return _names_of(paths, arch)
     parts = inject.components(model)
     paths = [
         lora_weights.canonical(prefix + n)
@@ -90,11 +90,19 @@ def kohya_name_map(model, arch: str | None = None) -> dict[str, str]:
         for n, _ in part.named_modules()
         if n
     ]
-    names = {name: path for path in paths for name in kohya_names_of(path)}
+    names = _names_of(paths, architectures.of_model(model))
     if len(parts) == 1:
         texts = default_names.module_paths(architectures.of_model(model) or architectures.SD)
         text_paths = [p for p in texts if p.startswith(lora_weights.TEXT_PREFIXES)]
         names = {name: path for path in text_paths for name in kohya_names_of(path)} | names
+    return names
+
+
+def _names_of(paths, arch: str | None) -> dict[str, str]:
+    """kohya name -> path; a transformer's paths also as ComfyUI's ``lora_transformer_<path>``."""
+    names = {name: path for path in paths for name in kohya_names_of(path)}
+    if arch in architectures.TRANSFORMERS:
+        names |= {"lora_transformer_" + p.replace(".", "_"): p for p in paths}
     return names
 
 
