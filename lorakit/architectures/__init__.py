@@ -31,7 +31,7 @@ from lorakit.architectures.counting import (
     lora_rows,
     print_table,
 )
-from lorakit.architectures.fitting import fit, one_example
+from lorakit.architectures.fitting import fit_one_example, one_example
 from lorakit.architectures.joint_maps import (
     JointAttentionRecorder,
     JointRecords,
@@ -46,6 +46,7 @@ from lorakit.architectures.meeting import (
     JOINT_TWO_STREAMS,
     SELF,
     TEXT_STREAM,
+    TIMESTEP_PARTS,
     attention_kind,
     attention_modules,
     meeting_table,
@@ -65,6 +66,7 @@ __all__ = [
     "SELF",
     "TEXT_ENCODERS",
     "TEXT_STREAM",
+    "TIMESTEP_PARTS",
     "TINY_CONFIGS",
     "JointAttentionRecorder",
     "JointRecords",
@@ -75,7 +77,7 @@ __all__ = [
     "build_tiny",
     "capture_joint_attention",
     "denoise",
-    "fit",
+    "fit_one_example",
     "image_ids",
     "image_rows",
     "joint_qkv",

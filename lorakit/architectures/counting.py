@@ -72,7 +72,7 @@ def lora_rows(models: dict[str, nn.Module], r: int) -> list[LoRARow]:
         layers = dict(model.named_modules())
         chosen = (ARTICLE_TARGETS.get(name), SCRIPT_TARGETS.get(name))
         for source, suffixes in [c for c in chosen if c]:
-            by_input = {"image": 0, "text": 0, "both": 0}
+            by_input = {"image": 0, "text": 0, "both": 0, "timestep": 0}
             paths = targets.find_targets(model, list(suffixes))
             for path in paths:
                 by_input[reads(model, path)] += r * sum(targets.shape_of(layers[path]))

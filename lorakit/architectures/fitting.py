@@ -5,10 +5,10 @@ Introduced in notebooks/12_beyond_sd15.ipynb.
 :func:`one_example` makes one seeded training example of each model's own objective: a UNet
 (SD 1.5, SDXL) predicts the noise added to the latents at a timestep of the DDPM schedule; SD3 and
 Flux are trained by flow matching, ``x_t = (1 - s) x_0 + s noise``, and predict the velocity
-``noise - x_0``. :func:`fit` runs Adam on whatever parameters of the model require gradients
-(the LoRA's, after ``inject.inject_lora``; all of them for a full fine-tune) and returns the loss
-before each step and after the last. On a tiny, untrained model this shows that the gradient
-reaches the adapted layers and that the loss falls; it says nothing about pictures.
+``noise - x_0``. :func:`fit_one_example` runs Adam on whatever parameters of the model require
+gradients (the LoRA's, after ``inject.inject_lora``; all of them for a full fine-tune) and returns
+the loss before each step and after the last. On a tiny, untrained model this shows that the
+gradient reaches the adapted layers and that the loss falls; it says nothing about pictures.
 
 Left out: batches, noise and timestep sampling, schedulers, mixed precision, saving.
 """
@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from lorakit.architectures.calling import denoise
 
-__all__ = ["fit", "one_example"]
+__all__ = ["fit_one_example", "one_example"]
 
 
 def one_example(model: nn.Module, text: torch.Tensor, pooled: torch.Tensor, seed: int = 0) -> dict:
@@ -45,7 +45,7 @@ def one_example(model: nn.Module, text: torch.Tensor, pooled: torch.Tensor, seed
     return {"inputs": inputs, "target": target}
 
 
-def fit(model: nn.Module, example: dict, steps: int, lr: float = 1e-2) -> list[float]:
+def fit_one_example(model: nn.Module, example: dict, steps: int, lr: float = 1e-2) -> list[float]:
     """``steps`` Adam steps on the trainable parameters of ``model`` towards ``example``'s target
     (mean squared error); returns ``steps + 1`` losses: before each step, and after the last."""
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -24,6 +24,7 @@ __all__ = [
     "JOINT_TWO_STREAMS",
     "SELF",
     "TEXT_STREAM",
+    "TIMESTEP_PARTS",
     "attention_kind",
     "attention_modules",
     "meeting_table",
@@ -35,6 +36,9 @@ JOINT_TWO_STREAMS, JOINT_ONE_STREAM = "joint, two streams", "joint, one stream"
 # The layers of a double-stream block that belong to the text stream.
 TEXT_STREAM = ("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out", "ff_context")
 SINGLE_STREAM_BLOCKS = ("FluxSingleTransformerBlock",)
+# Layers that read the timestep embedding (with SDXL's and SD3's/Flux's pooled text), not tokens:
+# the adaptive norms' modulation, the resnets' time projections, the embedders themselves.
+TIMESTEP_PARTS = ("time_emb_proj", "time_embedding", "time_text_embed", "add_embedding")
 
 
 def _is_attention(module: nn.Module) -> bool:
@@ -61,12 +65,15 @@ def attention_kind(model: nn.Module, path: str) -> str:
 
 
 def reads(model: nn.Module, path: str) -> str:
-    """What the linear layer at ``path`` reads: "image", "text" or "both".
+    """What the linear layer at ``path`` reads: "image", "text", "both" or "timestep".
 
-    A cross-attention's ``to_k``/``to_v`` read the text; a double-stream block's text-stream layers
-    (:data:`TEXT_STREAM`) read the text; a single-stream block's layers read both; the rest reads
-    the image."""
+    The adaptive norms (``norm1.linear``, ...) and time projections read the timestep embedding
+    (:data:`TIMESTEP_PARTS`); a cross-attention's ``to_k``/``to_v`` read the text, as do a
+    double-stream block's text-stream layers (:data:`TEXT_STREAM`); a single-stream block's layers
+    read both; the rest reads the image."""
     parts = path.split(".")
+    if any(p.startswith("norm") or p in TIMESTEP_PARTS for p in parts):
+        return "timestep"
     for i in range(len(parts) - 1, 0, -1):
         holder = model.get_submodule(".".join(parts[:i]))
         if type(holder).__name__ in SINGLE_STREAM_BLOCKS:

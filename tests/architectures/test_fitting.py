@@ -23,7 +23,7 @@ def test_the_lora_learns_and_the_base_stays(name):
     inject.inject_lora(model, r=4, target_modules=list(architectures.SCRIPT_TARGETS[name][1]))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable)
-    losses = architectures.fit(model, example, steps=15, lr=1e-2)
+    losses = architectures.fit_one_example(model, example, steps=15, lr=1e-2)
     assert len(losses) == 16 and losses[-1] < 0.95 * losses[0]
     inject.remove_lora(model)
     assert all(torch.equal(base[k], v) for k, v in model.state_dict().items())
@@ -32,7 +32,7 @@ def test_the_lora_learns_and_the_base_stays(name):
 def test_nothing_to_train_is_refused():
     model = architectures.build_tiny("sd3").requires_grad_(False)
     with pytest.raises(ValueError, match="nothing to train"):
-        architectures.fit(model, architectures.one_example(model, *prompt()), steps=1)
+        architectures.fit_one_example(model, architectures.one_example(model, *prompt()), steps=1)
 
 
 def test_packing_is_flux_pipelines():

@@ -39,3 +39,6 @@ def test_what_each_layer_reads(meta_models):
     assert a.reads(flux, "transformer_blocks.4.ff_context.net.2") == "text"
     assert a.reads(flux, "transformer_blocks.4.attn.to_v") == "image"
     assert a.reads(flux, "single_transformer_blocks.30.attn.to_q") == "both"
+    assert a.reads(flux, "single_transformer_blocks.30.norm.linear") == "timestep"
+    assert a.reads(flux, "transformer_blocks.4.norm1_context.linear") == "timestep"
+    assert a.reads(sdxl, "down_blocks.2.resnets.0.time_emb_proj") == "timestep"
