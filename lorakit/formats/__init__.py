@@ -1,17 +1,17 @@
 """LoRA files: kohya (A1111/ComfyUI), diffusers and PEFT, read, checked, written and applied.
 
 Introduced in notebooks/05_inject_lora.ipynb; the files people share, in
-notebooks/11_lora_algebra.ipynb.
+notebooks/11_lora_algebra.ipynb; SDXL's, SD3's and Flux's in notebooks/12_beyond_sd15.ipynb.
 
 One file a concept, as PEFT's ``tuners/lora`` and diffusers' ``loaders``. Lesson 05's:
-``lora_weights`` (the in-memory :class:`LoRAWeights` and its checks), ``safetensors_io`` (safe
-reading, byte-stable writing), ``kohya`` and ``diffusers`` (the key spellings, with the table of
-names), ``load`` with ``refused`` (LoHa, LoKr, DoRA, SDXL, ...: named, nothing applied; lesson 11
-meets them), ``save`` and ``apply``. Lesson 08's ``info`` (``describe``: ``lorakit info``).
-Import the package and use its names: ``formats.load_lora``, ``formats.save_lora``.
+``lora_weights`` (the in-memory :class:`LoRAWeights` and its checks), ``safetensors_io``, ``kohya``
+and ``diffusers`` (the key spellings), ``architectures`` (SD, SDXL, SD3, Flux told from a file's
+names), ``ldm_layout`` and ``default_names`` (where kohya names point), ``lycoris`` (LoHa, LoKr
+read exactly), ``load`` with ``refused`` (DoRA, Tucker cores, ...: named, nothing applied),
+``save`` and ``apply``; lesson 08's ``info`` (``lorakit info``). Use the package's names.
 
-Left out: the wrapping itself (``lorakit.inject``), the algebra on LoRA files (extract, resize,
-merge: ``lorakit.svd_tools``), SDXL's key layout, LyCORIS's other algorithms, DoRA.
+Left out: the wrapping itself (``lorakit.inject``), the algebra on LoRA files (``svd_tools``),
+DoRA, LyCORIS's Tucker cores and other algorithms, kohya's fused Flux names in diffusers' form.
 """
 
 from lorakit.formats.apply import apply_lora, resolve_modules

@@ -79,6 +79,11 @@ def resolve_modules(
                 "the LoRA to the pipeline, apply_lora(pipe, ...), or keep its UNet part: "
                 "weights.subset(...))"
             )
+        elif base is None and p.endswith(kohya.FUSED) and p.startswith(kohya.KOHYA_PREFIXES):
+            problems.append(
+                f"{p}: kohya's fused q, k and v, three modules in diffusers' transformer "
+                "(diffusers' load_lora_weights splits them)"
+            )
         elif base is None:
             problems.append(f"{p}: no such module")
         elif why := _misfit(base, weights.A[m], weights.B[m], weights.rank(m)):

@@ -42,16 +42,19 @@ def _paths(prefix: str, model) -> list[str]:
 @functools.lru_cache(maxsize=4)
 def module_paths(arch: str) -> tuple[str, ...]:
     """Every module path of ``arch``'s UNet and text encoders (``text_encoder.<path>``,
-    ``text_encoder_2.<path>``), or of SD3's or Flux's transformer, from the published configs on
-    the meta device (none for a transformer too small to tell which)."""
+    ``text_encoder_2.<path>``), or of SD3's or Flux's transformer (both, for a transformer too small
+    to tell which), from the published configs on the meta device."""
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from lorakit import models
     from lorakit.architectures import configs  # lesson 12's SDXL, imported when asked for
 
-    if arch in (architectures.SD3, architectures.FLUX):  # the transformer's paths alone
-        return tuple(_paths("", configs.build("sd3" if arch == architectures.SD3 else "flux")))
+    if arch in architectures.TRANSFORMERS:  # the transformer's paths alone (both: SD3 or Flux)
+        names = {architectures.SD3: ("sd3",), architectures.FLUX: ("flux",)}.get(
+            arch, ("sd3", "flux")
+        )
+        return tuple(dict.fromkeys(p for n in names for p in _paths("", configs.build(n))))
     if arch not in (architectures.SD, architectures.SDXL):
         return ()
     sdxl = arch == architectures.SDXL

@@ -28,6 +28,7 @@ __all__ = [
     "KOHYA_OTHER_PREFIXES",
     "KOHYA_PREFIXES",
     "HALF_NAMES",
+    "FUSED",
     "BASE_VERSIONS",
     "kohya_names_of",
     "kohya_name",
@@ -46,6 +47,10 @@ KOHYA_TEXT_PREFIXES = ("lora_te_", "lora_te1_")  # SD 1.x/2.x's one text encoder
 KOHYA_OTHER_PREFIXES = {"lora_te2_": "text_encoder_2.", "lora_te3_": "text_encoder_3."}
 KOHYA_PREFIXES = (KOHYA_PREFIX, *KOHYA_TEXT_PREFIXES, *KOHYA_OTHER_PREFIXES, "lora_transformer_")
 HALF_NAMES = ("lora_down", "lora_up")  # A and B
+FUSED = (
+    "_qkv",
+    "_linear1",
+)  # kohya's Flux and SD3 modules that diffusers splits in three (or four)
 BASE_VERSIONS = {  # ss_base_model_version, as kohya's trainers write it
     architectures.SD: "sd_v1",
     architectures.SDXL: "sdxl_base_v1-0",

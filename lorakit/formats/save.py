@@ -38,18 +38,16 @@ def _check_destination(weights: lora_weights.LoRAWeights, path: Path, format: st
     lora_weights.check_weights(weights)
     unresolved = [m for m in weights.modules if m.startswith(kohya.KOHYA_PREFIXES)]
     if unresolved and format != "kohya":
-        fused = any(m.endswith(("_qkv", "_linear1")) for m in unresolved)
-        why = (
-            "kohya's Flux and SD3 names fuse q, k and v (img_attn_qkv, linear1) where diffusers' "
-            "transformer has a module each: keep it as kohya (diffusers' load_lora_weights reads "
-            "kohya's Flux files itself)"
-            if fused
-            else "load the file with load_lora(path, model=your_pipeline) before writing another "
-            "format"
-        )
+        if any(m.endswith(kohya.FUSED) for m in unresolved):
+            raise ValueError(
+                f"kohya's fused q, k and v (e.g. {unresolved[0]}) are one module where diffusers' "
+                "transformer has three (to_q, to_k, to_v): keep this LoRA as kohya (diffusers' "
+                "load_lora_weights reads kohya's Flux files and splits them itself)."
+            )
         raise ValueError(
             f"{len(unresolved)} kohya names (e.g. {unresolved[0]}) are no module path of a "
-            f"model lorakit knows: {why}."
+            "model lorakit knows: load the file with load_lora(path, model=your_pipeline) before "
+            "writing another format."
         )
     other_parts = any(m.startswith(lora_weights.TEXT_PREFIXES[1:]) for m in weights.modules)
     if format == "peft" and (

@@ -2,8 +2,8 @@
 ``load_lora_weights`` computes from the same file; Flux files described, resized, merged and
 converted with nothing but the file; a LoRA meets only a model of its own architecture.
 
-The tiny SDXL is lesson 12's (``architectures.build_tiny("sdxl")``: SDXL's block layout, small
-widths) with two small CLIP text encoders, in a real ``StableDiffusionXLPipeline``.
+The tiny SDXL is lesson 12's (``tiny_sdxl_pipeline``: SDXL's block layout at small widths, two
+small CLIP text encoders, in diffusers' own ``StableDiffusionXLPipeline``).
 """
 
 import copy
@@ -11,11 +11,10 @@ import copy
 import pytest
 import safetensors.torch
 import torch
-from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from lorakit import formats, inject
 from lorakit.architectures import configs
+from lorakit.architectures.tiny_pipelines import tiny_sdxl_pipeline
 
 # kohya's SDXL names (Stability's UNet layout) and the diffusers module each one is, written out
 # here by hand for SDXL's layout (2 ResNets a block, the transformer second in each input block)
@@ -48,28 +47,6 @@ LDM_NAMES = {
         "text_encoder_2.text_model.encoder.layers.1.self_attn.out_proj"
     ),
 }
-
-
-def tiny_sdxl():
-    torch.manual_seed(0)
-    text = CLIPTextConfig(
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        vocab_size=1000,
-        max_position_embeddings=77,
-        projection_dim=32,
-    )
-    return StableDiffusionXLPipeline(
-        vae=None,
-        text_encoder=CLIPTextModel(text),
-        text_encoder_2=CLIPTextModelWithProjection(text),
-        tokenizer=None,
-        tokenizer_2=None,
-        unet=configs.build_tiny("sdxl"),
-        scheduler=EulerDiscreteScheduler(),
-    )
 
 
 def kohya_sdxl_file(pipe, path):
@@ -117,7 +94,7 @@ def outputs(pipe):
 
 @pytest.fixture(scope="module")
 def sdxl(tmp_path_factory):
-    pipe = tiny_sdxl()
+    pipe = tiny_sdxl_pipeline()
     folder = tmp_path_factory.mktemp("sdxl")
     return pipe, kohya_sdxl_file(pipe, folder / "kohya.safetensors"), folder
 

@@ -80,7 +80,7 @@ def test_resize_merge_and_convert_need_only_the_file(tmp_path, lorakit_cli):
     code, out, err = lorakit_cli(
         "convert", a, "--to", "diffusers", "--out", tmp_path / "x.safetensors"
     )
-    assert code != 0 and "fuse q, k and v" in err and not (tmp_path / "x.safetensors").exists()
+    assert code != 0 and "fused q, k and v" in err and not (tmp_path / "x.safetensors").exists()
 
 
 def test_diffusers_flux_names_round_trip_through_kohya(tmp_path):
