@@ -28,6 +28,9 @@ TINY_TEXT_CONFIG = dict(
     vocab_size=1000,
     max_position_embeddings=77,
     projection_dim=32,
+    bos_token_id=0,  # within the small vocabulary
+    eos_token_id=2,
+    pad_token_id=1,
 )
 
 

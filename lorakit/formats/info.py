@@ -76,6 +76,8 @@ def guess_base(weights: lora_weights.LoRAWeights) -> str:
     if to_k is not None:
         width = weights.A[to_k].shape[1]
         base = CONTEXT_WIDTHS.get(width, "an SD-like model")
+        if arch == architectures.SDXL and width != 2048:  # SDXL's layout at another width
+            base = "an SDXL-shaped model (SDXL's text is 2048 wide)"
         clues.append(f"{base} (cross-attention reads a {width}-wide text)")
     elif mid is not None:
         width = weights.B[mid].shape[0]
