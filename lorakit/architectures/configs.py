@@ -20,7 +20,7 @@ import torch
 from diffusers import FluxTransformer2DModel, SD3Transformer2DModel, UNet2DConditionModel
 from torch import nn
 
-from lorakit.models import SD15_UNET_CONFIG, TINY_TEXT_WIDTH, TINY_UNET_CONFIG
+from lorakit.models import SD15_UNET_CONFIG, TINY_TEXT_WIDTH, TINY_UNET_CONFIG, UNET_COMMON
 
 __all__ = [
     "ARCHITECTURES",
@@ -50,14 +50,7 @@ SDXL_UNET_CONFIG = dict(
     addition_time_embed_dim=256,
     projection_class_embeddings_input_dim=2816,  # 6 size/crop numbers x 256 + bigG's pooled 1280
     use_linear_projection=True,
-    norm_num_groups=32,
-    norm_eps=1e-5,
-    act_fn="silu",
-    center_input_sample=False,
-    downsample_padding=1,
-    flip_sin_to_cos=True,
-    freq_shift=0,
-    mid_block_scale_factor=1,
+    **UNET_COMMON,  # norm_num_groups 32, act_fn "silu", ...: as SD 1.5's
 )
 SD3_MEDIUM_TRANSFORMER_CONFIG = dict(
     sample_size=128,

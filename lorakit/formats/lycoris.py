@@ -149,9 +149,13 @@ def _lycoris_module(path: Path, name: str, group: dict, tensors: dict) -> tuple:
         return a.float(), b.float(), alpha if alpha is not None else a.shape[0], None
     t = {s: tensors[k].float() for s, k in group.items() if s in SUFFIXES}
     a, b = exact_factors(kind, t, alpha)
-    dims = sorted({int(t[s].shape[0]) for s in ("hada_w1_b", "lokr_w1_b", "lokr_w2_b") if s in t})
-    what = f"{kind}{f' dim {dims[0]}' if dims else ' (full factors)'}"
-    return a, b, float(a.shape[0]), what
+    if kind == "LoHa":
+        return a, b, float(a.shape[0]), f"LoHa dim {int(t['hada_w1_b'].shape[0])}"
+    factors = [
+        f"W{i} rank {int(t[f'lokr_w{i}_b'].shape[0])}" if f"lokr_w{i}_b" in t else f"W{i} full"
+        for i in (1, 2)
+    ]
+    return a, b, float(a.shape[0]), f"LoKr ({', '.join(factors)})"
 
 
 def load_lycoris(path: Path, header: dict, metadata: dict, model, arch: str):

@@ -34,6 +34,7 @@ __all__ = [
     "SD15_SCHEDULER_CONFIG",
     "SD15_TEXT_CONFIG",
     "SD15_UNET_CONFIG",
+    "UNET_COMMON",
     "SD15_VAE_CONFIG",
     "TINY_TEXT_WIDTH",
     "TINY_UNET_CONFIG",
@@ -45,6 +46,17 @@ __all__ = [
     "tiny_scheduler",
 ]
 
+# what SD 1.5's and SDXL's published UNet configs both say beyond their shapes
+UNET_COMMON = dict(
+    norm_num_groups=32,
+    norm_eps=1e-5,
+    act_fn="silu",
+    center_input_sample=False,
+    downsample_padding=1,
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    mid_block_scale_factor=1,
+)
 SD15_UNET_CONFIG = dict(
     sample_size=64,
     in_channels=4,
@@ -55,14 +67,7 @@ SD15_UNET_CONFIG = dict(
     up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
     cross_attention_dim=768,
     attention_head_dim=8,
-    norm_num_groups=32,
-    norm_eps=1e-5,
-    act_fn="silu",
-    center_input_sample=False,
-    downsample_padding=1,
-    flip_sin_to_cos=True,
-    freq_shift=0,
-    mid_block_scale_factor=1,
+    **UNET_COMMON,
 )
 SD15_TEXT_CONFIG = dict(
     vocab_size=49408,

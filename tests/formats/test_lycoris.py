@@ -173,7 +173,7 @@ def test_info_says_what_the_file_was(tmp_path, lorakit_cli):
     tensors, _ = lokr(ATTN, (8, 8), (16, 8), None, 4, 2.0)
     code, out, err = lorakit_cli("info", _write(tmp_path, tensors))
     assert code == 0, err
-    assert "LyCORIS LoKr dim 4 on 1 modules; read exactly" in out
+    assert "LyCORIS LoKr (W1 full, W2 rank 4) on 1 modules; read exactly" in out
     held = sum(t.numel() for k, t in tensors.items() if not k.endswith("alpha"))
     assert f"(the file's own factors: {held:,})" in out
 
