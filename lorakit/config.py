@@ -9,7 +9,8 @@ draws; :func:`get_mode` says which model lesson 08 loads.
 
 Environment variables, read here and nowhere else: ``LORAKIT_MODE=small|full`` (default ``full``
 with a CUDA GPU), ``LORAKIT_SD15`` (a hub id or a local folder for SD 1.5), ``LORAKIT_TEST=1``
-(set by ``make test``: long lesson runs take fewer steps; students never set it).
+(set by ``make test``: long lesson runs take fewer steps; students never set it), ``LORAKIT_LANG=en|uk``
+(the language lorakit's checks and widgets speak; the Ukrainian notebooks set ``uk`` in their first cells).
 
 Left out: multi-GPU placement (``accelerate`` handles it) and per-user config files.
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 
 MODES = ("small", "full")
+LANGUAGES = ("en", "uk")  # English, the source; Ukrainian, the article's language
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "data"
 TINY_SD_DIR = DATA_DIR / "models" / "tiny-sd"
@@ -30,6 +32,7 @@ SD15_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 __all__ = [
     "DATA_DIR",
+    "LANGUAGES",
     "MODES",
     "PRESETS",
     "REPO_ROOT",
@@ -38,6 +41,7 @@ __all__ = [
     "Preset",
     "get_device",
     "get_dtype",
+    "get_language",
     "get_mode",
     "get_preset",
     "gpu_present",
@@ -146,6 +150,16 @@ def preset_for(model) -> Preset:
 def is_test_run() -> bool:
     """True under ``make test`` (``LORAKIT_TEST=1``): lessons shorten their long runs."""
     return os.environ.get("LORAKIT_TEST", "").strip().lower() in ("1", "true", "yes")
+
+
+def get_language() -> str:
+    """The language lorakit speaks to a student: ``LORAKIT_LANG`` (``en`` or ``uk``), else English."""
+    language = os.environ.get("LORAKIT_LANG", "").strip().lower() or "en"
+    if language not in LANGUAGES:
+        raise ValueError(
+            f"LORAKIT_LANG={language!r}: use one of {', '.join(LANGUAGES)} (English, Ukrainian)."
+        )
+    return language
 
 
 def steps_for(real_steps: int, test_steps: int) -> int:

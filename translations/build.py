@@ -1,0 +1,174 @@
+"""The Ukrainian edition of the lessons, built from the English ones and a catalogue a notebook.
+
+``make translations`` (``python translations/build.py``): for each lesson ``notebooks/NN_*.ipynb``,
+its catalogue ``translations/uk/NN_*.po`` (gettext, read and written with polib) holds one entry
+a cell: ``msgctxt`` the cell's id, ``msgid`` the English cell as it is now, ``msgstr`` its
+Ukrainian, and the English's SHA-256 in a comment. The script first brings each catalogue up to
+date (a new cell gets an empty entry, a changed English cell a ``fuzzy`` one that keeps its old
+translation for the translator to revise), then writes ``notebooks/uk/NN_*.ipynb`` for every
+lesson whose catalogue is complete: the English notebook, each cell's text replaced by its
+translation, and one cell after the set-up cell that sets ``LORAKIT_LANG=uk``. A code cell's
+translation may differ from the English only in comments and in the text of strings;
+``tests/project/test_translations.py`` holds all of this (``--check`` runs the same checks).
+
+Left out: machine translation (every ``msgstr`` is written by a person), the assignments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import io
+import json
+import sys
+import tokenize
+from pathlib import Path
+
+import polib
+
+ROOT = Path(__file__).resolve().parent.parent
+LANGUAGE = "uk"
+CATALOGUES = ROOT / "translations" / LANGUAGE
+OUT = ROOT / "notebooks" / LANGUAGE
+LANGUAGE_CELL = {
+    "cell_type": "code",
+    "execution_count": None,
+    "id": "uk-language",
+    "metadata": {},
+    "outputs": [],
+    "source": [
+        "import os\n",
+        "\n",
+        'os.environ["LORAKIT_LANG"] = "uk"  # перевірки й віджети lorakit говорять українською',
+    ],
+}
+
+
+def lessons() -> list[Path]:
+    return sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def catalogue_of(lesson: Path) -> Path:
+    return CATALOGUES / f"{lesson.stem}.po"
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cells(lesson: Path) -> list[dict]:
+    return json.loads(lesson.read_text())["cells"]
+
+
+def source(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+def update(lesson: Path) -> polib.POFile:
+    """The lesson's catalogue brought up to date with its cells (not yet saved)."""
+    path = catalogue_of(lesson)
+    po = polib.pofile(str(path)) if path.exists() else polib.POFile(wrapwidth=0)
+    po.metadata = {"Content-Type": "text/plain; charset=UTF-8", "Language": LANGUAGE}
+    by_id = {e.msgctxt: e for e in po}
+    entries = []
+    for cell in cells(lesson):
+        english = source(cell)
+        entry = by_id.get(cell["id"]) or polib.POEntry(msgctxt=cell["id"], msgid=english, msgstr="")
+        if entry.msgid != english:  # the English changed after it was translated
+            entry.previous_msgid, entry.msgid = entry.msgid, english
+            if entry.msgstr and "fuzzy" not in entry.flags:
+                entry.flags.append("fuzzy")
+        entry.comment = f"{cell['cell_type']} cell, English sha256 {sha(english)}"
+        entries.append(entry)
+    po[:] = entries
+    return po
+
+
+def tokens(code: str) -> list[str]:
+    """A code cell's tokens, with every comment and every string's text left out."""
+    shown = []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(code).readline):
+            if tok.type == tokenize.COMMENT:
+                continue
+            if tok.type == tokenize.STRING:
+                shown.append("<string>")
+            elif tok.type not in (tokenize.NL, tokenize.ENCODING):
+                shown.append(tok.string)
+    except (tokenize.TokenError, IndentationError):  # a cell tokenize cannot read: compared whole
+        return [code]
+    return shown
+
+
+def problems(lesson: Path) -> list[str]:
+    """What keeps the lesson's catalogue from building a Ukrainian notebook equal in code."""
+    path = catalogue_of(lesson)
+    if not path.exists():
+        return [f"{lesson.name}: no catalogue {path.relative_to(ROOT)} (run make translations)"]
+    po, found = polib.pofile(str(path)), []
+    by_id = {e.msgctxt: e for e in po}
+    ids = [c["id"] for c in cells(lesson)]
+    found += [f"{lesson.name}: the catalogue has no cell {c}" for c in ids if c not in by_id]
+    found += [
+        f"{lesson.name}: the catalogue's cell {e.msgctxt} is gone"
+        for e in po
+        if e.msgctxt not in ids
+    ]
+    for cell in cells(lesson):
+        entry, where = by_id.get(cell["id"]), f"{lesson.name} cell {cell['id']}"
+        if entry is None:
+            continue
+        if entry.msgid != source(cell) or "fuzzy" in entry.flags:
+            found.append(f"{where}: the English changed after its translation")
+        elif not entry.msgstr:
+            found.append(f"{where}: not translated")
+        elif cell["cell_type"] == "code" and tokens(entry.msgstr) != tokens(entry.msgid):
+            found.append(
+                f"{where}: the code differs from the English (beyond comments and strings)"
+            )
+    return found
+
+
+def _lines(text: str) -> list[str]:
+    lines = text.split("\n")
+    return [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
+
+
+def translated(lesson: Path) -> dict:
+    """The Ukrainian notebook of ``lesson`` (its catalogue complete)."""
+    notebook = json.loads(lesson.read_text())
+    by_id = {e.msgctxt: e.msgstr for e in polib.pofile(str(catalogue_of(lesson)))}
+    for cell in notebook["cells"]:
+        cell["source"] = _lines(by_id[cell["id"]])
+    first_code = next(i for i, c in enumerate(notebook["cells"]) if c["cell_type"] == "code")
+    notebook["cells"].insert(first_code + 1, copy.deepcopy(LANGUAGE_CELL))
+    return notebook
+
+
+def notebook_text(notebook: dict) -> str:
+    return json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="only report what is missing")
+    args = parser.parse_args(argv)
+    CATALOGUES.mkdir(parents=True, exist_ok=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    missing = []
+    for lesson in lessons():
+        if not args.check:
+            update(lesson).save(str(catalogue_of(lesson)))
+        found = problems(lesson)
+        missing += found
+        if not found and not args.check:
+            (OUT / lesson.name).write_text(notebook_text(translated(lesson)))
+    for line in missing:
+        print(line)
+    print(f"{len(lessons())} lessons, {len(missing)} cells to translate or revise")
+    return 1 if missing and args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
