@@ -25,6 +25,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from lorakit.language import say
+
 __all__ = [
     "CheckFailed",
     "close",
@@ -45,9 +47,10 @@ class CheckFailed(AssertionError):
 
 
 def _report(ok: bool, line: str) -> None:
-    print(f"{'PASS' if ok else 'FAIL'}  {line}")
+    word = say("PASS") if ok else say("FAIL")
+    print(f"{word}  {line}")
     if not ok:
-        raise CheckFailed(f"FAIL  {line}")
+        raise CheckFailed(f"{word}  {line}")
 
 
 def max_difference(got, want) -> float:
@@ -76,7 +79,8 @@ def _as_array(value) -> np.ndarray:
 def close(name: str, got, want, tol: float = 0.0) -> None:
     """PASS when no value of ``got`` differs from ``want`` by more than ``tol``."""
     diff = max_difference(got, want)
-    _report(diff <= tol, f"{name}: max |diff| = {diff:.2e} (tolerance {tol:.0e})")
+    measured = say("max |diff| = {diff} (tolerance {tol})", diff=f"{diff:.2e}", tol=f"{tol:.0e}")
+    _report(diff <= tol, f"{name}: {measured}")
 
 
 def same_pixels(name: str, got, want, tol: float = 0) -> None:
@@ -86,13 +90,16 @@ def same_pixels(name: str, got, want, tol: float = 0) -> None:
     ``output_type="np"``); a list of them is one stack.
     """
     diff = max_difference(got, want)
-    _report(diff <= tol, f"{name}: max |pixel diff| = {diff:.3g} (tolerance {tol:g})")
+    measured = say(
+        "max |pixel diff| = {diff} (tolerance {tol})", diff=f"{diff:.3g}", tol=f"{tol:g}"
+    )
+    _report(diff <= tol, f"{name}: {measured}")
 
 
 def equal(name: str, got, want) -> None:
     """PASS when ``got == want`` (lists, shapes, counts); the line shows both when they differ."""
     ok = bool(got == want)
-    shown = f"{got!r}" if ok else f"got {got!r}, want {want!r}"
+    shown = f"{got!r}" if ok else say("got {got}, want {want}", got=repr(got), want=repr(want))
     if len(shown) > 200:
         shown = shown[:197] + "..."
     _report(ok, f"{name}: {shown}")
@@ -193,7 +200,7 @@ def forbidden(*what, why: str = "this exercise asks you to write it yourself") -
     def refuse(name: str) -> Callable:
         def action(args: tuple, kwargs: dict):
             called.append(name)
-            _report(False, f"{name} was called: {why}")
+            _report(False, say("{name} was called: {why}", name=name, why=say(why)))
 
         return action
 
@@ -205,7 +212,8 @@ def forbidden(*what, why: str = "this exercise asks you to write it yourself") -
         for step in reversed(undo):
             step()
     if called:
-        _report(False, f"{', '.join(dict.fromkeys(called))} was called: {why}")
+        names = ", ".join(dict.fromkeys(called))
+        _report(False, say("{name} was called: {why}", name=names, why=say(why)))
 
 
 def record_calls(function: types.FunctionType) -> list:

@@ -1,6 +1,5 @@
-"""Which model and sizes, which device, and the test switch: the one reader of lorakit's variables.
-
-Introduced in notebooks/01_low_rank_intuition.ipynb.
+"""Which model and sizes, which device, the test switch and the language: lorakit's one reader of
+its variables. Introduced in notebooks/01_low_rank_intuition.ipynb.
 
 Two worlds share one API. ``small``: the tiny SD in ``data/models/tiny-sd`` at 64x64 (lessons
 01-07, on any device). ``full``: SD 1.5 at 512x512 (lesson 08 on a CUDA GPU). :func:`preset_for`
@@ -9,8 +8,8 @@ draws; :func:`get_mode` says which model lesson 08 loads.
 
 Environment variables, read here and nowhere else: ``LORAKIT_MODE=small|full`` (default ``full``
 with a CUDA GPU), ``LORAKIT_SD15`` (a hub id or a local folder for SD 1.5), ``LORAKIT_TEST=1``
-(set by ``make test``: long lesson runs take fewer steps; students never set it), ``LORAKIT_LANG=en|uk``
-(the language lorakit's checks and widgets speak; the Ukrainian notebooks set ``uk`` in their first cells).
+(set by ``make test``: long lesson runs take fewer steps), ``LORAKIT_LANG=en|uk`` (what lorakit's
+checks and widgets speak; the Ukrainian notebooks set ``uk`` in their first cells).
 
 Left out: multi-GPU placement (``accelerate`` handles it) and per-user config files.
 """
@@ -153,7 +152,7 @@ def is_test_run() -> bool:
 
 
 def get_language() -> str:
-    """The language lorakit speaks to a student: ``LORAKIT_LANG`` (``en`` or ``uk``), else English."""
+    """The language lorakit speaks to a student: ``LORAKIT_LANG`` (``en``, ``uk``), else English."""
     language = os.environ.get("LORAKIT_LANG", "").strip().lower() or "en"
     if language not in LANGUAGES:
         raise ValueError(

@@ -17,6 +17,7 @@ Left out: machine translation (every ``msgstr`` is written by a person), the ass
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import hashlib
 import io
@@ -93,12 +94,21 @@ def tokens(code: str) -> list[str]:
             if tok.type == tokenize.COMMENT:
                 continue
             if tok.type == tokenize.STRING:
-                shown.append("<string>")
+                shown.append(_string_fields(tok.string))
             elif tok.type not in (tokenize.NL, tokenize.ENCODING):
                 shown.append(tok.string)
-    except (tokenize.TokenError, IndentationError):  # a cell tokenize cannot read: compared whole
+    except (tokenize.TokenError, IndentationError, SyntaxError):  # unreadable: compared whole
         return [code]
     return shown
+
+
+def _string_fields(literal: str) -> str:
+    """A string literal with its text left out: an f-string keeps its fields' code and specs."""
+    node = ast.parse(literal, mode="eval").body
+    if not isinstance(node, ast.JoinedStr):
+        return "<string>"
+    fields = [ast.unparse(v) for v in node.values if isinstance(v, ast.FormattedValue)]
+    return f"<f-string {' | '.join(fields)}>"
 
 
 def problems(lesson: Path) -> list[str]:

@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from lorakit import lora
+from lorakit.language import say
 from lorakit.lora import KOHYA_DEFAULT_ALPHA, PEFT_DEFAULT_ALPHA, AlphaLedger, alpha_ledger
 from lorakit.widgets.base import Explorer, show_figure, slider
 
@@ -38,7 +39,7 @@ class AlphaLedgerExplorer(Explorer):
         self.shown: lora.AlphaLedger | None = None
         self.figure: Figure | None = None
         self.r_slider = slider(
-            ipywidgets.IntSlider, value=r, min=1, max=max_rank, description="rank r"
+            ipywidgets.IntSlider, value=r, min=1, max=max_rank, description=say("rank r")
         )
         self.slider = slider(
             ipywidgets.FloatSlider,
@@ -51,7 +52,7 @@ class AlphaLedgerExplorer(Explorer):
         # indent=False and an automatic width: the label is never cut short.
         self.defaults = ipywidgets.Checkbox(
             value=alpha is None,
-            description="leave alpha out (each tool's default)",
+            description=say("leave alpha out (each tool's default)"),
             indent=False,
             layout=ipywidgets.Layout(width="auto"),
         )
@@ -71,7 +72,8 @@ class AlphaLedgerExplorer(Explorer):
             for name, a, formula, s in shown.rows()
         )
         self.table.value = (
-            f"<table><tr><th>convention</th><th>alpha</th><th>scaling</th><th>r = {shown.r}</th>"
+            f"<table><tr><th>{say('convention')}</th><th>alpha</th><th>{say('scaling')}</th>"
+            f"<th>r = {shown.r}</th>"
             f"</tr>{cells}</table>"
         )
         show_figure(self.output, fig)
@@ -86,12 +88,12 @@ class AlphaLedgerExplorer(Explorer):
             (line,) = ax.plot(ranks, [getattr(c, field) for c in curves], label=name)
             ax.plot([shown.r], [getattr(shown, field)], "o", color=line.get_color())
         ax.axvline(shown.r, color="0.6", linestyle="--")
-        alpha = "each tool's default" if shown.alpha is None else f"{shown.alpha:g}"
+        alpha = say("each tool's default") if shown.alpha is None else f"{shown.alpha:g}"
         ax.set(
             xscale="log",
             yscale="log",
-            xlabel="rank r",
-            ylabel="scaling of B A",
+            xlabel=say("rank r"),
+            ylabel=say("scaling of B A"),
             title=f"alpha = {alpha}",
         )
         ax.legend(fontsize=7)

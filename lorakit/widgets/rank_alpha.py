@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from lorakit import formats, metrics, sample, styles
+from lorakit.language import say
 from lorakit.widgets.applying import as_lora_weights, check_no_lora, lora_applied, scaling_text
 from lorakit.widgets.base import Explorer, labelled, slider
 
@@ -105,7 +106,7 @@ class RankAlphaExplorer(Explorer):
             ipywidgets.ToggleButtons,
             options=[(f"r = {r}", r) for r in self.loras],
             value=rank,
-            description="rank",
+            description=say("rank"),
         )
         self.slider = slider(
             ipywidgets.FloatSlider,
@@ -177,21 +178,34 @@ class RankAlphaExplorer(Explorer):
         size = (
             ""
             if shown.file_bytes is None
-            else f" &nbsp;|&nbsp; file {shown.file_bytes / 1e3:,.0f} KB"
+            else say(" &nbsp;|&nbsp; file {kb} KB", kb=f"{shown.file_bytes / 1e3:,.0f}")
         )
         grid, base = shown.grid, self.base_grid
         self._present(
             shown,
             (
-                f"<b>r = {shown.rank}, alpha = {shown.alpha:g}</b> "
-                f"(trained with {shown.trained_alpha:g}): "
-                f"{scaling_text(self.loras[shown.rank], shown.alpha)} = "
-                f"<b>{shown.scaling:.3g}</b>, "
-                f"{shown.alpha / shown.trained_alpha:.3g}x the trained update &nbsp;|&nbsp; "
-                f"{shown.parameters:,} parameters{size}<br>{self.style} {grid.style_rate:.0%} "
-                f"(base {base.style_rate:.0%}), colour {grid.colour_accuracy:.0%} "
-                f"({base.colour_accuracy:.0%}), shape {grid.shape_accuracy:.0%} "
-                f"({base.shape_accuracy:.0%}) on {len(self.cells)} pictures"
+                say(
+                    "<b>r = {rank}, alpha = {alpha}</b> (trained with {trained}): {formula} = "
+                    "<b>{scaling}</b>, {ratio}x the trained update &nbsp;|&nbsp; {parameters} "
+                    "parameters{size}<br>{style} {style_rate} (base {base_style}), colour "
+                    "{colour} ({base_colour}), shape {shape} ({base_shape}) on {n} pictures",
+                    rank=shown.rank,
+                    alpha=f"{shown.alpha:g}",
+                    trained=f"{shown.trained_alpha:g}",
+                    formula=scaling_text(self.loras[shown.rank], shown.alpha),
+                    scaling=f"{shown.scaling:.3g}",
+                    ratio=f"{shown.alpha / shown.trained_alpha:.3g}",
+                    parameters=f"{shown.parameters:,}",
+                    size=size,
+                    style=say(self.style),
+                    style_rate=f"{grid.style_rate:.0%}",
+                    base_style=f"{base.style_rate:.0%}",
+                    colour=f"{grid.colour_accuracy:.0%}",
+                    base_colour=f"{base.colour_accuracy:.0%}",
+                    shape=f"{grid.shape_accuracy:.0%}",
+                    base_shape=f"{base.shape_accuracy:.0%}",
+                    n=len(self.cells),
+                )
             ),
         )
 
@@ -201,7 +215,7 @@ class RankAlphaExplorer(Explorer):
         fig = plt.figure(figsize=(1.3 * n + 3.6, 3.2), layout="constrained")
         grid = fig.add_gridspec(2, n + 1, width_ratios=[1] * n + [max(2.5, 0.6 * n)])
         rows = [
-            (self.base_images, "base"),
+            (self.base_images, say("base")),
             (shown.images, f"r={shown.rank}\nalpha={shown.alpha:g}"),
         ]
         for row, (images, label) in enumerate(rows):
@@ -226,8 +240,9 @@ class RankAlphaExplorer(Explorer):
             self.base_grid.shape_accuracy,
         ]
         bars.bar(x + 0.2, lora_scores, width=0.4, color="tab:red", label="LoRA")
-        bars.bar(x - 0.2, base_scores, width=0.4, color="0.7", label="base")
-        bars.set(xticks=x, xticklabels=names, ylim=(0, 1.05), title=f"scaling {shown.scaling:.3g}")
+        bars.bar(x - 0.2, base_scores, width=0.4, color="0.7", label=say("base"))
+        title = say("scaling {scaling}", scaling=f"{shown.scaling:.3g}")
+        bars.set(xticks=x, xticklabels=[say(n) for n in names], ylim=(0, 1.05), title=title)
         bars.legend(fontsize=7, loc="lower right")
         return fig
 

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from lorakit import sample, styles
+from lorakit.language import say
 from lorakit.widgets.applying import as_lora_weights, check_no_lora, lora_applied, scaling_text
 from lorakit.widgets.base import Explorer, labelled, slider
 
@@ -60,7 +61,7 @@ class LoRAScaleExplorer(Explorer):
         self.prompt_box = labelled(
             ipywidgets.Text,
             value=prompt,
-            description="prompt",
+            description=say("prompt"),
             continuous_update=False,
             layout=ipywidgets.Layout(width="60%", max_width="480px"),
         )
@@ -69,7 +70,7 @@ class LoRAScaleExplorer(Explorer):
             value=seed,
             min=0,
             max=2**31 - 1,
-            description="seed",
+            description=say("seed"),
             layout=ipywidgets.Layout(width="14em"),
         )
         self.slider = slider(
@@ -78,7 +79,7 @@ class LoRAScaleExplorer(Explorer):
             min=0.0,
             max=1.5,
             step=0.05,
-            description="LoRA scale",
+            description=say("LoRA scale"),
             readout_format=".2f",
         )
         self.summary = ipywidgets.HTML()
@@ -128,10 +129,18 @@ class LoRAScaleExplorer(Explorer):
         self.strip = sorted({0.0, shown.scale} | set(seen[: self.MAX_PANELS - 2]))
         self._present(
             shown,
-            f"effective multiplier of B&middot;A = scale &times; {scaling_text(self.weights)} = "
-            f"{shown.scale:.2f} &times; {shown.scaling:.3g} = <b>{shown.multiplier:.3g}</b> "
-            f"in each of {len(self.weights.modules)} layers &nbsp;|&nbsp; "
-            f"{len(self.cache)} pictures cached, {self.generations} drawn",
+            say(
+                "effective multiplier of B&middot;A = scale &times; {scaling} = {scale} &times; "
+                "{value} = <b>{multiplier}</b> in each of {layers} layers &nbsp;|&nbsp; "
+                "{cached} pictures cached, {drawn} drawn",
+                scaling=scaling_text(self.weights),
+                scale=f"{shown.scale:.2f}",
+                value=f"{shown.scaling:.3g}",
+                multiplier=f"{shown.multiplier:.3g}",
+                layers=len(self.weights.modules),
+                cached=len(self.cache),
+                drawn=self.generations,
+            ),
         )
 
     def _draw(self, shown: ScaleView) -> Figure:
@@ -148,7 +157,7 @@ class LoRAScaleExplorer(Explorer):
             ax.set_yticks([])
             current = scale == shown.scale
             ax.set_title(
-                f"scale {scale:.2f}\n(x{scale * shown.scaling:.3g})",
+                say("scale {scale}", scale=f"{scale:.2f}") + f"\n(x{scale * shown.scaling:.3g})",
                 fontsize=9,
                 color="tab:red" if current else "black",
                 fontweight="bold" if current else "normal",

@@ -21,6 +21,7 @@ import torch
 from matplotlib.figure import Figure
 
 from lorakit import lowrank
+from lorakit.language import say
 from lorakit.widgets.base import Explorer, slider
 
 __all__ = ["SVDExplorer", "SVDView", "svd_explorer"]
@@ -92,7 +93,7 @@ class SVDExplorer(Explorer):
         self.figure: Figure | None = None
 
         self.slider = slider(
-            ipywidgets.IntSlider, value=rank, min=1, max=max_rank, step=1, description="rank r"
+            ipywidgets.IntSlider, value=rank, min=1, max=max_rank, step=1, description=say("rank r")
         )
         self.summary = ipywidgets.HTML()
         super().__init__([self.slider, self.summary, self.output])
@@ -118,9 +119,15 @@ class SVDExplorer(Explorer):
         shown = self.view(rank)
         self._present(
             shown,
-            f"<b>rank {rank}</b> of {min(self.m, self.n)} &nbsp;|&nbsp; relative error "
-            f"{shown.relative_error:.2%} &nbsp;|&nbsp; energy kept {shown.energy_kept:.2%} "
-            f"&nbsp;|&nbsp; storage r(m+n)/mn = {shown.storage_ratio:.2%}",
+            say(
+                "<b>rank {rank}</b> of {full} &nbsp;|&nbsp; relative error {error} &nbsp;|&nbsp; "
+                "energy kept {energy} &nbsp;|&nbsp; storage r(m+n)/mn = {storage}",
+                rank=rank,
+                full=min(self.m, self.n),
+                error=f"{shown.relative_error:.2%}",
+                energy=f"{shown.energy_kept:.2%}",
+                storage=f"{shown.storage_ratio:.2%}",
+            ),
         )
 
     def refresh(self) -> None:
@@ -141,8 +148,10 @@ class SVDExplorer(Explorer):
             }
             ax_in.imshow(self.original, **style)
             ax_out.imshow(shown.reconstruction, **style)
-        ax_in.set_title(f"original ({self.m} x {self.n})")
-        ax_out.set_title(f"rank {shown.rank}: error {shown.relative_error:.1%}")
+        ax_in.set_title(say("original ({m} x {n})", m=self.m, n=self.n))
+        ax_out.set_title(
+            say("rank {rank}: error {error}", rank=shown.rank, error=f"{shown.relative_error:.1%}")
+        )
         for ax in (ax_in, ax_out):
             ax.set_axis_off()
         ranks = np.arange(1, len(self._energy) + 1)
@@ -152,9 +161,13 @@ class SVDExplorer(Explorer):
         ax_energy.set(
             xscale="log",
             ylim=(0, 1.02),
-            xlabel="rank r",
-            ylabel="energy kept",
-            title=f"energy kept {shown.energy_kept:.1%}, storage {shown.storage_ratio:.1%}",
+            xlabel=say("rank r"),
+            ylabel=say("energy kept"),
+            title=say(
+                "energy kept {energy}, storage {storage}",
+                energy=f"{shown.energy_kept:.1%}",
+                storage=f"{shown.storage_ratio:.1%}",
+            ),
         )
         return fig
 

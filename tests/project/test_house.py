@@ -169,10 +169,10 @@ def test_modules_and_functions_keep_their_size(module):
     assert not oversized(SOURCES[module]), f"{module}: {oversized(SOURCES[module])}"
 
 
-# The scripts beside the package (the benchmarks, the docs' figures, the classroom's loop) keep the
-# same sizes.
+# The scripts beside the package (the benchmarks, the docs' figures, the classroom's loop, the
+# translations' build) keep the same sizes.
 SCRIPTS = sorted([*(ROOT / "benchmarks").glob("*.py"), *(ROOT / "docs").glob("*.py")])
-SCRIPTS += sorted((ROOT / "classroom").glob("*.py"))
+SCRIPTS += sorted([*(ROOT / "classroom").glob("*.py"), *(ROOT / "translations").glob("*.py")])
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: str(p.relative_to(ROOT)))
