@@ -1,17 +1,17 @@
-"""The Ukrainian edition of the lessons, built from the English ones and a catalogue a notebook.
+"""The Ukrainian edition, built from the English notebooks and a catalogue a notebook.
 
-``make translations`` (``python translations/build.py``): for each lesson ``notebooks/NN_*.ipynb``,
-its catalogue ``translations/uk/NN_*.po`` (gettext, read and written with polib) holds one entry
-a cell: ``msgctxt`` the cell's id, ``msgid`` the English cell as it is now, ``msgstr`` its
-Ukrainian, and the English's SHA-256 in a comment. The script first brings each catalogue up to
-date (a new cell gets an empty entry, a changed English cell a ``fuzzy`` one that keeps its old
-translation for the translator to revise), then writes ``notebooks/uk/NN_*.ipynb`` for every
-lesson whose catalogue is complete: the English notebook, each cell's text replaced by its
-translation, and one cell after the set-up cell that sets ``LORAKIT_LANG=uk``. A code cell's
-translation may differ from the English only in comments and in the text of strings;
-``tests/project/test_translations.py`` holds all of this (``--check`` runs the same checks).
+``make translations`` (``python translations/build.py``): for each lesson ``notebooks/NN_*.ipynb``
+and each assignment's source, its catalogue ``translations/uk/[classroom/]NN_*.po`` (gettext, with
+polib) holds one entry a cell: ``msgctxt`` the cell's id, ``msgid`` the English as it is now,
+``msgstr`` its Ukrainian, the English's SHA-256 in a comment. The script brings each catalogue up
+to date (a new cell gets an empty entry, a changed English cell a ``fuzzy`` one that keeps its old
+translation to revise), then writes ``notebooks/uk/`` (``classroom/uk/source/``) for every
+notebook whose catalogue is complete: the English, each cell's text replaced by its translation,
+and one cell after the set-up cell that sets ``LORAKIT_LANG=uk``. A code cell's translation may
+differ from the English only in comments and string text (``--check``; the tests hold all this).
 
-Left out: machine translation (every ``msgstr`` is written by a person), the assignments.
+Left out: machine translation (every ``msgstr`` is written by a person), nbgrader's student versions
+(``make release`` makes them from ``classroom/uk/source``).
 """
 
 from __future__ import annotations
@@ -50,8 +50,26 @@ def lessons() -> list[Path]:
     return sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
+def assignments() -> list[Path]:
+    """The assignments' source notebooks (nbgrader's ``classroom/source/<name>/<name>.ipynb``)."""
+    return sorted((ROOT / "classroom" / "source").glob("*/[0-9][0-9]_*.ipynb"))
+
+
+def is_assignment(notebook: Path) -> bool:
+    return notebook.parent.parent.name == "source"
+
+
 def catalogue_of(lesson: Path) -> Path:
+    if is_assignment(lesson):
+        return CATALOGUES / "classroom" / f"{lesson.stem}.po"
     return CATALOGUES / f"{lesson.stem}.po"
+
+
+def output_of(notebook: Path) -> Path:
+    """Where the Ukrainian notebook goes: ``notebooks/uk/``, or the Ukrainian classroom's source."""
+    if is_assignment(notebook):
+        return ROOT / "classroom" / LANGUAGE / "source" / notebook.parent.name / notebook.name
+    return OUT / notebook.name
 
 
 def sha(text: str) -> str:
@@ -164,19 +182,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only report what is missing")
     args = parser.parse_args(argv)
-    CATALOGUES.mkdir(parents=True, exist_ok=True)
-    OUT.mkdir(parents=True, exist_ok=True)
-    missing = []
-    for lesson in lessons():
+    missing, documents = [], lessons() + assignments()
+    for notebook in documents:
         if not args.check:
-            update(lesson).save(str(catalogue_of(lesson)))
-        found = problems(lesson)
+            catalogue_of(notebook).parent.mkdir(parents=True, exist_ok=True)
+            update(notebook).save(str(catalogue_of(notebook)))
+        found = problems(notebook)
         missing += found
         if not found and not args.check:
-            (OUT / lesson.name).write_text(notebook_text(translated(lesson)))
+            output_of(notebook).parent.mkdir(parents=True, exist_ok=True)
+            output_of(notebook).write_text(notebook_text(translated(notebook)))
     for line in missing:
         print(line)
-    print(f"{len(lessons())} lessons, {len(missing)} cells to translate or revise")
+    print(f"{len(documents)} notebooks, {len(missing)} cells to translate or revise")
     return 1 if missing and args.check else 0
 
 
