@@ -34,7 +34,7 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: setup
 	$(BIN)/jupyter lab $(ROOT_FLAG) notebooks/
 
-LINTED := lorakit tests benchmarks browser_tests classroom/*.py docs translations
+LINTED := lorakit tests benchmarks browser_tests classroom/*.py classroom/uk/*.py docs translations
 
 lint: setup
 	$(BIN)/ruff check $(LINTED)
@@ -58,9 +58,12 @@ notebooks: setup
 assignments: setup
 	$(TEST_ENV) $(BIN)/python -m pytest -p no:cacheprovider tests/test_classroom.py
 
-# The student versions, made from classroom/source by nbgrader (commit them after editing a source).
+# The student versions, made from classroom/source by nbgrader (commit them after editing a source),
+# and the Ukrainian ones from classroom/uk/source (built by `make translations`).
 release: setup
 	cd classroom && for a in source/*/; do PATH="$(CURDIR)/$(BIN):$$PATH" ../$(BIN)/nbgrader generate_assignment \
+		"$$(basename $$a)" --force --log-level=WARN || exit 1; done; rm -f gradebook.db
+	cd classroom/uk && for a in source/*/; do PATH="$(CURDIR)/$(BIN):$$PATH" ../../$(BIN)/nbgrader generate_assignment \
 		"$$(basename $$a)" --force --log-level=WARN || exit 1; done; rm -f gradebook.db
 
 # The Ukrainian lessons, notebooks/uk/, from the English ones and translations/uk/*.po: brings each

@@ -68,12 +68,12 @@ def student_view(path: Path) -> list[tuple[str, str, dict]]:
     return [(c.cell_type, c.source, c.metadata.get("nbgrader", {})) for c in nb.cells]
 
 
-def stale_releases(course: Path) -> list[str]:
-    """Student versions in the repository's ``release/`` that differ from the ones just generated
-    in ``course``."""
+def stale_releases(course: Path, home: Path = HERE) -> list[str]:
+    """Student versions in the repository's ``release/`` (``home``'s: the English course's, or
+    ``uk/``) that differ from the ones just generated in ``course``."""
     stale = []
     for made in sorted((course / "release").rglob("*.ipynb")):
-        committed = HERE / made.relative_to(course)
+        committed = home / made.relative_to(course)
         if not committed.is_file() or student_view(committed) != student_view(made):
             stale.append(str(committed.relative_to(ROOT)))
     return stale
@@ -136,17 +136,15 @@ def give_marks(course: Path, marks: dict) -> None:
         gb.db.commit()
 
 
-def submit(course: Path, name: str, extra: dict) -> None:
+def submit(course: Path, name: str, extra: dict, samples: bool = True) -> None:
     """Put assignment ``name``'s submissions where autograde reads them: the untouched student
-    version, every sample under ``tests/submissions/<name>/``, and ``extra`` ({student:
-    notebook})."""
+    version, every sample under ``tests/submissions/<name>/`` (unless ``samples`` is false), and
+    ``extra`` ({student: notebook})."""
     released = next((course / "release" / name).glob("*.ipynb"))
+    found = sorted((SUBMISSIONS / name).glob("*.ipynb")) if samples else []
     submitted = {
         "untouched": nbformat.read(released, as_version=4),
-        **{
-            p.stem: nbformat.read(p, as_version=4)
-            for p in sorted((SUBMISSIONS / name).glob("*.ipynb"))
-        },
+        **{p.stem: nbformat.read(p, as_version=4) for p in found},
         **extra,
     }
     for student, notebook in submitted.items():
@@ -160,6 +158,7 @@ def grade(
     only: list[str] | None = None,
     marks: dict | None = None,
     extra: dict | None = None,
+    home: Path = HERE,
 ) -> dict:
     """Run the loop: ``scores`` ({assignment: {student: {grade_id: (score, max)}}}), ``manual`` (the
     cells autograde left to the teacher: {assignment: {student: [grade_id, ...]}}), ``totals`` (the
@@ -170,22 +169,25 @@ def grade(
     (default: ``nbgrader_config.py``'s). ``marks`` ({assignment: {student: {grade_id: points}}}):
     the teacher's points for manually graded cells, given after autograde and before export, as the
     formgrader gives them. ``extra`` ({assignment: {student: notebook}}): more submissions, graded
-    with the samples in the same autograde run (see :func:`with_code`).
+    with the samples in the same autograde run (see :func:`with_code`). ``home``: the course
+    directory (``classroom/``, or the Ukrainian ``classroom/uk/``, graded without the English
+    samples).
     """
     from nbgrader.api import Gradebook
 
     with tempfile.TemporaryDirectory() as scratch:
         course = Path(scratch) / "course"
         course.mkdir()
-        shutil.copy(HERE / "nbgrader_config.py", course)
-        shutil.copytree(HERE / "source", course / "source")
+        shutil.copy(HERE / "nbgrader_config.py", scratch)  # what uk/nbgrader_config.py loads
+        shutil.copy(home / "nbgrader_config.py", course)
+        shutil.copytree(home / "source", course / "source")
         names = only or assignments()
         for name in names:
             nbgrader(course, "generate_assignment", name, "--force")
-        stale = stale_releases(course)
+        stale = stale_releases(course, home)
         logs = {}
         for name in names:
-            submit(course, name, (extra or {}).get(name, {}))
+            submit(course, name, (extra or {}).get(name, {}), samples=home == HERE)
             limit = timeout_s.get(name) if isinstance(timeout_s, dict) else timeout_s
             done = nbgrader(course, "autograde", name, "--force", timeout_s=limit)
             logs[name] = done.stdout + done.stderr

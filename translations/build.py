@@ -120,12 +120,22 @@ def tokens(code: str) -> list[str]:
     return shown
 
 
+class _NoText(ast.NodeTransformer):
+    """An expression with the text of its string constants left out (a column's title in a field,
+    ``f"{'rank':>6}"``, is text a student reads)."""
+
+    def visit_Constant(self, node: ast.Constant) -> ast.AST:
+        return ast.Constant("") if isinstance(node.value, str) else node
+
+
 def _string_fields(literal: str) -> str:
     """A string literal with its text left out: an f-string keeps its fields' code and specs."""
     node = ast.parse(literal, mode="eval").body
     if not isinstance(node, ast.JoinedStr):
         return "<string>"
-    fields = [ast.unparse(v) for v in node.values if isinstance(v, ast.FormattedValue)]
+    fields = [
+        ast.unparse(_NoText().visit(v)) for v in node.values if isinstance(v, ast.FormattedValue)
+    ]
     return f"<f-string {' | '.join(fields)}>"
 
 
