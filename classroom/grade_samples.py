@@ -153,6 +153,21 @@ def submit(course: Path, name: str, extra: dict, samples: bool = True) -> None:
         nbformat.write(notebook, target / released.name)
 
 
+def read_scores(course: Path, names: list[str]) -> dict:
+    """``{assignment: {student: {grade_id: (score, max)}}}`` from the course's gradebook."""
+    from nbgrader.api import Gradebook
+
+    scores: dict = {}
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        for name in names:
+            for submission in gb.assignment_submissions(name):
+                cells = scores.setdefault(name, {}).setdefault(submission.student_id, {})
+                for notebook in submission.notebooks:
+                    for g in notebook.grades:
+                        cells[g.name] = (g.score, g.max_score)
+    return scores
+
+
 def grade(
     timeout_s: float | dict[str, float] | None = None,
     only: list[str] | None = None,
@@ -173,8 +188,6 @@ def grade(
     directory (``classroom/``, or the Ukrainian ``classroom/uk/``, graded without the English
     samples).
     """
-    from nbgrader.api import Gradebook
-
     with tempfile.TemporaryDirectory() as scratch:
         course = Path(scratch) / "course"
         course.mkdir()
@@ -199,16 +212,8 @@ def grade(
                 (row["assignment"], row["student_id"]): float(row["score"])
                 for row in csv.DictReader(f)
             }
-        scores: dict = {}
-        with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
-            for name in names:
-                for submission in gb.assignment_submissions(name):
-                    cells = scores.setdefault(name, {}).setdefault(submission.student_id, {})
-                    for notebook in submission.notebooks:
-                        for g in notebook.grades:
-                            cells[g.name] = (g.score, g.max_score)
         return {
-            "scores": scores,
+            "scores": read_scores(course, names),
             "manual": manual,
             "totals": {f"{a}/{s}": t for (a, s), t in totals.items()},
             "stale": stale,
