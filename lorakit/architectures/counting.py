@@ -22,6 +22,7 @@ from torch import nn
 
 from lorakit import targets
 from lorakit.architectures.meeting import reads
+from lorakit.language import say
 
 __all__ = ["ARTICLE_TARGETS", "SCRIPT_TARGETS", "LoRARow", "lora_rows", "print_table"]
 
@@ -92,9 +93,12 @@ def lora_rows(models: dict[str, nn.Module], r: int) -> list[LoRARow]:
 def print_table(rows: list[LoRARow], r: int) -> None:
     """The rows as a table: modules, LoRA parameters (reading image / text / both), fp16 and fp32
     megabytes, base parameters and the LoRA's share of them."""
-    print(f"rank r = {r}")
-    head = f"{'model':<6}{'targets':<31}{'modules':>8}{'LoRA params':>13}{'image':>12}{'text':>12}"
-    print(head + f"{'both':>12}{'fp16 MB':>9}{'fp32 MB':>9}{'base params':>15}{'share':>8}")
+    print(say("rank r = {r}", r=r))
+    t = {w: say(w) for w in ("model", "targets", "modules", "LoRA params", "image", "text")}
+    t |= {w: say(w) for w in ("both", "base params", "share")}
+    head = f"{t['model']:<6}{t['targets']:<31}{t['modules']:>8}{t['LoRA params']:>13}"
+    head += f"{t['image']:>12}{t['text']:>12}{t['both']:>12}{'fp16 MB':>9}{'fp32 MB':>9}"
+    print(head + f"{t['base params']:>15}{t['share']:>8}")
     for row in rows:
         b = row.by_input
         print(
