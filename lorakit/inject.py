@@ -25,6 +25,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from lorakit.language import say
 from lorakit.lora import LoRAConv2d, LoRALayer, LoRALinear
 from lorakit.targets import (
     FEED_FORWARD,
@@ -208,7 +209,10 @@ def set_lora_scale(model, scale: float) -> None:
     for name, layer in _layers_or_raise(model):
         if layer.merged:
             raise RuntimeError(
-                f"{name} is merged: call inject.unmerge_lora(model) before changing the scale."
+                say(
+                    "{name} is merged: call inject.unmerge_lora(model) before changing the scale.",
+                    name=name,
+                )
             )
         layer.scale = float(scale)
 

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from lorakit.language import say
+
 __all__ = [
     "FEED_FORWARD",
     "PRESETS",
@@ -181,7 +183,12 @@ def check_targets(
     ]
     if too_small:
         raise ValueError(
-            f"r={r} does not fit {len(too_small)} targeted layers, whose min(in, out) is "
-            f"smaller: {', '.join(too_small[:5])}. Use a smaller r or other target_modules."
+            say(
+                "r={r} does not fit {n} targeted layers, whose min(in, out) is smaller: "
+                "{layers}. Use a smaller r or other target_modules.",
+                r=r,
+                n=len(too_small),
+                layers=", ".join(too_small[:5]),
+            )
         )
     return names

@@ -21,6 +21,7 @@ import re
 from torch import nn
 
 from lorakit.formats import lora_weights
+from lorakit.language import say
 
 __all__ = [
     "SD",
@@ -129,7 +130,12 @@ def check_model(arch: str, model, source: str) -> None:
     fits = mine is None or mine == arch or (arch == DIT and mine in (SD3, FLUX))
     if not fits:
         raise lora_weights.UnsupportedKind(
-            f"{source} is a LoRA for {arch}, and this {type(main_part(model)).__name__} is "
-            f"{mine}: nothing was loaded; apply it to {'an' if arch == SDXL else 'a'} {arch} "
-            "model (lorakit info names a file's architecture)."
+            say(
+                "{source} is a LoRA for {arch}, and this {model} is {mine}: nothing was loaded; "
+                "apply it to a model of that architecture (lorakit info names a file's).",
+                source=source,
+                arch=arch,
+                model=type(main_part(model)).__name__,
+                mine=mine,
+            )
         )

@@ -22,6 +22,7 @@ from dataclasses import replace
 import torch
 
 from lorakit import config
+from lorakit.language import say
 from lorakit.memory import estimation
 
 __all__ = ["HEADROOM", "WontFitError", "check_fits", "device_memory", "suggestions"]
@@ -122,28 +123,36 @@ def _device_name(device: torch.device) -> str:
 def _budget(device: torch.device, budget_bytes: int | None) -> tuple[int | None, str]:
     """The bytes a run may take (None: unknown, no check), and where, in words."""
     if budget_bytes is not None:
-        return budget_bytes, f"the budget of {estimation.format_bytes(budget_bytes)}"
+        return budget_bytes, say("the budget of {size}", size=estimation.format_bytes(budget_bytes))
     total = device_memory(device)
     if total is None:
         return None, ""
-    usable = f"{estimation.format_bytes(total)}, {HEADROOM:.0%} of it usable"
+    usable = say(
+        "{size}, {share} of it usable", size=estimation.format_bytes(total), share=f"{HEADROOM:.0%}"
+    )
     return int(total * HEADROOM), f"{_device_name(device)} ({usable})"
 
 
 def _wont_fit_message(estimate: estimation.MemoryEstimate, where: str, fits: list) -> str:
     format_bytes = estimation.format_bytes
-    parts = ", ".join(f"{name} {format_bytes(n)}" for name, n in estimate.rows()[:-1])
-    message = f"this run needs about {format_bytes(estimate.total)} ({parts}), more than {where}. "
+    parts = ", ".join(f"{say(name)} {format_bytes(n)}" for name, n in estimate.rows()[:-1])
+    message = say(
+        "this run needs about {total} ({parts}), more than {where}. ",
+        total=format_bytes(estimate.total),
+        parts=parts,
+        where=where,
+    )
     if not fits:
-        return message + (
+        return message + say(
             "No smaller batch, checkpointing, precision or resolution fits: use a GPU with more "
             "memory, or a smaller model."
         )
     settings = [
-        f"{', '.join(f'{k}={v!r}' for k, v in change.items())} (about {format_bytes(e.total)})"
+        f"{', '.join(f'{k}={v!r}' for k, v in change.items())} "
+        + say("(about {size})", size=format_bytes(e.total))
         for change, e in fits
     ]
-    return message + "Settings that would fit: " + "; ".join(settings) + "."
+    return message + say("Settings that would fit: ") + "; ".join(settings) + "."
 
 
 def check_fits(
