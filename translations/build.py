@@ -87,7 +87,7 @@ def source(cell: dict) -> str:
 def update(lesson: Path) -> polib.POFile:
     """The lesson's catalogue brought up to date with its cells (not yet saved)."""
     path = catalogue_of(lesson)
-    po = polib.pofile(str(path)) if path.exists() else polib.POFile(wrapwidth=0)
+    po = polib.pofile(str(path), wrapwidth=0) if path.exists() else polib.POFile(wrapwidth=0)
     po.metadata = {"Content-Type": "text/plain; charset=UTF-8", "Language": LANGUAGE}
     by_id = {e.msgctxt: e for e in po}
     entries = []
