@@ -20,27 +20,32 @@ ROOT = config.REPO_ROOT
 spec = importlib.util.spec_from_file_location("build", ROOT / "translations" / "build.py")
 build = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(build)
-LESSONS = build.lessons()
+DOCUMENTS = build.lessons() + build.assignments()  # the lessons, then the assignments' sources
 
 
-@pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("lesson", DOCUMENTS, ids=lambda p: p.stem)
 def test_the_catalogue_is_complete_and_current(lesson):
     found = build.problems(lesson)
     assert not found, "; ".join(found[:5]) + " (make translations, then translate the cells named)"
 
 
-@pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("lesson", DOCUMENTS, ids=lambda p: p.stem)
 def test_the_ukrainian_notebook_is_what_the_catalogue_builds(lesson):
     if build.problems(lesson):
         pytest.skip("the catalogue is not complete (the test above says what is missing)")
     built = build.notebook_text(build.translated(lesson))
-    committed = build.OUT / lesson.name
+    committed = build.output_of(lesson)
     assert committed.is_file() and committed.read_text() == built, (
-        f"notebooks/uk/{lesson.name} is not what translations/uk/{lesson.stem}.po builds: "
-        "run make translations"
+        f"{committed.relative_to(ROOT)} is not what {build.catalogue_of(lesson).relative_to(ROOT)} "
+        "builds: run make translations"
     )
     notebook = json.loads(built)
-    assert f"notebooks/uk/{lesson.name}" in "".join(notebook["cells"][0]["source"])  # its badge
+    badge = (
+        f"classroom/uk/release/{lesson.parent.name}/{lesson.name}"
+        if build.is_assignment(lesson)
+        else f"notebooks/uk/{lesson.name}"
+    )
+    assert badge in "".join(notebook["cells"][0]["source"])  # its Colab badge opens it
     sets = [c for c in notebook["cells"] if c["id"] == "uk-language"]
     assert len(sets) == 1 and 'LORAKIT_LANG"] = "uk"' in "".join(sets[0]["source"])
 
