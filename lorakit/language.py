@@ -9,8 +9,9 @@ Ukrainian). A message with ``{}`` fields is formatted after it is translated, so
 moves the figures where Ukrainian puts them. A message the catalogue lacks is said in English;
 ``tests/project/test_translations.py`` fails on any such message in the package.
 
-Left out: the notebooks' own text (``translations/``, built by ``make translations``) and the
-messages of lorakit's errors, which stay in English, as the library's exceptions do.
+Left out: the notebooks' own text (``translations/``, built by ``make translations``) and most
+of lorakit's errors, which stay in English, as libraries' exceptions do (the refusals lessons
+provoke on purpose are translated).
 """
 
 from __future__ import annotations
