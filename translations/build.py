@@ -146,14 +146,15 @@ def problems(lesson: Path) -> list[str]:
         return [f"{lesson.name}: no catalogue {path.relative_to(ROOT)} (run make translations)"]
     po, found = polib.pofile(str(path)), []
     by_id = {e.msgctxt: e for e in po}
-    ids = [c["id"] for c in cells(lesson)]
+    notebook_cells = cells(lesson)
+    ids = [c["id"] for c in notebook_cells]
     found += [f"{lesson.name}: the catalogue has no cell {c}" for c in ids if c not in by_id]
     found += [
         f"{lesson.name}: the catalogue's cell {e.msgctxt} is gone"
         for e in po
         if e.msgctxt not in ids
     ]
-    for cell in cells(lesson):
+    for cell in notebook_cells:
         entry, where = by_id.get(cell["id"]), f"{lesson.name} cell {cell['id']}"
         if entry is None:
             continue

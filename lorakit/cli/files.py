@@ -76,7 +76,7 @@ def _is_lycoris(path: str) -> bool:
     if not Path(path).is_file():
         return False
     header, _ = formats.read_header(Path(path))
-    return any(k.rsplit(".", 1)[-1] in formats.LYCORIS_SUFFIXES for k in header)
+    return formats.is_lycoris(header)
 
 
 def cmd_info(args: argparse.Namespace) -> None:

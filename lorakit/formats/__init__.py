@@ -45,7 +45,7 @@ from lorakit.formats.lora_weights import (
     check_weights,
     from_model,
 )
-from lorakit.formats.lycoris import SUFFIXES as LYCORIS_SUFFIXES
+from lorakit.formats.lycoris import is_lycoris
 from lorakit.formats.refused import ARCHITECTURES, VARIANTS
 from lorakit.formats.safetensors_io import (
     FLOAT_DTYPES,
@@ -89,7 +89,7 @@ __all__ = [
     "PEFT_FILE",
     "PEFT_PREFIX",
     "PEFT_TEXT_FOLDER",
-    "LYCORIS_SUFFIXES",
+    "is_lycoris",
     # load, save, apply
     "apply_lora",
     "convert",

@@ -20,6 +20,7 @@ import re
 
 from torch import nn
 
+from lorakit import inject
 from lorakit.formats import lora_weights
 from lorakit.language import say
 
@@ -102,12 +103,10 @@ def of_weights(weights: lora_weights.LoRAWeights) -> str:
     return of_keys(shapes)
 
 
-def main_part(model) -> nn.Module | None:
+def main_part(model) -> nn.Module:
     """The model a LoRA's non-text modules go into: a pipeline's UNet or transformer, or the
-    model itself."""
-    if isinstance(model, nn.Module):
-        return model
-    return getattr(model, "unet", None) or getattr(model, "transformer", None)
+    model itself (``inject.components``' first part)."""
+    return inject.components(model)[0][1]
 
 
 def of_model(model) -> str | None:

@@ -79,7 +79,7 @@ def _load_file(path: Path, model=None, peft_prefix: str = "") -> lora_weights.Lo
     keys = list(header)
     refused.refuse_architecture(path, keys)
     arch = architectures.of_header(header)
-    if any(k.rsplit(".", 1)[-1] in lycoris.SUFFIXES for k in keys):
+    if lycoris.is_lycoris(keys):
         return lycoris.load_lycoris(path, header, metadata, model, arch)
     fmt, halves, alpha_keys, configs, names = _read_keys(
         path, keys, metadata, model, peft_prefix, arch

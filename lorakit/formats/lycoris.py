@@ -30,7 +30,7 @@ __all__ = [
     "kind_of",
     "missing",
     "scale_of",
-    "delta",
+    "is_lycoris",
     "exact_factors",
     "load_lycoris",
 ]
@@ -98,22 +98,9 @@ def _factors(kind: str, t: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.kron(u1, u2), torch.kron(v1, v2)
 
 
-def delta(kind: str, t: dict, alpha: float | None) -> torch.Tensor:
-    """delta W as a matrix ``(out, in * kh * kw)``, float64, from the formula itself."""
-    if kind == "LoHa":
-        w1a, w1b, w2a, w2b = (_matrix(t[s]) for s in LOHA)
-        return scale_of(kind, t, alpha) * (w1a @ w1b) * (w2a @ w2b)
-    w1 = (
-        _matrix(t["lokr_w1"])
-        if "lokr_w1" in t
-        else _matrix(t["lokr_w1_a"]) @ _matrix(t["lokr_w1_b"])
-    )
-    w2 = (
-        _matrix(t["lokr_w2"])
-        if "lokr_w2" in t
-        else _matrix(t["lokr_w2_a"]) @ _matrix(t["lokr_w2_b"])
-    )
-    return scale_of(kind, t, alpha) * torch.kron(w1, w2)
+def is_lycoris(keys) -> bool:
+    """Whether a file's keys hold a LoHa's or LoKr's tensors (told before any tensor is read)."""
+    return any(k.rsplit(".", 1)[-1] in SUFFIXES for k in keys)
 
 
 def exact_factors(kind: str, t: dict, alpha: float | None) -> tuple[torch.Tensor, torch.Tensor]:
