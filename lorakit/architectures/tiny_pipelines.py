@@ -16,21 +16,19 @@ from __future__ import annotations
 
 import torch
 
+from lorakit import models
 from lorakit.architectures import configs
 
 __all__ = ["TINY_TEXT_CONFIG", "tiny_sdxl_pipeline"]
 
-TINY_TEXT_CONFIG = dict(
+TINY_TEXT_CONFIG = dict(  # SD 1.5's CLIP at small sizes (its special tokens inside the vocabulary)
+    models.SD15_TEXT_CONFIG,
+    vocab_size=1000,
     hidden_size=32,
     intermediate_size=37,
     num_hidden_layers=2,
     num_attention_heads=4,
-    vocab_size=1000,
-    max_position_embeddings=77,
     projection_dim=32,
-    bos_token_id=0,  # within the small vocabulary
-    eos_token_id=2,
-    pad_token_id=1,
 )
 
 
